@@ -1,0 +1,38 @@
+"""lorazoo: every LoRA variant as a projection θ_d → θ_D behind one adapter lifecycle."""
+
+__version__ = "0.1.0"
+
+from .config import AdapterConfig  # noqa: E402
+from .errors import (  # noqa: E402
+    AdapterFileError,
+    AdapterStateError,
+    ConfigError,
+    LayoutMismatchError,
+    LoraZooError,
+    TargetModulesError,
+    UnknownProjectionError,
+)
+from .layout import Layout, LayoutEntry  # noqa: E402
+from .model import AdaptedModel, attach  # noqa: E402
+from .io import load_adapter  # noqa: E402
+from .projections import Projection, projection_names, register_projection  # noqa: E402
+
+__all__ = [
+    "AdaptedModel",
+    "AdapterConfig",
+    "AdapterFileError",
+    "AdapterStateError",
+    "ConfigError",
+    "Layout",
+    "LayoutEntry",
+    "LayoutMismatchError",
+    "LoraZooError",
+    "Projection",
+    "TargetModulesError",
+    "UnknownProjectionError",
+    "__version__",
+    "attach",
+    "load_adapter",
+    "projection_names",
+    "register_projection",
+]

@@ -1,0 +1,180 @@
+"""Which modules are adapted, in which order, and where their factors live inside θ_D.
+
+θ_D is the concatenation, in model order, of vec(A_l) (r × in) then vec(B_l) (out × r) for every
+adapted Linear l. Everything downstream (projections, reconstructor, merge, export, counting) reads
+only this layout, so it can be built from a meta-device model without weights.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+from torch import nn
+
+from .errors import TargetModulesError
+
+ALL_LINEAR = "all-linear"
+# Top-level children that hold task heads; `all-linear` never adapts them (as PEFT does for lm_head).
+HEAD_MODULE_NAMES = frozenset({"lm_head", "classifier", "score", "qa_outputs", "cls", "head"})
+
+
+@dataclass(frozen=True)
+class LayoutEntry:
+    """One adapted Linear: its name, shape, rank and offsets of A (r × in) and B (out × r) in θ_D."""
+
+    name: str
+    in_features: int
+    out_features: int
+    rank: int
+    offset: int
+
+    @property
+    def a_numel(self) -> int:
+        return self.rank * self.in_features
+
+    @property
+    def b_numel(self) -> int:
+        return self.out_features * self.rank
+
+    @property
+    def a_offset(self) -> int:
+        return self.offset
+
+    @property
+    def b_offset(self) -> int:
+        return self.offset + self.a_numel
+
+    @property
+    def numel(self) -> int:
+        return self.a_numel + self.b_numel
+
+    @property
+    def kind(self) -> str:
+        """The module kind shared across blocks (``query``, ``q_proj``...): the last name component."""
+        return self.name.rsplit(".", 1)[-1]
+
+    @property
+    def shape_signature(self) -> tuple[int, int, int]:
+        return (self.in_features, self.out_features, self.rank)
+
+
+class Layout(Sequence[LayoutEntry]):
+    """The ordered adapted modules; ``D`` is the length of θ_D."""
+
+    def __init__(self, entries: Iterable[LayoutEntry]):
+        self.entries: tuple[LayoutEntry, ...] = tuple(entries)
+        self._by_name = {e.name: e for e in self.entries}
+        offset = 0
+        for entry in self.entries:
+            if entry.offset != offset:
+                raise ValueError(f"layout entry {entry.name} has offset {entry.offset}, expected {offset}")
+            offset += entry.numel
+        self.D = offset
+
+    @classmethod
+    def from_shapes(cls, shapes: Iterable[tuple[str, int, int]], rank: int) -> "Layout":
+        """Build from (name, in_features, out_features) triples, e.g. for a 7B model without weights."""
+        entries, offset = [], 0
+        for name, in_features, out_features in shapes:
+            entry = LayoutEntry(name, int(in_features), int(out_features), rank, offset)
+            entries.append(entry)
+            offset += entry.numel
+        return cls(entries)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, target_modules: Sequence[str] | str, rank: int) -> "Layout":
+        names = match_target_modules(model, target_modules)
+        modules = dict(model.named_modules())
+        return cls.from_shapes(((n, modules[n].in_features, modules[n].out_features) for n in names), rank)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.entries[index]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def entry(self, name: str) -> LayoutEntry:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not an adapted module; adapted: {list(self._by_name)[:8]}...") from None
+
+    @property
+    def segment_sizes(self) -> list[int]:
+        """Sizes of [A_1, B_1, A_2, B_2, ...] in θ_D: one ``split`` call yields every factor."""
+        return [size for e in self.entries for size in (e.a_numel, e.b_numel)]
+
+    def to_list(self) -> list[dict]:
+        return [asdict(e) for e in self.entries]
+
+    @classmethod
+    def from_list(cls, rows: Iterable[dict]) -> "Layout":
+        return cls(LayoutEntry(**row) for row in rows)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Layout) and self.entries == other.entries
+
+    def __repr__(self) -> str:
+        return f"Layout({len(self)} modules, D={self.D:,})"
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Adaptable Linear modules in model order; lorazoo's own wrappers count as the module they wrap."""
+    from .reconstructor import AdaptedLinear  # local import: the layer module imports this one
+
+    names, internal = [], ()
+    for name, module in model.named_modules():
+        if internal and name.startswith(internal):
+            continue
+        if isinstance(module, AdaptedLinear):
+            internal = (*internal, name + ".")
+            names.append(name)
+        elif hasattr(module, "copies") and hasattr(module, "original"):  # a ModuleCopies wrapper
+            internal = (*internal, name + ".copies.")
+        elif isinstance(module, nn.Linear) and name:
+            names.append(name.replace(".original", ""))
+    return names
+
+
+def _head_names(model: nn.Module) -> set[str]:
+    heads = set()
+    get_out = getattr(model, "get_output_embeddings", None)
+    output = get_out() if callable(get_out) else None
+    for name, module in model.named_modules():
+        top = name.split(".", 1)[0]
+        if (output is not None and module is output) or top in HEAD_MODULE_NAMES:
+            heads.add(name)
+    return heads
+
+
+def match_target_modules(model: nn.Module, target_modules: Sequence[str] | str) -> list[str]:
+    """Names of the Linear modules to adapt, in model order.
+
+    A list matches exact names or dotted suffixes (``query`` matches ``...self.query``); a single
+    string other than ``all-linear`` is a regex that must match the full name (PEFT's convention).
+    """
+    linear = linear_module_names(model)
+    if target_modules == ALL_LINEAR or (not isinstance(target_modules, str) and list(target_modules) == [ALL_LINEAR]):
+        heads = _head_names(model)
+        matched = [n for n in linear if n not in heads]
+    elif isinstance(target_modules, str):
+        try:
+            pattern = re.compile(target_modules)
+        except re.error as exc:
+            raise TargetModulesError(f"target_modules regex {target_modules!r} is invalid: {exc}") from None
+        matched = [n for n in linear if pattern.fullmatch(n)]
+    else:
+        targets = list(target_modules)
+        matched = [n for n in linear if any(n == t or n.endswith("." + t) for t in targets)]
+    if not matched:
+        kinds = sorted({n.rsplit(".", 1)[-1] for n in linear})
+        raise TargetModulesError(
+            f"target_modules={target_modules!r} matched no nn.Linear; Linear module kinds in this model: {kinds} "
+            f"(e.g. {linear[:3]}), or use 'all-linear'"
+        )
+    return matched

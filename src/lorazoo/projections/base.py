@@ -1,0 +1,188 @@
+"""The one Projection interface and the registry that finds a projection by its config name.
+
+A projection owns a method's parameters θ_d and returns the flat vector θ_D of every LoRA factor
+(layout order: A_1, B_1, A_2, B_2, ...). The reconstructor, layers and lifecycle only ever call this
+interface, so a new method is one file with ``@register_projection("name")`` and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import AdapterConfig
+from ..errors import ConfigError, UnknownProjectionError
+from ..layout import Layout
+from . import random as zrandom
+
+_REGISTRY: dict[str, type["Projection"]] = {}
+
+
+def register_projection(name: str):
+    """Class decorator: make a Projection subclass available as ``projection=<name>``."""
+
+    def decorator(cls: type["Projection"]) -> type["Projection"]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"projection name {name!r} is already registered by {_REGISTRY[name].__name__}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def projection_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_projection_class(name: str) -> type["Projection"]:
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise UnknownProjectionError(f"unknown projection {name!r}; registered: {', '.join(projection_names())}") from None
+
+
+def build_projection(layout: Layout, config: AdapterConfig) -> "Projection":
+    return get_projection_class(config.projection)(layout, config)
+
+
+class Projection(nn.Module):
+    """Maps the method's trainable parameters θ_d to θ_D (length ``D``).
+
+    Class attributes a subclass sets:
+      ``defaults``   its ``projection_kwargs`` with default values (other keys are rejected);
+      ``is_linear``  θ_D is a linear function of θ_d, so ``matrix()`` exists;
+      ``uses_alpha`` the layer scale is alpha / rank (LoRA-style) rather than 1.
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    is_linear: ClassVar[bool] = False
+    uses_alpha: ClassVar[bool] = False
+
+    def __init__(self, layout: Layout, config: AdapterConfig):
+        super().__init__()
+        unknown = sorted(set(config.projection_kwargs) - set(self.defaults))
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {unknown} for projection {self.name!r}; valid: {sorted(self.defaults) or 'none'}"
+            )
+        self.layout = layout
+        self.config = config
+        self.options: dict[str, Any] = {**self.defaults, **config.projection_kwargs}
+
+    # ----------------------------------------------------------------- the contract
+    def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def D(self) -> int:
+        return self.layout.D
+
+    @property
+    def d(self) -> int:
+        """Trainable numel: what the optimiser sees."""
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    @property
+    def scaling(self) -> float:
+        return self.config.effective_alpha / self.config.rank if self.uses_alpha else 1.0
+
+    def stored_numel(self) -> int:
+        """Numel needed to store the trained adapter for inference (smaller than ``d`` for VB-LoRA)."""
+        return self.d
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_trainable_parameters()]
+
+    def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Parameters the method trains by design, whether or not this adapter is active right now."""
+        designed = self.__dict__.setdefault("_designed_trainable", None)
+        if designed is None:
+            designed = self.__dict__["_designed_trainable"] = {n for n, p in self.named_parameters() if p.requires_grad}
+        return [(n, p) for n, p in self.named_parameters() if n in designed]
+
+    def set_active(self, active: bool) -> None:
+        """Only the active adapter's designed-trainable parameters require grad."""
+        for _, p in self.named_trainable_parameters():
+            p.requires_grad_(active)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named groups that may get their own learning rate / weight decay (VB-LoRA: bank vs logits)."""
+        return {"projection": self.trainable_parameters()}
+
+    def theta_d(self) -> torch.Tensor:
+        """θ_d as one flat vector (trainable parameters in order): the x of θ_D = P x."""
+        return torch.cat([p.reshape(-1) for p in self.trainable_parameters()])
+
+    def matrix(self) -> torch.Tensor | None:
+        """The D × d matrix P for linear projections (dense here; subclasses may return sparse), else None.
+
+        The generic version is the Jacobian of ``forward`` and is meant for checks on small layouts.
+        """
+        if not self.is_linear:
+            return None
+        named = self.named_trainable_parameters()
+        names = [n for n, _ in named]
+        values = tuple(p.detach() for _, p in named)
+
+        def theta_of(*params: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(self, dict(zip(names, params)), ())
+
+        jac = torch.func.jacrev(theta_of, argnums=tuple(range(len(values))))(*values)
+        return torch.cat([j.reshape(self.D, -1) for j in jac], dim=1)
+
+    # ----------------------------------------------------------------- persistence
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors a saved adapter needs: every parameter (+ buffers a subclass chooses to persist)."""
+        state = {n: p.detach() for n, p in self.named_parameters()}
+        state.update({n: b.detach() for n, b in self.named_buffers() if n in self.saved_buffer_names()})
+        return state
+
+    def saved_buffer_names(self) -> set[str]:
+        return set()
+
+    def load_adapter_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        expected = self.adapter_state_dict()
+        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"adapter tensors do not fit projection {self.name!r}: missing {missing}, unexpected {unexpected}")
+        own = dict(self.named_parameters()) | dict(self.named_buffers())
+        with torch.no_grad():
+            for key, value in tensors.items():
+                if tuple(value.shape) != tuple(own[key].shape):
+                    raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, projection expects {tuple(own[key].shape)}")
+                own[key].copy_(value)
+
+    # ----------------------------------------------------------------- helpers for subclasses
+    def option(self, key: str) -> Any:
+        return self.options[key]
+
+    def positive_int_option(self, key: str, upper: int | None = None, upper_name: str = "") -> int:
+        """Validated integer option: a ConfigError naming the value and the valid range otherwise."""
+        value = self.options[key]
+        valid = f"1..{upper:,}" + (f" ({upper_name})" if upper_name else "") if upper is not None else "a positive integer"
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or (upper is not None and value > upper):
+            raise ConfigError(f"{self.name}: {key}={value!r} is invalid; valid: {valid}")
+        return value
+
+    def choice_option(self, key: str, choices: Iterable[str]) -> str:
+        value, choices = self.options[key], list(choices)
+        if value not in choices:
+            raise ConfigError(f"{self.name}: {key}={value!r} is invalid; valid: {choices}")
+        return value
+
+    def lora_init(self, purpose: str = "lora_init") -> torch.Tensor:
+        """θ_D initialised like PEFT LoRA: A ~ U(±1/√in) (kaiming-uniform, a=√5), B = 0."""
+        return lora_style_init(self.layout, self.config.seed, purpose)
+
+
+def lora_style_init(layout: Layout, seed: int, purpose: str = "lora_init") -> torch.Tensor:
+    """Flat θ_D with A entries U(±1/√in_l) and B entries 0, from the counter-based generator."""
+    bounds = np.concatenate(
+        [np.concatenate([np.full(e.a_numel, 1.0 / np.sqrt(e.in_features)), np.zeros(e.b_numel)]) for e in layout]
+    ) if len(layout) else np.zeros(0)
+    return zrandom.as_tensor(zrandom.uniform(seed, purpose, layout.D, -1.0, 1.0) * bounds)

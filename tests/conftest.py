@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny randomly initialised models built from transformers configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from lorazoo import projection_names  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# projection_kwargs that fit the tiny models below (hidden 32/64, 2 layers). Every registered
+# projection must have an entry: a projection without one fails test_every_projection_has_a_case.
+PROJECTION_CASES: dict[str, dict] = {
+    "lora": {},
+    "unilora": {"d": 64},
+    "tied": {},
+    "vera": {},
+    "vblora": {"num_vectors": 16, "vector_length": 8, "topk": 2},
+    "prolora": {"unshared_rank": 1, "m": 2, "n": 2},
+    "gaussian": {"d": 48},
+    "fastfood": {"d": 48},
+}
+
+
+def tiny_bert(seed: int = 0, num_labels: int = 2):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=num_labels)
+    return BertForSequenceClassification(config).eval()
+
+
+def tiny_llama(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         tie_word_embeddings=False)
+    return LlamaForCausalLM(config).eval()
+
+
+TINY_MODELS = {"bert": tiny_bert, "llama": tiny_llama}
+TINY_TARGETS = {"bert": ["query", "value"], "llama": "all-linear"}
+
+
+def registered_cases() -> list[str]:
+    return [name for name in projection_names()]
+
+
+@pytest.fixture
+def bert_inputs():
+    g = torch.Generator().manual_seed(1)
+    return {"input_ids": torch.randint(0, 128, (3, 9), generator=g), "attention_mask": torch.ones(3, 9, dtype=torch.long)}
+
+
+@pytest.fixture
+def llama_inputs():
+    g = torch.Generator().manual_seed(2)
+    return {"input_ids": torch.randint(0, 128, (2, 11), generator=g)}
+
+
+def model_inputs(kind: str) -> dict:
+    g = torch.Generator().manual_seed(3)
+    if kind == "bert":
+        return {"input_ids": torch.randint(0, 128, (3, 9), generator=g), "attention_mask": torch.ones(3, 9, dtype=torch.long)}
+    return {"input_ids": torch.randint(0, 128, (2, 11), generator=g)}
+
+
+def perturb(model, scale: float = 0.05, seed: int = 7) -> None:
+    """Move every trainable adapter parameter off its init so ΔW ≠ 0 (tests then see real factors)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(scale * torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype))
