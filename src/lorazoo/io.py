@@ -76,6 +76,9 @@ def save_adapter(model, path: str | Path) -> Path:
             "config": config.to_dict(),
             "layout": model.layout.to_list(),
             "num_parameters": model.num_parameters(),
+            # how to rebuild the base for export/serving: a transformers class name and its label count
+            "base_model_class": type(model.base_model).__name__,
+            "num_labels": getattr(getattr(model.base_model, "config", None), "num_labels", None),
         },
     )
     return path

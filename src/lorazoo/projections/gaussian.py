@@ -1,0 +1,101 @@
+"""Dense Gaussian random projection: θ_D = P θ_d with P_ij ~ N(0, 1/D), never stored whole.
+
+The intrinsic-dimension line of work (Li et al. 2018, "Measuring the Intrinsic Dimension of Objective
+Landscapes"; Aghajanyan et al. 2021) trains a small θ_d through a dense random P; Uni-LoRA (Li et al.
+2025) uses it as an ablation of its sparse isometry. With variance 1/D every column has expected
+squared norm 1, so P is an isometry in expectation, like unilora's P.
+
+P has D·d entries (3.4e9 for RoBERTa-base GLUE), so rows are regenerated in chunks from the
+counter-based generator (entry (i, j) is counter i·d + j of one stream) inside a custom autograd
+function: forward Σ_chunks P_c θ, backward Σ_chunks P_cᵀ g. When D·d ≤ ``cache_max_elements`` the
+whole matrix is generated once and kept (non-persistent; never saved).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import AdapterConfig
+from ..errors import ConfigError
+from ..layout import Layout
+from . import random as zrandom
+from .base import Projection, register_projection
+
+_STREAM = "gaussian/P"
+_AUTO_CHUNK_ELEMENTS = 1 << 22  # ~32 MB of float64 per generated chunk
+
+
+@register_projection("gaussian")
+class GaussianProjection(Projection):
+    # init_range: θ_d ~ U(±0.02) as unilora/PEFT (θ_d = 0 would make every A_l = B_l = 0 and BA has
+    # zero gradient there). chunk_rows: 0 = auto (about 4M entries per chunk).
+    defaults = {"d": 23040, "init_range": 0.02, "chunk_rows": 0, "cache_max_elements": 1 << 24}
+    is_linear = True
+
+    def __init__(self, layout: Layout, config: AdapterConfig):
+        super().__init__(layout, config)
+        d = self.positive_int_option("d", upper=layout.D, upper_name="D, the number of LoRA factor entries")
+        for key in ("chunk_rows", "cache_max_elements"):
+            value = self.options[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"gaussian: {key}={value!r} is invalid; valid: an integer >= 0")
+        self.chunk_rows = self.options["chunk_rows"] or max(1, _AUTO_CHUNK_ELEMENTS // d)
+        init_range = float(self.options["init_range"])
+        self.theta = nn.Parameter(zrandom.as_tensor(zrandom.uniform(config.seed, "gaussian/theta", d, -init_range, init_range)))
+        # filled lazily on first use, so building the projection (e.g. for counting) allocates only θ_d
+        self.register_buffer("cached_matrix", None, persistent=False)
+
+    @property
+    def cached(self) -> bool:
+        return self.D * self.theta.numel() <= self.options["cache_max_elements"]
+
+    def rows(self, start: int, stop: int, dtype: torch.dtype | None = None, device: torch.device | None = None) -> torch.Tensor:
+        """Rows [start, stop) of P, identical however the rows are chunked."""
+        d = self.theta.numel()
+        values = zrandom.normal(self.config.seed, _STREAM, (stop - start) * d, start=start * d) / math.sqrt(self.D)
+        out = zrandom.as_tensor(values.reshape(stop - start, d), dtype or self.theta.dtype)
+        return out.to(device or self.theta.device)
+
+    def row_chunks(self):
+        """(start, stop) of every chunk of ``chunk_rows`` rows."""
+        return [(s, min(s + self.chunk_rows, self.D)) for s in range(0, self.D, self.chunk_rows)]
+
+    def forward(self) -> torch.Tensor:
+        if self.cached:
+            return self._full_matrix() @ self.theta
+        return _ChunkedMatVec.apply(self.theta, self)
+
+    def _full_matrix(self) -> torch.Tensor:
+        p = self.cached_matrix
+        if p is None or p.dtype != self.theta.dtype or p.device != self.theta.device:
+            p = self.cached_matrix = self.rows(0, self.D)
+        return p
+
+    def matrix(self) -> torch.Tensor:
+        """The dense D × d matrix (for checks on small layouts: it allocates D·d values)."""
+        return self._full_matrix().clone() if self.cached else self.rows(0, self.D)
+
+
+class _ChunkedMatVec(torch.autograd.Function):
+    """y = P θ and θ̄ = Pᵀ ȳ with P regenerated chunk by chunk (never held whole)."""
+
+    @staticmethod
+    def forward(ctx, theta: torch.Tensor, projection: GaussianProjection) -> torch.Tensor:
+        ctx.projection = projection
+        out = theta.new_empty(projection.D)
+        for start, stop in projection.row_chunks():
+            out[start:stop] = projection.rows(start, stop, theta.dtype, theta.device) @ theta
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        projection = ctx.projection
+        grad = None
+        for start, stop in projection.row_chunks():
+            part = grad_out[start:stop] @ projection.rows(start, stop, grad_out.dtype, grad_out.device)
+            grad = part if grad is None else grad + part
+        return grad, None
