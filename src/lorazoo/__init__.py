@@ -16,6 +16,7 @@ from .layout import Layout, LayoutEntry  # noqa: E402
 from .model import AdaptedModel, attach  # noqa: E402
 from .io import load_adapter  # noqa: E402
 from .projections import Projection, projection_names, register_projection  # noqa: E402
+from .counting import count_parameters  # noqa: E402
 
 __all__ = [
     "AdaptedModel",
@@ -32,6 +33,7 @@ __all__ = [
     "UnknownProjectionError",
     "__version__",
     "attach",
+    "count_parameters",
     "load_adapter",
     "projection_names",
     "register_projection",

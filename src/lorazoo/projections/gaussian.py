@@ -71,12 +71,18 @@ class GaussianProjection(Projection):
     def _full_matrix(self) -> torch.Tensor:
         p = self.cached_matrix
         if p is None or p.dtype != self.theta.dtype or p.device != self.theta.device:
-            p = self.cached_matrix = self.rows(0, self.D)
+            p = self.cached_matrix = self._dense()
+        return p
+
+    def _dense(self) -> torch.Tensor:
+        p = torch.empty(self.D, self.theta.numel(), dtype=self.theta.dtype, device=self.theta.device)
+        for start, stop in self.row_chunks():  # chunk by chunk: numpy's float64 temporaries stay small
+            p[start:stop] = self.rows(start, stop)
         return p
 
     def matrix(self) -> torch.Tensor:
         """The dense D × d matrix (for checks on small layouts: it allocates D·d values)."""
-        return self._full_matrix().clone() if self.cached else self.rows(0, self.D)
+        return self._full_matrix().clone() if self.cached else self._dense()
 
 
 class _ChunkedMatVec(torch.autograd.Function):

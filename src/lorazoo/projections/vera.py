@@ -1,0 +1,73 @@
+"""VeRA (Kopiczko, Blankevoort & Asano 2024, arXiv:2310.11454): frozen shared random factors + trained scales.
+
+One pair of frozen random matrices A_sh ∈ R^{r×h_max}, B_sh ∈ R^{o_max×r} serves every adapted layer;
+layer l trains λ_d ∈ R^r and λ_b ∈ R^{o_l}:
+
+    A_l = diag(λ_d) A_sh[:, :h_l],   B_l = diag(λ_b) B_sh[:o_l, :],   ΔW_l = B_l A_l  (s = 1).
+
+θ_D is linear in the trained λ's, so ``matrix()`` exists. d = Σ_l (r + o_l): RoBERTa-base query+value
+with r = 1024 gives 43,008 (the "0.043M" of the VeRA and VB-LoRA tables).
+
+A_sh ~ U(±√(6/h_max)) and B_sh ~ U(±√(6/r)) (kaiming-uniform with gain √2, as PEFT) come from the
+counter-based generator, so they are regenerated from the seed on any machine; they are saved with the
+adapter only with ``save_projection: true``. λ_d starts at ``d_initial`` (0.1) and λ_b at 0, so ΔW = 0.
+λ_d and λ_b are two flat parameters (layers in layout order); layers are batched by (kind, shape).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import AdapterConfig
+from ..errors import ConfigError
+from ..layout import Layout
+from .base import Projection, register_projection
+from .sharing import LayerGroups, scaled_factor_rows, uniform_matrix
+
+
+@register_projection("vera")
+class VeRAProjection(Projection):
+    defaults = {"save_projection": False, "d_initial": 0.1}
+    is_linear = True
+    uses_alpha = False
+
+    def __init__(self, layout: Layout, config: AdapterConfig):
+        super().__init__(layout, config)
+        if not isinstance(self.options["save_projection"], bool):
+            raise ConfigError(f"vera: save_projection={self.options['save_projection']!r} is invalid; valid: true or false")
+        d_initial = self.options["d_initial"]
+        if isinstance(d_initial, bool) or not isinstance(d_initial, (int, float)) or not np.isfinite(d_initial):
+            raise ConfigError(f"vera: d_initial={d_initial!r} is invalid; valid: a finite number (paper: 0.1)")
+        r = config.rank
+        h_max = max(e.in_features for e in layout)
+        o_max = max(e.out_features for e in layout)
+        self.register_buffer("vera_A", uniform_matrix(config.seed, "vera/A", (r, h_max), np.sqrt(6.0 / h_max)), persistent=False)
+        self.register_buffer("vera_B", uniform_matrix(config.seed, "vera/B", (o_max, r), np.sqrt(6.0 / r)), persistent=False)
+        self.lambda_d = nn.Parameter(torch.full((len(layout) * r,), float(d_initial)))
+        self.lambda_b = nn.Parameter(torch.zeros(sum(e.out_features for e in layout)))
+
+        # per (kind, shape) group: which layers (rows of λ_d viewed as L × r) and which entries of λ_b
+        self.grouping = LayerGroups(layout, lambda e: (e.kind, e.in_features, e.out_features))
+        b_start = np.concatenate([[0], np.cumsum([e.out_features for e in layout])]).astype(np.int64)
+        self.group_shapes = [(entries[0].in_features, entries[0].out_features) for entries in self.grouping.entries]
+        for g, members in enumerate(self.grouping.members):
+            o = self.group_shapes[g][1]
+            b_index = np.concatenate([np.arange(b_start[i], b_start[i] + o) for i in members])
+            self.register_buffer(f"layers_{g}", torch.tensor(members, dtype=torch.long), persistent=False)
+            self.register_buffer(f"lambda_b_index_{g}", torch.from_numpy(b_index), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        lambda_d = self.lambda_d.view(-1, self.config.rank)
+        rows = []
+        for g, (h, o) in enumerate(self.group_shapes):
+            k = len(self.grouping.members[g])
+            d_scale = lambda_d.index_select(0, getattr(self, f"layers_{g}"))
+            b_scale = self.lambda_b.index_select(0, getattr(self, f"lambda_b_index_{g}")).view(k, o)
+            rows.append(scaled_factor_rows(d_scale, self.vera_A[:, :h], b_scale, self.vera_B[:o, :]))
+        return self.grouping.assemble(rows)
+
+    def saved_buffer_names(self) -> set[str]:
+        return {"vera_A", "vera_B"} if self.options["save_projection"] else set()
+
