@@ -25,7 +25,7 @@ PROJECTION_CASES: dict[str, dict] = {
     "unilora": {"d": 64},
     "tied": {},
     "vera": {},
-    "vblora": {"num_vectors": 16, "vector_length": 8, "topk": 2},
+    "vblora": {"num_vectors": 8, "vector_length": 8, "topk": 2},
     "prolora": {"unshared_rank": 1, "m": 2, "n": 2},
     "gaussian": {"d": 48},
     "fastfood": {"d": 48},

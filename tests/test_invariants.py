@@ -5,7 +5,6 @@ New projections are picked up from the registry automatically; they only need a 
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch

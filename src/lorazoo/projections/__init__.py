@@ -8,7 +8,7 @@ from .base import (
     projection_names,
     register_projection,
 )
-from . import lora, unilora, gaussian, fastfood, tied, vera  # noqa: F401,E402  (registration side effect)
+from . import lora, unilora, gaussian, fastfood, tied, vera, vblora, prolora  # noqa: F401,E402  (registration side effect)
 
 __all__ = [
     "Projection",

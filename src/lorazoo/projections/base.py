@@ -169,6 +169,19 @@ class Projection(nn.Module):
             raise ConfigError(f"{self.name}: {key}={value!r} is invalid; valid: {valid}")
         return value
 
+    def float_option(self, key: str, positive: bool = False, hint: str = "") -> float:
+        value = self.options[key]
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and np.isfinite(value)
+        if not ok or (positive and value <= 0):
+            valid = "a finite number" + (" > 0" if positive else "") + (f" ({hint})" if hint else "")
+            raise ConfigError(f"{self.name}: {key}={value!r} is invalid; valid: {valid}")
+        return float(value)
+
+    def small_uniform_theta(self, size: int) -> nn.Parameter:
+        """θ_d ~ U(±init_range) (PEFT's Uni-LoRA init); θ_d = 0 would give A = B = 0 and zero gradients."""
+        bound = self.float_option("init_range", positive=True)
+        return nn.Parameter(zrandom.as_tensor(zrandom.uniform(self.config.seed, f"{self.name}/theta", size, -bound, bound)))
+
     def choice_option(self, key: str, choices: Iterable[str]) -> str:
         value, choices = self.options[key], list(choices)
         if value not in choices:

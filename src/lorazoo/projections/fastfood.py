@@ -23,7 +23,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..config import AdapterConfig
 from ..layout import Layout
@@ -72,8 +71,7 @@ class FastfoodProjection(Projection):
         d = self.positive_int_option("d", upper=layout.D, upper_name="D, the number of LoRA factor entries")
         self.block = 1 << (d - 1).bit_length()
         self.num_blocks = math.ceil(layout.D / self.block)
-        init_range = float(self.options["init_range"])
-        self.theta = nn.Parameter(zrandom.as_tensor(zrandom.uniform(config.seed, "fastfood/theta", d, -init_range, init_range)))
+        self.theta = self.small_uniform_theta(d)
         # O(D) structures, generated on first use so that building the projection (counting) is cheap
         for name in ("signs", "perm", "gauss"):
             self.register_buffer(name, None, persistent=False)

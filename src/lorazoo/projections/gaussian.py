@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from ..config import AdapterConfig
 from ..errors import ConfigError
@@ -43,8 +42,7 @@ class GaussianProjection(Projection):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"gaussian: {key}={value!r} is invalid; valid: an integer >= 0")
         self.chunk_rows = self.options["chunk_rows"] or max(1, _AUTO_CHUNK_ELEMENTS // d)
-        init_range = float(self.options["init_range"])
-        self.theta = nn.Parameter(zrandom.as_tensor(zrandom.uniform(config.seed, "gaussian/theta", d, -init_range, init_range)))
+        self.theta = self.small_uniform_theta(d)
         # filled lazily on first use, so building the projection (e.g. for counting) allocates only θ_d
         self.register_buffer("cached_matrix", None, persistent=False)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..config import AdapterConfig
 from ..errors import ConfigError
@@ -70,8 +69,7 @@ class UniLoRAProjection(Projection):
             widths = split_proportionally(d, sizes)
         columns = balanced_assignment(config.seed, sizes, widths)
         counts = np.bincount(columns, minlength=d)
-        init_range = float(self.options["init_range"])
-        self.theta = nn.Parameter(zrandom.as_tensor(zrandom.uniform(config.seed, "unilora/theta", d, -init_range, init_range)))
+        self.theta = self.small_uniform_theta(d)
         self.register_buffer("indices", torch.from_numpy(columns), persistent=False)
         self.register_buffer("column_scale", zrandom.as_tensor(1.0 / np.sqrt(counts)), persistent=False)
 

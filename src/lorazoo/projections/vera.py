@@ -37,9 +37,7 @@ class VeRAProjection(Projection):
         super().__init__(layout, config)
         if not isinstance(self.options["save_projection"], bool):
             raise ConfigError(f"vera: save_projection={self.options['save_projection']!r} is invalid; valid: true or false")
-        d_initial = self.options["d_initial"]
-        if isinstance(d_initial, bool) or not isinstance(d_initial, (int, float)) or not np.isfinite(d_initial):
-            raise ConfigError(f"vera: d_initial={d_initial!r} is invalid; valid: a finite number (paper: 0.1)")
+        d_initial = self.float_option("d_initial", hint="paper: 0.1")
         r = config.rank
         h_max = max(e.in_features for e in layout)
         o_max = max(e.out_features for e in layout)
