@@ -164,6 +164,13 @@ class AdaptedModel(nn.Module):
         _load_tensors(self, name, projection, tensors)
         return projection
 
+    def load_adapter_weights(self, path: str | Path) -> None:
+        """Overwrite the active adapter's tensors (and heads) in place from a saved adapter: resuming training."""
+        from .io import read_adapter
+
+        _, tensors = read_adapter(path, self.base_model)
+        _load_tensors(self, self._require_active(), self.projection, tensors)
+
     # ----------------------------------------------------------------- inspection
     def adapted_layers(self) -> list[AdaptedLinear]:
         return [m for m in self.base_model.modules() if isinstance(m, AdaptedLinear)]

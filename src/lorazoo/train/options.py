@@ -1,0 +1,139 @@
+"""Typed views of the Hydra config groups: unknown keys (a typo in a yaml file) are an error, not ignored.
+
+Hydra's struct mode already rejects misspelled command-line overrides; these dataclasses also catch
+keys misspelled inside config files (experiment configs, a user's own yaml).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def to_plain(node: Any) -> Any:
+    """A resolved plain-Python copy of an OmegaConf node (dicts and lists stay dicts and lists)."""
+    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def from_node(cls: type[T], node: Any, where: str) -> T:
+    """Build dataclass ``cls`` from a config node; unknown keys raise ConfigError naming the valid ones."""
+    data = to_plain(node) or {}
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {known}")
+    return cls(**data)
+
+
+def check_choice(value: Any, valid: tuple, name: str) -> None:
+    if value not in valid:
+        raise ConfigError(f"{name}={value!r} is not valid; choose one of {list(valid)}")
+
+
+@dataclass
+class ProjectionOptions:
+    """configs/projection/*.yaml: the adapter and the optimiser settings of its parameters."""
+
+    name: str
+    rank: int = 8
+    alpha: float | None = None
+    dropout: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-3
+    lr_groups: dict[str, float] = field(default_factory=dict)
+    weight_decay: float = 0.0
+    target_modules: list[str] | str | None = None  # overrides model.target_modules when set
+
+
+@dataclass
+class ModelOptions:
+    """configs/model/*.yaml. ``pretrained``: a hub id, a local dir, ``packaged:<module>`` or ``tiny:<bert|llama>``."""
+
+    name: str
+    pretrained: str
+    task_type: str = "seq_cls"
+    gguf_file: str | None = None
+    target_modules: list[str] | str = field(default_factory=lambda: ["query", "value"])
+    modules_to_save: list[str] = field(default_factory=list)
+    dims: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str | None = None  # where the tokenizer lives when not beside the weights (tiny models)
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        check_choice(self.task_type, ("seq_cls", "causal_lm"), "model.task_type")
+        check_choice(self.dtype, ("float32", "bfloat16"), "model.dtype")
+
+
+@dataclass
+class TrainerOptions:
+    """configs/trainer/*.yaml (see default.yaml for what each key means)."""
+
+    max_steps: int = -1
+    num_epochs: float = 1.0
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    grad_accum: int = 1
+    warmup_ratio: float = 0.06
+    lr_scheduler: str = "linear"
+    head_lr: float | None = None
+    head_weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
+    eval_strategy: str = "epoch"
+    eval_steps: int | None = None
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    logging_steps: int = 10
+    resume: bool = False
+    deterministic: bool = False
+    num_workers: int = 0
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice(self.precision, ("fp32", "bf16"), "trainer.precision")
+        check_choice(self.eval_strategy, ("epoch", "steps", "no"), "trainer.eval_strategy")
+        check_choice(self.lr_scheduler, ("linear", "cosine", "constant", "constant_with_warmup",
+                                         "cosine_with_restarts", "polynomial", "inverse_sqrt"), "trainer.lr_scheduler")
+        for key in ("batch_size", "eval_batch_size", "grad_accum", "save_steps", "logging_steps"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"trainer.{key} must be a positive integer, got {value!r}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"trainer.max_steps must be -1 (use num_epochs) or > 0, got {self.max_steps!r}")
+        if self.eval_strategy == "steps" and not self.eval_steps:
+            raise ConfigError("trainer.eval_strategy=steps needs trainer.eval_steps > 0")
+        if self.save_total_limit is not None and self.save_total_limit < 2:
+            # a crash while the newest checkpoint is written must leave a complete older one
+            raise ConfigError(f"trainer.save_total_limit must be >= 2 or null, got {self.save_total_limit!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"trainer.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+
+
+@dataclass
+class LoggerOptions:
+    """configs/logger/*.yaml: ``wandb`` (offline unless WANDB_MODE says otherwise) or ``none``."""
+
+    name: str = "none"
+    project: str = "lorazoo"
+    entity: str | None = None
+    mode: str = "offline"
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    log_model: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice(self.name, ("wandb", "none"), "logger.name")
+        check_choice(self.mode, ("offline", "online", "disabled"), "logger.mode")

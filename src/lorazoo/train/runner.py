@@ -1,0 +1,192 @@
+"""One training job from a composed config: data → model + adapter → Trainer → metrics.json + adapter/."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .. import __version__
+from ..io import atomic_write_json
+from .errors import ConfigError
+from .logging import RunLogger, is_rank_zero
+from .models import load_adapted_model
+from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node, to_plain
+from .tasks import build_task
+from .trainer import COMPLETE_MARKER, LoraZooTrainer, last_complete_checkpoint
+
+TOP_LEVEL = ("projection", "task", "model", "trainer", "logger", "seed", "name", "task_overrides")
+_MISSING = object()
+TIMING = ("runtime", "samples_per_second", "steps_per_second", "epoch")
+
+
+def _hydra_context() -> dict[str, Any]:
+    """Output dir, overrides and sweep name from Hydra when running under it; empty otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    multirun = str(hc.mode) == "RunMode.MULTIRUN"
+    return {"output_dir": hc.runtime.output_dir, "overrides": list(hc.overrides.task),
+            "job_name": hc.job.override_dirname or "run", "sweep": Path(hc.sweep.dir).name if multirun else None}
+
+
+def _check_top_level(cfg: DictConfig) -> None:
+    unknown = sorted(set(cfg.keys()) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {unknown}; valid: {list(TOP_LEVEL)}")
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+def apply_task_overrides(cfg: DictConfig, explicit: list[str]) -> tuple[DictConfig, dict[str, Any]]:
+    """Apply ``task_overrides[<task name>]`` ({dotted key: value}, a paper's per-task table) to a copy of
+    ``cfg``; keys also given on the command line keep the command-line value."""
+    table = to_plain(cfg.get("task_overrides")) or {}
+    entry = table.get(str(cfg.task.name)) or {}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in explicit}
+    cfg = copy.deepcopy(cfg)
+    applied = {}
+    for key, value in entry.items():
+        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+            raise ConfigError(f"task_overrides[{cfg.task.name!r}] sets unknown key {key!r}")
+        if key not in given:
+            OmegaConf.update(cfg, key, value, merge=False)
+            applied[key] = value
+    return cfg, applied
+
+
+def training_arguments(t: TrainerOptions, p: ProjectionOptions, out: Path, seed: int, report_to: list[str],
+                       loss_only: bool) -> Any:
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum, num_train_epochs=t.num_epochs, max_steps=t.max_steps,
+        learning_rate=p.lr, weight_decay=0.0, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
+        adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_epsilon=t.adam_epsilon, max_grad_norm=t.max_grad_norm,
+        bf16=t.precision == "bf16", activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        eval_strategy=t.eval_strategy, eval_steps=t.eval_steps, save_strategy="steps", save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit, logging_strategy="steps", logging_steps=t.logging_steps,
+        report_to=report_to, seed=seed, data_seed=seed, full_determinism=t.deterministic,
+        dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=not t.progress_bar, remove_unused_columns=False,
+        label_names=["labels"], prediction_loss_only=loss_only, push_to_hub=False, save_only_model=False,
+    )
+
+
+def _resume_point(checkpoints: Path, resume: bool) -> str | None:
+    """The last complete checkpoint (incomplete ones, from a kill mid-save, are removed first)."""
+    if not resume:
+        return None
+    if checkpoints.is_dir():
+        for folder in checkpoints.glob("checkpoint-*"):
+            if folder.is_dir() and not (folder / COMPLETE_MARKER).exists():
+                shutil.rmtree(folder)
+    last = last_complete_checkpoint(checkpoints)
+    print(f"resuming from {last}" if last else f"trainer.resume=true but no checkpoint in {checkpoints}; starting fresh",
+          file=sys.stderr)
+    return last
+
+
+def _split_metrics(raw: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """Trainer's eval_* dict → (metrics without the prefix, timing numbers)."""
+    metrics, timing = {}, {}
+    for key, value in raw.items():
+        name = key.removeprefix("eval_")
+        (timing if name in TIMING else metrics)[name] = value
+    return metrics, timing
+
+
+def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one job; returns the metrics.json record (also written to ``output_dir``)."""
+    _check_top_level(cfg)
+    hydra = _hydra_context()
+    cfg, applied = apply_task_overrides(cfg, hydra.get("overrides", []))
+    out = Path(output_dir or hydra.get("output_dir") or os.getcwd()).resolve()
+    seed = int(cfg.seed)
+    projection = from_node(ProjectionOptions, cfg.projection, "projection config")
+    model_opts = from_node(ModelOptions, cfg.model, "model config")
+    trainer_opts = from_node(TrainerOptions, cfg.trainer, "trainer config")
+    logger = RunLogger(from_node(LoggerOptions, cfg.logger, "logger config"))
+
+    task = build_task(cfg.task, seed)
+    if task.task_type != model_opts.task_type:
+        raise ConfigError(f"task {task.name!r} needs a {task.task_type} model but model={model_opts.name!r} is "
+                          f"{model_opts.task_type}; pick a matching model= option")
+    task.load()  # data errors surface before a model is loaded
+
+    if trainer_opts.deterministic:
+        from transformers import enable_full_determinism
+
+        enable_full_determinism(seed)
+    loaded = load_adapted_model(model_opts, projection, seed, task.num_labels)
+    train_set, eval_set = task.datasets(loaded.tokenizer)
+    counts = loaded.model.num_parameters()
+    checkpoints = out / "checkpoints"
+    resume_from = _resume_point(checkpoints, trainer_opts.resume)
+
+    trainer = LoraZooTrainer(
+        model=loaded.model, args=training_arguments(trainer_opts, projection, checkpoints, seed, logger.report_to(),
+                                                    task.prediction_loss_only),
+        train_dataset=train_set, eval_dataset=eval_set, data_collator=task.collator(loaded.tokenizer),
+        processing_class=loaded.tokenizer, compute_metrics=None if task.prediction_loss_only else task.compute_metrics,
+        projection_options=projection, trainer_options=trainer_opts,
+    )
+    record: dict[str, Any] = {
+        "status": "running", "task": task.name, "projection": projection.name, "model": model_opts.name, "seed": seed,
+        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "argv": list(sys.argv),
+        "overrides": hydra.get("overrides", []), "output_dir": str(out), "lorazoo_version": __version__,
+        "model_source": loaded.source, "parameters": counts, "trainable": counts["trainable"], "D": counts["D"],
+        "task_overrides_applied": applied, **task.summary(),
+    }
+    logger.start(out, {**to_plain(cfg), "parameters": counts}, group=cfg.get("name") or hydra.get("sweep"),
+                 job_type=task.name, name=hydra.get("job_name", "run"))
+    try:
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        wall = time.perf_counter() - started
+        metrics, timing = _split_metrics(trainer.evaluate())
+        metrics.update(task.derived_metrics(metrics))
+        metrics.update(task.final_evaluate(trainer, loaded.model, loaded.tokenizer, out))
+    except BaseException as exc:
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        if is_rank_zero():
+            atomic_write_json(out / "metrics.json", record)
+        logger.finish(exit_code=1)
+        raise
+    adapter_dir = loaded.model.save_adapter(out / "adapter") if is_rank_zero() else out / "adapter"
+    record.update(
+        status="completed",
+        **{k: metrics[k] for k in task.metric_keys() if k in metrics},
+        metrics=metrics, eval_timing=timing, steps=trainer.state.global_step, wall_time_s=round(wall, 3),
+        train={"steps": trainer.state.global_step, "epochs": trainer.state.epoch, "wall_time_s": round(wall, 3),
+               "train_loss": result.training_loss, "resumed_from": resume_from},
+        adapter_dir=str(adapter_dir),
+    )
+    if is_rank_zero():
+        atomic_write_json(out / "metrics.json", record)
+    logger.summary({k: v for k, v in record.items() if isinstance(v, (int, float, str))})
+    logger.finish()
+    _print_summary(record, out)
+    return record
+
+
+def _print_summary(record: dict[str, Any], out: Path) -> None:
+    shown = [f"{k}={record[k]:.4f}" for k in ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr",
+                                              "exact_match", "perplexity") if isinstance(record.get(k), float)]
+    if "majority_rate" in record:
+        shown.append(f"majority_rate={record['majority_rate']:.4f}")
+    print(f"[lorazoo] {record['task']} / {record['projection']} / {record['model']} (seed {record['seed']}): "
+          f"dev {' '.join(shown)} | trainable {record['trainable']:,} of D {record['D']:,} | "
+          f"{record['steps']} steps in {record['wall_time_s']:.1f} s | {out / 'metrics.json'}")

@@ -1,0 +1,174 @@
+"""The Task interface, the task registry and the data helpers every task shares."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ConfigError, DataFormatError, DataUnavailableError
+from ..hub import hub_unreachable_reason
+from ..options import from_node
+
+_TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(*names: str) -> Callable[[type[Task]], type[Task]]:
+    """Register a Task class under exact names (``math/gsm8k``) or a family prefix (``glue``)."""
+
+    def wrap(cls: type[Task]) -> type[Task]:
+        for name in names:
+            _TASKS[name] = cls
+        return cls
+
+    return wrap
+
+
+def task_names() -> list[str]:
+    return sorted(_TASKS)
+
+
+def build_task(node: Any, seed: int) -> Task:
+    """The Task for a ``task`` config node: looked up by its full name, then by its family (before '/')."""
+    name = str(node.get("name", "")) if hasattr(node, "get") else ""
+    cls = _TASKS.get(name) or _TASKS.get(name.split("/", 1)[0])
+    if cls is None:
+        raise ConfigError(f"unknown task {name!r}; registered tasks/families: {task_names()}")
+    return cls(from_node(cls.Options, node, f"task {name!r}"), seed)
+
+
+@dataclass
+class TaskOptions:
+    """Keys every task config has."""
+
+    name: str
+    data_dir: str | None = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_length: int = 128
+    split_seed: int = 0  # fixed data subsets/splits, independent of the training seed
+
+
+class Task:
+    """One fine-tuning task: reads its data, tokenizes it, scores predictions.
+
+    ``task_type`` is ``seq_cls`` (the model gets ``num_labels``; 1 = regression) or ``causal_lm``.
+    ``load()`` reads raw data before the model is loaded, so a data error costs seconds, not a model load.
+    """
+
+    Options: ClassVar[type] = TaskOptions
+    task_type: ClassVar[str] = "seq_cls"
+    prediction_loss_only: ClassVar[bool] = False
+
+    def __init__(self, options: Any, seed: int):
+        self.options = options
+        self.seed = seed
+        for key in ("max_train_samples", "max_eval_samples"):
+            value = getattr(options, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"task.{key} must be a positive integer or null, got {value!r}")
+
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    @property
+    def num_labels(self) -> int:
+        return 0
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def datasets(self, tokenizer: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def collator(self, tokenizer: Any) -> Callable:
+        raise NotImplementedError
+
+    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
+        return {}
+
+    def metric_keys(self) -> list[str]:
+        """The task's headline metric names (copied to the top level of metrics.json)."""
+        return []
+
+    def summary(self) -> dict[str, Any]:
+        """Extra facts for metrics.json (data sizes, majority_rate, ...)."""
+        return {}
+
+    def derived_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Metrics computed from Trainer.evaluate's (e.g. perplexity from loss); default none."""
+        return {}
+
+    def final_evaluate(self, trainer: Any, model: Any, tokenizer: Any, output_dir: Path) -> dict[str, float]:
+        """Metrics beyond Trainer.evaluate (generation-based scores); default none."""
+        return {}
+
+
+# ----------------------------------------------------------------------------- data helpers
+def subsample(items: list, n: int | None, seed: int) -> list:
+    """A fixed random subset of ``n`` items (order kept), or all of them."""
+    if n is None or n >= len(items):
+        return items
+    keep = np.sort(np.random.Generator(np.random.PCG64(seed)).permutation(len(items))[:n])
+    return [items[i] for i in keep]
+
+
+def split_train_dev(items: list, dev_fraction: float, seed: int) -> tuple[list, list]:
+    """A deterministic shuffled split (the same on every machine for a given seed)."""
+    if not 0.0 < dev_fraction < 1.0:
+        raise ConfigError(f"task.dev_fraction must be in (0, 1), got {dev_fraction!r}")
+    order = np.random.Generator(np.random.PCG64(seed)).permutation(len(items))
+    n_dev = max(1, round(len(items) * dev_fraction))
+    return [items[i] for i in order[n_dev:]], [items[i] for i in order[:n_dev]]
+
+
+def require_file(path: Path, hint: str) -> Path:
+    if not path.is_file():
+        raise DataUnavailableError(f"data file {str(path)!r} not found; {hint}")
+    if path.stat().st_size == 0:
+        raise DataFormatError(f"data file {str(path)!r} is empty")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """JSON lines; a bad line raises DataFormatError naming file and line."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    if not rows:
+        raise DataFormatError(f"data file {str(path)!r} holds no records")
+    return rows
+
+
+def require_keys(row: dict, keys: tuple[str, ...], where: str) -> None:
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise DataFormatError(f"{where}: missing field(s) {missing}; expected {list(keys)}")
+
+
+def load_hub_split(hub_id: str, subset: str | None, split: str, local_hint: str) -> Any:
+    """A split from the hub, or a fast DataUnavailableError telling how to use local files instead."""
+    reason = hub_unreachable_reason()
+    if reason:
+        raise DataUnavailableError(f"cannot download {hub_id}{'/' + subset if subset else ''} ({reason}); {local_hint}")
+    import datasets
+
+    try:
+        return datasets.load_dataset(hub_id, subset, split=split)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataUnavailableError(f"cannot load {hub_id} split {split!r}: {first}; {local_hint}") from exc

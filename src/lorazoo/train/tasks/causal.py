@@ -1,0 +1,85 @@
+"""Causal-LM fine-tuning shared by math and instruction tasks: loss on the answer tokens only, and
+batched greedy (or sampled) generation for evaluation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+
+from .base import Task
+from .classification import TokenizedDataset
+
+IGNORE = -100
+
+
+class CausalLMTask(Task):
+    """Subclasses fill ``train_pairs`` / ``eval_pairs`` with (prompt, answer) strings in ``load()``."""
+
+    task_type: ClassVar[str] = "causal_lm"
+    prediction_loss_only: ClassVar[bool] = True  # logits of a vocabulary are too big to gather
+
+    def __init__(self, options: Any, seed: int):
+        super().__init__(options, seed)
+        self.train_pairs: list[tuple[str, str]] = []
+        self.eval_pairs: list[tuple[str, str]] = []
+
+    def encode(self, prompt: str, answer: str, tokenizer: Any) -> dict[str, list[int]]:
+        """prompt + answer + eos, truncated from the end; labels mask the prompt (and padding)."""
+        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = (prompt_ids + answer_ids)[: self.options.max_length]
+        labels = ([IGNORE] * len(prompt_ids) + answer_ids)[: self.options.max_length]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+    def datasets(self, tokenizer: Any) -> tuple[TokenizedDataset, TokenizedDataset]:
+        return tuple(TokenizedDataset([self.encode(p, a, tokenizer) for p, a in pairs])  # type: ignore[return-value]
+                     for pairs in (self.train_pairs, self.eval_pairs))
+
+    def collator(self, tokenizer: Any) -> Callable:
+        pad = tokenizer.pad_token_id
+
+        def collate(features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+            width = max(len(f["input_ids"]) for f in features)
+            batch = {key: [f[key] + [fill] * (width - len(f[key])) for f in features]
+                     for key, fill in (("input_ids", pad), ("attention_mask", 0), ("labels", IGNORE))}
+            return {key: torch.tensor(value) for key, value in batch.items()}
+
+        return collate
+
+    def summary(self) -> dict[str, Any]:
+        return {"train_examples": len(self.train_pairs), "eval_examples": len(self.eval_pairs)}
+
+    def derived_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        loss = metrics.get("loss")
+        return {} if loss is None else {"perplexity": float(math.exp(min(loss, 50.0)))}
+
+
+@torch.no_grad()
+def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
+             do_sample: bool = False, seed: int = 0) -> list[str]:
+    """Completions (new text only) for each prompt; left padding so every prompt ends where generation starts."""
+    was_training = model.training
+    model.eval()
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    device = next(p for p in model.parameters()).device
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True)
+            enc = {key: enc[key].to(device) for key in ("input_ids", "attention_mask")}
+            kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
+                                      "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+            if do_sample:
+                torch.manual_seed(seed + start)
+                kwargs.update(top_p=0.9, temperature=0.7)
+            else:
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            out = model.generate(**enc, **kwargs)
+            outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return outputs

@@ -1,0 +1,137 @@
+"""GLUE (Wang et al. 2019): hub `nyu-mll/glue`, or local TSVs in the classic download_glue_data.py layout.
+
+Local layout: ``task.data_dir`` holds ``train.tsv`` and ``dev.tsv`` (MNLI: ``dev_matched.tsv``); other
+file names via ``task.train_file`` / ``task.eval_file`` (relative to data_dir, or absolute). Label ids
+follow the hub's ClassLabel order, so local and hub runs are comparable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DataFormatError
+from .base import TaskOptions, load_hub_split, register_task, require_file
+from .classification import ClassificationTask, Row
+
+
+@dataclass(frozen=True)
+class GlueSpec:
+    """How one GLUE task looks in TSV and on the hub."""
+
+    labels: tuple[str, ...]  # label strings in id order (TSV value → index); () = regression
+    keys: tuple[str, ...]  # metric names
+    tsv_columns: tuple[str | int, ...]  # text_a, [text_b], label: header names, or indices when no header
+    hub_columns: tuple[str, ...]
+    dev_file: str = "dev.tsv"
+    hub_dev_split: str = "validation"
+    header: bool = True
+
+
+BINARY = ("0", "1")
+ENTAIL = ("entailment", "not_entailment")
+GLUE: dict[str, GlueSpec] = {
+    "cola": GlueSpec(BINARY, ("matthews_correlation",), (3, 1), ("sentence", "label"), header=False),
+    "sst2": GlueSpec(BINARY, ("accuracy",), ("sentence", "label"), ("sentence", "label")),
+    "mrpc": GlueSpec(BINARY, ("accuracy", "f1"), ("#1 String", "#2 String", "Quality"), ("sentence1", "sentence2", "label")),
+    "qqp": GlueSpec(BINARY, ("accuracy", "f1"), ("question1", "question2", "is_duplicate"), ("question1", "question2", "label")),
+    "stsb": GlueSpec((), ("pearson", "spearmanr"), ("sentence1", "sentence2", "score"), ("sentence1", "sentence2", "label")),
+    "mnli": GlueSpec(("entailment", "neutral", "contradiction"), ("accuracy",), ("sentence1", "sentence2", "gold_label"),
+                     ("premise", "hypothesis", "label"), dev_file="dev_matched.tsv", hub_dev_split="validation_matched"),
+    "qnli": GlueSpec(ENTAIL, ("accuracy",), ("question", "sentence", "label"), ("question", "sentence", "label")),
+    "rte": GlueSpec(ENTAIL, ("accuracy",), ("sentence1", "sentence2", "label"), ("sentence1", "sentence2", "label")),
+}
+
+
+@dataclass
+class GlueOptions(TaskOptions):
+    hub_id: str = "nyu-mll/glue"
+    train_file: str | None = None  # default train.tsv
+    eval_file: str | None = None  # default dev.tsv (MNLI dev_matched.tsv)
+    skip_malformed: bool = False  # skip (rather than reject) TSV lines with missing fields or bad labels
+
+
+def read_tsv(path: Path, spec: GlueSpec, skip_malformed: bool) -> list[Row]:
+    """Rows of a GLUE TSV; a malformed line raises DataFormatError with the file and line number."""
+    rows: list[Row] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        lines = fh.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise DataFormatError(f"data file {str(path)!r} is empty")
+    start = 0
+    columns = spec.tsv_columns
+    if spec.header:
+        header = lines[0].rstrip("\r").split("\t")
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise DataFormatError(f"{path}:1: header lacks column(s) {missing}; got {header}")
+        columns = tuple(header.index(c) for c in columns)
+        start = 1
+    for lineno, line in enumerate(lines[start:], start + 1):
+        fields = line.rstrip("\r").split("\t")
+        try:
+            values = [fields[i] for i in columns]
+            raw = values[-1].strip()
+            label: int | float = float(raw) if not spec.labels else spec.labels.index(raw)
+        except (IndexError, ValueError):
+            if skip_malformed:
+                continue
+            got = f"{len(fields)} fields" if len(fields) <= max(columns) else f"label {fields[columns[-1]]!r}"
+            valid = list(spec.labels) if spec.labels else "a number"
+            raise DataFormatError(f"{path}:{lineno}: malformed row ({got}; label must be {valid}); "
+                                  "fix the file or set task.skip_malformed=true") from None
+        rows.append((values[0], values[1] if len(values) == 3 else None, label))
+    if not rows:
+        raise DataFormatError(f"data file {str(path)!r} holds no data rows")
+    return rows
+
+
+@register_task("glue")
+class GlueTask(ClassificationTask):
+    Options = GlueOptions
+
+    def __init__(self, options: Any, seed: int):
+        super().__init__(options, seed)
+        self.subset = options.name.split("/", 1)[-1]
+        if self.subset not in GLUE:
+            raise ConfigError(f"unknown GLUE task {options.name!r}; valid: {['glue/' + k for k in GLUE]}")
+        self.spec = GLUE[self.subset]
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+    def metric_keys(self) -> list[str]:
+        return list(self.spec.keys)
+
+    def read(self) -> tuple[list[Row], list[Row]]:
+        opts = self.options
+        if opts.data_dir:
+            return self._read_local(Path(opts.data_dir))
+        hint = (f"download GLUE and set task.data_dir=<dir with train.tsv and {self.spec.dev_file}> "
+                f"(e.g. task.data_dir=data/glue/{_glue_dir(self.subset)})")
+        return tuple(self._from_hub(load_hub_split(opts.hub_id, self.subset, split, hint))  # type: ignore[return-value]
+                     for split in ("train", self.spec.hub_dev_split))
+
+    def _read_local(self, root: Path) -> tuple[list[Row], list[Row]]:
+        opts = self.options
+        out = []
+        for given, default, key in ((opts.train_file, "train.tsv", "train_file"), (opts.eval_file, self.spec.dev_file, "eval_file")):
+            path = root / (given or default)
+            hint = f"task.data_dir={str(root)!r} must hold {default} (or set task.{key}=<file name>)"
+            out.append(read_tsv(require_file(path, hint), self.spec, opts.skip_malformed))
+        return out[0], out[1]
+
+    def _from_hub(self, split: Any) -> list[Row]:
+        cols = self.spec.hub_columns
+        texts = [split[c] for c in cols[:-1]]
+        labels = split[cols[-1]]
+        return [(texts[0][i], texts[1][i] if len(texts) == 2 else None, labels[i]) for i in range(len(labels))]
+
+
+def _glue_dir(subset: str) -> str:
+    return {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B", "mnli": "MNLI",
+            "qnli": "QNLI", "rte": "RTE"}[subset]

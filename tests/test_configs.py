@@ -1,0 +1,105 @@
+"""Every option of every config group composes, and its values fit the runner's typed schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf, open_dict
+
+from lorazoo.cli import CONFIG_DIR
+from lorazoo.train.options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node
+from lorazoo.train.runner import apply_task_overrides
+from lorazoo.train.tasks import build_task
+
+CONFIGS = Path(CONFIG_DIR)
+GROUPS = ["projection", "task", "model", "trainer", "logger", "experiment", "hydra/launcher"]
+
+
+def options(group: str) -> list[str]:
+    root = CONFIGS / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+CASES = [(group, option) for group in GROUPS for option in options(group)]
+
+
+def compose_with(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def check_schema(cfg) -> None:
+    """What the runner does first: typed options for each group (unknown keys in a yaml fail here)."""
+    for cls, key in ((ProjectionOptions, "projection"), (ModelOptions, "model"), (TrainerOptions, "trainer"), (LoggerOptions, "logger")):
+        from_node(cls, cfg[key], key)
+    build_task(cfg.task, cfg.seed)
+    for name in (OmegaConf.to_container(cfg.task_overrides) or {}):
+        patched, _ = apply_task_overrides(OmegaConf.merge(cfg, {"task": {"name": name}}), [])
+        from_node(TrainerOptions, patched.trainer, "trainer")
+
+
+def test_groups_exist_and_have_options():
+    assert set(GROUPS) <= {g for g, _ in CASES}
+    assert {"lora", "unilora"} <= set(options("projection"))
+    assert {f"glue/{t}" for t in ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")} <= set(options("task"))
+    assert {"tweets", "math/gsm8k", "instruct/alpaca"} <= set(options("task"))
+    assert {"joblib", "submitit_slurm"} <= set(options("hydra/launcher"))
+    assert {"unilora_glue_base", "unilora_glue_large", "unilora_math", "vblora_glue", "vera_glue", "prolora_instruct"} <= set(options("experiment"))
+
+
+@pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_every_option_composes(group: str, option: str):
+    cfg = compose_with(f"{group}={option}", hydra=group.startswith("hydra"))
+    if group.startswith("hydra"):
+        assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
+        return
+    check_schema(cfg)
+    if group == "experiment":
+        assert cfg.name  # every experiment names its W&B group
+        assert (CONFIGS / group / f"{option}.yaml").read_text().startswith("# @package _global_")
+
+
+def test_default_is_the_offline_demo():
+    cfg = compose_with()
+    assert (cfg.projection.name, cfg.model.name, cfg.task.name, cfg.logger.name, cfg.seed) == ("unilora", "minilm", "tweets", "wandb", 0)
+
+
+def test_math_and_instruct_default_to_smollm2_but_model_override_wins():
+    assert compose_with("task=math/gsm8k").model.name == "smollm2-135m"
+    assert compose_with("task=instruct/alpaca").model.name == "smollm2-135m"
+    assert compose_with("task=math/gsm8k", "model=tiny_llama").model.name == "tiny_llama"
+    assert compose_with("experiment=unilora_math").model.name == "gemma-7b"
+
+
+def test_experiment_task_table_and_command_line_precedence():
+    cfg = compose_with("experiment=unilora_glue_base", "task=glue/rte")
+    patched, applied = apply_task_overrides(cfg, [])
+    assert patched.trainer.head_lr == 5.0e-4 and applied == {"trainer.head_lr": 5.0e-4}
+    patched, applied = apply_task_overrides(cfg, ["trainer.head_lr=0.1"])
+    assert applied == {} and patched.trainer.head_lr == cfg.trainer.head_lr
+
+
+def test_unknown_group_option_lists_valid_ones():
+    with pytest.raises(ConfigCompositionException, match="unilora"):
+        compose_with("projection=unilorra")
+
+
+def test_misspelled_key_is_rejected():
+    with pytest.raises(ConfigCompositionException, match="max_stepz"):
+        compose_with("trainer.max_stepz=3")
+
+
+def test_misspelled_key_inside_a_yaml_is_rejected():
+    cfg = compose_with()
+    with open_dict(cfg.trainer):
+        cfg.trainer.bach_size = 8  # what a typo in an experiment file produces
+    with pytest.raises(Exception, match="bach_size"):
+        check_schema(cfg)
+
+
+def test_sweep_dirs_are_unique_per_job():
+    cfg = compose_with(hydra=True)
+    assert "${hydra.job.num}" in OmegaConf.to_container(cfg.hydra.sweep)["subdir"]
