@@ -1,0 +1,193 @@
+"""results/benchmarks.md from the JSON files the three benchmarks write (plus benchmarks/discussion.md).
+
+    python -m benchmarks.report [results_dir] [report.md]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import common
+from .common import fmt
+from lorazoo.io import atomic_write
+
+# the issue's targets: (projection, limit) on the step-time ratio to PEFT LoRA at the same rank
+STEP_TARGETS = {"lora": 1.05, "tied": 1.05, "vera": 1.05, "prolora": 1.05, "unilora": 1.05, "vblora": 1.15}
+TWIN_TARGET, PEAK_TARGET, UNILORA_FILE_LIMIT = 0.90, 1.0, 100 * 1024
+DISCUSSION = Path(__file__).with_name("discussion.md")
+
+
+def _load(results_dir: Path, name: str) -> dict[str, Any] | None:
+    path = results_dir / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows])
+
+
+def _kib(n: int | None) -> str:
+    return "—" if n is None else (f"{n / 1024:,.1f} KiB" if n < 1024**2 else f"{n / 1024**2:,.2f} MiB")
+
+
+def _check(value: float | None, limit: float) -> str:
+    if value is None:
+        return "n/a"
+    if value <= limit:
+        return "met"
+    return "**missed**" + (" (by < 1 %)" if value <= limit * 1.01 else "")
+
+
+def _step_cell(r: dict[str, Any]) -> str:
+    if r.get("status") != "ok":
+        return r.get("status", "—")
+    return f"{r['step_median_ms']:.1f} [{r['step_p25_ms']:.1f}–{r['step_p75_ms']:.1f}]"
+
+
+def train_section(data: dict[str, Any]) -> list[str]:
+    m = data["model"]
+    records = data["records"]
+    ordered = sorted(records, key=lambda r: (r["library"] != "lorazoo", r["projection"], r["rank"], r["variant"]))
+    lines = [
+        "## Training step: lorazoo vs PEFT",
+        "",
+        f"`{data['command']}`",
+        "",
+        f"Model: Llama with SmolLM2-135M's shape ({m['layers']} layers, {m['base_params']:,} parameters, random "
+        f"weights), targets {', '.join(m['targets'])}, batch {m['batch']} × {m['seq']} tokens, causal-LM loss, "
+        f"AdamW (PyTorch defaults). One step = zero_grad + forward + backward + optimiser step. Medians over "
+        f"{data['steps']} rounds after {data['warmup']} warm-up rounds; every round runs each implementation once, "
+        "in an order that rotates per round; all implementations share one set of frozen base weights. "
+        f"[p25–p75] in brackets. Peak memory: {data['memory_method']}.",
+        "",
+    ]
+    rows = []
+    for r in ordered:
+        rows.append([
+            f"`{r['implementation']}`", r["setting"], f"{r['trainable']:,}", _step_cell(r),
+            fmt(r.get("ratio_vs_peft_lora_same_rank")), fmt(r.get("ratio_vs_peft_same_method")),
+            fmt(r.get("peak_extra_mib"), ".0f"), fmt(r.get("peak_ratio_vs_peft_same_method")),
+            _kib(r.get("adapter_bytes")),
+        ])
+    lines += _table(["implementation", "setting", "trainable", "step ms", "× PEFT LoRA same r", "× PEFT same method",
+                     "peak extra MiB", "peak × PEFT same", "adapter file"], rows)
+    lines += ["", "Settings: " + "; ".join(sorted({f"`{r['projection']}{'-' + r['variant'] if r['variant'] else ''}`: "
+                                                    f"{r['note']}" for r in records if r["library"] == "lorazoo"})), ""]
+    lines += ["### Targets", ""] + _table(["target", "value", "verdict"], _target_rows(records)) + [""]
+    return lines
+
+
+def _target_rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    ours = {r["projection"]: r for r in records if r["library"] == "lorazoo" and not r["variant"]}
+    rows = []
+    for name, limit in STEP_TARGETS.items():
+        if name in ours:
+            value = ours[name].get("ratio_vs_peft_lora_same_rank")
+            rows.append([f"{name}: step × PEFT LoRA same rank ≤ {limit}", fmt(value, ".3f"), _check(value, limit)])
+    for name in ("vera", "vblora", "unilora"):
+        if name in ours:
+            value = ours[name].get("ratio_vs_peft_same_method")
+            rows.append([f"{name}: step × PEFT {name} ≤ {TWIN_TARGET}", fmt(value, ".3f"), _check(value, TWIN_TARGET)])
+            peak = ours[name].get("peak_ratio_vs_peft_same_method")
+            rows.append([f"{name}: peak memory × PEFT {name} ≤ {PEAK_TARGET}", fmt(peak, ".3f"), _check(peak, PEAK_TARGET)])
+    if "unilora" in ours:
+        size = ours["unilora"].get("adapter_bytes")
+        rows.append(["unilora adapter file < 100 KB (d = 23,040)", _kib(size),
+                     _check(size, UNILORA_FILE_LIMIT) if size is not None else "n/a"])
+    return rows
+
+
+def inference_section(data: dict[str, Any]) -> list[str]:
+    m = data["model"]
+    lines = [
+        "## Inference: merged vs base, unmerged overhead",
+        "",
+        f"`{data['command']}`",
+        "",
+        f"Same model shape ({m['layers']} layers), `torch.no_grad()`. Forward: batch {m['batch']} × {m['seq']} "
+        f"tokens. Generation: greedy, batch 1, prompt {m['prompt']} tokens, {m['new_tokens']} new tokens "
+        f"(KV cache on). Medians over {data['repeats']} interleaved rounds. Merged = `merge_and_unload()` of a "
+        "perturbed (non-zero ΔW) adapter; unmerged = the adapter model as trained (θ_D computed once per call "
+        "and reused while θ does not change).",
+        "",
+    ]
+    rows = []
+    for r in data["records"]:
+        if r.get("status", "ok") != "ok":
+            rows.append([f"`{r['implementation']}`", r.get("setting", ""), r["status"], "—", "—", "—", ""])
+            continue
+        rows.append([f"`{r['implementation']}`", r.get("setting", ""),
+                     f"{r['forward_median_ms']:.1f} [{r['forward_p25_ms']:.1f}–{r['forward_p75_ms']:.1f}]",
+                     fmt(r.get("forward_ratio_vs_base")), fmt(r.get("generate_tokens_per_s"), ".1f"),
+                     fmt(r.get("generate_ratio_vs_base")), r.get("check", "")])
+    lines += _table(["model", "setting", "forward ms", "× base", "generate tok/s", "tok/s × base", "check"], rows)
+    return lines + [""]
+
+
+def reconstruct_section(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "## θ_D reconstruction alone (Llama-2-7B layout)",
+        "",
+        f"`{data['command']}`",
+        "",
+        f"Llama-2-7B all-linear, r = {data['rank']}: D = {data['D']:,} (built with `Layout.from_shapes`, no model). "
+        "Forward = `projection()` → θ_D; backward = `θ_D.backward(g)` for a fixed random g. Medians over "
+        f"{data['repeats']} interleaved rounds; a projection whose first forward or backward exceeds "
+        f"{data['cap_s']:g} s is stopped and reported as such, and one whose timing exceeds a {data.get('budget_s', 60):g} s "
+        "budget gets fewer repeats (n).",
+        "",
+    ]
+    rows = []
+    for r in data["records"]:
+        rows.append([f"`{r['implementation']}`", r["setting"], f"{r.get('trainable', 0):,}",
+                     fmt(r.get("forward_median_ms"), ".1f") if r["status"] == "ok" else r["status"],
+                     fmt(r.get("backward_median_ms"), ".1f") if r["status"] == "ok" else "—",
+                     str(r.get("forward_n", 0)), fmt(r.get("build_s"), ".2f")])
+    lines += _table(["projection", "setting", "trainable", "forward ms", "backward ms", "n", "build s"], rows)
+    return lines + [""]
+
+
+def machine_section(machine: dict[str, Any]) -> list[str]:
+    return [
+        "## Machine",
+        "",
+        f"{machine['cpu']}, {machine['cores']} cores visible ({machine['torch_threads']} torch threads), "
+        f"{machine.get('cuda') or 'no GPU'}; Python {machine['python']}, torch {machine['torch']}, transformers "
+        f"{machine['transformers']}, peft {machine['peft']}, lorazoo {machine['lorazoo']}; {machine['platform']}. "
+        "The machine was shared with other jobs while these ran: single timings are noisy, which is why every "
+        "benchmark interleaves implementations and reports medians with quartiles.",
+        "",
+    ]
+
+
+def write_report(results_dir: Path, report_path: Path) -> Path:
+    results_dir = Path(results_dir)
+    sections = {name: _load(results_dir, name) for name in ("train_step", "inference", "reconstruct")}
+    found = [d for d in sections.values() if d]
+    lines = ["# lorazoo benchmarks", "",
+             "Generated by `python -m benchmarks.report` from `results/benchmarks/*.json` (one record per "
+             "projection × implementation); rerun the commands below to refresh.", ""]
+    if found:
+        lines += machine_section(found[0]["machine"])
+    if sections["train_step"]:
+        lines += train_section(sections["train_step"])
+    if sections["inference"]:
+        lines += inference_section(sections["inference"])
+    if sections["reconstruct"]:
+        lines += reconstruct_section(sections["reconstruct"])
+    if DISCUSSION.exists():
+        lines += [DISCUSSION.read_text().rstrip(), ""]
+    text = "\n".join(lines)
+    return atomic_write(report_path, lambda tmp: Path(tmp).write_text(text))
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    write_report(Path(args[0]) if args else common.RESULTS_DIR, Path(args[1]) if len(args) > 1 else common.REPORT_PATH)

@@ -1,0 +1,85 @@
+"""The benchmark scripts still run end to end (tiny model, one or two steps); no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import common, inference, reconstruct, train_step  # noqa: E402
+from benchmarks.report import write_report  # noqa: E402
+
+import lorazoo  # noqa: E402
+
+
+def test_settings_cover_every_registered_projection():
+    shapes = common.Shapes(common.llama2_7b_shapes())
+    covered = {s.projection for s in common.settings_for(shapes)}
+    assert covered == set(lorazoo.projection_names())
+    assert shapes.D(4) == 9_994_240  # Llama-2-7B all-linear r = 4 (DESIGN.md)
+    assert shapes.vector_length() == 256 and common.Shapes([("x", 576, 192)]).vector_length() == 64
+
+
+def test_implementations_pair_each_projection_with_peft():
+    shapes = common.Shapes([("q_proj", 576, 576), ("v_proj", 576, 192)])
+    impls, baseline_of, twin_of = common.implementations(common.settings_for(shapes, ["lora", "vera", "tied"]))
+    keys = {i.key for i in impls}
+    assert {"lorazoo/lora", "peft/lora", "lorazoo/vera", "peft/vera", "peft/lora-r256", "lorazoo/tied"} <= keys
+    assert twin_of == {"lorazoo/lora": "peft/lora", "lorazoo/vera": "peft/vera"}
+    assert baseline_of["lorazoo/vera"] == "peft/lora-r256" and baseline_of["lorazoo/tied"] == "peft/lora"
+
+
+def test_train_step_runs(tmp_path):
+    payload = train_step.main(["--model", "tiny", "--only", "lora,unilora", "--steps", "2", "--warmup", "1",
+                               "--batch", "1", "--seq", "8", "--out", str(tmp_path), "--report", str(tmp_path / "b.md")])
+    records = {r["implementation"]: r for r in payload["records"]}
+    assert set(records) == {"lorazoo/lora", "peft/lora", "lorazoo/unilora", "peft/unilora", "peft/lora-r4"}
+    ours = records["lorazoo/unilora"]
+    assert ours["status"] == "ok" and ours["step_n"] == 2 and ours["trainable"] == ours["trainable"] > 0
+    assert ours["ratio_vs_peft_same_method"] > 0 and ours["peak_extra_mib"] > 0 and ours["adapter_bytes"] > 0
+    assert records["peft/lora"]["ratio_vs_peft_lora_same_rank"] == 1.0
+    assert json.loads((tmp_path / "train_step.json").read_text())["records"]
+    assert "Training step" in (tmp_path / "b.md").read_text()
+
+
+def test_train_step_drops_an_implementation_over_the_cap(tmp_path):
+    args = train_step.parse_args(["--model", "tiny", "--only", "lora", "--steps", "1", "--warmup", "1",
+                                  "--step-cap", "1e-6", "--out", str(tmp_path)])
+    base = common.build_base("tiny")
+    impls, _, _ = train_step.plan(args, base)
+    runners = {i.key: train_step.Runner(i, base, 1e-4, 0) for i in impls}
+    train_step.run_timing(args, runners, train_step.make_batch(256, 1, 8, 0))
+    assert all("dropped" in r.status and not r.times for r in runners.values())
+
+
+def test_inference_runs(tmp_path):
+    payload = inference.main(["--model", "tiny", "--only", "lora,vblora", "--repeats", "2", "--warmup", "0",
+                              "--seq", "8", "--prompt", "4", "--new-tokens", "3", "--out", str(tmp_path)])
+    records = {r["implementation"]: r for r in payload["records"]}
+    assert {"base", "lorazoo/lora merged", "lorazoo/lora unmerged", "lorazoo/vblora unmerged", "peft/lora unmerged"} <= set(records)
+    assert records["lorazoo/lora merged"]["generate_tokens_per_s"] > 0
+    diff = float(records["lorazoo/lora merged"]["check"].split("= ")[1].split()[0])
+    assert diff < 1e-4  # the merged model computes what the unmerged one does
+
+
+def test_reconstruct_runs(tmp_path):
+    payload = reconstruct.main(["--blocks", "1", "--only", "lora,unilora,vblora", "--repeats", "1", "--warmup", "0",
+                                "--out", str(tmp_path)])
+    assert payload["D"] == 9_994_240 // 32
+    assert {r["implementation"] for r in payload["records"]} == {"lorazoo/lora", "lorazoo/unilora", "lorazoo/vblora"}
+    assert all(r["status"] == "ok" and r["forward_n"] == 1 for r in payload["records"])
+    write_report(tmp_path, tmp_path / "b.md")
+    assert "Llama-2-7B" in (tmp_path / "b.md").read_text()
+
+
+def test_time_limit_interrupts_python_loops():
+    with pytest.raises(common.TimeLimitExceeded):
+        with common.time_limit(0.05):
+            while True:
+                pass
