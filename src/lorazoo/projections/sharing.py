@@ -2,7 +2,7 @@
 
 Both Tied-LoRA and VeRA build every factor as a per-layer diagonal scaling of a shared matrix:
 A_l = diag(a_l) A_g and B_l = diag(b_l) B_g. For a group of k layers with one shape this is one
-broadcast product per factor, giving a (k, r·h + o·r) block whose row i is [vec(A_l), vec(B_l)] of the
+broadcast product per factor, giving (k, r·h) and (k, o·r) blocks whose row i is vec(A_l), vec(B_l) of the
 group's i-th layer. ``LayerGroups.assemble`` puts those rows into layout order with a single ``cat``:
 no per-layer arithmetic and no D-long index tensor (θ_D can be 10^7–10^8 entries).
 """
@@ -43,28 +43,31 @@ class LayerGroups:
         pattern = [g for g, _ in self._plan[: len(self.members)]]
         return all(self._plan[i] == (pattern[i % len(pattern)], i // len(pattern)) for i in range(len(self._plan)))
 
-    def assemble(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
-        """θ_D (layout order) from one (k_g, numel_g) block per group, in one concatenation.
+    def assemble(self, blocks: Sequence[torch.Tensor | tuple[torch.Tensor, ...]]) -> torch.Tensor:
+        """θ_D (layout order) from each group's (k_g, ·) block(s), in one concatenation.
 
-        Interleaved layouts: blocks side by side, then flatten (backward: one split). Otherwise each
-        block is unbound into row views and the views are concatenated in layout order (backward:
-        one split plus one stack per group); only references are shuffled in Python, never data.
+        A group may give its block as column parts (e.g. its A rows and B rows), which are then joined by
+        the same single ``cat`` instead of being concatenated first: θ_D-sized data is written once.
+        Interleaved layouts: parts side by side, then flatten. Otherwise each part is unbound into row
+        views and the views are concatenated in layout order; only references are shuffled in Python.
         """
+        parts = [block if isinstance(block, tuple) else (block,) for block in blocks]
         if self._interleaved:
-            return torch.cat(list(rows), dim=1).reshape(-1)
-        views = [block.unbind(0) for block in rows]
-        return torch.cat([views[g][pos] for g, pos in self._plan])
+            return torch.cat([part for group in parts for part in group], dim=1).reshape(-1)
+        views = [[part.unbind(0) for part in group] for group in parts]
+        return torch.cat([rows[pos] for g, pos in self._plan for rows in views[g]])
 
 
-def scaled_factor_rows(a_scale: torch.Tensor, a: torch.Tensor, b_scale: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Rows [vec(diag(a_scale_i) a), vec(diag(b_scale_i) b)] for the k layers of one group.
+def scaled_factor_rows(
+    a_scale: torch.Tensor, a: torch.Tensor, b_scale: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row blocks vec(diag(a_scale_i) a) and vec(diag(b_scale_i) b) for the k layers of one group.
 
-    ``a_scale`` (k, r), ``a`` (r, h), ``b_scale`` (k, o), ``b`` (o, r) → (k, r·h + o·r).
+    ``a_scale`` (k, r), ``a`` (r, h), ``b_scale`` (k, o), ``b`` (o, r) → ((k, r·h), (k, o·r)), ready for
+    ``LayerGroups.assemble``.
     """
     k = a_scale.shape[0]
-    a_rows = (a_scale.unsqueeze(-1) * a).reshape(k, -1)
-    b_rows = (b_scale.unsqueeze(-1) * b).reshape(k, -1)
-    return torch.cat([a_rows, b_rows], dim=1)
+    return (a_scale.unsqueeze(-1) * a).reshape(k, -1), (b_scale.unsqueeze(-1) * b).reshape(k, -1)
 
 
 def uniform_matrix(seed: int, purpose: str, shape: tuple[int, int], bound: float) -> torch.Tensor:

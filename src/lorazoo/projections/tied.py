@@ -67,8 +67,8 @@ class TiedGroup(nn.Module):
             else:
                 self.register_buffer(name, values[name], persistent=False)
 
-    def rows(self) -> torch.Tensor:
-        """(k, r·h + o·r): [vec(diag(u_l) A), vec(diag(v_l) B)] for every layer of the group."""
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(k, r·h) and (k, o·r) blocks: vec(diag(u_l) A), vec(diag(v_l) B) for every layer of the group."""
         return scaled_factor_rows(self.u, self.A, self.v, self.B)
 
 
