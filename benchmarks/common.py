@@ -379,8 +379,14 @@ def command_line() -> str:
     return "python -m benchmarks." + Path(sys.argv[0]).stem + (" " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else "")
 
 
-def write_results(out_dir: Path, name: str, payload: dict[str, Any]) -> Path:
-    return atomic_write_json(Path(out_dir) / f"{name}.json", payload)
+def write_results(out_dir: Path, name: str, payload: dict[str, Any], report: str | Path | None = None) -> Path:
+    """Write ``<out_dir>/<name>.json`` atomically and, when asked, regenerate the markdown report."""
+    path = atomic_write_json(Path(out_dir) / f"{name}.json", payload)
+    if report:
+        from .report import write_report
+
+        write_report(out_dir, report)
+    return path
 
 
 def fmt(value: Any, spec: str = ".2f", missing: str = "—") -> str:

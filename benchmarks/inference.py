@@ -166,11 +166,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "repeats": args.repeats,
         "records": records,
     }
-    common.write_results(args.out, "inference", payload)
-    if args.report:
-        from .report import write_report
-
-        write_report(args.out, args.report)
+    common.write_results(args.out, "inference", payload, args.report)
     return payload
 
 

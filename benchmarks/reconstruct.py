@@ -139,11 +139,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "budget_s": args.budget,
         "records": records,
     }
-    common.write_results(args.out, "reconstruct", payload)
-    if args.report:
-        from .report import write_report
-
-        write_report(args.out, args.report)
+    common.write_results(args.out, "reconstruct", payload, args.report)
     return payload
 
 

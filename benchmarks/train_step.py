@@ -268,11 +268,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                          f"forked child per implementation that holds only the built base; {MEMORY_STEPS} training steps",
         "records": build_records(runners, baseline_of, twin_of, extra),
     }
-    common.write_results(args.out, "train_step", payload)
-    if args.report:
-        from .report import write_report
-
-        write_report(args.out, args.report)
+    common.write_results(args.out, "train_step", payload, args.report)
     return payload
 
 
