@@ -1,0 +1,390 @@
+#!/usr/bin/env python
+"""Compare runs: which projection gives the best score per trainable parameter?
+
+    python scripts/compare.py multirun/2026-11-23/09-40-13 [more sweep or run dirs ...] --out results --name study
+
+Finds every run below the given directories (a run dir holds metrics.json and/or .hydra/config.yaml), groups
+completed runs by task × model × projection and writes, atomically:
+  <out>/<name>.md                  one table per task: mean ± std over seeds of every metric, n seeds, trainable
+                                   parameters, D, mean wall time, and the command that reproduces each group;
+  <out>/<name>_<task>.png          trainable parameters (log x) vs the task's main metric, one point per
+                                   projection with ±std error bars, the Pareto front as a step line.
+Runs that failed, are still running or lack metrics.json are listed in their own section, never dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from lorazoo.io import atomic_write
+
+# Headline metric per task (the paper convention); unknown tasks fall back to the first known key they report.
+MAIN_METRIC = {
+    "tweets": "accuracy", "glue/sst2": "accuracy", "glue/qnli": "accuracy", "glue/rte": "accuracy",
+    "glue/mnli": "accuracy", "glue/mrpc": "accuracy", "glue/qqp": "accuracy", "glue/cola": "matthews_correlation",
+    "glue/stsb": "pearson", "math/gsm8k": "exact_match", "instruct/alpaca": "perplexity",
+}
+METRIC_ORDER = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr", "exact_match", "perplexity")
+LOWER_IS_BETTER = {"perplexity", "loss"}
+# Overrides that do not change what is trained (paths, logging, launcher): runs differing only in these pool.
+NOT_SETTING = ("seed=", "hydra", "logger", "task.data_dir=", "task.data_file=", "task.train_file=",
+               "task.eval_file=", "trainer.resume=", "trainer.progress_bar=", "trainer.logging_steps=")
+
+
+@dataclass
+class Run:
+    """One run directory, whatever state it is in."""
+
+    run_dir: Path
+    status: str
+    task: str | None = None
+    projection: str | None = None
+    model: str | None = None
+    seed: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    trainable: int | None = None
+    D: int | None = None
+    wall_time_s: float | None = None
+    steps: int | None = None
+    command: str | None = None      # the command line that launched it (a whole sweep for multirun jobs)
+    overrides: list[str] = field(default_factory=list)
+    majority_rate: float | None = None
+    error: str | None = None
+
+    @property
+    def setting(self) -> tuple[str, ...]:
+        """The job overrides that can change the result (not the seed, paths, logging or launcher)."""
+        return tuple(sorted(o for o in self.overrides if not o.lstrip("+~").startswith(NOT_SETTING)))
+
+    @property
+    def key(self) -> tuple[str, str, str, tuple[str, ...]]:
+        return (str(self.task), str(self.model), str(self.projection), self.setting)
+
+
+@dataclass
+class Group:
+    """Completed runs of one task × model × projection, summarised over seeds."""
+
+    task: str
+    model: str
+    projection: str
+    runs: list[Run]
+    label: str = ""     # projection, plus the differing overrides when a projection ran in several settings
+    tag: str = ""       # the short form for plots: projection, or projection #k with several settings
+
+    def values(self, metric: str) -> list[float]:
+        return [r.metrics[metric] for r in self.runs if _finite(r.metrics.get(metric))]
+
+    def stat(self, metric: str) -> tuple[float, float] | None:
+        vals = self.values(metric)
+        if not vals:
+            return None
+        return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+    @property
+    def trainable(self) -> int | None:
+        return _common(r.trainable for r in self.runs)
+
+    @property
+    def D(self) -> int | None:
+        return _common(r.D for r in self.runs)
+
+    @property
+    def wall_time_s(self) -> float | None:
+        walls = [r.wall_time_s for r in self.runs if _finite(r.wall_time_s)]
+        return statistics.fmean(walls) if walls else None
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(r.seed for r in self.runs if r.seed is not None)
+
+    def command(self) -> str:
+        """One line reproducing the group: the job overrides its runs share (runs of a group differ only in the
+        seed and in NOT_SETTING ones such as run dirs, which are left out) plus ``seed=<s1>,<s2>,...``."""
+        others = [set(r.overrides) for r in self.runs[1:]]
+        shared = [o for o in self.runs[0].overrides if not o.startswith("seed=") and all(o in s for s in others)]
+        seeds = ",".join(str(s) for s in self.seeds)
+        flag = "-m " if len(self.runs) > 1 else ""
+        return f"python run.py {flag}{' '.join(shared)} seed={seeds}".replace("  ", " ")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _common(values: Iterable[Any]) -> Any:
+    distinct = {v for v in values if v is not None}
+    return distinct.pop() if len(distinct) == 1 else None
+
+
+# ----------------------------------------------------------------------------- reading runs
+def find_run_dirs(roots: Iterable[str | Path]) -> list[Path]:
+    """Every directory below ``roots`` holding a metrics.json or a Hydra config (a started run)."""
+    found: set[Path] = set()
+    for root in map(Path, roots):
+        if not root.exists():
+            raise FileNotFoundError(f"no such directory: {root}")
+        for path in root.rglob("metrics.json"):
+            found.add(path.parent)
+        for path in root.rglob(".hydra/config.yaml"):
+            found.add(path.parent.parent)
+    return sorted(found)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _name(config: dict | None, group: str) -> str | None:
+    node = (config or {}).get(group)
+    return node.get("name") if isinstance(node, dict) else None
+
+
+def load_run(run_dir: Path) -> Run:
+    """A Run from metrics.json, with task/projection/model/seed filled from the resolved config if needed."""
+    config = _read_yaml(run_dir / ".hydra" / "config.yaml")
+    overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml") or []
+    run = Run(run_dir=run_dir, status="missing metrics.json", task=_name(config, "task"),
+              projection=_name(config, "projection"), model=_name(config, "model"),
+              seed=(config or {}).get("seed"), overrides=list(overrides))
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return run
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        run.status, run.error = "unreadable metrics.json", str(exc)
+        return run
+    run.status = str(record.get("status", "unknown"))
+    for name in ("task", "projection", "model", "seed", "trainable", "D", "wall_time_s", "steps", "command",
+                 "majority_rate", "error"):
+        if record.get(name) is not None:
+            setattr(run, name, record[name])
+    run.overrides = list(record.get("overrides") or run.overrides)
+    metrics = dict(record.get("metrics") or {})
+    metrics.update({k: record[k] for k in METRIC_ORDER if _finite(record.get(k))})
+    run.metrics = {k: float(v) for k, v in metrics.items() if _finite(v)}
+    if run.status == "completed" and not run.metrics:
+        run.status = "completed without metrics"
+    return run
+
+
+def main_metric(task: str, groups: list[Group]) -> str:
+    if task in MAIN_METRIC:
+        return MAIN_METRIC[task]
+    reported = {k for g in groups for r in g.runs for k in r.metrics}
+    return next((k for k in METRIC_ORDER if k in reported), "loss")
+
+
+def group_runs(runs: list[Run]) -> tuple[dict[str, list[Group]], list[Run]]:
+    """(completed runs grouped per task, sorted by trainable parameters; the runs that did not complete)."""
+    buckets: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    bad = []
+    for run in runs:
+        if run.status == "completed":
+            buckets[run.key].append(run)
+        else:
+            bad.append(run)
+    per_task: dict[str, list[Group]] = defaultdict(list)
+    for (task, model, projection, _), members in buckets.items():
+        members.sort(key=lambda r: (r.seed is None, r.seed))
+        per_task[task].append(Group(task, model, projection, members, label=projection, tag=projection))
+    for groups in per_task.values():
+        _label_settings(groups)
+        groups.sort(key=lambda g: (g.trainable or 0, g.model, g.label))
+    return dict(sorted(per_task.items())), bad
+
+
+def _label_settings(groups: list[Group]) -> None:
+    """Tell apart groups of one projection and model run in different settings by the overrides they differ in."""
+    siblings: dict[tuple[str, str], list[Group]] = defaultdict(list)
+    for g in groups:
+        siblings[(g.model, g.projection)].append(g)
+    for same in siblings.values():
+        if len(same) < 2:
+            continue
+        shared = set.intersection(*(set(g.runs[0].setting) for g in same))
+        for k, g in enumerate(sorted(same, key=lambda g: g.runs[0].setting), start=1):
+            diff = [o for o in g.runs[0].setting if o not in shared]
+            g.tag = f"{g.projection} #{k}"
+            g.label = f"{g.tag} ({' '.join(diff) or 'defaults'})"
+
+
+# ----------------------------------------------------------------------------- outputs
+def pareto_front(points: list[tuple[float, float]], lower_is_better: bool) -> list[int]:
+    """Indices of the points no other point beats on both axes (fewer parameters and a better metric)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1] if lower_is_better else -points[i][1]))
+    front, best = [], math.inf if lower_is_better else -math.inf
+    for i in order:
+        y = points[i][1]
+        if (y < best) if lower_is_better else (y > best):
+            front.append(i)
+            best = y
+    return front
+
+
+def _fmt(stat: tuple[float, float] | None, n: int) -> str:
+    if stat is None:
+        return "—"
+    mean, std = stat
+    digits = 2 if abs(mean) >= 100 else 4
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
+def _int(x: int | None) -> str:
+    return f"{x:,}" if x is not None else "mixed"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")
+
+
+def plot_task(task: str, metric: str, groups: list[Group], path: Path) -> Path | None:
+    """Trainable parameters (log x) vs the main metric; one labelled point per group; Pareto front as a step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points, labels, errors = [], [], []
+    many_models = len({g.model for g in groups}) > 1
+    for g in groups:
+        stat = g.stat(metric)
+        if stat is None or not g.trainable:
+            continue
+        points.append((float(g.trainable), stat[0]))
+        errors.append(stat[1])
+        labels.append(f"{g.tag} ({g.model})" if many_models else g.tag)
+    if not points:
+        return None
+    lower = metric in LOWER_IS_BETTER
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    xs, ys = zip(*points)
+    ax.errorbar(xs, ys, yerr=errors, fmt="o", capsize=3, color="tab:blue", ecolor="tab:gray", zorder=3)
+    for (x, y), label in zip(points, labels):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    front = pareto_front(points, lower)
+    fx, fy = [points[i][0] for i in front], [points[i][1] for i in front]
+    right = max(xs) * 3  # room for the labels right of the points
+    ax.step([*fx, right], [*fy, fy[-1]], where="post", color="tab:red", alpha=0.7, label="Pareto front", zorder=2)
+    ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="tab:red", zorder=4)
+    ax.set_xscale("log")
+    ax.set_xlim(min(xs) / 2, right)
+    ax.set_xlabel("trainable parameters (adapter, log scale)")
+    ax.set_ylabel(f"{metric} ({'lower' if lower else 'higher'} is better)")
+    n = max(len(g.runs) for g in groups)
+    ax.set_title(f"{task}: {metric} vs trainable parameters\n(mean ± std over up to {n} seeds per point)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+
+    def write(tmp: str) -> None:
+        fig.savefig(tmp, format="png")
+
+    try:
+        return atomic_write(path, write)
+    finally:
+        plt.close(fig)
+
+
+def task_table(task: str, metric: str, groups: list[Group]) -> list[str]:
+    keys = [k for k in METRIC_ORDER if k != metric and any(g.values(k) for g in groups)]
+    keys += ["loss"] if any(g.values("loss") for g in groups) and metric != "loss" else []
+    head = ["projection", "model", "n", f"**{metric}**", *[("eval loss" if k == "loss" else k) for k in keys],
+            "trainable", "D", "train s (mean)", "steps"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in groups:
+        n = len(g.runs)
+        steps = _common(r.steps for r in g.runs)
+        cells = [g.label, g.model, str(n), _fmt(g.stat(metric), n), *[_fmt(g.stat(k), n) for k in keys],
+                 _int(g.trainable), _int(g.D), f"{g.wall_time_s:.1f}" if g.wall_time_s is not None else "—",
+                 str(steps) if steps is not None else "mixed"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render(per_task: dict[str, list[Group]], bad: list[Run], images: dict[str, Path | None], name: str,
+           roots: list[str]) -> str:
+    lines = [f"# {name}: runs compared", "",
+             f"Generated by `python scripts/compare.py {' '.join(roots)} --name {name}`. Mean ± sample std over "
+             "seeds; `n` = completed seeds. Trainable = adapter parameters (the classifier head is not counted); "
+             "train s = training wall time per run (evaluation excluded).", ""]
+    for task, groups in per_task.items():
+        metric = main_metric(task, groups)
+        lower = metric in LOWER_IS_BETTER
+        lines += [f"## {task}", "", f"Main metric: **{metric}** ({'lower' if lower else 'higher'} is better)."]
+        majority = {r.majority_rate for g in groups for r in g.runs if r.majority_rate is not None}
+        if len(majority) == 1:
+            lines[-1] += f" Majority-class rate of the evaluation set: {majority.pop():.4f}."
+        lines += ["", *task_table(task, metric, groups), ""]
+        if images.get(task) is not None:
+            lines += [f"![{task}: {metric} vs trainable parameters]({images[task].name})", ""]
+    lines += ["## Failed or incomplete runs", ""]
+    if bad:
+        lines += ["| run dir | task | projection | model | seed | status | error |", "|---|---|---|---|---|---|---|"]
+        for r in sorted(bad, key=lambda r: str(r.run_dir)):
+            error = (r.error or "").replace("|", "\\|").replace("\n", " ")[:200]
+            lines.append(f"| `{r.run_dir}` | {r.task} | {r.projection} | {r.model} | {r.seed} | {r.status} | {error} |")
+    else:
+        lines.append("None: every run found completed.")
+    lines += ["", "## Commands", "", "Each group, as one command (the job overrides its runs share; `seed=` lists "
+              "the seeds found):", ""]
+    for task, groups in per_task.items():
+        for g in groups:
+            lines.append(f"- {task} / {g.model} / {g.label}: `{g.command()}`")
+    launched = sorted({r.command for gs in per_task.values() for g in gs for r in g.runs if r.command})
+    if launched:
+        lines += ["", "As launched (the command line recorded in each metrics.json):", ""]
+        lines += [f"- `{c}`" for c in launched]
+    return "\n".join(lines) + "\n"
+
+
+def compare(roots: list[str | Path], out: str | Path = "results", name: str = "compare") -> dict[str, Any]:
+    """Read every run below ``roots``; write <out>/<name>.md and one <out>/<name>_<task>.png per task."""
+    out = Path(out)
+    runs = [load_run(d) for d in find_run_dirs(roots)]
+    per_task, bad = group_runs(runs)
+    images = {task: plot_task(task, main_metric(task, groups), groups, out / f"{name}_{slug(task)}.png")
+              for task, groups in per_task.items()}
+    text = render(per_task, bad, images, name, [str(r) for r in roots])
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    table = atomic_write(out / f"{name}.md", write)
+    return {"table": table, "images": {t: p for t, p in images.items() if p}, "groups": per_task, "failed": bad,
+            "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dirs", nargs="+", help="sweep or run directories (searched recursively)")
+    parser.add_argument("--out", default="results", help="output folder (default: results)")
+    parser.add_argument("--name", default="compare", help="file name prefix (default: compare)")
+    args = parser.parse_args(argv)
+    try:
+        result = compare(args.dirs, args.out, args.name)
+    except FileNotFoundError as exc:
+        parser.error(str(exc))
+    n_ok = sum(len(g.runs) for gs in result["groups"].values() for g in gs)
+    print(f"{n_ok} completed runs in {sum(map(len, result['groups'].values()))} groups, {len(result['failed'])} "
+          f"failed/incomplete -> {result['table']}" + "".join(f"\n  {p}" for p in result["images"].values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

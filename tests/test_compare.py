@@ -1,0 +1,150 @@
+"""scripts/compare.py: the table's statistics, the failed-run section, the Pareto front and its PNG, on fake
+run dirs and on one real tiny sweep."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _load_compare():
+    spec = importlib.util.spec_from_file_location("lorazoo_compare", REPO / "scripts" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+compare = _load_compare()
+
+ACCURACY = {("lora", 0): 0.80, ("lora", 1): 0.90, ("unilora", 0): 0.70, ("unilora", 1): 0.74}
+TRAINABLE = {"lora": 73728, "unilora": 4096}
+
+
+def fake_run(root: Path, name: str, projection: str, seed: int, record: dict | None) -> Path:
+    """A run dir as the runner leaves it: .hydra/config.yaml + overrides.yaml, and metrics.json when given."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    config = {"seed": seed, "projection": {"name": projection}, "task": {"name": "tweets"}, "model": {"name": "minilm"}}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    overrides = [f"projection={projection}", f"seed={seed}", "trainer.max_steps=20", f"hydra.run.dir={run}"]
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if record is not None:
+        base = {"task": "tweets", "projection": projection, "model": "minilm", "seed": seed, "overrides": overrides,
+                "command": "python run.py -m projection=lora,unilora seed=0,1", "majority_rate": 0.415}
+        (run / "metrics.json").write_text(json.dumps({**base, **record}))
+    return run
+
+
+def completed(projection: str, seed: int) -> dict:
+    acc = ACCURACY[(projection, seed)]
+    return {"status": "completed", "accuracy": acc, "metrics": {"accuracy": acc, "loss": 1.0 - acc},
+            "trainable": TRAINABLE[projection], "D": 73728 if projection == "lora" else 36864,
+            "wall_time_s": 10.0 + seed, "steps": 20}
+
+
+def assert_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    assert matplotlib.image.imread(path).shape[0] > 100  # decodes, not just a header
+
+
+def row(text: str, label: str) -> list[str]:
+    lines = [line for line in text.splitlines() if line.startswith(f"| {label} |")]
+    assert len(lines) == 1, text
+    return [cell.strip() for cell in lines[0].strip("|").split("|")]
+
+
+def test_fake_runs_table_failed_section_and_png(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    for i, (projection, seed) in enumerate(ACCURACY):
+        fake_run(sweep, f"{i}_{projection}_{seed}", projection, seed, completed(projection, seed))
+    fake_run(sweep, "4_unilora_2", "unilora", 2, {"status": "failed", "error": "NonFiniteLossError: loss is nan"})
+    fake_run(sweep, "5_lora_2", "lora", 2, None)  # started, never wrote metrics.json
+    result = compare.compare([sweep], out=tmp_path / "out", name="study")
+    text = result["table"].read_text()
+
+    for projection in ("lora", "unilora"):
+        cells = row(text, projection)
+        accs = [ACCURACY[(projection, s)] for s in (0, 1)]
+        assert cells[2] == "2"
+        assert cells[3] == f"{statistics.fmean(accs):.4f} ± {statistics.stdev(accs):.4f}"
+        assert cells[5] == f"{TRAINABLE[projection]:,}" and cells[7] == "10.5" and cells[8] == "20"
+    assert row(text, "lora")[3] == "0.8500 ± 0.0707" and row(text, "unilora")[3] == "0.7200 ± 0.0283"
+    # sorted by trainable parameters; the group's command lists its seeds
+    assert text.index("| unilora |") < text.index("| lora |")
+    assert "`python run.py -m projection=lora trainer.max_steps=20 seed=0,1`" in text
+    failed = text.split("## Failed or incomplete runs")[1]
+    assert "NonFiniteLossError: loss is nan" in failed and "4_unilora_2" in failed
+    assert "5_lora_2" in failed and "missing metrics.json" in failed
+    assert "0.4150" in text  # the majority-class baseline is shown
+    assert set(result["images"]) == {"tweets"}
+    assert result["images"]["tweets"] == tmp_path / "out" / "study_tweets.png"
+    assert_png(result["images"]["tweets"])
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # atomic writes leave no temporaries
+
+    # the CLI writes the same files
+    assert compare.main([str(sweep), "--out", str(tmp_path / "cli"), "--name", "x"]) == 0
+    assert row((tmp_path / "cli" / "x.md").read_text(), "lora")[3] == "0.8500 ± 0.0707"
+    assert_png(tmp_path / "cli" / "x_tweets.png")
+
+
+def test_settings_are_not_pooled_and_missing_dir_fails(tmp_path: Path):
+    fake_run(tmp_path / "a", "r0", "lora", 0, completed("lora", 0))
+    other = fake_run(tmp_path / "b", "r0", "lora", 1, completed("lora", 1))
+    meta = json.loads((other / "metrics.json").read_text())
+    meta["overrides"] = ["projection=lora", "seed=1", "trainer.max_steps=40"]
+    (other / "metrics.json").write_text(json.dumps(meta))
+    text = compare.compare([tmp_path / "a", tmp_path / "b"], out=tmp_path / "out")["table"].read_text()
+    assert "| lora #1 (trainer.max_steps=20) |" in text and "| lora #2 (trainer.max_steps=40) |" in text
+    with pytest.raises(FileNotFoundError):
+        compare.compare([tmp_path / "nope"], out=tmp_path / "out")
+
+
+@pytest.mark.parametrize("lower", [False, True])
+def test_pareto_front(lower: bool):
+    # (params, metric): a point is on the front when no point with fewer-or-equal params has a better metric
+    points = [(10.0, 0.5), (100.0, 0.7), (50.0, 0.6), (200.0, 0.65), (5.0, 0.4)]
+    if lower:
+        points = [(x, -y) for x, y in points]
+    assert compare.pareto_front(points, lower_is_better=lower) == [4, 0, 2, 1]
+    assert compare.main_metric("glue/cola", []) == "matthews_correlation"
+    assert compare.main_metric("instruct/alpaca", []) == "perplexity" and "perplexity" in compare.LOWER_IS_BETTER
+
+
+def test_real_tiny_sweep(tmp_path: Path):
+    # lora and vera: neither has a d that must fit the tiny model's D (unilora's default d = 23,040 does not)
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "-m", "projection=lora,vera", "projection.rank=4", "seed=0,1", "model=tiny_bert",
+         "task=tweets", "trainer.max_steps=2", "trainer.batch_size=8", "task.max_train_samples=32",
+         "task.max_eval_samples=16", "trainer.progress_bar=false", "logger=none", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    script = subprocess.run([sys.executable, str(REPO / "scripts" / "compare.py"), str(sweep), "--out",
+                             str(tmp_path / "results"), "--name", "tiny"], capture_output=True, text=True, timeout=120)
+    assert script.returncode == 0, script.stderr[-2000:]
+    text = (tmp_path / "results" / "tiny.md").read_text()
+    records = {(r["projection"], r["seed"]): r for r in map(json.loads, map(Path.read_text, sweep.rglob("metrics.json")))}
+    assert len(records) == 4
+    for projection in ("lora", "vera"):
+        cells = row(text, projection)
+        accs = [records[(projection, s)]["accuracy"] for s in (0, 1)]
+        assert cells[2] == "2" and cells[3] == f"{statistics.fmean(accs):.4f} ± {statistics.stdev(accs):.4f}"
+        assert cells[5] == f"{records[(projection, 0)]['trainable']:,}"
+    assert "None: every run found completed." in text
+    assert_png(tmp_path / "results" / "tiny_tweets.png")
