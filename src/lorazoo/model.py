@@ -31,6 +31,8 @@ class ModuleCopies(nn.Module):
 
     def add(self, adapter_name: str) -> None:
         clone = copy.deepcopy(self.original)
+        if _float_dtype(clone) in (torch.bfloat16, torch.float16):
+            clone.float()  # trained copies keep fp32 weights, like θ: bf16 would round small updates away
         clone.requires_grad_(True)
         self.copies[adapter_name] = clone
 
@@ -40,7 +42,23 @@ class ModuleCopies(nn.Module):
         return self.copies[name] if name in self.copies else self.original
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.active(*args, **kwargs)
+        module, dtype = self.active, _float_dtype(self.original)
+        copy_dtype = _float_dtype(module)
+        if module is self.original or dtype is None or copy_dtype == dtype:
+            return module(*args, **kwargs)
+        # an fp32 copy in a half-precision base: compute in fp32, hand the base its own dtype back
+        return _cast(module(*_cast(args, copy_dtype), **_cast(kwargs, copy_dtype)), dtype)
+
+
+def _float_dtype(module: nn.Module) -> torch.dtype | None:
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+
+
+def _cast(tree: Any, dtype: torch.dtype) -> Any:
+    """Floating tensors anywhere in ``tree`` (args, kwargs, outputs) cast to ``dtype``."""
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t, tree)
 
 
 class AdaptedModel(nn.Module):
@@ -246,7 +264,8 @@ class AdaptedModel(nn.Module):
             if isinstance(module, AdaptedLinear):
                 _set_submodule(self.base_model, layer_name, module.base_layer)
             elif isinstance(module, ModuleCopies):
-                _set_submodule(self.base_model, layer_name, module.active)
+                dtype = _float_dtype(module.original)  # an fp32 trained copy goes back in the base's dtype
+                _set_submodule(self.base_model, layer_name, module.active.to(dtype) if dtype else module.active)
         self._hook.remove()
         return self.base_model
 

@@ -16,12 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import __version__
 from ..io import atomic_write_json
+from ..projections import get_projection_class
 from .errors import ConfigError
 from .logging import RunLogger, is_rank_zero
-from .models import load_adapted_model
+from .models import adapter_config, load_adapted_model
 from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node, to_plain
 from .tasks import build_task
-from .trainer import COMPLETE_MARKER, LoraZooTrainer, last_complete_checkpoint
 
 TOP_LEVEL = ("projection", "task", "model", "trainer", "logger", "seed", "name", "task_overrides")
 _MISSING = object()
@@ -89,6 +89,8 @@ def _resume_point(checkpoints: Path, resume: bool) -> str | None:
     """The last complete checkpoint (incomplete ones, from a kill mid-save, are removed first)."""
     if not resume:
         return None
+    from .trainer import COMPLETE_MARKER, last_complete_checkpoint
+
     if checkpoints.is_dir():
         for folder in checkpoints.glob("checkpoint-*"):
             if folder.is_dir() and not (folder / COMPLETE_MARKER).exists():
@@ -119,6 +121,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     model_opts = from_node(ModelOptions, cfg.model, "model config")
     trainer_opts = from_node(TrainerOptions, cfg.trainer, "trainer config")
     logger = RunLogger(from_node(LoggerOptions, cfg.logger, "logger config"))
+    get_projection_class(adapter_config(projection, model_opts, seed).projection)  # rank, alpha, name: fail in seconds
 
     task = build_task(cfg.task, seed)
     if task.task_type != model_opts.task_type:
@@ -135,6 +138,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     counts = loaded.model.num_parameters()
     checkpoints = out / "checkpoints"
     resume_from = _resume_point(checkpoints, trainer_opts.resume)
+    from .trainer import LoraZooTrainer  # transformers' Trainer takes seconds to import: after every input check
 
     trainer = LoraZooTrainer(
         model=loaded.model, args=training_arguments(trainer_opts, projection, checkpoints, seed, logger.report_to(),

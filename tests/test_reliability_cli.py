@@ -1,0 +1,125 @@
+"""`python run.py` on bad input: one line naming the bad value and what is valid, no traceback wall;
+and a parallel joblib multirun that gives every job its own intact output directory (issue 9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = ["model=tiny_bert", "logger=none", "trainer.progress_bar=false"]
+
+# id: (overrides, regex the last stderr line must match, "hydra" when Hydra itself rejects it at compose time)
+CASES: dict[str, tuple[list[str], str, str]] = {
+    "unknown projection": (["projection=unilorra"], r"Could not find 'projection/unilorra'.*\n\tfastfood\n", "hydra"),
+    "unknown task": (["task=tweetz"], r"Could not find 'task/tweetz'.*\n\ttweets\n", "hydra"),
+    "unknown model": (["model=tiny_bertt"], r"Could not find 'model/tiny_bertt'.*\n\tsmollm2-135m\n\ttiny_bert\n", "hydra"),
+    "misspelled key": (["trainer.max_stepz=3"], r"Could not override 'trainer.max_stepz'.*\nKey 'max_stepz' is not in struct",
+                       "hydra"),
+    "rank 0": (["projection.rank=0"], r"^error: rank must be a positive integer, got 0$", ""),
+    "alpha < 0": (["projection=lora", "projection.alpha=-1"], r"^error: alpha must be .* got -1$", ""),
+    "d = 0": (["projection.kwargs.d=0"], r"^error: unilora: d=0 is invalid; valid: 1\.\.1,024", ""),
+    "d > D": (["projection.kwargs.d=1025"], r"^error: unilora: d=1025 is invalid; valid: 1\.\.1,024", ""),
+    "vblora vector_length": (["projection=vblora", "projection.kwargs.vector_length=7"],
+                             r"^error: vblora: vector_length=7 does not divide in_features=32 .*valid: a divisor of 32", ""),
+    "prolora m = 0": (["projection=prolora", "projection.kwargs.m=0"], r"^error: prolora: m=0 is invalid; valid:", ""),
+    "targets match nothing": (["model.target_modules=[qeury]"],
+                              r"^error: target_modules=\['qeury'\] matched no nn.Linear; .*'query'.*'all-linear'", ""),
+    "empty data file": (["task.data_file={tmp}/empty.csv"], r"^error: data file '.*/empty\.csv' is empty$", ""),
+    "malformed data file": (["task.data_file={tmp}/bad.csv"],
+                            r"^error: .*/bad\.csv:3: sentiment 'angry' is not one of \['negative', 'neutral', 'positive'\]$", ""),
+    "hub unreachable": (["task=glue/sst2"], r"^error: cannot download nyu-mll/glue/sst2 \(cannot reach .*task\.data_dir=", ""),
+}
+FULL_ERROR = "HYDRA_FULL_ERROR=1"
+
+
+def _env(case: str) -> dict[str, str]:
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    if case == "hub unreachable":  # a real connection failure, not the offline switch: nothing listens on port 9
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            env.pop(name, None)
+        env["HF_ENDPOINT"] = "http://127.0.0.1:9"
+    else:
+        env["HF_HUB_OFFLINE"] = "1"
+    if case == FULL_ERROR:
+        env["HYDRA_FULL_ERROR"] = "1"
+    return env
+
+
+def _run(case: str, overrides: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    args = [o.replace("{tmp}", str(tmp)) for o in overrides]
+    run_dir = tmp / "runs" / re.sub(r"\W+", "_", case)  # a name Hydra's override grammar accepts
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *BASE, *args, f"hydra.run.dir={run_dir}"],
+                          cwd=tmp, env=_env(case), capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Every case at once, two processes at a time (each is mostly interpreter and torch start-up)."""
+    tmp = tmp_path_factory.mktemp("bad_input")
+    (tmp / "empty.csv").write_text("")
+    (tmp / "bad.csv").write_text("sentiment,text\npositive,a fine day\nangry,a bad day\n")
+    jobs = {**{case: spec[0] for case, spec in CASES.items()}, FULL_ERROR: ["projection.rank=0"]}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {case: pool.submit(_run, case, overrides, tmp) for case, overrides in jobs.items()}
+        return {case: future.result() for case, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_clear_line(results: dict, case: str):
+    _, pattern, source = CASES[case]
+    out = results[case]
+    assert out.returncode != 0, f"{case}: accepted\n{out.stdout[-1500:]}"
+    assert "Traceback" not in out.stderr, f"{case}: traceback wall\n{out.stderr[-3000:]}"
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    if source == "hydra":  # Hydra's own message: names the bad value, lists what exists, no traceback
+        assert out.returncode == 1 and re.search(pattern, out.stderr, re.DOTALL), out.stderr[-2000:]
+        return
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == lines[-1], f"{case}: expected one final 'error:' line\n{out.stderr[-2000:]}"
+    assert re.search(pattern, lines[-1]), f"{case}: {lines[-1]!r} !~ {pattern!r}"
+    assert "\n" not in lines[-1] and len(lines[-1]) < 400
+
+
+def test_full_error_shows_the_traceback(results: dict):
+    out = results[FULL_ERROR]
+    assert out.returncode != 0
+    assert "Traceback" in out.stderr and "ConfigError: rank must be a positive integer, got 0" in out.stderr
+
+
+def test_joblib_multirun_one_intact_dir_per_job(tmp_path: Path):
+    """6 jobs on 2 joblib workers: one directory per job, each with its own completed metrics.json and adapter."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+         "projection=lora,unilora,vera", "seed=0,1", "model=tiny_bert", "projection.rank=32",
+         "model.target_modules=all-linear",  # D = 30,720 ≥ Uni-LoRA's default d, so one set of kwargs fits all three
+         "task.max_train_samples=16", "task.max_eval_samples=8", "trainer.max_steps=2", "trainer.batch_size=8",
+         "trainer.progress_bar=false", "logger=none", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    dirs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert len(dirs) == 6, [p.name for p in dirs]
+    seen = set()
+    for job in dirs:
+        record = json.loads((job / "metrics.json").read_text())
+        assert record["status"] == "completed" and record["steps"] == 2
+        assert Path(record["output_dir"]) == job.resolve()  # the job wrote where Hydra put it
+        assert f"projection={record['projection']}" in job.name and f"seed={record['seed']}" in job.name
+        assert sorted(p.name for p in (job / "adapter").iterdir()) == ["adapter.safetensors", "adapter_config.json"]
+        saved = json.loads((job / "adapter" / "adapter_config.json").read_text())["config"]
+        assert (saved["projection"], saved["seed"]) == (record["projection"], record["seed"])
+        seen.add((record["projection"], record["seed"]))
+    assert seen == {(p, s) for p in ("lora", "unilora", "vera") for s in (0, 1)}  # no job shared a dir
+    assert not list(sweep.rglob("*.tmp"))
