@@ -380,7 +380,9 @@ def command_line() -> str:
 
 
 def write_results(out_dir: Path, name: str, payload: dict[str, Any], report: str | Path | None = None) -> Path:
-    """Write ``<out_dir>/<name>.json`` atomically and, when asked, regenerate the markdown report."""
+    """Write ``<out_dir>/<name>.json`` (headed by the benchmark name, command and machine) atomically and,
+    when asked, regenerate the markdown report."""
+    payload = {"benchmark": name, "command": command_line(), "machine": machine(), **payload}
     path = atomic_write_json(Path(out_dir) / f"{name}.json", payload)
     if report:
         from .report import write_report

@@ -158,9 +158,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "check": check if key == "lorazoo/lora merged" else "",
         })
     payload = {
-        "benchmark": "inference",
-        "command": common.command_line(),
-        "machine": common.machine(),
         "model": {"shape": args.model, "layers": base.config.num_hidden_layers, "targets": common.TARGETS,
                   "batch": args.batch, "seq": args.seq, "prompt": args.prompt, "new_tokens": args.new_tokens},
         "repeats": args.repeats,

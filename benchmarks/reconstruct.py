@@ -128,9 +128,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             **{f"backward_{k}": v for k, v in b.items()},
         })
     payload = {
-        "benchmark": "reconstruct",
-        "command": common.command_line(),
-        "machine": common.machine(),
         "rank": args.rank,
         "blocks": args.blocks,
         "D": layout.D,

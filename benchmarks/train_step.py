@@ -257,9 +257,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 extra[key].update(measure_memory(args, base, runner.impl, batch, timeout))
 
     payload = {
-        "benchmark": "train_step",
-        "command": common.command_line(),
-        "machine": common.machine(),
         "model": {"shape": args.model, "layers": base.config.num_hidden_layers, "targets": common.TARGETS,
                   "batch": args.batch, "seq": args.seq, "base_params": sum(p.numel() for p in base.parameters())},
         "steps": args.steps,
