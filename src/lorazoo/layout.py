@@ -127,7 +127,7 @@ def linear_module_names(model: nn.Module) -> list[str]:
     """Adaptable Linear modules in model order; lorazoo's own wrappers count as the module they wrap."""
     from .reconstructor import AdaptedLinear  # local import: the layer module imports this one
 
-    names, internal = [], ()
+    names, internal, wrapped = [], (), {}
     for name, module in model.named_modules():
         if internal and name.startswith(internal):
             continue
@@ -136,8 +136,9 @@ def linear_module_names(model: nn.Module) -> list[str]:
             names.append(name)
         elif hasattr(module, "copies") and hasattr(module, "original"):  # a ModuleCopies wrapper
             internal = (*internal, name + ".copies.")
+            wrapped[name + ".original"] = name
         elif isinstance(module, nn.Linear) and name:
-            names.append(name.replace(".original", ""))
+            names.append(wrapped.get(name, name))
     return names
 
 
