@@ -118,7 +118,7 @@ def test_lora_matches_peft_forward_and_backward():
     ours = attach(tiny_llama(), AdapterConfig(projection="lora", rank=4, alpha=8, target_modules="all-linear"))
     perturb(ours)
     peft_model = get_peft_model(tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
-    factors = {name: factors for name, factors in ours.lora_factors().items()}
+    factors = ours.lora_factors()
     theta = ours.projection()
     from lorazoo.reconstructor import factors_from_theta
 

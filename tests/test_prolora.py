@@ -75,7 +75,7 @@ def test_zero_delta_and_rectified_init():
         assert torch.count_nonzero(model.delta_weight(e.name)) == 0
     theta = model.projection.theta.detach()
     h = o = 32
-    R, ca, cb = 6, 8, 16
+    R, ca = 6, 8  # shared rank r − u, A_0 columns ⌈h/m⌉
     first = theta[: layer_numel(h, o, 8, 2, 4, 2)]
     a_part, b_part = first[: R * ca + 2 * h], first[R * ca + 2 * h:]
     bound = 1 / math.sqrt(h)  # FULL h, not h/m: 1/√8 would be twice as wide

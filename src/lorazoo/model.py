@@ -198,6 +198,11 @@ class AdaptedModel(nn.Module):
             return [m for m in self.base_model.modules() if isinstance(m, ModuleCopies)]
         return [self._wrap_module_to_save(n) for n in names]
 
+    def _head_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the active adapter's copies of ``modules_to_save`` (its trained heads)."""
+        name = self.active_adapter
+        return [p for m in self._module_copies() if name in m.copies for p in m.copies[name].parameters()]
+
     def delta_weight(self, name: str) -> torch.Tensor:
         """The scaled ΔW_l = s · B_l A_l (out × in) of the active adapter."""
         entry = self.layout.entry(name)
@@ -215,7 +220,7 @@ class AdaptedModel(nn.Module):
 
     def num_parameters(self) -> dict[str, int]:
         """Trainable numel of the projection, D, stored-after-training numel, and the head's numel."""
-        head = sum(p.numel() for m in self._module_copies() if self.active_adapter in m.copies for p in m.copies[self.active_adapter].parameters())
+        head = sum(p.numel() for p in self._head_parameters())
         return {
             "trainable": self.projection.d,
             "D": self.projection.D,
@@ -226,7 +231,7 @@ class AdaptedModel(nn.Module):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named trainable groups of the active adapter (projection groups + ``head``)."""
         groups = dict(self.projection.parameter_groups())
-        head = [p for m in self._module_copies() if self.active_adapter in m.copies for p in m.copies[self.active_adapter].parameters()]
+        head = self._head_parameters()
         if head:
             groups["head"] = head
         return groups
