@@ -12,7 +12,7 @@ import torch
 
 from lorazoo import AdapterConfig, ConfigError, Layout, attach
 from lorazoo.projections import build_projection
-from lorazoo.projections import random as zrandom
+from lorazoo.projections import rng as zrandom
 from lorazoo.projections.fastfood import fastfood_structures, walsh_hadamard
 from lorazoo.projections.gaussian import _ChunkedMatVec
 

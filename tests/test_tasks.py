@@ -14,7 +14,7 @@ from lorazoo.train import hub
 from lorazoo.train.errors import DataFormatError, DataUnavailableError
 from lorazoo.train.metrics import compute, majority_rate
 from lorazoo.train.tasks import build_task
-from lorazoo.train.tasks.math import final_number
+from lorazoo.train.tasks.math_reasoning import final_number
 
 SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 

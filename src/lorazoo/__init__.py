@@ -1,7 +1,6 @@
 """lorazoo: every LoRA variant as a projection θ_d → θ_D behind one adapter lifecycle."""
 
-__version__ = "0.1.0"
-
+from .version import __version__
 from .config import AdapterConfig  # noqa: E402
 from .errors import (  # noqa: E402
     AdapterFileError,

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
+from .version import __version__
 from .config import AdapterConfig
 from .errors import AdapterFileError, ConfigError, LayoutMismatchError
 from .layout import Layout

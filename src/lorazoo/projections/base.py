@@ -16,7 +16,7 @@ from torch import nn
 from ..config import AdapterConfig
 from ..errors import ConfigError, UnknownProjectionError
 from ..layout import Layout
-from . import random as zrandom
+from . import rng as zrandom
 
 _REGISTRY: dict[str, type["Projection"]] = {}
 

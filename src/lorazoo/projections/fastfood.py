@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..config import AdapterConfig
 from ..layout import Layout
-from . import random as zrandom
+from . import rng as zrandom
 from .base import Projection, register_projection
 
 

@@ -14,7 +14,7 @@ from typing import Callable, Hashable, Sequence
 import torch
 
 from ..layout import Layout, LayoutEntry
-from . import random as zrandom
+from . import rng as zrandom
 
 
 class LayerGroups:

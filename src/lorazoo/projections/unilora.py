@@ -13,7 +13,7 @@ import torch
 from ..config import AdapterConfig
 from ..errors import ConfigError
 from ..layout import Layout
-from . import random as zrandom
+from . import rng as zrandom
 from .base import Projection, register_projection
 
 

@@ -31,7 +31,7 @@ from torch import nn
 from ..config import AdapterConfig
 from ..errors import ConfigError
 from ..layout import Layout
-from . import random as zrandom
+from . import rng as zrandom
 from .base import Projection, register_projection
 
 TOPK_KEYS = ("bank", "topk_indices", "topk_logit_gaps")

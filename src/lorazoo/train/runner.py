@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .. import __version__
+from ..version import __version__
 from ..io import atomic_write_json
 from ..projections import get_projection_class
 from .errors import ConfigError
-from .logging import RunLogger, is_rank_zero
+from .tracking import RunLogger, is_rank_zero
 from .models import adapter_config, load_adapted_model
 from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node, to_plain
 from .tasks import build_task
