@@ -7,8 +7,14 @@ squared norm 1, so P is an isometry in expectation, like unilora's P.
 
 P has D·d entries (3.4e9 for RoBERTa-base GLUE), so rows are regenerated in chunks from the
 counter-based generator (entry (i, j) is counter i·d + j of one stream) inside a custom autograd
-function: forward Σ_chunks P_c θ, backward Σ_chunks P_cᵀ g. When D·d ≤ ``cache_max_elements`` the
-whole matrix is generated once and kept (non-persistent; never saved).
+function: forward Σ_chunks P_c θ, backward Σ_chunks P_cᵀ g. The chunks are generated with torch integer
+ops on θ's device (``rng.normal_torch``): nothing crosses the host–device bus and at most one chunk of P
+exists at a time, in forward and in backward. When D·d ≤ ``cache_max_elements`` the whole matrix is
+generated once and kept (non-persistent; never saved).
+
+Cost: every step regenerates P twice (forward and backward), 2·D·d normals; each is three SplitMix64
+hashes (~36 int64 ops) plus a Box–Muller transform in float64. On one CPU core that is ~50 ns a value,
+which is what limits this ablation on a CPU; a GPU runs the same integer ops in parallel.
 """
 
 from __future__ import annotations
@@ -24,13 +30,13 @@ from . import rng as zrandom
 from .base import Projection, register_projection
 
 _STREAM = "gaussian/P"
-_AUTO_CHUNK_ELEMENTS = 1 << 22  # ~32 MB of float64 per generated chunk
+_AUTO_CHUNK_ELEMENTS = 1 << 16  # values per generated chunk: float64 + int64 temporaries stay in the L2 cache
 
 
 @register_projection("gaussian")
 class GaussianProjection(Projection):
     # init_range: θ_d ~ U(±0.02) as unilora/PEFT (θ_d = 0 would make every A_l = B_l = 0 and BA has
-    # zero gradient there). chunk_rows: 0 = auto (about 4M entries per chunk).
+    # zero gradient there). chunk_rows: 0 = auto (about 64K entries per chunk).
     defaults = {"d": 23040, "init_range": 0.02, "chunk_rows": 0, "cache_max_elements": 1 << 24}
     is_linear = True
 
@@ -53,9 +59,9 @@ class GaussianProjection(Projection):
     def rows(self, start: int, stop: int, dtype: torch.dtype | None = None, device: torch.device | None = None) -> torch.Tensor:
         """Rows [start, stop) of P, identical however the rows are chunked."""
         d = self.theta.numel()
-        values = zrandom.normal(self.config.seed, _STREAM, (stop - start) * d, start=start * d) / math.sqrt(self.D)
-        out = zrandom.as_tensor(values.reshape(stop - start, d), dtype or self.theta.dtype)
-        return out.to(device or self.theta.device)
+        values = zrandom.normal_torch(self.config.seed, _STREAM, (stop - start) * d, start=start * d,
+                                      device=device or self.theta.device)
+        return values.div_(math.sqrt(self.D)).view(stop - start, d).to(dtype or self.theta.dtype)
 
     def row_chunks(self):
         """(start, stop) of every chunk of ``chunk_rows`` rows."""
@@ -74,7 +80,7 @@ class GaussianProjection(Projection):
 
     def _dense(self) -> torch.Tensor:
         p = torch.empty(self.D, self.theta.numel(), dtype=self.theta.dtype, device=self.theta.device)
-        for start, stop in self.row_chunks():  # chunk by chunk: numpy's float64 temporaries stay small
+        for start, stop in self.row_chunks():  # chunk by chunk: the float64 temporaries stay small
             p[start:stop] = self.rows(start, stop)
         return p
 
@@ -98,8 +104,7 @@ class _ChunkedMatVec(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         projection = ctx.projection
-        grad = None
+        grad = grad_out.new_zeros(projection.theta.numel())
         for start, stop in projection.row_chunks():
-            part = grad_out[start:stop] @ projection.rows(start, stop, grad_out.dtype, grad_out.device)
-            grad = part if grad is None else grad + part
+            grad.addmv_(projection.rows(start, stop, grad_out.dtype, grad_out.device).t(), grad_out[start:stop])
         return grad, None
