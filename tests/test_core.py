@@ -11,7 +11,7 @@ import torch
 import lorazoo
 from lorazoo import (AdapterConfig, AdapterFileError, ConfigError, Layout, LayoutMismatchError, LoraZooError,
                      TargetModulesError, UnknownProjectionError, attach, load_adapter)
-from lorazoo.layout import match_target_modules
+from lorazoo.wrappers import layout_from_model, match_target_modules
 
 from conftest import model_inputs, perturb, tiny_bert, tiny_llama
 
@@ -28,7 +28,7 @@ def test_layout_suffix_regex_and_all_linear():
 
 
 def test_layout_offsets_and_D():
-    layout = Layout.from_model(tiny_llama(), "all-linear", rank=4)
+    layout = layout_from_model(tiny_llama(), "all-linear", rank=4)
     offset = 0
     for entry in layout:
         assert entry.a_offset == offset and entry.b_offset == offset + 4 * entry.in_features

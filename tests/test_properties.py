@@ -10,6 +10,7 @@ from torch import nn
 
 from lorazoo import AdapterConfig, Layout, attach, load_adapter, projection_names
 from lorazoo.projections import get_projection_class
+from lorazoo.wrappers import layout_from_model
 
 from conftest import PROJECTION_CASES, perturb
 
@@ -67,7 +68,7 @@ def test_invariants_hold_on_random_layouts(projection, layout, tmp_path_factory)
     def base():
         return Stack(layout["widths"], layout["depth"], seed=1).eval()
 
-    D = Layout.from_model(base(), layout["targets"], layout["rank"]).D
+    D = layout_from_model(base(), layout["targets"], layout["rank"]).D
     cfg = AdapterConfig(projection=projection, rank=layout["rank"], target_modules=layout["targets"], seed=layout["seed"],
                         projection_kwargs=_kwargs(projection, layout["rank"], D))
     model = attach(base(), cfg)

@@ -12,8 +12,7 @@ from .errors import (  # noqa: E402
     UnknownProjectionError,
 )
 from .layout import Layout, LayoutEntry  # noqa: E402
-from .model import AdaptedModel, attach  # noqa: E402
-from .io import load_adapter  # noqa: E402
+from .model import AdaptedModel, attach, load_adapter  # noqa: E402
 from .projections import Projection, projection_names, register_projection  # noqa: E402
 from .counting import count_parameters  # noqa: E402
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .errors import ConfigError
-from .layout import Layout
+from .wrappers import layout_from_model
 from .projections import build_projection
 
 KNOWN_MODELS = ("gemma-7b", "llama-2-7b", "minilm", "mistral-7b", "roberta-base", "roberta-large", "smollm2-135m")
@@ -102,7 +102,7 @@ def count_parameters(model_config: Any, cfg: AdapterConfig, task_type: str | Non
     papers differ on whether they count it.
     """
     model, name = meta_model(model_config, task_type)
-    layout = Layout.from_model(model, cfg.target_modules, cfg.rank)
+    layout = layout_from_model(model, cfg.target_modules, cfg.rank)
     projection = build_projection(layout, cfg)
     return {
         "model": name,

@@ -1,8 +1,10 @@
-"""Save, load and export adapters. safetensors only; JSON configs are data, never code.
+"""Adapter files: pure serialization of (config, layout, tensors). safetensors only; JSON is data, never code.
 
 An adapter directory holds ``adapter_config.json`` (the AdapterConfig, the layout it was trained on, a
 format tag) and ``adapter.safetensors`` (projection tensors + saved head modules). Files are written to
 a temporary name and renamed, so a crash leaves either the old adapter or the new one, never half.
+This module knows files, not models: putting what it reads into a model is model.py's job, so the
+lifecycle calls the serializer and never the other way round.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -19,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .version import __version__
 from .config import AdapterConfig
-from .errors import AdapterFileError, ConfigError, LayoutMismatchError
+from .errors import AdapterFileError, ConfigError
 from .layout import Layout
 from .projections import get_projection_class
 
@@ -63,22 +65,28 @@ def atomic_save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], 
 
 
 # ----------------------------------------------------------------------------- lorazoo format
-def save_adapter(model, path: str | Path) -> Path:
-    """Write the active adapter: weights first, config last (the config's presence marks completeness)."""
+def write_adapter(
+    path: str | Path,
+    config: AdapterConfig,
+    layout: Layout,
+    tensors: Mapping[str, torch.Tensor],
+    info: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one adapter: weights first, config last (the config's presence marks completeness).
+
+    ``info`` adds descriptive keys to adapter_config.json (parameter counts, the base class) that
+    readers may show but never need.
+    """
     path = Path(path)
-    config: AdapterConfig = model.adapter_config
-    atomic_save_safetensors(path / WEIGHTS_NAME, model.adapter_tensors(), metadata={"format": FORMAT})
+    atomic_save_safetensors(path / WEIGHTS_NAME, dict(tensors), metadata={"format": FORMAT})
     atomic_write_json(
         path / CONFIG_NAME,
         {
             "format": FORMAT,
             "lorazoo_version": __version__,
             "config": config.to_dict(),
-            "layout": model.layout.to_list(),
-            "num_parameters": model.num_parameters(),
-            # how to rebuild the base for export/serving: a transformers class name and its label count
-            "base_model_class": type(model.base_model).__name__,
-            "num_labels": getattr(getattr(model.base_model, "config", None), "num_labels", None),
+            "layout": layout.to_list(),
+            **dict(info or {}),
         },
     )
     return path
@@ -97,6 +105,7 @@ def _refuse_code(node: Any, where: str) -> None:
 
 
 def read_adapter_config(path: str | Path) -> tuple[AdapterConfig, Layout]:
+    """The config and layout of the adapter at ``path`` (no tensors read)."""
     path = Path(path)
     config_path = path / CONFIG_NAME
     if not path.is_dir():
@@ -132,79 +141,28 @@ def read_adapter_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise AdapterFileError(f"{str(weights_path)!r} is truncated or corrupt ({exc}); re-save or re-download it") from None
 
 
-def check_layout(saved: Layout, base_model: torch.nn.Module, config: AdapterConfig) -> None:
-    """The base must expose the same adapted modules with the same shapes; name the first difference."""
-    from .errors import TargetModulesError
-
-    try:
-        current = Layout.from_model(base_model, config.target_modules, config.rank)
-    except TargetModulesError as exc:
-        raise LayoutMismatchError(f"adapter does not fit this base model: {exc}") from None
-    if current == saved:
-        return
-    current_by_name = {e.name: e for e in current}
-    for entry in saved:
-        other = current_by_name.get(entry.name)
-        if other is None:
-            raise LayoutMismatchError(f"adapter module {entry.name!r} does not exist in this base model (it has {len(current)} matching modules)")
-        if other.shape_signature != entry.shape_signature:
-            raise LayoutMismatchError(
-                f"module {entry.name!r}: adapter has in={entry.in_features}, out={entry.out_features}, rank={entry.rank}; "
-                f"base has in={other.in_features}, out={other.out_features}"
-            )
-    extra = [e.name for e in current if e.name not in {s.name for s in saved}]
-    raise LayoutMismatchError(f"base model has adapted module(s) the adapter lacks, e.g. {extra[:3]}; it was made for another model")
-
-
-def read_adapter(path: str | Path, base_model: torch.nn.Module) -> tuple[AdapterConfig, dict[str, torch.Tensor]]:
+def read_adapter(path: str | Path) -> tuple[AdapterConfig, Layout, dict[str, torch.Tensor]]:
+    """Everything an adapter directory holds: its config, the layout it was trained on, its tensors."""
     config, layout = read_adapter_config(path)
-    check_layout(layout, base_model, config)
-    return config, read_adapter_tensors(path)
+    return config, layout, read_adapter_tensors(path)
 
 
-def split_adapter_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
-    """Separate ``projection.*`` tensors from ``modules_to_save.<module>/<param>`` ones."""
-    projection, modules = {}, {}
-    for key, value in tensors.items():
-        if key.startswith("projection."):
-            projection[key[len("projection."):]] = value
-        elif key.startswith("modules_to_save."):
-            module_name, _, param = key[len("modules_to_save."):].partition("/")
-            modules.setdefault(module_name, {})[param] = value
-        else:
-            raise AdapterFileError(f"unexpected tensor {key!r} in adapter file; keys start with 'projection.' or 'modules_to_save.'")
-    return projection, modules
-
-
-def load_adapter(base_model: torch.nn.Module, path: str | Path, adapter_name: str = "default"):
-    """Attach the adapter saved at ``path`` to ``base_model`` (checked to have the same layout)."""
-    from .model import AdaptedModel, _load_tensors
-
-    config, tensors = read_adapter(path, base_model)
-    model = AdaptedModel(base_model, config, adapter_name)
-    try:
-        _load_tensors(model, adapter_name, model.projection, tensors)
-    except ValueError as exc:
-        raise AdapterFileError(f"{str(Path(path) / WEIGHTS_NAME)!r} does not match its config: {exc}") from None
-    return model
-
-
-# ----------------------------------------------------------------------------- PEFT export
-def export_peft_lora(model, path: str | Path) -> Path:
-    """Write the active adapter as a plain PEFT LoRA adapter (rank r, alpha = r, scale folded into B)."""
+# ----------------------------------------------------------------------------- PEFT format
+def write_peft_lora(
+    path: str | Path,
+    config: AdapterConfig,
+    factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    saved_modules: Mapping[str, Mapping[str, torch.Tensor]],
+) -> Path:
+    """Write a plain PEFT LoRA adapter from exact (A_l, s · B_l) factors: rank r, alpha = r (scale folded into B)."""
     path = Path(path)
-    config: AdapterConfig = model.adapter_config
     tensors: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for name, (a, b_scaled) in model.lora_factors().items():
-            tensors[f"base_model.model.{name}.lora_A.weight"] = a.float()
-            tensors[f"base_model.model.{name}.lora_B.weight"] = b_scaled.float()
-    saved_modules = []
-    _, heads = split_adapter_tensors(model.adapter_tensors())
-    for module_name, state in heads.items():
+    for name, (a, b_scaled) in factors.items():
+        tensors[f"base_model.model.{name}.lora_A.weight"] = a.detach().float()
+        tensors[f"base_model.model.{name}.lora_B.weight"] = b_scaled.detach().float()
+    for module_name, state in saved_modules.items():
         for param, value in state.items():
             tensors[f"base_model.model.{module_name}.{param}"] = value
-        saved_modules.append(module_name)
     atomic_save_safetensors(path / PEFT_WEIGHTS_NAME, tensors, metadata={"format": "pt"})
     peft_config = {
         "peft_type": "LORA",
@@ -213,8 +171,8 @@ def export_peft_lora(model, path: str | Path) -> Path:
         "r": config.rank,
         "lora_alpha": config.rank,
         "lora_dropout": 0.0,
-        "target_modules": [e.name for e in model.layout],
-        "modules_to_save": sorted(set(saved_modules)) or None,
+        "target_modules": list(factors),
+        "modules_to_save": sorted(saved_modules) or None,
         "bias": "none",
         "fan_in_fan_out": False,
         "init_lora_weights": True,

@@ -2,7 +2,9 @@
 
 θ_D is the concatenation, in model order, of vec(A_l) (r × in) then vec(B_l) (out × r) for every
 adapted Linear l. Everything downstream (projections, reconstructor, merge, export, counting) reads
-only this layout, so it can be built from a meta-device model without weights.
+only this layout, so it can be built from a meta-device model without weights. This module knows
+names and shapes only; listing the Linears of a live model (seeing through lorazoo's own wrappers)
+lives beside those wrappers, in ``wrappers.py``.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
-
-from torch import nn
 
 from .errors import TargetModulesError
 
@@ -83,12 +83,6 @@ class Layout(Sequence[LayoutEntry]):
             offset += entry.numel
         return cls(entries)
 
-    @classmethod
-    def from_model(cls, model: nn.Module, target_modules: Sequence[str] | str, rank: int) -> "Layout":
-        names = match_target_modules(model, target_modules)
-        modules = dict(model.named_modules())
-        return cls.from_shapes(((n, modules[n].in_features, modules[n].out_features) for n in names), rank)
-
     def __getitem__(self, index):  # type: ignore[override]
         return self.entries[index]
 
@@ -123,46 +117,17 @@ class Layout(Sequence[LayoutEntry]):
         return f"Layout({len(self)} modules, D={self.D:,})"
 
 
-def linear_module_names(model: nn.Module) -> list[str]:
-    """Adaptable Linear modules in model order; lorazoo's own wrappers count as the module they wrap."""
-    from .reconstructor import AdaptedLinear  # local import: the layer module imports this one
-
-    names, internal, wrapped = [], (), {}
-    for name, module in model.named_modules():
-        if internal and name.startswith(internal):
-            continue
-        if isinstance(module, AdaptedLinear):
-            internal = (*internal, name + ".")
-            names.append(name)
-        elif hasattr(module, "copies") and hasattr(module, "original"):  # a ModuleCopies wrapper
-            internal = (*internal, name + ".copies.")
-            wrapped[name + ".original"] = name
-        elif isinstance(module, nn.Linear) and name:
-            names.append(wrapped.get(name, name))
-    return names
-
-
-def _head_names(model: nn.Module) -> set[str]:
-    heads = set()
-    get_out = getattr(model, "get_output_embeddings", None)
-    output = get_out() if callable(get_out) else None
-    for name, module in model.named_modules():
-        top = name.split(".", 1)[0]
-        if (output is not None and module is output) or top in HEAD_MODULE_NAMES:
-            heads.add(name)
-    return heads
-
-
-def match_target_modules(model: nn.Module, target_modules: Sequence[str] | str) -> list[str]:
-    """Names of the Linear modules to adapt, in model order.
+def select_targets(linear_names: Sequence[str], head_names: set[str], target_modules: Sequence[str] | str) -> list[str]:
+    """The names among ``linear_names`` (adaptable Linears, model order) that ``target_modules`` selects.
 
     A list matches exact names or dotted suffixes (``query`` matches ``...self.query``); a single
-    string other than ``all-linear`` is a regex that must match the full name (PEFT's convention).
+    string other than ``all-linear`` is a regex that must match the full name (PEFT's convention);
+    ``all-linear`` takes every Linear except the task heads in ``head_names``. Pure name logic, so it
+    runs on any listing (a real model, a meta-device one) without knowing lorazoo's wrappers.
     """
-    linear = linear_module_names(model)
+    linear = list(linear_names)
     if target_modules == ALL_LINEAR or (not isinstance(target_modules, str) and list(target_modules) == [ALL_LINEAR]):
-        heads = _head_names(model)
-        matched = [n for n in linear if n not in heads]
+        matched = [n for n in linear if n not in head_names]
     elif isinstance(target_modules, str):
         try:
             pattern = re.compile(target_modules)

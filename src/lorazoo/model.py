@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 from pathlib import Path
 from typing import Any, Iterator
@@ -11,54 +10,15 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from . import io
 from .config import AdapterConfig
-from .errors import AdapterStateError, TargetModulesError
+from .errors import AdapterFileError, AdapterStateError, LayoutMismatchError, TargetModulesError
 from .layout import Layout
 from .projections import Projection, build_projection
 from .reconstructor import AdaptedLinear, LayerSlot, ThetaCache, factors_from_theta
+from .wrappers import ModuleCopies, float_dtype, layout_from_model, set_submodule
 
 DEFAULT_ADAPTER = "default"
-
-
-class ModuleCopies(nn.Module):
-    """A fully trained module (task head) with one copy per adapter; the active adapter's copy runs."""
-
-    def __init__(self, original: nn.Module, cache: ThetaCache):
-        super().__init__()
-        self.original = original
-        self.copies = nn.ModuleDict()
-        self.cache = cache
-
-    def add(self, adapter_name: str) -> None:
-        clone = copy.deepcopy(self.original)
-        if _float_dtype(clone) in (torch.bfloat16, torch.float16):
-            clone.float()  # trained copies keep fp32 weights, like θ: bf16 would round small updates away
-        clone.requires_grad_(True)
-        self.copies[adapter_name] = clone
-
-    @property
-    def active(self) -> nn.Module:
-        name = self.cache.active_adapter
-        return self.copies[name] if name in self.copies else self.original
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        module, dtype = self.active, _float_dtype(self.original)
-        copy_dtype = _float_dtype(module)
-        if module is self.original or dtype is None or copy_dtype == dtype:
-            return module(*args, **kwargs)
-        # an fp32 copy in a half-precision base: compute in fp32, hand the base its own dtype back
-        return _cast(module(*_cast(args, copy_dtype), **_cast(kwargs, copy_dtype)), dtype)
-
-
-def _float_dtype(module: nn.Module) -> torch.dtype | None:
-    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
-
-
-def _cast(tree: Any, dtype: torch.dtype) -> Any:
-    """Floating tensors anywhere in ``tree`` (args, kwargs, outputs) cast to ``dtype``."""
-    from torch.utils._pytree import tree_map
-
-    return tree_map(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t, tree)
 
 
 class AdaptedModel(nn.Module):
@@ -124,7 +84,7 @@ class AdaptedModel(nn.Module):
         """Add an adapter (any projection) over the same base; it becomes active if none is."""
         if name in self.adapters:
             raise AdapterStateError(f"adapter {name!r} already exists; existing: {list(self.adapters)}")
-        layout = Layout.from_model(self.base_model, config.target_modules, config.rank)
+        layout = layout_from_model(self.base_model, config.target_modules, config.rank)
         projection = build_projection(layout, config).to(self._base_device())
         projection.set_active(False)
         self._wrap_targets(layout)
@@ -175,19 +135,18 @@ class AdaptedModel(nn.Module):
                 self.set_adapter(next(iter(self.adapters)))
 
     def load_adapter(self, path: str | Path, name: str) -> Projection:
-        from .io import read_adapter
-
-        config, tensors = read_adapter(path, self.base_model)
+        """Add the adapter saved at ``path`` as ``name`` (its layout checked against this base)."""
+        config, layout, tensors = io.read_adapter(path)
+        check_layout(layout, self.base_model, config)
         projection = self.add_adapter(name, config)
-        _load_tensors(self, name, projection, tensors)
+        _load_tensors(self, name, projection, tensors, path)
         return projection
 
     def load_adapter_weights(self, path: str | Path) -> None:
         """Overwrite the active adapter's tensors (and heads) in place from a saved adapter: resuming training."""
-        from .io import read_adapter
-
-        _, tensors = read_adapter(path, self.base_model)
-        _load_tensors(self, self._require_active(), self.projection, tensors)
+        config, layout, tensors = io.read_adapter(path)
+        check_layout(layout, self.base_model, config)
+        _load_tensors(self, self._require_active(), self.projection, tensors, path)
 
     # ----------------------------------------------------------------- inspection
     def adapted_layers(self) -> list[AdaptedLinear]:
@@ -267,10 +226,10 @@ class AdaptedModel(nn.Module):
             self.merge()
         for layer_name, module in list(self.base_model.named_modules()):
             if isinstance(module, AdaptedLinear):
-                _set_submodule(self.base_model, layer_name, module.base_layer)
+                set_submodule(self.base_model, layer_name, module.base_layer)
             elif isinstance(module, ModuleCopies):
-                dtype = _float_dtype(module.original)  # an fp32 trained copy goes back in the base's dtype
-                _set_submodule(self.base_model, layer_name, module.active.to(dtype) if dtype else module.active)
+                dtype = float_dtype(module.original)  # an fp32 trained copy goes back in the base's dtype
+                set_submodule(self.base_model, layer_name, module.active.to(dtype) if dtype else module.active)
         self._hook.remove()
         return self.base_model
 
@@ -293,14 +252,21 @@ class AdaptedModel(nn.Module):
 
     # ----------------------------------------------------------------- persistence
     def save_adapter(self, path: str | Path) -> Path:
-        from .io import save_adapter
-
-        return save_adapter(self, path)
+        """Write the active adapter (config, layout, tensors) to the directory ``path``."""
+        info = {
+            "num_parameters": self.num_parameters(),
+            # how to rebuild the base for export/serving: a transformers class name and its label count
+            "base_model_class": type(self.base_model).__name__,
+            "num_labels": getattr(getattr(self.base_model, "config", None), "num_labels", None),
+        }
+        return io.write_adapter(path, self.adapter_config, self.layout, self.adapter_tensors(), info)
 
     def export_peft_lora(self, path: str | Path) -> Path:
-        from .io import export_peft_lora
-
-        return export_peft_lora(self, path)
+        """Write the active adapter as a plain PEFT LoRA adapter (rank r, alpha = r, scale folded into B)."""
+        with torch.no_grad():
+            factors = self.lora_factors()
+        _, heads = split_adapter_tensors(self.adapter_tensors())
+        return io.write_peft_lora(path, self.adapter_config, factors, heads)
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a saved adapter holds: projection tensors + the active copies of saved modules."""
@@ -324,7 +290,7 @@ class AdaptedModel(nn.Module):
         for entry in layout:
             module = self.base_model.get_submodule(entry.name)
             if not isinstance(module, AdaptedLinear):
-                _set_submodule(self.base_model, entry.name, AdaptedLinear(module, entry.name, self.cache))
+                set_submodule(self.base_model, entry.name, AdaptedLinear(module, entry.name, self.cache))
 
     def _wrap_module_to_save(self, pattern: str) -> ModuleCopies:
         names = [n for n, _ in self.base_model.named_modules() if n == pattern or n.endswith("." + pattern)]
@@ -335,24 +301,73 @@ class AdaptedModel(nn.Module):
         module = self.base_model.get_submodule(names[0])
         if not isinstance(module, ModuleCopies):
             module = ModuleCopies(module, self.cache)
-            _set_submodule(self.base_model, names[0], module)
+            set_submodule(self.base_model, names[0], module)
         return module
 
 
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
+def split_adapter_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+    """Separate ``projection.*`` tensors from ``modules_to_save.<module>/<param>`` ones (adapter_tensors' keys)."""
+    projection: dict[str, torch.Tensor] = {}
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("projection."):
+            projection[key[len("projection."):]] = value
+        elif key.startswith("modules_to_save."):
+            module_name, _, param = key[len("modules_to_save."):].partition("/")
+            modules.setdefault(module_name, {})[param] = value
+        else:
+            raise AdapterFileError(f"unexpected tensor {key!r} in adapter file; keys start with 'projection.' or 'modules_to_save.'")
+    return projection, modules
 
 
-def _load_tensors(model: AdaptedModel, name: str, projection: Projection, tensors: dict[str, torch.Tensor]) -> None:
-    from .io import split_adapter_tensors
+def check_layout(saved: Layout, base_model: nn.Module, config: AdapterConfig) -> None:
+    """The base must expose the same adapted modules with the same shapes; name the first difference."""
+    try:
+        current = layout_from_model(base_model, config.target_modules, config.rank)
+    except TargetModulesError as exc:
+        raise LayoutMismatchError(f"adapter does not fit this base model: {exc}") from None
+    if current == saved:
+        return
+    current_by_name = {e.name: e for e in current}
+    for entry in saved:
+        other = current_by_name.get(entry.name)
+        if other is None:
+            raise LayoutMismatchError(f"adapter module {entry.name!r} does not exist in this base model (it has {len(current)} matching modules)")
+        if other.shape_signature != entry.shape_signature:
+            raise LayoutMismatchError(
+                f"module {entry.name!r}: adapter has in={entry.in_features}, out={entry.out_features}, rank={entry.rank}; "
+                f"base has in={other.in_features}, out={other.out_features}"
+            )
+    extra = [e.name for e in current if e.name not in {s.name for s in saved}]
+    raise LayoutMismatchError(f"base model has adapted module(s) the adapter lacks, e.g. {extra[:3]}; it was made for another model")
 
-    projection_tensors, saved_modules = split_adapter_tensors(tensors)
-    projection.load_adapter_state_dict(projection_tensors)
-    for module_name, state in saved_modules.items():
-        wrapper = model.base_model.get_submodule(module_name)
-        wrapper.copies[name].load_state_dict(state)
+
+def _load_tensors(
+    model: AdaptedModel, name: str, projection: Projection, tensors: dict[str, torch.Tensor], path: str | Path
+) -> None:
+    """Copy saved tensors into adapter ``name``; a file that does not fit its own config is an AdapterFileError."""
+    try:
+        projection_tensors, saved_modules = split_adapter_tensors(tensors)
+        projection.load_adapter_state_dict(projection_tensors)
+        for module_name, state in saved_modules.items():
+            wrapper = model.base_model.get_submodule(module_name)
+            if not isinstance(wrapper, ModuleCopies):
+                raise ValueError(f"saved module {module_name!r} is not in this adapter's modules_to_save")
+            wrapper.copies[name].load_state_dict(state)
+    except AdapterFileError:
+        raise
+    except (ValueError, RuntimeError, AttributeError) as exc:
+        raise AdapterFileError(f"{str(Path(path) / io.WEIGHTS_NAME)!r} does not match its config: {exc}") from None
     model.cache.invalidate()
+
+
+def load_adapter(base_model: nn.Module, path: str | Path, adapter_name: str = DEFAULT_ADAPTER) -> AdaptedModel:
+    """Attach the adapter saved at ``path`` to ``base_model`` (checked to have the same layout)."""
+    config, layout, tensors = io.read_adapter(path)
+    check_layout(layout, base_model, config)
+    model = AdaptedModel(base_model, config, adapter_name)
+    _load_tensors(model, adapter_name, model.projection, tensors, path)
+    return model
 
 
 def attach(base_model: nn.Module, config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER) -> AdaptedModel:

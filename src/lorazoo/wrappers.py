@@ -1,0 +1,113 @@
+"""The modules lorazoo puts into a base model, and the module listing that sees through them.
+
+Two wrappers replace modules of the base in place: ``AdaptedLinear`` (reconstructor.py) around each
+target Linear, and ``ModuleCopies`` (here) around each fully trained module such as a task head. The
+listing that decides which Linears a config targets must treat a wrapper as the module it stands for
+(so a second adapter finds the same layout as the first); it lives here, next to the wrappers whose
+types it checks, so that the shape layer (layout.py) never needs to know them.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .layout import ALL_LINEAR, HEAD_MODULE_NAMES, Layout, select_targets
+from .reconstructor import AdaptedLinear, ThetaCache
+
+
+class ModuleCopies(nn.Module):
+    """A fully trained module (task head) with one copy per adapter; the active adapter's copy runs."""
+
+    def __init__(self, original: nn.Module, cache: ThetaCache):
+        super().__init__()
+        self.original = original
+        self.copies = nn.ModuleDict()
+        self.cache = cache
+
+    def add(self, adapter_name: str) -> None:
+        clone = copy.deepcopy(self.original)
+        if float_dtype(clone) in (torch.bfloat16, torch.float16):
+            clone.float()  # trained copies keep fp32 weights, like θ: bf16 would round small updates away
+        clone.requires_grad_(True)
+        self.copies[adapter_name] = clone
+
+    @property
+    def active(self) -> nn.Module:
+        name = self.cache.active_adapter
+        return self.copies[name] if name in self.copies else self.original
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        module, dtype = self.active, float_dtype(self.original)
+        copy_dtype = float_dtype(module)
+        if module is self.original or dtype is None or copy_dtype is None or copy_dtype == dtype:
+            return module(*args, **kwargs)
+        # an fp32 copy in a half-precision base: compute in fp32, hand the base its own dtype back
+        return _cast(module(*_cast(args, copy_dtype), **_cast(kwargs, copy_dtype)), dtype)
+
+
+def float_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of the module's first floating parameter (None if it has none)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+
+
+def _cast(tree: Any, dtype: torch.dtype) -> Any:
+    """Floating tensors anywhere in ``tree`` (args, kwargs, outputs) cast to ``dtype``."""
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t, tree)
+
+
+def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
+
+
+# ----------------------------------------------------------------------------- listing
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Adaptable Linear modules in model order; lorazoo's own wrappers count as the module they wrap."""
+    names: list[str] = []
+    internal: tuple[str, ...] = ()
+    wrapped: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if internal and name.startswith(internal):
+            continue
+        if isinstance(module, AdaptedLinear):
+            internal = (*internal, name + ".")
+            names.append(name)
+        elif isinstance(module, ModuleCopies):
+            internal = (*internal, name + ".copies.")
+            wrapped[name + ".original"] = name
+        elif isinstance(module, nn.Linear) and name:
+            names.append(wrapped.get(name, name))
+    return names
+
+
+def head_module_names(model: nn.Module) -> set[str]:
+    """Modules that make up task heads (output embeddings, ``classifier``...): ``all-linear`` skips them."""
+    heads = set()
+    get_out = getattr(model, "get_output_embeddings", None)
+    output = get_out() if callable(get_out) else None
+    for name, module in model.named_modules():
+        top = name.split(".", 1)[0]
+        if (output is not None and module is output) or top in HEAD_MODULE_NAMES:
+            heads.add(name)
+    return heads
+
+
+def match_target_modules(model: nn.Module, target_modules: Sequence[str] | str) -> list[str]:
+    """Names of the Linear modules of ``model`` that ``target_modules`` selects, in model order."""
+    linear = linear_module_names(model)
+    all_linear = target_modules == ALL_LINEAR or (not isinstance(target_modules, str) and list(target_modules) == [ALL_LINEAR])
+    heads = head_module_names(model) if all_linear else set()
+    return select_targets(linear, heads, target_modules)
+
+
+def layout_from_model(model: nn.Module, target_modules: Sequence[str] | str, rank: int) -> Layout:
+    """The layout of ``target_modules`` at ``rank`` on a model (real or meta-device, wrapped or not)."""
+    names = match_target_modules(model, target_modules)
+    modules = dict(model.named_modules())
+    return Layout.from_shapes(((n, modules[n].in_features, modules[n].out_features) for n in names), rank)
