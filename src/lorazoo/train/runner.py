@@ -173,7 +173,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     record.update(
         status="completed",
         **{k: metrics[k] for k in task.metric_keys() if k in metrics},
-        metrics=metrics, eval_timing=timing, steps=trainer.state.global_step, wall_time_s=round(wall, 3),
+        metrics=metrics, **task.report(), eval_timing=timing, steps=trainer.state.global_step, wall_time_s=round(wall, 3),
         train={"steps": trainer.state.global_step, "epochs": trainer.state.epoch, "wall_time_s": round(wall, 3),
                "train_loss": result.training_loss, "resumed_from": resume_from},
         adapter_dir=str(adapter_dir),

@@ -100,6 +100,11 @@ class Task:
         """Extra facts for metrics.json (data sizes, majority_rate, ...)."""
         return {}
 
+    def report(self) -> dict[str, Any]:
+        """Structured results for metrics.json beside the flat metrics (e.g. per-subject breakdowns); after
+        ``final_evaluate``."""
+        return {}
+
     def derived_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """Metrics computed from Trainer.evaluate's (e.g. perplexity from loss); default none."""
         return {}
@@ -172,3 +177,44 @@ def load_hub_split(hub_id: str, subset: str | None, split: str, local_hint: str)
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataUnavailableError(f"cannot load {hub_id} split {split!r}: {first}; {local_hint}") from exc
+
+
+def numbered_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """JSON lines with their 1-based line numbers (blank lines skipped), so later checks can name the line;
+    a bad line raises DataFormatError naming file and line."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append((lineno, row))
+    if not rows:
+        raise DataFormatError(f"data file {str(path)!r} holds no records")
+    return rows
+
+
+def located_records(path: Path, fields: tuple[str, ...]) -> list[tuple[str, dict]]:
+    """Records of a JSON list or JSON lines file, each with where it is (``file:line`` or ``file: record i``);
+    every record must be an object holding ``fields``."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        located = [(f"{path}: record {i}", r) for i, r in enumerate(records, 1)]
+    else:
+        located = [(f"{path}:{line}", r) for line, r in numbered_jsonl(path)]
+    if not located:
+        raise DataFormatError(f"data file {str(path)!r} holds no records")
+    for where, record in located:
+        if not isinstance(record, dict):
+            raise DataFormatError(f"{where} is not an object")
+        require_keys(record, fields, where)
+    return located
