@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from lorazoo import projection_names  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("LORAZOO_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")  # env: worktrees
 
 # projection_kwargs that fit the tiny models below (hidden 32/64, 2 layers). Every registered
 # projection must have an entry: a projection without one fails test_every_projection_has_a_case.

@@ -14,7 +14,7 @@ from lorazoo.train import hub
 from lorazoo.train.errors import DataFormatError, DataUnavailableError
 from lorazoo.train.metrics import compute, majority_rate
 from lorazoo.train.tasks import build_task
-from lorazoo.train.tasks.math_reasoning import final_number
+from lorazoo.train.tasks.math_answers import extract_prediction, is_equivalent, parse_answer
 
 SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
@@ -128,10 +128,11 @@ def test_metrics_match_independent_formulas():
 
 @pytest.mark.parametrize("text,expected", [
     ("She has 3 + 4 = <<3+4=7>>7 apples.\n#### 7", "7"), ("#### 1,234", "1234"), ("The answer is 12.", "12"),
-    ("so -3.50 dollars", "-3.5"), ("no number", None), ("18.0", "18"),
+    ("so -3.50 dollars", "-3.5"), ("18.0", "18"),
 ])
-def test_gsm8k_final_number(text, expected):
-    assert final_number(text) == expected
+def test_gsm8k_final_answer(text, expected):
+    assert is_equivalent(extract_prediction(text), parse_answer(expected))
+    assert not extract_prediction("no number")
 
 
 def test_tweets_split_is_fixed_and_beatable():

@@ -27,10 +27,25 @@ from typing import Any
 from ...io import atomic_write
 from ..errors import ConfigError, DataFormatError
 from ..options import check_choice
-from .base import (TaskOptions, load_hub_split, numbered_jsonl, located_records, register_task, require_file,
-                   require_keys, subsample)
+from .base import (
+    TaskOptions,
+    load_hub_split,
+    located_records,
+    numbered_jsonl,
+    register_task,
+    require_file,
+    require_keys,
+    subsample,
+)
 from .causal import CausalLMTask, generate
-from .math_answers import extract_prediction, gsm8k_reference, is_equivalent, last_boxed, parse_answer, shown
+from .math_answers import (
+    extract_prediction,
+    gsm8k_reference,
+    is_equivalent,
+    last_boxed,
+    parse_answer,
+    shown,
+)
 
 PROMPT = "Question: {question}\nAnswer:"
 SOURCES = ("gsm8k", "metamathqa", "math_train", "math_rest")
