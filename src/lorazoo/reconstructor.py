@@ -1,8 +1,8 @@
 """θ_D once per model forward, and the adapted Linear that reads its A_l, B_l as views.
 
-The model's top-level forward pre-hook calls ``ThetaCache.refresh``: the active projection runs once,
-θ_D is split into [A_1, B_1, A_2, ...] with one ``split`` (whose backward is one concatenation), and
-each AdaptedLinear reshapes its two pieces. Under ``torch.no_grad`` (generation) the pieces are reused
+The model's top-level forward pre-hook calls ``ThetaCache.refresh``: the active projection runs once and
+hands over θ_D as its segments [A_1, B_1, A_2, ...] (``Projection.pieces``: by default one ``split``, whose
+backward is one concatenation), and each AdaptedLinear reshapes its two pieces. Under ``torch.no_grad`` (generation) the pieces are reused
 until a projection parameter changes, so decoding costs nothing extra per token.
 """
 
@@ -50,7 +50,8 @@ class ThetaCache:
             key = (id(projection),) + tuple((t.data_ptr(), t._version) for t in projection.parameters())
             if key == self._no_grad_key and self.pieces is not None:
                 return
-        self.pieces = projection().split(layout.segment_sizes)
+        self.pieces = None  # drop the previous step's θ_D before building this one (never two alive)
+        self.pieces = projection.pieces()
         self._no_grad_key = key
 
     def invalidate(self) -> None:

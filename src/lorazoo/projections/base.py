@@ -78,6 +78,15 @@ class Projection(nn.Module):
     def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def pieces(self) -> tuple[torch.Tensor, ...]:
+        """θ_D as its layout segments [A_1, B_1, A_2, ...] (flat), what the layers read during a forward.
+
+        Default: one ``split`` of ``forward()`` (its backward is one concatenation). A projection that builds
+        its factors per layer (tied, vera) returns them directly, so that neither θ_D nor its gradient is
+        ever concatenated during training; ``forward()`` must equal ``torch.cat(pieces())``.
+        """
+        return self().split(self.layout.segment_sizes)
+
     @property
     def D(self) -> int:
         return self.layout.D

@@ -1,15 +1,17 @@
-"""What the shared-factor projections (tied, vera) have in common: layer groups, batched factors, random matrices.
+"""What the shared-factor projections (tied, vera) have in common: layer groups, row-scaled factors, random matrices.
 
 Both Tied-LoRA and VeRA build every factor as a per-layer diagonal scaling of a shared matrix:
-A_l = diag(a_l) A_g and B_l = diag(b_l) B_g. For a group of k layers with one shape this is one
-broadcast product per factor, giving (k, r·h) and (k, o·r) blocks whose row i is vec(A_l), vec(B_l) of the
-group's i-th layer. ``LayerGroups.assemble`` puts those rows into layout order with a single ``cat``:
-no per-layer arithmetic and no D-long index tensor (θ_D can be 10^7–10^8 entries).
+A_l = diag(a_l) A_g and B_l = diag(b_l) B_g. They hand θ_D to the reconstructor as its layout segments
+(``Projection.pieces``), one ``RowScale`` per factor: θ_D is never concatenated during training, and in
+backward each layer's factor gradient is reduced to its scale's gradient as soon as that layer's backward
+has run, so no θ_D-sized gradient (or batched (k, r, h) product) is ever held — only θ_D itself, which the
+layers read. That is what puts VeRA's peak memory at PEFT's, whose VeRA never forms A_l, B_l.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import torch
 
@@ -28,46 +30,45 @@ class LayerGroups:
         self.members: list[list[int]] = list(members.values())
         self.entries: list[list[LayoutEntry]] = [[layout[i] for i in m] for m in self.members]
         group_of = {i: (g, pos) for g, m in enumerate(self.members) for pos, i in enumerate(m)}
-        self._plan = [group_of[i] for i in range(len(layout))]  # (group, row) of each layer in layout order
-        self._interleaved = self._is_interleaved()
+        self.placement: list[tuple[int, int]] = [group_of[i] for i in range(len(layout))]  # (group, row) per layer
 
     def __len__(self) -> int:
         return len(self.members)
 
-    def _is_interleaved(self) -> bool:
-        """True when the layout is blocks that each hold one layer of every group in the same order
-        (q, v, q, v, ... or q, k, v, o, gate, up, down, ...): then the rows line up by block."""
-        count = len(self.members[0]) if self.members else 0
-        if any(len(m) != count for m in self.members):
-            return False
-        pattern = [g for g, _ in self._plan[: len(self.members)]]
-        return all(self._plan[i] == (pattern[i % len(pattern)], i // len(pattern)) for i in range(len(self._plan)))
 
-    def assemble(self, blocks: Sequence[torch.Tensor | tuple[torch.Tensor, ...]]) -> torch.Tensor:
-        """θ_D (layout order) from each group's (k_g, ·) block(s), in one concatenation.
+class RowScale(torch.autograd.Function):
+    """diag(s) M (s: (n,), M: (n, m)) whose backward keeps no broadcast temporaries.
 
-        A group may give its block as column parts (e.g. its A rows and B rows), which are then joined by
-        the same single ``cat`` instead of being concatenated first: θ_D-sized data is written once.
-        Interleaved layouts: parts side by side, then flatten. Otherwise each part is unbound into row
-        views and the views are concatenated in layout order; only references are shuffled in Python.
-        """
-        parts = [block if isinstance(block, tuple) else (block,) for block in blocks]
-        if self._interleaved:
-            return torch.cat([part for group in parts for part in group], dim=1).reshape(-1)
-        views = [[part.unbind(0) for part in group] for group in parts]
-        return torch.cat([rows[pos] for g, pos in self._plan for rows in views[g]])
-
-
-def scaled_factor_rows(
-    a_scale: torch.Tensor, a: torch.Tensor, b_scale: torch.Tensor, b: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row blocks vec(diag(a_scale_i) a) and vec(diag(b_scale_i) b) for the k layers of one group.
-
-    ``a_scale`` (k, r), ``a`` (r, h), ``b_scale`` (k, o), ``b`` (o, r) → ((k, r·h), (k, o·r)), ready for
-    ``LayerGroups.assemble``.
+    s̄_i = ⟨Ḡ_i, M_i⟩ is one batched (1 × m)·(m × 1) product per row (autograd's mul would first form Ḡ ⊙ M,
+    a factor-sized tensor); M̄ = diag(s) Ḡ is computed only when M trains (Tied-LoRA's shared A, B).
+    Written in the functorch style so ``torch.func`` (``Projection.matrix``'s Jacobian) can vmap it.
     """
-    k = a_scale.shape[0]
-    return (a_scale.unsqueeze(-1) * a).reshape(k, -1), (b_scale.unsqueeze(-1) * b).reshape(k, -1)
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(scale: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        return scale.unsqueeze(-1) * matrix
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor], output: torch.Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        scale, matrix = ctx.saved_tensors
+        grad_scale = grad_matrix = None
+        if ctx.needs_input_grad[0]:
+            grad_scale = (grad.unsqueeze(-2) @ matrix.to(grad.dtype).unsqueeze(-1)).squeeze(-1).squeeze(-1)
+        if ctx.needs_input_grad[1]:
+            grad_matrix = RowScale.apply(scale.to(grad.dtype), grad)
+        return grad_scale, grad_matrix
+
+
+def scaled_factor_pieces(a_scale: torch.Tensor, a: torch.Tensor, b_scale: torch.Tensor,
+                         b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """vec(diag(a_scale) a) and vec(diag(b_scale) b): one layer's A_l, B_l as flat θ_D segments."""
+    return RowScale.apply(a_scale, a).reshape(-1), RowScale.apply(b_scale, b).reshape(-1)
 
 
 def uniform_matrix(seed: int, purpose: str, shape: tuple[int, int], bound: float) -> torch.Tensor:

@@ -28,7 +28,7 @@ from ..config import AdapterConfig
 from ..errors import ConfigError
 from ..layout import Layout, LayoutEntry
 from .base import Projection, register_projection
-from .sharing import LayerGroups, scaled_factor_rows, uniform_matrix
+from .sharing import LayerGroups, scaled_factor_pieces, uniform_matrix
 
 FACTORS = ("A", "B", "u", "v")
 TRAIN_ALIASES = {"shared": ("A", "B"), "scales": ("u", "v")}
@@ -67,9 +67,9 @@ class TiedGroup(nn.Module):
             else:
                 self.register_buffer(name, values[name], persistent=False)
 
-    def rows(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(k, r·h) and (k, o·r) blocks: vec(diag(u_l) A), vec(diag(v_l) B) for every layer of the group."""
-        return scaled_factor_rows(self.u, self.A, self.v, self.B)
+    def pieces(self, row: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """vec(diag(u_l) A), vec(diag(v_l) B) of the group's ``row``-th layer."""
+        return scaled_factor_pieces(self.u[row], self.A, self.v[row], self.B)
 
 
 
@@ -90,8 +90,12 @@ class TiedProjection(Projection):
             self.groups.append(TiedGroup(str(kind), len(entries), in_features, out_features, config.rank,
                                          config.seed, train, zero))
 
+    def pieces(self) -> tuple[torch.Tensor, ...]:
+        """[A_1, B_1, A_2, ...] in layout order, one RowScale per factor (see sharing.py)."""
+        return tuple(piece for g, row in self.grouping.placement for piece in self.groups[g].pieces(row))
+
     def forward(self) -> torch.Tensor:
-        return self.grouping.assemble([group.rows() for group in self.groups])
+        return torch.cat(self.pieces())
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``shared`` (tied A, B) and ``scales`` (u, v), which may want different learning rates."""

@@ -11,7 +11,8 @@ with r = 1024 gives 43,008 (the "0.043M" of the VeRA and VB-LoRA tables).
 A_sh ~ U(±√(6/h_max)) and B_sh ~ U(±√(6/r)) (kaiming-uniform with gain √2, as PEFT) come from the
 counter-based generator, so they are regenerated from the seed on any machine; they are saved with the
 adapter only with ``save_projection: true``. λ_d starts at ``d_initial`` (0.1) and λ_b at 0, so ΔW = 0.
-λ_d and λ_b are two flat parameters (layers in layout order); layers are batched by (kind, shape).
+λ_d and λ_b are two flat parameters (layers in layout order). θ_D reaches the layers as per-layer segments
+(``pieces``, see sharing.py): peak memory as PEFT's VeRA, which never forms A_l, B_l.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..config import AdapterConfig
 from ..errors import ConfigError
 from ..layout import Layout
 from .base import Projection, register_projection
-from .sharing import LayerGroups, scaled_factor_rows, uniform_matrix
+from .sharing import scaled_factor_pieces, uniform_matrix
 
 
 @register_projection("vera")
@@ -45,26 +46,17 @@ class VeRAProjection(Projection):
         self.register_buffer("vera_B", uniform_matrix(config.seed, "vera/B", (o_max, r), np.sqrt(6.0 / r)), persistent=False)
         self.lambda_d = nn.Parameter(torch.full((len(layout) * r,), float(d_initial)))
         self.lambda_b = nn.Parameter(torch.zeros(sum(e.out_features for e in layout)))
+        self.out_sizes = [e.out_features for e in layout]
 
-        # per (kind, shape) group: which layers (rows of λ_d viewed as L × r) and which entries of λ_b
-        self.grouping = LayerGroups(layout, lambda e: (e.kind, e.in_features, e.out_features))
-        b_start = np.concatenate([[0], np.cumsum([e.out_features for e in layout])]).astype(np.int64)
-        self.group_shapes = [(entries[0].in_features, entries[0].out_features) for entries in self.grouping.entries]
-        for g, members in enumerate(self.grouping.members):
-            o = self.group_shapes[g][1]
-            b_index = np.concatenate([np.arange(b_start[i], b_start[i] + o) for i in members])
-            self.register_buffer(f"layers_{g}", torch.tensor(members, dtype=torch.long), persistent=False)
-            self.register_buffer(f"lambda_b_index_{g}", torch.from_numpy(b_index), persistent=False)
+    def pieces(self) -> tuple[torch.Tensor, ...]:
+        """[A_1, B_1, A_2, ...] with A_l = diag(λ_d,l) A_sh[:, :h_l], B_l = diag(λ_b,l) B_sh[:o_l, :]."""
+        lambda_d = self.lambda_d.view(len(self.layout), self.config.rank).unbind(0)
+        lambda_b = self.lambda_b.split(self.out_sizes)
+        return tuple(piece for l, e in enumerate(self.layout) for piece in scaled_factor_pieces(
+            lambda_d[l], self.vera_A[:, : e.in_features], lambda_b[l], self.vera_B[: e.out_features, :]))
 
     def forward(self) -> torch.Tensor:
-        lambda_d = self.lambda_d.view(-1, self.config.rank)
-        rows = []
-        for g, (h, o) in enumerate(self.group_shapes):
-            k = len(self.grouping.members[g])
-            d_scale = lambda_d.index_select(0, getattr(self, f"layers_{g}"))
-            b_scale = self.lambda_b.index_select(0, getattr(self, f"lambda_b_index_{g}")).view(k, o)
-            rows.append(scaled_factor_rows(d_scale, self.vera_A[:, :h], b_scale, self.vera_B[:o, :]))
-        return self.grouping.assemble(rows)
+        return torch.cat(self.pieces())
 
     def saved_buffer_names(self) -> set[str]:
         return {"vera_A", "vera_B"} if self.options["save_projection"] else set()
