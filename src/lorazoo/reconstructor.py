@@ -2,7 +2,8 @@
 
 The model's top-level forward pre-hook calls ``ThetaCache.refresh``: the active projection runs once and
 hands over θ_D as its segments [A_1, B_1, A_2, ...] (``Projection.pieces``: by default one ``split``, whose
-backward is one concatenation), and each AdaptedLinear reshapes its two pieces. Under ``torch.no_grad`` (generation) the pieces are reused
+backward is one concatenation), and each AdaptedLinear reshapes its two pieces.
+Under ``torch.no_grad`` (generation) the pieces are reused
 until a projection parameter changes, so decoding costs nothing extra per token.
 """
 
