@@ -33,7 +33,7 @@ from lorazoo.io import atomic_write
 MAIN_METRIC = {
     "tweets": "accuracy", "glue/sst2": "accuracy", "glue/qnli": "accuracy", "glue/rte": "accuracy",
     "glue/mnli": "accuracy", "glue/mrpc": "accuracy", "glue/qqp": "accuracy", "glue/cola": "matthews_correlation",
-    "glue/stsb": "pearson", "math/gsm8k": "exact_match", "instruct/alpaca": "perplexity",
+    "glue/stsb": "pearson", "math/gsm8k": "exact_match", "math/math": "exact_match", "instruct/alpaca": "perplexity",
 }
 METRIC_ORDER = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr", "exact_match", "perplexity")
 LOWER_IS_BETTER = {"perplexity", "loss"}

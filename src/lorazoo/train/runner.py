@@ -21,9 +21,11 @@ from .errors import ConfigError
 from .tracking import RunLogger, is_rank_zero
 from .models import adapter_config, load_adapted_model
 from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node, to_plain
+from .harness import eval_options, flat_scores
+from .harness import prepare as prepare_lm_eval
 from .tasks import build_task
 
-TOP_LEVEL = ("projection", "task", "model", "trainer", "logger", "seed", "name", "task_overrides")
+TOP_LEVEL = ("projection", "task", "model", "trainer", "logger", "seed", "name", "task_overrides", "eval")
 _MISSING = object()
 TIMING = ("runtime", "samples_per_second", "steps_per_second", "epoch")
 
@@ -128,6 +130,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
         raise ConfigError(f"task {task.name!r} needs a {task.task_type} model but model={model_opts.name!r} is "
                           f"{model_opts.task_type}; pick a matching model= option")
     task.load()  # data errors surface before a model is loaded
+    harness = prepare_lm_eval(eval_options(cfg.get("eval")))  # lm-eval task names and data, checked now too
 
     if trainer_opts.deterministic:
         from transformers import enable_full_determinism
@@ -163,6 +166,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
         metrics, timing = _split_metrics(trainer.evaluate())
         metrics.update(task.derived_metrics(metrics))
         metrics.update(task.final_evaluate(trainer, loaded.model, loaded.tokenizer, out))
+        lm_eval = harness.evaluate(loaded.model, loaded.tokenizer, out) if harness and is_rank_zero() else {}
     except BaseException as exc:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         if is_rank_zero():
@@ -173,14 +177,14 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     record.update(
         status="completed",
         **{k: metrics[k] for k in task.metric_keys() if k in metrics},
-        metrics=metrics, **task.report(), eval_timing=timing, steps=trainer.state.global_step, wall_time_s=round(wall, 3),
+        metrics=metrics, **task.report(), **({"lm_eval": lm_eval} if lm_eval else {}), eval_timing=timing, steps=trainer.state.global_step, wall_time_s=round(wall, 3),
         train={"steps": trainer.state.global_step, "epochs": trainer.state.epoch, "wall_time_s": round(wall, 3),
                "train_loss": result.training_loss, "resumed_from": resume_from},
         adapter_dir=str(adapter_dir),
     )
     if is_rank_zero():
         atomic_write_json(out / "metrics.json", record)
-    logger.summary({k: v for k, v in record.items() if isinstance(v, (int, float, str))})
+    logger.summary({k: v for k, v in record.items() if isinstance(v, (int, float, str))} | flat_scores(lm_eval))
     logger.finish()
     _print_summary(record, out)
     return record
