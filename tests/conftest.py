@@ -14,22 +14,14 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from lorazoo import projection_names  # noqa: E402
+from lorazoo.projections import get_projection_class  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LORAZOO_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")  # env: worktrees
 
-# projection_kwargs that fit the tiny models below (hidden 32/64, 2 layers). Every registered
-# projection must have an entry: a projection without one fails test_every_projection_has_a_case.
-PROJECTION_CASES: dict[str, dict] = {
-    "lora": {},
-    "unilora": {"d": 64},
-    "tied": {},
-    "vera": {},
-    "vblora": {"num_vectors": 8, "vector_length": 8, "topk": 2},
-    "prolora": {"unshared_rank": 1, "m": 2, "n": 2},
-    "gaussian": {"d": 48},
-    "fastfood": {"d": 48},
-}
+# projection_kwargs that fit the tiny models below (hidden 32/64, 2 layers): each projection declares
+# its own (``tiny_case`` in its file), so a new projection file joins the invariant matrix by itself.
+PROJECTION_CASES: dict[str, dict] = {name: dict(get_projection_class(name).tiny_case) for name in projection_names()}
 
 
 def tiny_bert(seed: int = 0, num_labels: int = 2):

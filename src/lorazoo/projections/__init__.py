@@ -1,4 +1,10 @@
-"""Every projection module is imported here so that its ``@register_projection`` runs."""
+"""Every module in this package is imported here (pkgutil), so its ``@register_projection`` runs.
+
+Adding a method is therefore one new file in projections/: no list of modules to extend.
+"""
+
+import importlib
+import pkgutil
 
 from .base import (
     Projection,
@@ -8,13 +14,18 @@ from .base import (
     projection_names,
     register_projection,
 )
-from . import lora, unilora, gaussian, fastfood, tied, vera, vblora, prolora  # noqa: F401,E402  (registration side effect)
+from .options import option
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "Projection",
     "build_projection",
     "get_projection_class",
     "lora_style_init",
+    "option",
     "projection_names",
     "register_projection",
 ]

@@ -2,21 +2,25 @@
 
 A projection owns a method's parameters θ_d and returns the flat vector θ_D of every LoRA factor
 (layout order: A_1, B_1, A_2, B_2, ...). The reconstructor, layers and lifecycle only ever call this
-interface, so a new method is one file with ``@register_projection("name")`` and nothing else.
+interface, so a new method is one file with ``@register_projection("name")`` and nothing else: the
+package imports every module in projections/ (pkgutil), the options dataclass generates validation,
+and ``tiny_case`` puts the method into the invariant test matrix.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable
+import dataclasses
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..config import AdapterConfig
-from ..errors import ConfigError, UnknownProjectionError
+from ..errors import UnknownProjectionError
 from ..layout import Layout
 from . import rng as zrandom
+from .options import NoOptions, option_defaults, parse_options
 
 _REGISTRY: dict[str, type["Projection"]] = {}
 
@@ -53,26 +57,34 @@ class Projection(nn.Module):
     """Maps the method's trainable parameters θ_d to θ_D (length ``D``).
 
     Class attributes a subclass sets:
-      ``defaults``   its ``projection_kwargs`` with default values (other keys are rejected);
-      ``is_linear``  θ_D is a linear function of θ_d, so ``matrix()`` exists;
-      ``uses_alpha`` the layer scale is alpha / rank (LoRA-style) rather than 1.
+      ``Options``      a dataclass of its ``projection_kwargs`` (fields from ``options.option``): defaults,
+                       types and bounds; ``self.opts`` is the validated instance (other keys are rejected);
+      ``is_linear``    θ_D is a linear function of θ_d, so ``matrix()`` exists;
+      ``uses_alpha``   the layer scale is alpha / rank (LoRA-style) rather than 1;
+      ``zero_at_init`` ΔW = 0 at init (the invariant matrix then checks outputs equal the base's);
+      ``tiny_case``    ``projection_kwargs`` that fit the test suite's tiny models (hidden 32, 2 layers).
+    ``defaults`` (the options' default values) is derived from ``Options``.
     """
 
     name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
     defaults: ClassVar[dict[str, Any]] = {}
     is_linear: ClassVar[bool] = False
     uses_alpha: ClassVar[bool] = False
+    zero_at_init: ClassVar[bool] = False
+    tiny_case: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.defaults = option_defaults(cls.Options)
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__()
-        unknown = sorted(set(config.projection_kwargs) - set(self.defaults))
-        if unknown:
-            raise ConfigError(
-                f"unknown option(s) {unknown} for projection {self.name!r}; valid: {sorted(self.defaults) or 'none'}"
-            )
         self.layout = layout
         self.config = config
-        self.options: dict[str, Any] = {**self.defaults, **config.projection_kwargs}
+        context = {"D": layout.D, "rank": config.rank}
+        self.opts = parse_options(self.name, self.Options, config.projection_kwargs, context)
+        self.options: dict[str, Any] = dataclasses.asdict(self.opts)
 
     # ----------------------------------------------------------------- the contract
     def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
@@ -167,35 +179,10 @@ class Projection(nn.Module):
                 own[key].copy_(value)
 
     # ----------------------------------------------------------------- helpers for subclasses
-    def option(self, key: str) -> Any:
-        return self.options[key]
-
-    def positive_int_option(self, key: str, upper: int | None = None, upper_name: str = "") -> int:
-        """Validated integer option: a ConfigError naming the value and the valid range otherwise."""
-        value = self.options[key]
-        valid = f"1..{upper:,}" + (f" ({upper_name})" if upper_name else "") if upper is not None else "a positive integer"
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or (upper is not None and value > upper):
-            raise ConfigError(f"{self.name}: {key}={value!r} is invalid; valid: {valid}")
-        return value
-
-    def float_option(self, key: str, positive: bool = False, hint: str = "") -> float:
-        value = self.options[key]
-        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and np.isfinite(value)
-        if not ok or (positive and value <= 0):
-            valid = "a finite number" + (" > 0" if positive else "") + (f" ({hint})" if hint else "")
-            raise ConfigError(f"{self.name}: {key}={value!r} is invalid; valid: {valid}")
-        return float(value)
-
     def small_uniform_theta(self, size: int) -> nn.Parameter:
         """θ_d ~ U(±init_range) (PEFT's Uni-LoRA init); θ_d = 0 would give A = B = 0 and zero gradients."""
-        bound = self.float_option("init_range", positive=True)
+        bound = float(self.options["init_range"])
         return nn.Parameter(zrandom.as_tensor(zrandom.uniform(self.config.seed, f"{self.name}/theta", size, -bound, bound)))
-
-    def choice_option(self, key: str, choices: Iterable[str]) -> str:
-        value, choices = self.options[key], list(choices)
-        if value not in choices:
-            raise ConfigError(f"{self.name}: {key}={value!r} is invalid; valid: {choices}")
-        return value
 
     def lora_init(self, purpose: str = "lora_init") -> torch.Tensor:
         """θ_D initialised like PEFT LoRA: A ~ U(±1/√in) (kaiming-uniform, a=√5), B = 0."""

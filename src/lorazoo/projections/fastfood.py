@@ -19,6 +19,7 @@ of size L (Le et al.'s construction) keeps the cost at O(D log d).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from ..config import AdapterConfig
 from ..layout import Layout
 from . import rng as zrandom
 from .base import Projection, register_projection
+from .options import option
 
 
 def walsh_hadamard(x: torch.Tensor) -> torch.Tensor:
@@ -60,15 +62,22 @@ def fastfood_structures(seed: int, D: int, block: int) -> tuple[np.ndarray, np.n
     return signs, perm.reshape(-1).astype(np.int64), gauss
 
 
+@dataclass(frozen=True)
+class FastfoodOptions:
+    d: int = option(23040, positive=True, high="D", high_name="D, the number of LoRA factor entries")  # unilora's GLUE d
+    # θ_d ~ U(±0.02) as unilora (θ_d = 0 would give A_l = B_l = 0 and zero gradients)
+    init_range: float = option(0.02, positive=True)
+
+
 @register_projection("fastfood")
 class FastfoodProjection(Projection):
-    # init_range: θ_d ~ U(±0.02) as unilora (θ_d = 0 would give A_l = B_l = 0 and zero gradients).
-    defaults = {"d": 23040, "init_range": 0.02}
+    Options = FastfoodOptions
     is_linear = True
+    tiny_case = {"d": 48}
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)
-        d = self.positive_int_option("d", upper=layout.D, upper_name="D, the number of LoRA factor entries")
+        d = self.opts.d
         self.block = 1 << (d - 1).bit_length()
         self.num_blocks = math.ceil(layout.D / self.block)
         self.theta = self.small_uniform_theta(d)

@@ -20,41 +20,46 @@ which is what limits this ablation on a CPU; a GPU runs the same integer ops in 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from ..config import AdapterConfig
-from ..errors import ConfigError
 from ..layout import Layout
 from . import rng as zrandom
 from .base import Projection, register_projection
+from .options import option
 
 _STREAM = "gaussian/P"
 _AUTO_CHUNK_ELEMENTS = 1 << 16  # values per generated chunk: float64 + int64 temporaries stay in the L2 cache
 
 
+@dataclass(frozen=True)
+class GaussianOptions:
+    d: int = option(23040, positive=True, high="D", high_name="D, the number of LoRA factor entries")  # unilora's GLUE d
+    # θ_d ~ U(±0.02) as unilora/PEFT (θ_d = 0 would make every A_l = B_l = 0 and BA has zero gradient there)
+    init_range: float = option(0.02, positive=True)
+    chunk_rows: int = option(0, low=0)  # 0 = auto (about 64K entries per chunk)
+    cache_max_elements: int = option(1 << 24, low=0)  # keep P whole when D·d is at most this
+
+
 @register_projection("gaussian")
 class GaussianProjection(Projection):
-    # init_range: θ_d ~ U(±0.02) as unilora/PEFT (θ_d = 0 would make every A_l = B_l = 0 and BA has
-    # zero gradient there). chunk_rows: 0 = auto (about 64K entries per chunk).
-    defaults = {"d": 23040, "init_range": 0.02, "chunk_rows": 0, "cache_max_elements": 1 << 24}
+    Options = GaussianOptions
     is_linear = True
+    tiny_case = {"d": 48}
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)
-        d = self.positive_int_option("d", upper=layout.D, upper_name="D, the number of LoRA factor entries")
-        for key in ("chunk_rows", "cache_max_elements"):
-            value = self.options[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"gaussian: {key}={value!r} is invalid; valid: an integer >= 0")
-        self.chunk_rows = self.options["chunk_rows"] or max(1, _AUTO_CHUNK_ELEMENTS // d)
+        d = self.opts.d
+        self.chunk_rows = self.opts.chunk_rows or max(1, _AUTO_CHUNK_ELEMENTS // d)
         self.theta = self.small_uniform_theta(d)
         # filled lazily on first use, so building the projection (e.g. for counting) allocates only θ_d
         self.register_buffer("cached_matrix", None, persistent=False)
 
     @property
     def cached(self) -> bool:
-        return self.D * self.theta.numel() <= self.options["cache_max_elements"]
+        return self.D * self.theta.numel() <= self.opts.cache_max_elements
 
     def rows(self, start: int, stop: int, dtype: torch.dtype | None = None, device: torch.device | None = None) -> torch.Tensor:
         """Rows [start, stop) of P, identical however the rows are chunked."""

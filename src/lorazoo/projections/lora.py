@@ -14,6 +14,7 @@ from .base import Projection, register_projection
 class LoRAProjection(Projection):
     is_linear = True
     uses_alpha = True
+    zero_at_init = True
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)

@@ -18,14 +18,16 @@ values are LoRA's init at the θ_D positions each parameter first appears in.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
 from ..config import AdapterConfig
-from ..errors import ConfigError
 from ..layout import Layout, LayoutEntry
 from .base import Projection, register_projection
+from .options import option
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -67,18 +69,24 @@ class LayerPlan:
         return torch.cat([a[:R, : self.chunk_a].reshape(-1), a[R:].reshape(-1), b[: self.chunk_b, :R].reshape(-1), b[:, R:].reshape(-1)])
 
 
+@dataclass(frozen=True)
+class PRoLoRAOptions:
+    unshared_rank: int = option(1, low=0, high="rank", high_name="rank")  # u; u = rank is plain LoRA
+    m: int = option(2, positive=True)  # copies of A_0 along in-features
+    n: int = option(2, positive=True)  # copies of B_0 along out-features
+
+
 @register_projection("prolora")
 class PRoLoRAProjection(Projection):
-    defaults = {"unshared_rank": 1, "m": 2, "n": 2}
+    Options = PRoLoRAOptions
     is_linear = True
     uses_alpha = True
+    zero_at_init = True
+    tiny_case = {"unshared_rank": 1, "m": 2, "n": 2}
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)
-        unshared = self.options["unshared_rank"]
-        if isinstance(unshared, bool) or not isinstance(unshared, int) or not 0 <= unshared <= config.rank:
-            raise ConfigError(f"prolora: unshared_rank={unshared!r} is invalid; valid: 0..{config.rank} (rank)")
-        m, n = self.positive_int_option("m"), self.positive_int_option("n")
+        unshared, m, n = self.opts.unshared_rank, self.opts.m, self.opts.n
         self.plans: list[LayerPlan] = []
         offset = 0
         for entry in layout:

@@ -18,6 +18,7 @@ PEFT's LoRA A) from the counter-based generator.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from ..config import AdapterConfig
 from ..errors import ConfigError
 from ..layout import Layout, LayoutEntry
 from .base import Projection, register_projection
+from .options import option
 from .sharing import LayerGroups, scaled_factor_pieces, uniform_matrix
 
 FACTORS = ("A", "B", "u", "v")
@@ -73,15 +75,22 @@ class TiedGroup(nn.Module):
 
 
 
+@dataclass(frozen=True)
+class TiedOptions:
+    # which of A, B, u, v train; all four is the configuration the paper recommends (as we read it)
+    train: frozenset = option(["shared", "u", "v"], parse=lambda _name, value: parse_train_option(value))
+
+
 @register_projection("tied")
 class TiedProjection(Projection):
-    defaults = {"train": ["shared", "u", "v"]}
+    Options = TiedOptions
     is_linear = False  # bilinear in (shared matrices, scales)
     uses_alpha = True
+    zero_at_init = True
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)
-        train = parse_train_option(self.options["train"])
+        train = self.opts.train
         zero = next(f for f in ZERO_INIT_PREFERENCE if f in train)
         self.grouping = LayerGroups(layout, lambda e: e.kind)
         self.groups = nn.ModuleList()

@@ -7,6 +7,8 @@ PᵀP = I_d exactly. θ_D = (θ_d · scale)[idx]: one gather forward, one scatte
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -15,6 +17,7 @@ from ..errors import ConfigError
 from ..layout import Layout
 from . import rng as zrandom
 from .base import Projection, register_projection
+from .options import option
 
 
 def balanced_assignment(seed: int, sizes: list[int], widths: list[int]) -> np.ndarray:
@@ -51,15 +54,23 @@ def split_proportionally(total: int, sizes: list[int]) -> list[int]:
     return widths.tolist()
 
 
+@dataclass(frozen=True)
+class UniLoRAOptions:
+    d: int = option(23040, positive=True, high="D", high_name="D, the number of LoRA factor entries")  # paper GLUE setting (RoBERTa q,v, r = 4)
+    share: str = option("global", choices=["global", "local"])  # global = the paper's one θ for the model
+    init_range: float = option(0.02, positive=True)  # θ_d ~ U(±0.02), as PEFT
+    save_indices: bool = option(False)
+
+
 @register_projection("unilora")
 class UniLoRAProjection(Projection):
-    defaults = {"d": 23040, "share": "global", "init_range": 0.02, "save_indices": False}
+    Options = UniLoRAOptions
     is_linear = True
+    tiny_case = {"d": 64}
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)
-        d = self.positive_int_option("d", upper=layout.D, upper_name="D, the number of LoRA factor entries")
-        share = self.choice_option("share", ["global", "local"])
+        d, share = self.opts.d, self.opts.share
         if share == "global":
             sizes, widths = [layout.D], [d]
         else:
@@ -82,4 +93,4 @@ class UniLoRAProjection(Projection):
         return torch.sparse_coo_tensor(torch.stack([rows, self.indices]), values, (self.D, self.theta.numel())).coalesce()
 
     def saved_buffer_names(self) -> set[str]:
-        return {"indices"} if self.options["save_indices"] else set()
+        return {"indices"} if self.opts.save_indices else set()

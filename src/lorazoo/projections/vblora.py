@@ -22,6 +22,7 @@ cannot resume from it; keep a full save for that.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from ..errors import ConfigError
 from ..layout import Layout
 from . import rng as zrandom
 from .base import Projection, register_projection
+from .options import option
 
 TOPK_KEYS = ("bank", "topk_indices", "topk_logit_gaps")
 
@@ -62,28 +64,27 @@ def subvector_order(layout: Layout, b: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class VBLoRAOptions:
+    num_vectors: int = option(90, positive=True)  # paper GLUE setting
+    vector_length: int = option(256, positive=True)  # paper GLUE setting; must divide every in/out size
+    topk: int = option(2, positive=True, high="num_vectors", high_name="num_vectors")  # paper: k = 2
+    init_bank: float = option(0.02, positive=True)  # PEFT: bank U(±0.02)
+    init_logits_std: float = option(0.1, positive=True)  # PEFT: N(0, 0.1) (paper text: 0.01)
+    save_topk_only: bool = option(False)  # bank + top-k only: inference-only files
+
+
 @register_projection("vblora")
 class VBLoRAProjection(Projection):
-    defaults = {
-        "num_vectors": 90,
-        "vector_length": 256,
-        "topk": 2,
-        "init_bank": 0.02,
-        "init_logits_std": 0.1,
-        "save_topk_only": False,
-    }
+    Options = VBLoRAOptions
     is_linear = False
     uses_alpha = False
+    tiny_case = {"num_vectors": 8, "vector_length": 8, "topk": 2}
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)
-        num_vectors = self.positive_int_option("num_vectors")
-        b = self.positive_int_option("vector_length")
-        self.topk = self.positive_int_option("topk", upper=num_vectors, upper_name="num_vectors")
-        init_bank = self.float_option("init_bank", positive=True)
-        init_std = self.float_option("init_logits_std", positive=True)
-        if not isinstance(self.options["save_topk_only"], bool):
-            raise ConfigError(f"vblora: save_topk_only={self.options['save_topk_only']!r} is invalid; valid: true or false")
+        num_vectors, b, self.topk = self.opts.num_vectors, self.opts.vector_length, self.opts.topk
+        init_bank, init_std = self.opts.init_bank, self.opts.init_logits_std
         self._check_divisible(layout, b)
         self.num_subvectors = layout.D // b
         self.inference_only = False  # set by loading a save_topk_only file
@@ -129,7 +130,7 @@ class VBLoRAProjection(Projection):
 
     # ----------------------------------------------------------------- persistence
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        if not self.options["save_topk_only"]:
+        if not self.opts.save_topk_only:
             return super().adapter_state_dict()
         dtype, _ = index_dtype_and_fraction(self.bank.shape[0])
         top_logits, indices = self.logits.detach().topk(self.topk, dim=-1)
@@ -138,7 +139,7 @@ class VBLoRAProjection(Projection):
         return {"bank": self.bank.detach(), "topk_indices": indices.to(dtype), "topk_logit_gaps": gaps}
 
     def load_adapter_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
-        if not self.options["save_topk_only"]:
+        if not self.opts.save_topk_only:
             super().load_adapter_state_dict(tensors)
             return
         if sorted(tensors) != sorted(TOPK_KEYS):

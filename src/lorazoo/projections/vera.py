@@ -17,28 +17,35 @@ adapter only with ``save_projection: true``. λ_d starts at ``d_initial`` (0.1) 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
 from ..config import AdapterConfig
-from ..errors import ConfigError
 from ..layout import Layout
 from .base import Projection, register_projection
+from .options import option
 from .sharing import scaled_factor_pieces, uniform_matrix
+
+
+@dataclass(frozen=True)
+class VeRAOptions:
+    save_projection: bool = option(False)  # PEFT's default is True; ours regenerates A_sh, B_sh from the seed
+    d_initial: float = option(0.1, hint="paper: 0.1")  # λ_d init (VeRA paper)
 
 
 @register_projection("vera")
 class VeRAProjection(Projection):
-    defaults = {"save_projection": False, "d_initial": 0.1}
+    Options = VeRAOptions
     is_linear = True
     uses_alpha = False
+    zero_at_init = True
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)
-        if not isinstance(self.options["save_projection"], bool):
-            raise ConfigError(f"vera: save_projection={self.options['save_projection']!r} is invalid; valid: true or false")
-        d_initial = self.float_option("d_initial", hint="paper: 0.1")
+        d_initial = self.opts.d_initial
         r = config.rank
         h_max = max(e.in_features for e in layout)
         o_max = max(e.out_features for e in layout)
@@ -59,5 +66,5 @@ class VeRAProjection(Projection):
         return torch.cat(self.pieces())
 
     def saved_buffer_names(self) -> set[str]:
-        return {"vera_A", "vera_B"} if self.options["save_projection"] else set()
+        return {"vera_A", "vera_B"} if self.opts.save_projection else set()
 
