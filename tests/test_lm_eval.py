@@ -135,3 +135,44 @@ def test_bad_lm_eval_options_are_errors(key, value):
 
     with pytest.raises(ConfigError, match=f"eval.lm_eval.{key}"):
         Harness(LmEvalOptions(tasks=[TASK], include_defaults=False, **{key: value}))
+
+
+def test_code_executing_task_needs_the_opt_in_before_training():
+    from lorazoo.train.errors import ConfigError
+    from lorazoo.train.harness import EvalOptions, LmEvalOptions, prepare
+
+    options = LmEvalOptions(tasks=["lorazoo_unsafe_mini"], include_path=str(TASKS), include_defaults=False)
+    with pytest.raises(ConfigError, match="confirm_run_unsafe_code=true"):
+        prepare(EvalOptions(options))
+    options.confirm_run_unsafe_code = True
+    assert prepare(EvalOptions(options)) is not None
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from lorazoo.cli import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_unilora_math_scores_gsm8k_and_math():
+    cfg = _compose("experiment=unilora_math")
+    assert cfg.task.name == "math/gsm8k" and cfg.task.eval == "both" and cfg.task.source == "metamathqa"
+
+
+@pytest.mark.slow
+def test_prolora_instruct_suite_are_real_lm_eval_tasks_and_offline_is_one_line(monkeypatch):
+    """The paper's suite by lm-eval's names; offline it stops before any model loads, in one line."""
+    from lorazoo.train.errors import DataUnavailableError
+    from lorazoo.train.harness import Harness, eval_options
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    cfg = _compose("experiment=prolora_instruct")
+    options = eval_options(cfg.eval)
+    assert options.lm_eval.tasks == ["mmlu", "bbh_cot_fewshot", "tydiqa_goldp", "humaneval"]
+    harness = Harness(options.lm_eval)  # every name is known to lm-eval (else ConfigError)
+    with pytest.raises(DataUnavailableError) as err:
+        harness.check_data()
+    assert "\n" not in str(err.value) and "'mmlu'" in str(err.value) and "include_path" in str(err.value)

@@ -13,6 +13,7 @@ import contextlib
 import difflib
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,12 +115,24 @@ class Harness:
         with _offline_when_unreachable():
             for name in self.options.tasks:
                 try:
-                    self.manager.load([name])
+                    loaded = self.manager.load([name])
                 except Exception as exc:
                     first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
                     offline = f" (the hub is unreachable: {reason})" if reason else ""
                     raise DataUnavailableError(f"lm-eval task {name!r} cannot load its data{offline}: {first}; "
                                                f"{LOCAL_COPY_HINT}") from exc
+                self._check_unsafe(name, loaded.get("tasks") or {})
+
+    def _check_unsafe(self, name: str, tasks: dict[str, Any]) -> None:
+        """Tasks that execute model-written code (HumanEval) need an explicit opt-in, asked for now, not after training."""
+        unsafe = sorted(t for t, task in tasks.items() if getattr(getattr(task, "config", None), "unsafe_code", False))
+        if not unsafe:
+            return
+        if not self.options.confirm_run_unsafe_code:
+            raise ConfigError(f"lm-eval task {name!r} executes model-written code ({unsafe}); allow it with "
+                              f"eval.lm_eval.confirm_run_unsafe_code=true (ideally in a sandbox) or drop it from "
+                              f"eval.lm_eval.tasks")
+        os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")  # the code_eval metric's own opt-in, given by the user
 
     def evaluate(self, model: Any, tokenizer: Any, output_dir: Path | None) -> dict[str, Any]:
         """lm-eval's results for ``model`` exactly as it is in memory (the adapter attached, not merged)."""

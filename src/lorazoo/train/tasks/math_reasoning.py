@@ -65,6 +65,7 @@ class MathOptions(TaskOptions):
     hub_id: str = "openai/gsm8k"
     metamath_hub_id: str = "meta-math/MetaMathQA"
     math_hub_id: str = "HuggingFaceH4/MATH-500"
+    math_hub_subsets: list[str] | None = None  # hub configs to join (EleutherAI/hendrycks_math: the 7 subjects)
     math_train_hub_id: str = "EleutherAI/hendrycks_math"
     max_new_tokens: int = 256
     save_predictions: bool = True  # predictions.jsonl in the run dir
@@ -150,7 +151,8 @@ class MathTask(CausalLMTask):
             rows = located_records(path, ("problem",))
         else:
             hint = "set task.data_file=<MATH jsonl with problem, answer, subject, level (MATH-500 layout)>"
-            rows = _hub_rows(opts.math_hub_id, None, "test", hint, ("problem",))
+            subsets = list(opts.math_hub_subsets or [None])
+            rows = [row for subset in subsets for row in _hub_rows(opts.math_hub_id, subset, "test", hint, ("problem",))]
         return [math_problem(row, where) for where, row in rows]
 
     def _train_file_or_hub(self, fields: tuple[str, ...], hub: list[tuple[str, str | None]], hint: str) -> list[tuple[str, dict]]:
