@@ -48,7 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.layers = args.layers or 4
     if args.out is None:
         args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    if args.report is None and not args.quick and args.model == "smollm2-135m":
+    if args.report is None and not args.quick and not args.only and args.model == "smollm2-135m":
         args.report = common.REPORT_PATH
     return args
 
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "repeats": args.repeats,
         "records": records,
     }
-    common.write_results(args.out, "inference", payload, args.report)
+    common.write_results(args.out, common.result_name("inference", args.only), payload, args.report, benchmark="inference")
     return payload
 
 

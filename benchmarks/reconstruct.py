@@ -48,7 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.budget = min(args.budget, 10.0)
     if args.out is None:
         args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    if args.report is None and not args.quick and args.blocks == 32:
+    if args.report is None and not args.quick and not args.only and args.blocks == 32:
         args.report = common.REPORT_PATH
     return args
 
@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "budget_s": args.budget,
         "records": records,
     }
-    common.write_results(args.out, "reconstruct", payload, args.report)
+    common.write_results(args.out, common.result_name("reconstruct", args.only), payload, args.report, benchmark="reconstruct")
     return payload
 
 

@@ -1,8 +1,20 @@
-"""Full training steps (forward + backward + AdamW) of every lorazoo projection next to PEFT's implementations.
+"""Full training steps (forward + backward + AdamW) of every lorazoo projection next to PEFT's implementations
+and the bare frozen base, in three token settings.
 
 All implementations share ONE set of frozen base weights (``common.shared_copy``): same numbers, one copy in
 memory. They run round-robin, one step each per round (the order rotates every round), so machine noise
 hits all of them alike; we report medians over ``--steps`` rounds after ``--warmup`` rounds.
+
+The bare base (``base``) is the same model without an adapter: forward, the same loss, and a backward whose
+gradient is taken with respect to the input embeddings (transformers' ``enable_input_require_grads``), i.e.
+the activation-gradient work every adapter's backward needs anyway; it has no optimiser. *Adapter overhead* =
+step − bare step, per round; the report gives its median with a bootstrap interval over rounds, lorazoo's
+overhead ÷ PEFT's for the same method, and lorazoo − PEFT per round (``benchmarks/stats.py``). Settings:
+``main`` (--batch × --seq, training), ``small`` (1 × 16 tokens, training: adapters are a visible share) and
+``decode`` (one token, ``torch.no_grad`` forward: what a generation step costs without KV cache effects).
+
+An implementation whose first call exceeds ``--step-cap`` seconds is dropped; one whose time in a setting
+exceeds ``--budget`` seconds skips the remaining warm-up and stops after 2 timed rounds (its n says so).
 
 Peak memory (CPU) is measured in a forked child per implementation (a fresh address space, no import
 cost): pin glibc's mmap threshold at 256 KiB (large buffers are unmapped when freed), return freed heap
@@ -12,13 +24,15 @@ optimiser state + gradients + activations and autograd buffers of a step. The ba
 same for every implementation, so the differences are the adapters'.
 
     python -m benchmarks.train_step            # SmolLM2-135M shape, 30 layers (the results in benchmarks.md)
-    python -m benchmarks.train_step --quick    # 4 layers, < 3 min on 2 cores
+    python -m benchmarks.train_step --quick    # 4 layers; ~5 min, +~10 min for gaussian-paper (P regenerated)
+    python -m benchmarks.train_step --only vera,tied   # a partial run: its own json, never the full table
     python -m benchmarks.train_step --profile lorazoo/vera   # torch.profiler table of one implementation's step
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -32,10 +46,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from . import common
+from . import common, stats
 from .common import Impl
 
 MEMORY_STEPS = 2
+MIN_TIMED = 2  # an implementation over its budget still gets this many timed rounds
+BASE = "base"
 MMAP_THRESHOLD = 256 * 1024  # buffers ≥ 256 KiB are mapped/unmapped directly while measuring memory
 
 
@@ -48,12 +64,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="timed rounds (each implementation steps once per round)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--step-cap", type=float, default=30.0, help="drop an implementation whose first step exceeds this (s)")
-    p.add_argument("--slow-factor", type=float, default=8.0,
-                   help="after warm-up round 2, drop implementations slower than this × the median implementation")
+    p.add_argument("--budget", type=float, default=90.0,
+                   help="seconds per implementation and setting; over it: no more warm-up, 2 timed rounds")
+    p.add_argument("--settings", default="main,small,decode", help="token settings to time (main,small,decode)")
+    p.add_argument("--small", default="1x16", help="batch × seq of the small-token setting")
+    p.add_argument("--small-steps", type=int, default=None, help="timed rounds of 'small' (default 2 × --steps)")
+    p.add_argument("--decode-steps", type=int, default=None, help="timed rounds of 'decode' (default 5 × --steps)")
     p.add_argument("--only", default="", help="comma-separated projection names (default: every registered one)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-implementation peak-RSS measurement")
     p.add_argument("--no-save", action="store_true", help="skip the adapter file sizes")
-    p.add_argument("--quick", action="store_true", help="4 layers, 10 steps, 2 warm-up rounds, 10 s step cap")
+    p.add_argument("--quick", action="store_true",
+                   help="4 layers, 10 steps, 2 warm-up rounds, 150 s step cap (gaussian-paper takes ~1 min a step), 20 s budget")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help=common.THREADS_HELP)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -66,12 +87,45 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.layers = args.layers or 4
         args.warmup = min(args.warmup, 2)
         args.steps = min(args.steps, 10)
-        args.step_cap = min(args.step_cap, 10.0)
+        args.step_cap = 150.0
+        args.budget = min(args.budget, 20.0)
+    args.small_steps = args.small_steps or 2 * args.steps
+    args.decode_steps = args.decode_steps or 5 * args.steps
+    args.settings = [name for name in args.settings.split(",") if name]
+    unknown = sorted(set(args.settings) - {"main", "small", "decode"})
+    if unknown:
+        p.error(f"--settings: unknown {unknown}; valid: main, small, decode")
     if args.out is None:
         args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    if args.report is None and not args.quick and args.model == "smollm2-135m":
+    # a partial run (--only) never regenerates the report: its json has its own name (see result_name)
+    if args.report is None and not args.quick and not args.only and args.model == "smollm2-135m":
         args.report = common.REPORT_PATH
     return args
+
+
+def result_name(args: argparse.Namespace) -> str:
+    return common.result_name("train_step", args.only)
+
+
+class TokenSetting:
+    """One timed setting: ``train`` steps on batch × seq tokens, or a ``decode`` no-grad forward."""
+
+    def __init__(self, name: str, batch: int, seq: int, mode: str, steps: int, warmup: int):
+        self.name, self.batch, self.seq, self.mode, self.steps, self.warmup = name, batch, seq, mode, steps, warmup
+
+    def describe(self) -> str:
+        what = "training step" if self.mode == "train" else "no-grad forward"
+        return f"{self.batch} × {self.seq} tokens, {what}"
+
+
+def token_settings(args: argparse.Namespace) -> list[TokenSetting]:
+    small_batch, small_seq = (int(v) for v in args.small.lower().split("x"))
+    table = {
+        "main": TokenSetting("main", args.batch, args.seq, "train", args.steps, args.warmup),
+        "small": TokenSetting("small", small_batch, small_seq, "train", args.small_steps, args.warmup),
+        "decode": TokenSetting("decode", 1, 1, "decode", args.decode_steps, args.warmup),
+    }
+    return [table[name] for name in args.settings]
 
 
 def plan(args: argparse.Namespace, base: nn.Module) -> tuple[list[Impl], dict[str, str], dict[str, str]]:
@@ -87,59 +141,85 @@ def make_batch(vocab: int, batch: int, seq: int, seed: int) -> dict[str, torch.T
 
 
 class Runner:
-    """One implementation: its model (on the shared base weights), AdamW and a step function."""
+    """One implementation (or, with ``impl=None``, the bare base): its model on the shared base weights,
+    AdamW, a training step and a decode call."""
 
-    def __init__(self, impl: Impl, base: nn.Module, lr: float, seed: int):
+    def __init__(self, impl: Impl | None, base: nn.Module, lr: float, seed: int):
         self.impl = impl
-        self.model = impl.build(common.shared_copy(base), seed)
+        if impl is None:
+            self.model = common.shared_copy(base).requires_grad_(False)  # frozen, as under every adapter
+            self.model.enable_input_require_grads()  # backward through the whole base, no weight gradients
+        else:
+            self.model = impl.build(common.shared_copy(base), seed)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=lr)
-        self.times: list[float] = []
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr) if self.params else None
+        self.times: dict[str, list[float | None]] = {}  # per setting, one entry per timed round
+        self.spent: dict[str, float] = {}  # seconds used per setting (warm-up included)
         self.status = "ok"
 
+    @property
+    def key(self) -> str:
+        return self.impl.key if self.impl else BASE
+
     def step(self, batch: dict[str, torch.Tensor]) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.optimizer:
+            self.optimizer.zero_grad(set_to_none=True)
         loss = self.model(**batch).loss
         loss.backward()
-        self.optimizer.step()
+        if self.optimizer:
+            self.optimizer.step()
+
+    def decode(self, batch: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            self.model(input_ids=batch["input_ids"])
+
+    def clear(self) -> None:
+        if self.optimizer:
+            self.optimizer.zero_grad(set_to_none=True)
 
 
-def run_timing(args: argparse.Namespace, runners: dict[str, Runner], batch: dict[str, torch.Tensor]) -> None:
-    """Round-robin steps; an implementation far slower than the rest is dropped (and says so) after warm-up."""
+def run_timing(args: argparse.Namespace, runners: dict[str, Runner], setting: TokenSetting, vocab: int) -> None:
+    """Round-robin calls of every implementation in ``setting``; ``times[setting]`` gets one entry per timed
+    round (None where the implementation sat the round out), so rounds stay paired across implementations."""
+    batch = make_batch(vocab, setting.batch, setting.seq, args.seed)
     keys = list(runners)
-    last: dict[str, float] = {}
-    for round_index in range(args.warmup + args.steps):
+    for runner in runners.values():
+        runner.times[setting.name], runner.spent[setting.name] = [], 0.0
+    for round_index in range(setting.warmup + setting.steps):
+        timed_round = round_index >= setting.warmup
         for key in common.round_robin(keys, round_index):
             runner = runners[key]
-            if runner.status != "ok":
+            call = runner.step if setting.mode == "train" else runner.decode
+            if runner.status != "ok" or not _takes_part(runner, setting, round_index, args.budget):
+                if timed_round:
+                    runner.times[setting.name].append(None)
                 continue
             try:
                 with common.time_limit(args.step_cap if round_index == 0 else None):
-                    last[key] = common.timed(lambda: runner.step(batch))
+                    elapsed = common.timed(functools.partial(call, batch))
             except common.TimeLimitExceeded:
-                runner.status = f"first step > {args.step_cap:g} s; dropped"
-                runner.optimizer.zero_grad(set_to_none=True)
+                runner.status = f"first call > {args.step_cap:g} s ({setting.name}); dropped"
+                runner.clear()
+                if timed_round:
+                    runner.times[setting.name].append(None)
                 continue
-            if round_index >= args.warmup:
-                runner.times.append(last[key])
-        if round_index == min(1, args.warmup - 1):
-            _drop_outliers(runners, last, args.slow_factor)
+            runner.spent[setting.name] += elapsed
+            if timed_round:
+                runner.times[setting.name].append(elapsed)
         gc.collect()
-        print(f"round {round_index + 1}/{args.warmup + args.steps} done", file=sys.stderr, flush=True)
+        print(f"{setting.name}: round {round_index + 1}/{setting.warmup + setting.steps} done", file=sys.stderr, flush=True)
 
 
-def _drop_outliers(runners: dict[str, Runner], last: dict[str, float], factor: float) -> None:
-    times = {k: last[k] for k, r in runners.items() if r.status == "ok" and k in last}
-    if len(times) < 3:
-        return
-    median = sorted(times.values())[len(times) // 2]
-    for key, elapsed in times.items():
-        if elapsed > factor * median:
-            runners[key].status = f"{elapsed:.1f} s/step (> {factor:g}× the median implementation); dropped"
-            runners[key].optimizer.zero_grad(set_to_none=True)
+def _takes_part(runner: Runner, setting: TokenSetting, round_index: int, budget: float) -> bool:
+    """Within budget: every round. Over it: no more warm-up (it is warm), then MIN_TIMED timed rounds."""
+    if round_index == 0 or runner.spent[setting.name] <= budget:
+        return True
+    if round_index < setting.warmup:
+        return False
+    return sum(t is not None for t in runner.times[setting.name]) < MIN_TIMED
 
 
-def measure_memory(args: argparse.Namespace, base: nn.Module, impl: Impl, batch: dict[str, torch.Tensor],
+def measure_memory(args: argparse.Namespace, base: nn.Module, impl: Impl | None, batch: dict[str, torch.Tensor],
                    timeout: float) -> dict[str, Any]:
     """Peak RSS of attaching ``impl`` and training it for a few steps, over the RSS before attaching.
 
@@ -201,32 +281,59 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def reference_of(key: str, baseline_of: dict[str, str], twin_of: dict[str, str]) -> str | None:
+    """What an implementation's overhead is compared with: PEFT's same method, else PEFT LoRA at the same rank."""
+    reference = twin_of.get(key) or baseline_of.get(key)
+    return None if reference == key else reference
+
+
+def setting_stats(runners: dict[str, Runner], key: str, reference: str | None, setting: TokenSetting,
+                  seed: int) -> dict[str, Any]:
+    """Median/quartiles of one implementation's calls, its overhead over the bare base, and vs its reference."""
+    ms = {k: [t * 1e3 if t is not None else None for t in r.times.get(setting.name, [])] for k, r in runners.items()}
+    ours = ms[key]
+    out: dict[str, Any] = {**common.summarize([t / 1e3 for t in ours if t is not None])}
+    if key != BASE and BASE in ms:
+        out["overhead_ms"] = stats.paired_difference(ours, ms[BASE], seed)
+    if reference in ms:
+        out["reference"] = reference
+        out["minus_reference_ms"] = stats.paired_difference(ours, ms[reference], seed)
+        if BASE in ms:
+            out["overhead_ratio"] = stats.overhead_ratio(ours, ms[reference], ms[BASE], seed)
+    return out
+
+
 def build_records(runners: dict[str, Runner], baseline_of: dict[str, str], twin_of: dict[str, str],
-                  extra: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    stats = {k: common.summarize(r.times) for k, r in runners.items()}
-    median = {k: s.get("median_ms") for k, s in stats.items()}
+                  extra: dict[str, dict[str, Any]], settings: list[TokenSetting], seed: int = 0) -> list[dict[str, Any]]:
+    main_name = settings[0].name if settings else None
+    stats_main = {k: common.summarize([t for t in r.times.get(main_name, []) if t is not None]) for k, r in runners.items()}
+    median = {k: s.get("median_ms") for k, s in stats_main.items()}
     peak = {k: extra.get(k, {}).get("peak_extra_mib") for k in runners}
     records = []
     for key, runner in runners.items():
-        s = runner.impl.setting
         twin = twin_of.get(key)
+        reference = reference_of(key, baseline_of, twin_of)
+        per_setting = {st.name: setting_stats(runners, key, reference, st, seed) for st in settings}
+        if runner.impl is None:
+            identity = {"library": "base", "projection": "", "variant": "", "setting": "no adapter",
+                        "note": "bare frozen base: forward + backward to the input embeddings, no optimiser", "rank": 0}
+        else:
+            s = runner.impl.setting
+            identity = {"library": runner.impl.library, "projection": s.projection, "variant": s.variant,
+                        "setting": s.describe(), "note": s.note, "rank": s.rank}
         records.append({
             "benchmark": "train_step",
             "implementation": key,
-            "library": runner.impl.library,
-            "projection": s.projection,
-            "variant": s.variant,
-            "setting": s.describe(),
-            "note": s.note,
-            "rank": s.rank,
+            **identity,
             "trainable": sum(p.numel() for p in runner.params),
             "status": runner.status,
-            **{f"step_{k}": v for k, v in stats[key].items()},
+            **{f"step_{k}": v for k, v in stats_main[key].items()},
             "baseline": baseline_of.get(key),
             "ratio_vs_peft_lora_same_rank": ratio(median[key], median.get(baseline_of.get(key))),
             "peft_same_method": twin,
             "ratio_vs_peft_same_method": ratio(median[key], median.get(twin)) if twin else None,
             "peak_ratio_vs_peft_same_method": ratio(peak[key], peak.get(twin)) if twin else None,
+            "settings": per_setting,
             **extra.get(key, {}),
         })
     return records
@@ -241,13 +348,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(profile(args, base, {i.key: i for i in impls}, batch))
         return {}
 
-    runners = {impl.key: Runner(impl, base, args.lr, args.seed) for impl in impls}
+    runners = {BASE: Runner(None, base, args.lr, args.seed)}
+    runners.update({impl.key: Runner(impl, base, args.lr, args.seed) for impl in impls})
+    settings = token_settings(args)
     print(f"timing {len(runners)} implementations: {', '.join(runners)}", file=sys.stderr, flush=True)
-    run_timing(args, runners, batch)
+    for setting in settings:
+        run_timing(args, runners, setting, base.config.vocab_size)
 
     extra: dict[str, dict[str, Any]] = {k: {} for k in runners}
     for key, runner in runners.items():
-        if not args.no_save:
+        if not args.no_save and runner.impl is not None:
             extra[key].update(adapter_sizes(runner))
     if not args.no_memory:
         timeout = max(60.0, 8 * args.step_cap)
@@ -261,11 +371,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   "batch": args.batch, "seq": args.seq, "base_params": sum(p.numel() for p in base.parameters())},
         "steps": args.steps,
         "warmup": args.warmup,
+        "budget_s": args.budget,
+        "step_cap_s": args.step_cap,
+        "only": args.only,
+        "token_settings": [{"name": st.name, "batch": st.batch, "seq": st.seq, "mode": st.mode, "steps": st.steps,
+                            "warmup": st.warmup, "describe": st.describe()} for st in settings],
+        "interval": f"{int(stats.LEVEL * 100)} % percentile bootstrap over rounds ({stats.BOOTSTRAP} resamples)",
         "memory_method": "peak RSS (VmHWM, reset via /proc/self/clear_refs) minus RSS before attaching, in a "
                          f"forked child per implementation that holds only the built base; {MEMORY_STEPS} training steps",
-        "records": build_records(runners, baseline_of, twin_of, extra),
+        "records": build_records(runners, baseline_of, twin_of, extra, settings, args.seed),
     }
-    common.write_results(args.out, "train_step", payload, args.report)
+    common.write_results(args.out, result_name(args), payload, args.report, benchmark="train_step")
     return payload
 
 

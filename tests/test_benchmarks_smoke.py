@@ -39,13 +39,31 @@ def test_train_step_runs(tmp_path):
     payload = train_step.main(["--model", "tiny", "--only", "lora,unilora", "--steps", "2", "--warmup", "1",
                                "--batch", "1", "--seq", "8", "--out", str(tmp_path), "--report", str(tmp_path / "b.md")])
     records = {r["implementation"]: r for r in payload["records"]}
-    assert set(records) == {"lorazoo/lora", "peft/lora", "lorazoo/unilora", "peft/unilora", "peft/lora-r4"}
+    assert set(records) == {"base", "lorazoo/lora", "peft/lora", "lorazoo/unilora", "peft/unilora", "peft/lora-r4"}
     ours = records["lorazoo/unilora"]
     assert ours["status"] == "ok" and ours["step_n"] == 2 and ours["trainable"] == ours["trainable"] > 0
     assert ours["ratio_vs_peft_same_method"] > 0 and ours["peak_extra_mib"] > 0 and ours["adapter_bytes"] > 0
     assert records["peft/lora"]["ratio_vs_peft_lora_same_rank"] == 1.0
-    assert json.loads((tmp_path / "train_step.json").read_text())["records"]
-    assert "Training step" in (tmp_path / "b.md").read_text()
+    assert records["base"]["trainable"] == 0 and records["base"]["step_n"] == 2
+    assert set(ours["settings"]) == {"main", "small", "decode"}
+    assert [st["seq"] for st in payload["token_settings"]] == [8, 16, 1]
+    for name in ("main", "small", "decode"):
+        entry = ours["settings"][name]
+        assert entry["reference"] == "peft/unilora" and entry["overhead_ms"]["n"] == entry["n"]
+        assert {"median", "lo", "hi", "resolved"} <= set(entry["minus_reference_ms"]) and "overhead_ratio" in entry
+    assert "overhead_ms" not in records["base"]["settings"]["main"]
+    # a partial run (--only) writes its own file
+    assert json.loads((tmp_path / "train_step--only-lora+unilora.json").read_text())["records"]
+    assert not (tmp_path / "train_step.json").exists()
+    text = (tmp_path / "b.md").read_text()
+    assert "Adapter overhead" in text and "`base`" in text
+
+
+def test_partial_run_never_regenerates_the_report():
+    args = train_step.parse_args(["--only", "vera", "--out", "/nonexistent"])
+    assert args.report is None and train_step.result_name(args) == "train_step--only-vera"
+    full = train_step.parse_args(["--out", "/nonexistent"])
+    assert full.report == common.REPORT_PATH and train_step.result_name(full) == "train_step"
 
 
 def test_train_step_drops_an_implementation_over_the_cap(tmp_path):
@@ -54,8 +72,18 @@ def test_train_step_drops_an_implementation_over_the_cap(tmp_path):
     base = common.build_base("tiny")
     impls, _, _ = train_step.plan(args, base)
     runners = {i.key: train_step.Runner(i, base, 1e-4, 0) for i in impls}
-    train_step.run_timing(args, runners, train_step.make_batch(256, 1, 8, 0))
-    assert all("dropped" in r.status and not r.times for r in runners.values())
+    train_step.run_timing(args, runners, train_step.token_settings(args)[0], 256)
+    assert all("dropped" in r.status and r.times["main"] == [None] for r in runners.values())
+
+
+def test_implementation_over_budget_gets_two_timed_rounds(tmp_path):
+    args = train_step.parse_args(["--model", "tiny", "--only", "lora", "--steps", "5", "--warmup", "2",
+                                  "--budget", "0", "--out", str(tmp_path)])
+    base = common.build_base("tiny")
+    runners = {"base": train_step.Runner(None, base, 1e-4, 0)}
+    train_step.run_timing(args, runners, train_step.token_settings(args)[1], 256)
+    times = runners["base"].times["small"]
+    assert len(times) == args.small_steps == 10 and sum(t is not None for t in times) == train_step.MIN_TIMED
 
 
 def test_inference_runs(tmp_path):
@@ -74,7 +102,8 @@ def test_reconstruct_runs(tmp_path):
     assert payload["D"] == 9_994_240 // 32
     assert {r["implementation"] for r in payload["records"]} == {"lorazoo/lora", "lorazoo/unilora", "lorazoo/vblora"}
     assert all(r["status"] == "ok" and r["forward_n"] == 1 for r in payload["records"])
-    write_report(tmp_path, tmp_path / "b.md")
+    assert (tmp_path / "reconstruct--only-lora+unilora+vblora.json").exists()  # a partial run: its own file
+    write_report(tmp_path, tmp_path / "b.md", files={"reconstruct": "reconstruct--only-lora+unilora+vblora"})
     assert "Llama-2-7B" in (tmp_path / "b.md").read_text()
 
 
