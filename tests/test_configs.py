@@ -10,12 +10,13 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
 
 from lorazoo.cli import CONFIG_DIR
+from lorazoo.train.optimizer import OptimizerOptions
 from lorazoo.train.options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node
 from lorazoo.train.runner import apply_task_overrides
 from lorazoo.train.tasks import build_task
 
 CONFIGS = Path(CONFIG_DIR)
-GROUPS = ["projection", "task", "model", "trainer", "logger", "experiment", "hydra/launcher"]
+GROUPS = ["projection", "optimizer", "task", "model", "trainer", "logger", "experiment", "hydra/launcher"]
 
 
 def options(group: str) -> list[str]:
@@ -33,12 +34,14 @@ def compose_with(*overrides: str, hydra: bool = False):
 
 def check_schema(cfg) -> None:
     """What the runner does first: typed options for each group (unknown keys in a yaml fail here)."""
-    for cls, key in ((ProjectionOptions, "projection"), (ModelOptions, "model"), (TrainerOptions, "trainer"), (LoggerOptions, "logger")):
+    for cls, key in ((ProjectionOptions, "projection"), (OptimizerOptions, "optimizer"), (ModelOptions, "model"),
+                     (TrainerOptions, "trainer"), (LoggerOptions, "logger")):
         from_node(cls, cfg[key], key)
     build_task(cfg.task, cfg.seed)
     for name in (OmegaConf.to_container(cfg.task_overrides) or {}):
         patched, _ = apply_task_overrides(OmegaConf.merge(cfg, {"task": {"name": name}}), [])
         from_node(TrainerOptions, patched.trainer, "trainer")
+        from_node(OptimizerOptions, patched.optimizer, "optimizer")
 
 
 def test_groups_exist_and_have_options():
@@ -77,9 +80,10 @@ def test_math_and_instruct_default_to_smollm2_but_model_override_wins():
 def test_experiment_task_table_and_command_line_precedence():
     cfg = compose_with("experiment=unilora_glue_base", "task=glue/rte")
     patched, applied = apply_task_overrides(cfg, [])
-    assert patched.trainer.head_lr == 5.0e-4 and applied == {"trainer.head_lr": 5.0e-4}
-    patched, applied = apply_task_overrides(cfg, ["trainer.head_lr=0.1"])
-    assert applied == {} and patched.trainer.head_lr == cfg.trainer.head_lr
+    assert patched.optimizer.groups.head.lr == 5.0e-4 and applied == {"optimizer.groups.head.lr": 5.0e-4}
+    assert patched.optimizer.groups.head.weight_decay == 0.1  # the experiment's head decay is kept beside it
+    patched, applied = apply_task_overrides(cfg, ["optimizer.groups.head.lr=0.1"])
+    assert applied == {} and patched.optimizer.groups.head.get("lr") == cfg.optimizer.groups.head.get("lr")
 
 
 def test_unknown_group_option_lists_valid_ones():

@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
     record = train(out, "model=tiny_llama", f"model.pretrained={root / 'base'}", "model.tokenizer=null",
                    "projection=lora", "task=math/gsm8k", f"task.data_dir={GSM8K}", "task.max_train_samples=24",
                    "task.max_eval_samples=2", "task.max_new_tokens=2", "task.max_length=96", "trainer.max_steps=3",
-                   "projection.lr=0.02", *LOCAL)
+                   "optimizer.lr=0.02", *LOCAL)
     return root, out, record
 
 

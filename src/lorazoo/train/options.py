@@ -41,16 +41,13 @@ def check_choice(value: Any, valid: tuple, name: str) -> None:
 
 @dataclass
 class ProjectionOptions:
-    """configs/projection/*.yaml: the adapter and the optimiser settings of its parameters."""
+    """configs/projection/*.yaml: the adapter (its optimizer settings live in configs/optimizer/)."""
 
     name: str
     rank: int = 8
     alpha: float | None = None
     dropout: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)
-    lr: float = 1e-3
-    lr_groups: dict[str, float] = field(default_factory=dict)
-    weight_decay: float = 0.0
     target_modules: list[str] | str | None = None  # overrides model.target_modules when set
 
 
@@ -84,11 +81,6 @@ class TrainerOptions:
     grad_accum: int = 1
     warmup_ratio: float = 0.06
     lr_scheduler: str = "linear"
-    head_lr: float | None = None
-    head_weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
     precision: str = "fp32"
     gradient_checkpointing: bool = False

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..version import __version__
 from ..io import atomic_write_json
@@ -20,12 +20,13 @@ from ..projections import get_projection_class
 from .errors import ConfigError
 from .tracking import RunLogger, is_rank_zero
 from .models import adapter_config, load_adapted_model
+from .optimizer import OptimizerOptions, check_groups
 from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node, to_plain
 from .harness import eval_options, flat_scores
 from .harness import prepare as prepare_lm_eval
 from .tasks import build_task
 
-TOP_LEVEL = ("projection", "task", "model", "trainer", "logger", "seed", "name", "task_overrides", "eval")
+TOP_LEVEL = ("projection", "optimizer", "task", "model", "trainer", "logger", "seed", "name", "task_overrides", "eval")
 _MISSING = object()
 TIMING = ("runtime", "samples_per_second", "steps_per_second", "epoch")
 
@@ -60,23 +61,25 @@ def apply_task_overrides(cfg: DictConfig, explicit: list[str]) -> tuple[DictConf
     cfg = copy.deepcopy(cfg)
     applied = {}
     for key, value in entry.items():
-        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+        # optimizer.groups.<group>.* may name a group the base config leaves unset (a per-task head lr)
+        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING and not key.startswith("optimizer.groups."):
             raise ConfigError(f"task_overrides[{cfg.task.name!r}] sets unknown key {key!r}")
         if key not in given:
-            OmegaConf.update(cfg, key, value, merge=False)
+            with open_dict(cfg):  # an optimizer.groups.<group> entry may be new
+                OmegaConf.update(cfg, key, value, merge=False)
             applied[key] = value
     return cfg, applied
 
 
-def training_arguments(t: TrainerOptions, p: ProjectionOptions, out: Path, seed: int, report_to: list[str],
-                       loss_only: bool) -> Any:
+def training_arguments(t: TrainerOptions, out: Path, seed: int, report_to: list[str], loss_only: bool) -> Any:
+    """The loop's settings. No lr, decay, betas or eps here: those reach the optimizer only through
+    configs/optimizer/ and build_optimizer (LoraZooTrainer.create_optimizer)."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size,
         gradient_accumulation_steps=t.grad_accum, num_train_epochs=t.num_epochs, max_steps=t.max_steps,
-        learning_rate=p.lr, weight_decay=0.0, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
-        adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_epsilon=t.adam_epsilon, max_grad_norm=t.max_grad_norm,
+        lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio, max_grad_norm=t.max_grad_norm,
         bf16=t.precision == "bf16", activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         eval_strategy=t.eval_strategy, eval_steps=t.eval_steps, save_strategy="steps", save_steps=t.save_steps,
@@ -122,6 +125,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     projection = from_node(ProjectionOptions, cfg.projection, "projection config")
     model_opts = from_node(ModelOptions, cfg.model, "model config")
     trainer_opts = from_node(TrainerOptions, cfg.trainer, "trainer config")
+    optimizer_opts = from_node(OptimizerOptions, cfg.get("optimizer"), "optimizer config")
     logger = RunLogger(from_node(LoggerOptions, cfg.logger, "logger config"))
     get_projection_class(adapter_config(projection, model_opts, seed).projection)  # rank, alpha, name: fail in seconds
 
@@ -138,17 +142,18 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
         enable_full_determinism(seed)
     loaded = load_adapted_model(model_opts, projection, seed, task.num_labels)
     train_set, eval_set = task.datasets(loaded.tokenizer)
+    check_groups(loaded.model, optimizer_opts)  # a misspelled optimizer.groups key fails before training
     counts = loaded.model.num_parameters()
     checkpoints = out / "checkpoints"
     resume_from = _resume_point(checkpoints, trainer_opts.resume)
     from .trainer import LoraZooTrainer  # transformers' Trainer takes seconds to import: after every input check
 
     trainer = LoraZooTrainer(
-        model=loaded.model, args=training_arguments(trainer_opts, projection, checkpoints, seed, logger.report_to(),
+        model=loaded.model, args=training_arguments(trainer_opts, checkpoints, seed, logger.report_to(),
                                                     task.prediction_loss_only),
         train_dataset=train_set, eval_dataset=eval_set, data_collator=task.collator(loaded.tokenizer),
         processing_class=loaded.tokenizer, compute_metrics=None if task.prediction_loss_only else task.compute_metrics,
-        projection_options=projection, trainer_options=trainer_opts,
+        optimizer_options=optimizer_opts,
     )
     record: dict[str, Any] = {
         "status": "running", "task": task.name, "projection": projection.name, "model": model_opts.name, "seed": seed,

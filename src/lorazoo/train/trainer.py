@@ -1,5 +1,6 @@
-"""transformers.Trainer, taught three things: per-group learning rates from ``model.parameter_groups()``,
-adapter-only checkpoints (never the base weights) that resume bit-exactly, and a stop on NaN/inf."""
+"""transformers.Trainer, taught three things: the optimizer from the one optimizer spec (per-group
+learning rates over ``model.parameter_groups()``), adapter-only checkpoints (never the base weights)
+that resume bit-exactly, and a stop on NaN/inf."""
 
 from __future__ import annotations
 
@@ -13,29 +14,11 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ..io import atomic_write
-from .errors import ConfigError, NonFiniteLossError
-from .options import ProjectionOptions, TrainerOptions
+from .errors import NonFiniteLossError
+from .optimizer import OptimizerOptions, build_optimizer
 
 COMPLETE_MARKER = "checkpoint_complete"  # written last: a checkpoint without it was interrupted
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def optimizer_groups(model: Any, projection: ProjectionOptions, trainer: TrainerOptions) -> list[dict[str, Any]]:
-    """One AdamW group per named parameter group: projection groups take projection.lr (or
-    projection.lr_groups[name]) and projection.weight_decay; ``head`` takes trainer.head_lr/head_weight_decay."""
-    groups = model.parameter_groups()
-    unknown = sorted(set(projection.lr_groups) - set(groups))
-    if unknown:
-        raise ConfigError(f"projection.lr_groups names unknown group(s) {unknown}; this adapter's groups: {sorted(groups)}")
-    out = []
-    for name, params in groups.items():
-        if name == "head":
-            lr = trainer.head_lr if trainer.head_lr is not None else projection.lr
-            decay = trainer.head_weight_decay
-        else:
-            lr, decay = projection.lr_groups.get(name, projection.lr), projection.weight_decay
-        out.append({"params": [p for p in params if p.requires_grad], "lr": float(lr), "weight_decay": float(decay), "name": name})
-    return [g for g in out if g["params"]]
 
 
 def last_complete_checkpoint(directory: str | Path) -> str | None:
@@ -72,9 +55,8 @@ class LoraZooTrainer(Trainer):
     optimizer, scheduler, RNG and trainer state; a ``checkpoint_complete`` marker is written last.
     """
 
-    def __init__(self, *args: Any, projection_options: ProjectionOptions, trainer_options: TrainerOptions, **kwargs: Any):
-        self.projection_options = projection_options
-        self.trainer_options = trainer_options
+    def __init__(self, *args: Any, optimizer_options: OptimizerOptions, **kwargs: Any):
+        self.optimizer_options = optimizer_options
         super().__init__(*args, **kwargs)
         self.add_callback(NonFiniteGuard())
 
@@ -82,11 +64,15 @@ class LoraZooTrainer(Trainer):
         return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        """``build_optimizer`` from the optimizer spec, built lazily the way Trainer builds its own.
+
+        Not ``Trainer(optimizers=(opt, None))``: transformers refuses a pre-built optimizer under
+        FSDP ("Passing `optimizers` is not allowed if PyTorch FSDP is enabled"), and this hook runs
+        after Trainer/accelerate have placed or wrapped the model. The scheduler is Trainer's own
+        (trainer.lr_scheduler, trainer.warmup_ratio) over these groups.
+        """
         if self.optimizer is None:
-            t = self.trainer_options
-            groups = optimizer_groups(self._adapted() if model is None else model, self.projection_options, t)
-            self.optimizer = torch.optim.AdamW(groups, lr=self.projection_options.lr,
-                                               betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon)
+            self.optimizer = build_optimizer(self._adapted(), self.optimizer_options)
         return self.optimizer
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
