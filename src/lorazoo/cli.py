@@ -7,6 +7,7 @@ HYDRA_FULL_ERROR=1 asks for the traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
@@ -42,18 +43,40 @@ def _quiet_libraries() -> None:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Train + evaluate one job (one per multirun job); writes metrics.json and adapter/ in the job dir."""
+def main(cfg: DictConfig) -> float | None:
+    """Train + evaluate one job (one per multirun job); writes metrics.json and adapter/ in the job dir.
+
+    Returns the sweep objective (the task's main metric, larger is better; see train/objective.py), or
+    None when a multirun job's training failed, which hydra-optuna-sweeper records as a failed trial.
+    """
     try:
         _quiet_libraries()
         from .train import run
+        from .train.objective import main_metric, objective
 
-        run(cfg)
+        record = run(cfg)
+        return objective(record, main_metric(cfg.task, int(cfg.seed)))
     except LoraZooError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {exc}", file=sys.stderr)
+        if _training_failed_in_sweep():
+            return None  # this job failed; the other jobs of the sweep go on
         sys.exit(2)
+
+
+def _training_failed_in_sweep() -> bool:
+    """A multirun job whose training started and failed (its metrics.json says failed): one failed trial.
+    Errors before training (bad config, missing data) still stop the whole sweep: every job would hit them."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or str(HydraConfig.get().mode) != "RunMode.MULTIRUN":
+        return False
+    metrics = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
+    try:
+        return json.loads(metrics.read_text()).get("status") == "failed"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 if __name__ == "__main__":

@@ -148,11 +148,13 @@ def adapter_config(projection: ProjectionOptions, model: ModelOptions, seed: int
     )
 
 
-def load_adapted_model(model_opts: ModelOptions, projection: ProjectionOptions, seed: int, num_labels: int) -> LoadedModel:
-    """Base model + tokenizer + adapter attached (the base frozen)."""
+def load_adapted_model(model_opts: ModelOptions, projection: ProjectionOptions, seed: int, num_labels: int,
+                       adapter_seed: int | None = None) -> LoadedModel:
+    """Base model + tokenizer + adapter attached (the base frozen). ``adapter_seed`` (default ``seed``) seeds
+    the adapter's random structure and init: a run started from a saved adapter uses that adapter's seed."""
     from transformers import set_seed
 
     set_seed(seed)  # the classification head is drawn from torch's global RNG
     base, tokenizer, source = load_base(model_opts, num_labels)
-    model = attach(base, adapter_config(projection, model_opts, seed))
+    model = attach(base, adapter_config(projection, model_opts, seed if adapter_seed is None else adapter_seed))
     return LoadedModel(model=model, tokenizer=tokenizer, source=source)

@@ -90,6 +90,7 @@ class TrainerOptions:
     save_total_limit: int | None = 2
     logging_steps: int = 10
     resume: bool = False
+    init_adapter: str | None = None  # a saved adapter dir: start θ from it (head fresh), e.g. LoRA's MNLI start
     deterministic: bool = False
     num_workers: int = 0
     progress_bar: bool = True

@@ -140,7 +140,19 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
         from transformers import enable_full_determinism
 
         enable_full_determinism(seed)
-    loaded = load_adapted_model(model_opts, projection, seed, task.num_labels)
+    init_from = trainer_opts.init_adapter
+    init_seed = None
+    if init_from:  # checked before the model loads: a wrong start adapter costs seconds
+        from .init_adapter import check_compatible, read_init_config
+
+        saved = read_init_config(init_from)
+        check_compatible(saved, adapter_config(projection, model_opts, seed), init_from)
+        init_seed = saved.seed
+    loaded = load_adapted_model(model_opts, projection, seed, task.num_labels, adapter_seed=init_seed)
+    if init_from:
+        from .init_adapter import load_projection_weights
+
+        load_projection_weights(loaded.model, init_from)
     train_set, eval_set = task.datasets(loaded.tokenizer)
     check_groups(loaded.model, optimizer_opts)  # a misspelled optimizer.groups key fails before training
     counts = loaded.model.num_parameters()

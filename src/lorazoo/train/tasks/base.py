@@ -51,6 +51,7 @@ class TaskOptions:
     max_eval_samples: int | None = None
     max_length: int = 128
     split_seed: int = 0  # fixed data subsets/splits, independent of the training seed
+    holdout_dev: int | None = None  # evaluate on N examples carved from train (lr search), not on the dev set
 
 
 class Task:
@@ -63,6 +64,7 @@ class Task:
     Options: ClassVar[type] = TaskOptions
     task_type: ClassVar[str] = "seq_cls"
     prediction_loss_only: ClassVar[bool] = False
+    supports_holdout: ClassVar[bool] = False  # True where load() honours task.holdout_dev
 
     def __init__(self, options: Any, seed: int):
         self.options = options
@@ -71,6 +73,13 @@ class Task:
             value = getattr(options, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"task.{key} must be a positive integer or null, got {value!r}")
+        holdout = getattr(options, "holdout_dev", None)
+        if holdout is not None:
+            if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout <= 0:
+                raise ConfigError(f"task.holdout_dev must be a positive integer or null, got {holdout!r}")
+            if not self.supports_holdout:
+                raise ConfigError(f"task.holdout_dev is not supported by task {options.name!r}; "
+                                  "it is available for the classification tasks (glue/*, tweets)")
 
     @property
     def name(self) -> str:
@@ -130,6 +139,16 @@ def split_train_dev(items: list, dev_fraction: float, seed: int) -> tuple[list, 
     order = np.random.Generator(np.random.PCG64(seed)).permutation(len(items))
     n_dev = max(1, round(len(items) * dev_fraction))
     return [items[i] for i in order[n_dev:]], [items[i] for i in order[:n_dev]]
+
+
+def carve_holdout(train: list, n: int, seed: int) -> tuple[list, list]:
+    """(rest of train, n held-in dev examples): a seeded split of the training data, so an lr search never
+    sees the dev set its final numbers are reported on."""
+    if n >= len(train):
+        raise ConfigError(f"task.holdout_dev={n} leaves no training data (train has {len(train)} examples)")
+    order = np.random.Generator(np.random.PCG64(seed)).permutation(len(train))
+    held = set(order[:n].tolist())
+    return [r for i, r in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
 
 
 def require_file(path: Path, hint: str) -> Path:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .. import metrics
-from .base import Task, subsample
+from .base import Task, carve_holdout, subsample
 
 Row = tuple[str, "str | None", "int | float"]
 
@@ -31,6 +31,7 @@ class ClassificationTask(Task):
     """Subclasses implement ``read()`` → (train rows, dev rows) and set ``label_names`` / ``keys``."""
 
     task_type: ClassVar[str] = "seq_cls"
+    supports_holdout: ClassVar[bool] = True
 
     def __init__(self, options: Any, seed: int):
         super().__init__(options, seed)
@@ -57,6 +58,8 @@ class ClassificationTask(Task):
 
     def load(self) -> None:
         train, dev = self.read()
+        if self.options.holdout_dev is not None:  # lr search: score on held-in train examples, never on dev
+            train, dev = carve_holdout(train, self.options.holdout_dev, self.options.split_seed + 2)
         self.train_rows = subsample(train, self.options.max_train_samples, self.options.split_seed)
         self.eval_rows = subsample(dev, self.options.max_eval_samples, self.options.split_seed + 1)
 
