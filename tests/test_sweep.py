@@ -23,7 +23,7 @@ TINY_SWEEP = ["model=tiny_bert", "projection=lora", "task.max_train_samples=32",
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], check=False, cwd=cwd, capture_output=True, text=True,
                           env=env, timeout=600)
 
 

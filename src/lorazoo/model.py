@@ -142,10 +142,13 @@ class AdaptedModel(nn.Module):
         _load_tensors(self, name, projection, tensors, path)
         return projection
 
-    def load_adapter_weights(self, path: str | Path) -> None:
-        """Overwrite the active adapter's tensors (and heads) in place from a saved adapter: resuming training."""
+    def load_adapter_weights(self, path: str | Path, heads: bool = True) -> None:
+        """Overwrite the active adapter's tensors (and heads) in place from a saved adapter: resuming training.
+        ``heads=False`` loads the projection only (starting a new task from another task's adapter)."""
         config, layout, tensors = io.read_adapter(path)
         check_layout(layout, self.base_model, config)
+        if not heads:
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("modules_to_save.")}
         _load_tensors(self, self._require_active(), self.projection, tensors, path)
 
     # ----------------------------------------------------------------- inspection

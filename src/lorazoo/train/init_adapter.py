@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from ..config import AdapterConfig
-from ..io import read_adapter_config, read_adapter_tensors, split_adapter_tensors
+from ..io import read_adapter_config
 from .errors import ConfigError
 
 # fields that may differ between the saved adapter and this run's adapter
@@ -40,11 +41,6 @@ def check_compatible(saved: AdapterConfig, wanted: AdapterConfig, path: str | Pa
                               "start from an adapter of the same projection settings")
 
 
-def load_projection_weights(model: object, path: str | Path) -> None:
+def load_projection_weights(model: Any, path: str | Path) -> None:
     """Copy the saved projection tensors (not the heads) into ``model``'s active adapter."""
-    projection_tensors, _heads = split_adapter_tensors(read_adapter_tensors(path))
-    try:
-        model.projection.load_adapter_state_dict(projection_tensors)  # type: ignore[attr-defined]
-    except ValueError as exc:
-        raise ConfigError(f"trainer.init_adapter={str(path)!r} does not fit this adapter: {exc}") from None
-    model.cache.invalidate()  # type: ignore[attr-defined]
+    model.load_adapter_weights(path, heads=False)
