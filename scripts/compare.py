@@ -10,6 +10,9 @@ completed runs by task × model × projection and writes, atomically:
   <out>/<name>_<task>.png          trainable parameters (log x) vs the task's main metric, one point per
                                    projection with ±std error bars, the Pareto front as a step line.
 Runs that failed, are still running or lack metrics.json are listed in their own section, never dropped.
+Runs of a fair comparison (scripts/fair_compare.py) are marked: a group whose sweep dir holds tuning.json is
+"tuned" and its table row shows the lr(s) the search chose; the search trials themselves (scored on a held-in
+split of train, ``task.holdout_dev``) are summarised in their own section, not mixed with dev-set results.
 """
 
 from __future__ import annotations
@@ -61,6 +64,13 @@ class Run:
     overrides: list[str] = field(default_factory=list)
     majority_rate: float | None = None
     error: str | None = None
+    tuning: dict[str, Any] | None = None  # tuning.json of a fair comparison's final sweep (best lrs, trials)
+
+    @property
+    def search_trial(self) -> bool:
+        """An lr-search trial: scored on examples held out of train, not on the dev set."""
+        return any(o.startswith("task.holdout_dev=") and o.split("=", 1)[1] not in ("null", "None")
+                   for o in self.overrides)
 
     @property
     def setting(self) -> tuple[str, ...]:
@@ -82,6 +92,15 @@ class Group:
     runs: list[Run]
     label: str = ""     # projection, plus the differing overrides when a projection ran in several settings
     tag: str = ""       # the short form for plots: projection, or projection #k with several settings
+
+    @property
+    def tuned(self) -> dict[str, Any] | None:
+        """The lrs a fair comparison's search picked for this group (None: the config's lrs, not tuned)."""
+        found = [r.tuning for r in self.runs if r.tuning]
+        if not found or len(found) != len(self.runs):
+            return None
+        params = found[0].get("best_params") or {}
+        return params if all(f"{k}={v}" in self.runs[0].overrides for k, v in params.items()) else None
 
     def values(self, metric: str) -> list[float]:
         return [r.metrics[metric] for r in self.runs if _finite(r.metrics.get(metric))]
@@ -180,6 +199,12 @@ def load_run(run_dir: Path) -> Run:
     run.metrics = {k: float(v) for k, v in metrics.items() if _finite(v)}
     if run.status == "completed" and not run.metrics:
         run.status = "completed without metrics"
+    tuning = run_dir.parent / "tuning.json"
+    if tuning.is_file():
+        try:
+            run.tuning = json.loads(tuning.read_text())
+        except (OSError, json.JSONDecodeError):
+            run.tuning = None
     return run
 
 
@@ -191,10 +216,13 @@ def main_metric(task: str, groups: list[Group]) -> str:
 
 
 def group_runs(runs: list[Run]) -> tuple[dict[str, list[Group]], list[Run]]:
-    """(completed runs grouped per task, sorted by trainable parameters; the runs that did not complete)."""
+    """(completed runs grouped per task, sorted by trainable parameters; the runs that did not complete).
+    lr-search trials are left out: see search_summary."""
     buckets: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     bad = []
     for run in runs:
+        if run.search_trial:
+            continue
         if run.status == "completed":
             buckets[run.key].append(run)
         else:
@@ -202,7 +230,10 @@ def group_runs(runs: list[Run]) -> tuple[dict[str, list[Group]], list[Run]]:
     per_task: dict[str, list[Group]] = defaultdict(list)
     for (task, model, projection, _), members in buckets.items():
         members.sort(key=lambda r: (r.seed is None, r.seed))
-        per_task[task].append(Group(task, model, projection, members, label=projection, tag=projection))
+        group = Group(task, model, projection, members, label=projection, tag=projection)
+        if group.tuned is not None:
+            group.label = group.tag = f"{projection} (tuned)"
+        per_task[task].append(group)
     for groups in per_task.values():
         _label_settings(groups)
         groups.sort(key=lambda g: (g.trainable or 0, g.model, g.label))
@@ -220,7 +251,8 @@ def _label_settings(groups: list[Group]) -> None:
         shared = set.intersection(*(set(g.runs[0].setting) for g in same))
         for k, g in enumerate(sorted(same, key=lambda g: g.runs[0].setting), start=1):
             diff = [o for o in g.runs[0].setting if o not in shared]
-            g.tag = f"{g.projection} #{k}"
+            tuned = " tuned" if g.tuned is not None else ""
+            g.tag = f"{g.projection}{tuned} #{k}"
             g.label = f"{g.tag} ({' '.join(diff) or 'defaults'})"
 
 
@@ -305,20 +337,49 @@ def task_table(task: str, metric: str, groups: list[Group]) -> list[str]:
     keys = [k for k in METRIC_ORDER if k != metric and any(g.values(k) for g in groups)]
     keys += ["loss"] if any(g.values("loss") for g in groups) and metric != "loss" else []
     head = ["projection", "model", "n", f"**{metric}**", *[("eval loss" if k == "loss" else k) for k in keys],
-            "trainable", "D", "train s (mean)", "steps"]
+            "trainable", "D", "train s (mean)", "steps", "tuned lr"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         n = len(g.runs)
         steps = _common(r.steps for r in g.runs)
         cells = [g.label, g.model, str(n), _fmt(g.stat(metric), n), *[_fmt(g.stat(k), n) for k in keys],
                  _int(g.trainable), _int(g.D), f"{g.wall_time_s:.1f}" if g.wall_time_s is not None else "—",
-                 str(steps) if steps is not None else "mixed"]
+                 str(steps) if steps is not None else "mixed", tuned_cell(g)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
+def tuned_cell(group: Group) -> str:
+    """The searched lr(s) of a tuned group, e.g. ``lr 3.1e-03``; "no" when the config's lr was used."""
+    if group.tuned is None:
+        return "no"
+    return ", ".join(f"{k.split('.', 1)[-1]} {float(v):.2g}" for k, v in group.tuned.items()) or "no"
+
+
+def search_summary(runs: list[Run]) -> list[str]:
+    """One row per task × projection of lr-search trials: how many ran, failed, and the best held-in score."""
+    trials: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.search_trial:
+            trials[(str(run.task), str(run.projection))].append(run)
+    if not trials:
+        return []
+    lines = ["## lr search trials (held-in split of train, not the dev set)", "",
+             "| task | projection | trials | completed | best held-in score | best trial's overrides |",
+             "|---|---|---|---|---|---|"]
+    for (task, projection), members in sorted(trials.items()):
+        metric = MAIN_METRIC.get(task) or next((k for k in METRIC_ORDER if any(k in r.metrics for r in members)), "loss")
+        done = [r for r in members if r.status == "completed" and metric in r.metrics]
+        pick = min if metric in LOWER_IS_BETTER else max
+        best = pick(done, key=lambda r: r.metrics[metric]) if done else None
+        lrs = " ".join(o for o in best.overrides if ".lr" in o.split("=", 1)[0]) if best else "—"
+        lines.append(f"| {task} | {projection} | {len(members)} | {len(done)} | "
+                     f"{f'{best.metrics[metric]:.4f}' if best else '—'} | `{lrs}` |")
+    return [*lines, ""]
+
+
 def render(per_task: dict[str, list[Group]], bad: list[Run], images: dict[str, Path | None], name: str,
-           roots: list[str]) -> str:
+           roots: list[str], trials: list[str] | None = None) -> str:
     lines = [f"# {name}: runs compared", "",
              f"Generated by `python scripts/compare.py {' '.join(roots)} --name {name}`. Mean ± sample std over "
              "seeds; `n` = completed seeds. Trainable = adapter parameters (the classifier head is not counted); "
@@ -333,6 +394,7 @@ def render(per_task: dict[str, list[Group]], bad: list[Run], images: dict[str, P
         lines += ["", *task_table(task, metric, groups), ""]
         if images.get(task) is not None:
             lines += [f"![{task}: {metric} vs trainable parameters]({images[task].name})", ""]
+    lines += trials or []
     lines += ["## Failed or incomplete runs", ""]
     if bad:
         lines += ["| run dir | task | projection | model | seed | status | error |", "|---|---|---|---|---|---|---|"]
@@ -360,7 +422,7 @@ def compare(roots: list[str | Path], out: str | Path = "results", name: str = "c
     per_task, bad = group_runs(runs)
     images = {task: plot_task(task, main_metric(task, groups), groups, out / f"{name}_{slug(task)}.png")
               for task, groups in per_task.items()}
-    text = render(per_task, bad, images, name, [str(r) for r in roots])
+    text = render(per_task, bad, images, name, [str(r) for r in roots], search_summary(runs))
 
     def write(tmp: str) -> None:
         Path(tmp).write_text(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from lorazoo import projection_names
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.train.objective import main_metric, objective
 
@@ -73,3 +76,26 @@ def test_failed_trial_is_failed_not_a_crash(tmp_path: Path):
     assert statuses == ["completed", "failed"]
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert result["best_params"]["projection.lr"] == pytest.approx(1e-3)
+
+
+def _interval(spec: str) -> tuple[float, float]:
+    match = re.fullmatch(r"tag\(log, interval\(([^,]+), ([^)]+)\)\)", spec)
+    assert match, f"{spec!r} is not a log-uniform interval"
+    return float(match.group(1)), float(match.group(2))
+
+
+@pytest.mark.parametrize("projection", projection_names())
+def test_every_projection_has_an_lr_preset_around_its_lr(projection: str):
+    """lr_<projection> searches every lr key it names, log-uniform from 1/10 to 100 × the configured value."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/sweeper=lr_{projection}", f"projection={projection}"],
+                      return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper.direction == "maximize" and sweeper.n_trials > 0 and sweeper.sampler.seed == 0
+    assert sweeper.max_failure_rate == 1.0  # a failed trial is a FAIL, never the end of the sweep
+    assert sweeper.params, "the preset searches nothing"
+    for key, spec in sweeper.params.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        assert isinstance(value, float), f"{key} is not a float lr of projection={projection}"
+        lo, hi = _interval(spec)
+        assert lo == pytest.approx(value / 10) and hi == pytest.approx(value * 100), (key, spec, value)

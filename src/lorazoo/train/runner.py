@@ -56,6 +56,9 @@ def apply_task_overrides(cfg: DictConfig, explicit: list[str]) -> tuple[DictConf
     """Apply ``task_overrides[<task name>]`` ({dotted key: value}, a paper's per-task table) to a copy of
     ``cfg``; keys also given on the command line keep the command-line value."""
     table = to_plain(cfg.get("task_overrides")) or {}
+    if table and str(cfg.task.name) not in table:  # a paper's table without this task: its defaults are no setting
+        raise ConfigError(f"experiment {cfg.get('name')!r} has no settings for task {str(cfg.task.name)!r}; "
+                          f"its tasks: {sorted(table)}")
     entry = table.get(str(cfg.task.name)) or {}
     given = {o.split("=", 1)[0].lstrip("+~") for o in explicit}
     cfg = copy.deepcopy(cfg)
