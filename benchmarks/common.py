@@ -41,6 +41,10 @@ MODELS: dict[str, dict[str, Any]] = {
     "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                          num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
                          rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
+    # Llama-2-7B's shape (meta-llama/Llama-2-7b-hf config.json); used with --layers 2..4 on a GPU (gpu.sh)
+    "llama2-7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+                      rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False),
     # for the smoke test only
     "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
@@ -58,12 +62,38 @@ def llama_config(model: str = "smollm2-135m", layers: int | None = None):
     return LlamaConfig(**kwargs)
 
 
+# where the benchmarks run (--device / --dtype of every script; CPU float32 unless asked)
+DEVICE = torch.device("cpu")
+DTYPE = torch.float32
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def add_device_args(p: Any) -> None:
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]: CUDA timings synchronise before and after each call")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="the base model's dtype (adapters stay fp32)")
+
+
+def use_device(args: Any) -> None:
+    """Apply --device / --dtype for this process (one device per benchmark run)."""
+    global DEVICE, DTYPE
+    DEVICE, DTYPE = torch.device(args.device), DTYPES[args.dtype]
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device}: CUDA is not available here")
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def build_base(model: str = "smollm2-135m", layers: int | None = None, seed: int = 0) -> nn.Module:
-    """A Llama-like causal LM with random weights drawn from ``seed`` (identical for every caller)."""
+    """A Llama-like causal LM with random weights drawn from ``seed`` (identical for every caller), built
+    directly on ``DEVICE`` in ``DTYPE``."""
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
-    base = LlamaForCausalLM(llama_config(model, layers))
+    with torch.device(DEVICE):
+        base = LlamaForCausalLM(llama_config(model, layers)).to(DTYPE)
     return base.train()
 
 
@@ -289,8 +319,11 @@ def time_limit(seconds: float | None) -> Iterator[None]:
 
 
 def timed(fn: Callable[[], Any]) -> float:
+    """Wall seconds of ``fn()``; on CUDA the queue is drained before and after, so the kernels are counted."""
+    synchronize()
     start = time.perf_counter()
     fn()
+    synchronize()
     return time.perf_counter() - start
 
 

@@ -40,15 +40,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help=common.THREADS_HELP)
+    common.add_device_args(p)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--report", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    common.use_device(args)
     if args.quick:
         args.layers = args.layers or 4
     if args.out is None:
         args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    if args.report is None and not args.quick and not args.only and args.model == "smollm2-135m":
+    if args.report is None and not args.quick and not args.only and args.device == "cpu" and args.model == "smollm2-135m":
         args.report = common.REPORT_PATH
     return args
 
@@ -59,7 +61,7 @@ def perturb(model: nn.Module, seed: int, scale: float = 0.02) -> None:
     gen = torch.Generator().manual_seed(seed)
     for p in model.parameters():
         if p.requires_grad:
-            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device))
 
 
 def build_models(args: argparse.Namespace, base: nn.Module) -> tuple[dict[str, nn.Module], dict[str, Setting], str]:
@@ -80,7 +82,7 @@ def build_models(args: argparse.Namespace, base: nn.Module) -> tuple[dict[str, n
     # the merged model gets its own weights: merging writes into W
     adapted = Impl("lorazoo", lora).build(copy.deepcopy(base), args.seed).eval()
     perturb(adapted, args.seed)
-    ids = torch.randint(0, base.config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(args.seed))
+    ids = torch.randint(0, base.config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(args.seed)).to(common.DEVICE)
     with torch.no_grad():
         before = adapted(input_ids=ids).logits
         merged = adapted.merge_and_unload()
@@ -117,8 +119,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     base = common.build_base(args.model, args.layers, args.seed).eval()
     models, settings, check = build_models(args, base)
     gen = torch.Generator().manual_seed(args.seed + 1)
-    batch = torch.randint(0, base.config.vocab_size, (args.batch, args.seq), generator=gen)
-    prompt = torch.randint(0, base.config.vocab_size, (1, args.prompt), generator=gen)
+    batch = torch.randint(0, base.config.vocab_size, (args.batch, args.seq), generator=gen).to(common.DEVICE)
+    prompt = torch.randint(0, base.config.vocab_size, (1, args.prompt), generator=gen).to(common.DEVICE)
 
     def forward(model: nn.Module) -> Callable[[], Any]:
         return lambda: model(input_ids=batch)
@@ -161,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "model": {"shape": args.model, "layers": base.config.num_hidden_layers, "targets": common.TARGETS,
                   "batch": args.batch, "seq": args.seq, "prompt": args.prompt, "new_tokens": args.new_tokens},
         "repeats": args.repeats,
+        "device": str(common.DEVICE),
+        "dtype": str(common.DTYPE).replace("torch.", ""),
         "records": records,
     }
     common.write_results(args.out, common.result_name("inference", args.only), payload, args.report, benchmark="inference")

@@ -39,16 +39,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="4 blocks, 5 repeats, 10 s cap and budget")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help=common.THREADS_HELP)
+    common.add_device_args(p)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--report", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    common.use_device(args)
     if args.quick:
         args.blocks, args.repeats, args.cap = min(args.blocks, 4), min(args.repeats, 5), min(args.cap, 10.0)
         args.budget = min(args.budget, 10.0)
     if args.out is None:
         args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    if args.report is None and not args.quick and not args.only and args.blocks == 32:
+    if args.report is None and not args.quick and not args.only and args.device == "cpu" and args.blocks == 32:
         args.report = common.REPORT_PATH
     return args
 
@@ -61,10 +63,10 @@ class Case:
         start = time.perf_counter()
         config = setting.adapter_config(seed=seed)
         config.rank = layout[0].rank  # the layout fixes the rank
-        self.projection = build_projection(layout, config)
+        self.projection = build_projection(layout, config).to(common.DEVICE)
         self.projection.set_active(True)
         self.build_s = time.perf_counter() - start
-        self.grad = torch.randn(layout.D, generator=torch.Generator().manual_seed(seed))
+        self.grad = torch.randn(layout.D, generator=torch.Generator().manual_seed(seed)).to(common.DEVICE)
         self.theta_D: torch.Tensor | None = None
         self.forward_times: list[float] = []
         self.backward_times: list[float] = []
@@ -133,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "D": layout.D,
         "repeats": args.repeats,
         "cap_s": args.cap,
+        "device": str(common.DEVICE),
         "budget_s": args.budget,
         "records": records,
     }

@@ -20,6 +20,8 @@ TWIN_TARGET, UNILORA_FILE_LIMIT = 0.90, 100 * 1024
 PEAK_TARGETS = {"vera": 1.05, "vblora": 1.0, "unilora": 1.0}  # vera: issue 18 (≤ 1.05 × PEFT's VeRA)
 GAUSSIAN_PAPER_LIMIT = 5.0  # issue 18: gaussian-paper step ≤ 5 × PEFT LoRA r = 4
 DISCUSSION = Path(__file__).with_name("discussion.md")
+SHAPES = {"smollm2-135m": "SmolLM2-135M", "llama2-7b": "Llama-2-7B", "tiny": "a tiny test model"}
+BENCHMARKS = ("train_step", "inference", "reconstruct")
 
 
 def _load(results_dir: Path, name: str) -> dict[str, Any] | None:
@@ -62,8 +64,8 @@ def train_section(data: dict[str, Any]) -> list[str]:
         "",
         f"`{data['command']}`",
         "",
-        f"Model: Llama with SmolLM2-135M's shape ({m['layers']} layers, {m['base_params']:,} parameters, random "
-        f"weights), targets {', '.join(m['targets'])}, batch {m['batch']} × {m['seq']} tokens, causal-LM loss, "
+        f"Model: Llama with {SHAPES.get(m['shape'], m['shape'])}'s shape ({m['layers']} layers, {m['base_params']:,} "
+        f"parameters, random weights; {data.get('device', 'cpu')}, base in {data.get('dtype', 'float32')}), targets {', '.join(m['targets'])}, batch {m['batch']} × {m['seq']} tokens, causal-LM loss, "
         f"AdamW (PyTorch defaults). One step = zero_grad + forward + backward + optimiser step. Medians over "
         f"{data['steps']} rounds after {data['warmup']} warm-up rounds; every round runs each implementation once, "
         "in an order that rotates per round; all implementations share one set of frozen base weights. "
@@ -225,10 +227,36 @@ def machine_section(machine: dict[str, Any]) -> list[str]:
     ]
 
 
+def _sections(sections: dict[str, dict[str, Any] | None]) -> list[str]:
+    lines: list[str] = []
+    if sections.get("train_step"):
+        lines += train_section(sections["train_step"]) + overhead_section(sections["train_step"])
+    if sections.get("inference"):
+        lines += inference_section(sections["inference"])
+    if sections.get("reconstruct"):
+        lines += reconstruct_section(sections["reconstruct"])
+    return lines
+
+
+def gpu_section(gpu_dir: Path) -> list[str]:
+    """Every full run under ``gpu/`` (benchmarks/gpu.sh), one level down in the headings."""
+    runs = sorted({p.parent for p in gpu_dir.rglob("*.json") if p.stem in BENCHMARKS})
+    if not runs:
+        return []
+    first = json.loads(next(p for p in sorted(runs[0].glob("*.json")) if p.stem in BENCHMARKS).read_text())
+    lines = [f"## GPU: {first['machine'].get('cuda') or 'unknown device'}", "",
+             "Made by `bash benchmarks/gpu.sh` (CUDA-synchronised timings, base in bf16, adapters fp32).", ""]
+    for run in runs:
+        body = _sections({name: _load(run, name) for name in BENCHMARKS})
+        lines += [("#" + line) if line.startswith("#") else line for line in body]
+    return lines
+
+
 def write_report(results_dir: Path, report_path: Path, files: dict[str, str] | None = None) -> Path:
-    """The report from ``<results_dir>/<benchmark>.json`` (``files`` maps a benchmark to another file name)."""
+    """The report from ``<results_dir>/<benchmark>.json`` (``files`` maps a benchmark to another file name)
+    and, where ``benchmarks/gpu.sh`` has run, ``<results_dir>/gpu/**``."""
     results_dir = Path(results_dir)
-    files = {"train_step": "train_step", "inference": "inference", "reconstruct": "reconstruct", **(files or {})}
+    files = {**{name: name for name in BENCHMARKS}, **(files or {})}
     sections = {name: _load(results_dir, stem) for name, stem in files.items()}
     found = [d for d in sections.values() if d]
     lines = ["# lorazoo benchmarks", "",
@@ -236,12 +264,9 @@ def write_report(results_dir: Path, report_path: Path, files: dict[str, str] | N
              "projection × implementation); rerun the commands below to refresh.", ""]
     if found:
         lines += machine_section(found[0]["machine"])
-    if sections["train_step"]:
-        lines += train_section(sections["train_step"]) + overhead_section(sections["train_step"])
-    if sections["inference"]:
-        lines += inference_section(sections["inference"])
-    if sections["reconstruct"]:
-        lines += reconstruct_section(sections["reconstruct"])
+    lines += _sections(sections)
+    if (results_dir / "gpu").is_dir():
+        lines += gpu_section(results_dir / "gpu")
     if DISCUSSION.exists():
         lines += [DISCUSSION.read_text().rstrip(), ""]
     text = "\n".join(lines)

@@ -19,7 +19,7 @@ LEVEL = 0.95
 
 def _paired(*series: Sequence[float | None]) -> np.ndarray:
     """(rounds × series) array of the rounds in which every series has a time."""
-    rows = [r for r in zip(*series) if all(v is not None for v in r)]
+    rows = [r for r in zip(*series, strict=True) if all(v is not None for v in r)]
     return np.array(rows, dtype=np.float64).reshape(len(rows), len(series))
 
 

@@ -63,7 +63,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="timed rounds (each implementation steps once per round)")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--step-cap", type=float, default=30.0, help="drop an implementation whose first step exceeds this (s)")
+    p.add_argument("--step-cap", type=float, default=None,
+                   help="drop an implementation whose first call exceeds this (s; default 30, --quick 300)")
     p.add_argument("--budget", type=float, default=90.0,
                    help="seconds per implementation and setting; over it: no more warm-up, 2 timed rounds")
     p.add_argument("--settings", default="main,small,decode", help="token settings to time (main,small,decode)")
@@ -74,21 +75,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the per-implementation peak-RSS measurement")
     p.add_argument("--no-save", action="store_true", help="skip the adapter file sizes")
     p.add_argument("--quick", action="store_true",
-                   help="4 layers, 10 steps, 2 warm-up rounds, 150 s step cap (gaussian-paper takes ~1 min a step), 20 s budget")
+                   help="4 layers, 10 steps, 2 warm-up rounds, 300 s first-call cap (gaussian-paper: ~1 min a step), 20 s budget")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help=common.THREADS_HELP)
+    common.add_device_args(p)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--out", type=Path, default=None, help="results dir (default results/benchmarks[/quick])")
     p.add_argument("--report", type=Path, default=None, help="markdown report to rewrite (default: none for --quick)")
     p.add_argument("--profile", default="", help="profile this implementation key (e.g. lorazoo/vera) and exit")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    common.use_device(args)
     if args.quick:
         args.layers = args.layers or 4
         args.warmup = min(args.warmup, 2)
         args.steps = min(args.steps, 10)
-        args.step_cap = 150.0
+        args.step_cap = 300.0 if args.step_cap is None else args.step_cap
         args.budget = min(args.budget, 20.0)
+    args.step_cap = 30.0 if args.step_cap is None else args.step_cap
     args.small_steps = args.small_steps or 2 * args.steps
     args.decode_steps = args.decode_steps or 5 * args.steps
     args.settings = [name for name in args.settings.split(",") if name]
@@ -97,8 +101,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--settings: unknown {unknown}; valid: main, small, decode")
     if args.out is None:
         args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    # a partial run (--only) never regenerates the report: its json has its own name (see result_name)
-    if args.report is None and not args.quick and not args.only and args.model == "smollm2-135m":
+    # a partial run (--only) or a GPU run never regenerates the CPU report (gpu.sh calls benchmarks.report)
+    if args.report is None and not args.quick and not args.only and args.device == "cpu" and args.model == "smollm2-135m":
         args.report = common.REPORT_PATH
     return args
 
@@ -137,7 +141,7 @@ def plan(args: argparse.Namespace, base: nn.Module) -> tuple[list[Impl], dict[st
 def make_batch(vocab: int, batch: int, seq: int, seed: int) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab, (batch, seq), generator=gen)
-    return {"input_ids": ids, "labels": ids.clone()}
+    return {"input_ids": ids.to(common.DEVICE), "labels": ids.clone().to(common.DEVICE)}
 
 
 class Runner:
@@ -227,6 +231,8 @@ def measure_memory(args: argparse.Namespace, base: nn.Module, impl: Impl | None,
     or build cost): the child returns freed heap to the OS (malloc_trim), resets its peak-RSS counter,
     notes its RSS, attaches the adapter, steps, and reports VmHWM − that RSS.
     """
+    if common.DEVICE.type == "cuda":
+        return _cuda_memory(args, base, impl, batch)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -253,6 +259,22 @@ def measure_memory(args: argparse.Namespace, base: nn.Module, impl: Impl | None,
         os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     return json.loads(data) if data else {"memory_error": f"no result within {timeout:g} s"}
+
+
+def _cuda_memory(args: argparse.Namespace, base: nn.Module, impl: Impl | None,
+                 batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """On CUDA (no fork): peak allocated bytes of attaching + stepping, over the allocation before."""
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(common.DEVICE)
+    before = torch.cuda.memory_allocated(common.DEVICE)
+    runner = Runner(impl, base, args.lr, args.seed)
+    for _ in range(MEMORY_STEPS):
+        runner.step(batch)
+    peak = torch.cuda.max_memory_allocated(common.DEVICE)
+    del runner
+    gc.collect()
+    return {"rss_before_mib": before / 2**20, "peak_extra_mib": (peak - before) / 2**20, "hwm_reset": True}
 
 
 def adapter_sizes(runner: Runner) -> dict[str, Any]:
@@ -377,8 +399,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "token_settings": [{"name": st.name, "batch": st.batch, "seq": st.seq, "mode": st.mode, "steps": st.steps,
                             "warmup": st.warmup, "describe": st.describe()} for st in settings],
         "interval": f"{int(stats.LEVEL * 100)} % percentile bootstrap over rounds ({stats.BOOTSTRAP} resamples)",
-        "memory_method": "peak RSS (VmHWM, reset via /proc/self/clear_refs) minus RSS before attaching, in a "
-                         f"forked child per implementation that holds only the built base; {MEMORY_STEPS} training steps",
+        "device": str(common.DEVICE),
+        "dtype": str(common.DTYPE).replace("torch.", ""),
+        "memory_method": ("peak torch.cuda.max_memory_allocated minus the allocation before attaching, "
+                          f"{MEMORY_STEPS} training steps" if common.DEVICE.type == "cuda" else
+                          "peak RSS (VmHWM, reset via /proc/self/clear_refs) minus RSS before attaching, in a "
+                          f"forked child per implementation that holds only the built base; {MEMORY_STEPS} training steps"),
         "records": build_records(runners, baseline_of, twin_of, extra, settings, args.seed),
     }
     common.write_results(args.out, result_name(args), payload, args.report, benchmark="train_step")

@@ -31,7 +31,10 @@ from .base import Projection, register_projection
 from .options import option
 
 _STREAM = "gaussian/P"
-_AUTO_CHUNK_ELEMENTS = 1 << 16  # values per generated chunk: float64 + int64 temporaries stay in the L2 cache
+# values per generated chunk: on a CPU the float64 + int64 temporaries stay in the L2 cache; on an
+# accelerator a chunk must be large enough that its ~40 elementwise kernels are not launch-bound
+_AUTO_CHUNK_ELEMENTS = {"cpu": 1 << 16}
+_AUTO_CHUNK_ELEMENTS_DEVICE = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class GaussianOptions:
     d: int = option(23040, positive=True, high="D", high_name="D, the number of LoRA factor entries")  # unilora's GLUE d
     # θ_d ~ U(±0.02) as unilora/PEFT (θ_d = 0 would make every A_l = B_l = 0 and BA has zero gradient there)
     init_range: float = option(0.02, positive=True)
-    chunk_rows: int = option(0, low=0)  # 0 = auto (about 64K entries per chunk)
+    chunk_rows: int = option(0, low=0)  # 0 = auto (about 64K entries per chunk on a CPU, 16M on a GPU)
     cache_max_elements: int = option(1 << 24, low=0)  # keep P whole when D·d is at most this
 
 
@@ -52,7 +55,6 @@ class GaussianProjection(Projection):
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)
         d = self.opts.d
-        self.chunk_rows = self.opts.chunk_rows or max(1, _AUTO_CHUNK_ELEMENTS // d)
         self.theta = self.small_uniform_theta(d)
         # filled lazily on first use, so building the projection (e.g. for counting) allocates only θ_d
         self.register_buffer("cached_matrix", None, persistent=False)
@@ -68,9 +70,16 @@ class GaussianProjection(Projection):
                                       device=device or self.theta.device)
         return values.div_(math.sqrt(self.D)).view(stop - start, d).to(dtype or self.theta.dtype)
 
+    @property
+    def chunk_rows(self) -> int:
+        """Rows per generated chunk: the option, else sized for θ's device."""
+        elements = _AUTO_CHUNK_ELEMENTS.get(self.theta.device.type, _AUTO_CHUNK_ELEMENTS_DEVICE)
+        return self.opts.chunk_rows or max(1, elements // self.theta.numel())
+
     def row_chunks(self):
         """(start, stop) of every chunk of ``chunk_rows`` rows."""
-        return [(s, min(s + self.chunk_rows, self.D)) for s in range(0, self.D, self.chunk_rows)]
+        step = self.chunk_rows
+        return [(s, min(s + step, self.D)) for s in range(0, self.D, step)]
 
     def forward(self) -> torch.Tensor:
         if self.cached:
