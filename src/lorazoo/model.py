@@ -15,7 +15,8 @@ from .config import AdapterConfig
 from .errors import AdapterFileError, AdapterStateError, LayoutMismatchError, TargetModulesError
 from .layout import Layout
 from .projections import Projection, build_projection
-from .reconstructor import AdaptedLinear, LayerSlot, ThetaCache, factors_from_theta
+from .mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
+from .reconstructor import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
 from .wrappers import ModuleCopies, float_dtype, layout_from_model, set_submodule
 
 DEFAULT_ADAPTER = "default"
@@ -28,6 +29,10 @@ class AdaptedModel(nn.Module):
     to the base model, so ``model.generate``, ``model.config`` etc. work as before.
     """
 
+    # transformers' marker for "trainable adapters are attached": with it, Trainer accepts a bitsandbytes
+    # base (it refuses to fine-tune a "purely quantized" model, i.e. one without adapters)
+    _hf_peft_config_loaded = True
+
     def __init__(self, base_model: nn.Module, config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER):
         super().__init__()
         self.base_model = base_model
@@ -35,13 +40,21 @@ class AdaptedModel(nn.Module):
         self.adapter_configs: dict[str, AdapterConfig] = {}
         self.cache = ThetaCache()
         self.merged_adapter: str | None = None
+        self.merge_errors: dict[str, float] = {}  # quantised layers: max |stored − exact| of the last merge
+        self._mixed_request: MixedBatch | None = None
         base_model.requires_grad_(False)
         self._hook = base_model.register_forward_pre_hook(self._refresh_theta)
         self.add_adapter(adapter_name, config)
 
+        accepted = accepted_kwargs(base_model.forward)
+
         @functools.wraps(base_model.forward)  # the same signature, so Trainer keeps the right columns
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            return self.base_model(*args, **kwargs)
+        def forward(*args: Any, adapter_names: Any = None, **kwargs: Any) -> Any:
+            check_forward_kwargs(accepted, kwargs)
+            if adapter_names is None:
+                return self.base_model(*args, **kwargs)
+            with self._mixed_batch(adapter_names):
+                return self.base_model(*args, **kwargs)
 
         self.forward = forward
 
@@ -55,8 +68,31 @@ class AdaptedModel(nn.Module):
             return getattr(base, name)
 
     def _refresh_theta(self, module: nn.Module, args: Any) -> None:
-        if self.active_adapter is not None and self.merged_adapter is None and not self.cache.disabled:
+        mixed = self._mixed_request
+        if mixed is not None:
+            self.cache.refresh_mixed(mixed, {name: self.adapters[name] for name in mixed.slots})
+        elif self.active_adapter is not None and self.merged_adapter is None and not self.cache.disabled:
             self.cache.refresh(self.projection, self.projection.layout)
+        else:
+            self.cache.mixed = None
+
+    @contextlib.contextmanager
+    def _mixed_batch(self, adapter_names: Any, expandable: bool = False) -> Iterator[None]:
+        """Forwards inside run rows on their own adapters (mixed.py); the plan is checked first."""
+        if self._mixed_request is not None:
+            raise AdapterStateError("a mixed-adapter batch is already running; nested adapter_names are not supported")
+        self._mixed_request = plan_mixed_batch(self, adapter_names, expandable)
+        try:
+            yield
+        finally:
+            self._mixed_request = None
+
+    def generate(self, *args: Any, adapter_names: Any = None, **kwargs: Any) -> Any:
+        """The base's ``generate``; ``adapter_names`` (one per prompt row) serves a mixed-adapter batch."""
+        if adapter_names is None:
+            return self.base_model.generate(*args, **kwargs)
+        with self._mixed_batch(adapter_names, expandable=True):
+            return self.base_model.generate(*args, **kwargs)
 
     # ----------------------------------------------------------------- adapters
     @property
@@ -103,10 +139,7 @@ class AdaptedModel(nn.Module):
             raise AdapterStateError(f"unknown adapter {name!r}; existing: {list(self.adapters)}")
         if self.merged_adapter is not None:
             raise AdapterStateError(f"adapter {self.merged_adapter!r} is merged; unmerge() before switching")
-        projection, config = self.adapters[name], self.adapter_configs[name]
-        slots = {
-            e.name: LayerSlot.from_entry(i, e, projection.scaling, config.dropout) for i, e in enumerate(projection.layout)
-        }
+        slots = self.layer_slots(name)
         for layer in self.adapted_layers():
             layer.slot = slots.get(layer.module_name)
         for other_name, other in self.adapters.items():
@@ -116,6 +149,11 @@ class AdaptedModel(nn.Module):
                 module_copy.requires_grad_(copy_name == name)
         self.cache.active_adapter = name
         self.cache.invalidate()
+
+    def layer_slots(self, name: str) -> dict[str, LayerSlot]:
+        """Where adapter ``name``'s factors sit in its split θ_D, and its scale and dropout, per module."""
+        projection, config = self.adapters[name], self.adapter_configs[name]
+        return {e.name: LayerSlot.from_entry(i, e, projection.scaling, config.dropout) for i, e in enumerate(projection.layout)}
 
     def delete_adapter(self, name: str) -> None:
         if name not in self.adapters:
@@ -152,8 +190,8 @@ class AdaptedModel(nn.Module):
         _load_tensors(self, self._require_active(), self.projection, tensors, path)
 
     # ----------------------------------------------------------------- inspection
-    def adapted_layers(self) -> list[AdaptedLinear]:
-        return [m for m in self.base_model.modules() if isinstance(m, AdaptedLinear)]
+    def adapted_layers(self) -> list[AdaptedLayer]:
+        return [m for m in self.base_model.modules() if isinstance(m, AdaptedLayer)]
 
     def _module_copies(self, names: list[str] | None = None) -> list[ModuleCopies]:
         if names is None:
@@ -216,19 +254,35 @@ class AdaptedModel(nn.Module):
 
     def _apply_delta(self, sign: int) -> None:
         factors = self.lora_factors()
-        for layer in self.adapted_layers():
-            if layer.module_name in factors:
-                a, b = factors[layer.module_name]
-                weight = layer.base_layer.weight
-                weight += (sign * (b.float() @ a.float())).to(weight.dtype)
-                layer.merged = sign > 0
+        layers = [layer for layer in self.adapted_layers() if layer.module_name in factors]
+        self._check_untied(layers)
+        self.merge_errors = {}
+        for layer in layers:
+            a, b = factors[layer.module_name]
+            error = layer.add_to_weight(sign * (b.float() @ a.float()))
+            if error is not None:
+                self.merge_errors[layer.module_name] = error
+            layer.merged = sign > 0
+
+    def _check_untied(self, layers: list[AdaptedLayer]) -> None:
+        """Merging into a weight another module shares (tied input/output embeddings) would change both."""
+        owners: dict[int, list[str]] = {}
+        for name, param in self.base_model.named_parameters(remove_duplicate=False):
+            owners.setdefault(id(param), []).append(name)
+        for layer in layers:
+            names = owners.get(id(layer.base_layer.weight), [])
+            if len(names) > 1:
+                raise AdapterStateError(
+                    f"cannot merge into {layer.module_name!r}: its weight is tied to {names[1:]} and merging would change "
+                    "both; keep the adapter unmerged, or untie the weights (tie_word_embeddings=False) before attaching"
+                )
 
     def merge_and_unload(self) -> nn.Module:
         """Merge the active adapter and return the plain base model (adapted modules unwrapped)."""
         if self.merged_adapter is None:
             self.merge()
         for layer_name, module in list(self.base_model.named_modules()):
-            if isinstance(module, AdaptedLinear):
+            if isinstance(module, AdaptedLayer):
                 set_submodule(self.base_model, layer_name, module.base_layer)
             elif isinstance(module, ModuleCopies):
                 dtype = float_dtype(module.original)  # an fp32 trained copy goes back in the base's dtype
@@ -292,8 +346,8 @@ class AdaptedModel(nn.Module):
     def _wrap_targets(self, layout: Layout) -> None:
         for entry in layout:
             module = self.base_model.get_submodule(entry.name)
-            if not isinstance(module, AdaptedLinear):
-                set_submodule(self.base_model, entry.name, AdaptedLinear(module, entry.name, self.cache))
+            if not isinstance(module, AdaptedLayer):
+                set_submodule(self.base_model, entry.name, wrap_module(module, entry.name, self.cache))
 
     def _wrap_module_to_save(self, pattern: str) -> ModuleCopies:
         names = [n for n, _ in self.base_model.named_modules() if n == pattern or n.endswith("." + pattern)]

@@ -19,6 +19,7 @@ from .. import AdapterConfig, attach
 from .errors import ConfigError, ModelUnavailableError
 from .hub import hub_unreachable_reason
 from .options import ModelOptions, ProjectionOptions
+from .quantization import bnb_config, quantize_in_memory
 
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -107,15 +108,20 @@ def load_base(opts: ModelOptions, num_labels: int) -> tuple[torch.nn.Module, Any
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     dtype = getattr(torch, opts.dtype)
+    quantization = bnb_config(opts)
     if opts.pretrained.startswith("tiny:"):
         tokenizer = load_tokenizer(opts, opts.pretrained)
         model = _tiny_model(opts.pretrained.split(":", 1)[1], opts, num_labels, len(tokenizer)).to(dtype)
+        if quantization is not None:
+            model = quantize_in_memory(model, quantization, dtype=dtype)
         return model, tokenizer, opts.pretrained
     source = resolve_source(opts.pretrained, opts.gguf_file)
     tokenizer = load_tokenizer(opts, source)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if opts.gguf_file:
         kwargs["gguf_file"] = opts.gguf_file
+    elif quantization is not None:
+        kwargs["quantization_config"] = quantization
     if opts.task_type == "seq_cls":
         kwargs["num_labels"] = num_labels
         if num_labels == 1:
@@ -129,6 +135,8 @@ def load_base(opts: ModelOptions, num_labels: int) -> tuple[torch.nn.Module, Any
         # GGUF tensors are dequantized to plain float Linear weights on load; the quantizer left attached
         # would only make Trainer refuse a model that holds nothing quantized
         model.hf_quantizer.remove_quantization_config(model)
+    if opts.gguf_file and quantization is not None:  # GGUF loads as float: quantise that through from_pretrained
+        model = quantize_in_memory(model, quantization, dtype=dtype)
     return model, tokenizer, source
 
 

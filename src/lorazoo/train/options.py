@@ -64,10 +64,19 @@ class ModelOptions:
     dims: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None  # where the tokenizer lives when not beside the weights (tiny models)
     dtype: str = "float32"
+    # bitsandbytes base (train/quantization.py): none | 8bit | 4bit; the 4-bit keys are BitsAndBytesConfig's
+    quantization: str = "none"
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: str | None = None  # None: model.dtype
 
     def __post_init__(self) -> None:
+        from .quantization import check_quantization
+
         check_choice(self.task_type, ("seq_cls", "causal_lm"), "model.task_type")
         check_choice(self.dtype, ("float32", "bfloat16"), "model.dtype")
+        check_quantization(self.quantization, self.bnb_4bit_quant_type, self.bnb_4bit_use_double_quant,
+                           self.bnb_4bit_compute_dtype)
 
 
 @dataclass

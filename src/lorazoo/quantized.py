@@ -1,0 +1,93 @@
+"""bitsandbytes-quantised base weights (QLoRA bases): read them as float, write a float sum back.
+
+A 4-/8-bit Linear cannot take ``W += ΔW`` in place: its storage holds codes, not values (writing into
+the int8 tensor silently changes nothing useful; the 4-bit tensor has a packed shape). Merging is
+therefore dequantise → add → requantise, as PEFT does (peft@0.21 tuners/lora/bnb.py ``merge``), and
+the merged weight is exact only up to one requantisation:
+
+* 8-bit (LLM.int8 row-wise absmax, ``int8_vectorwise_quant``): every element is within
+  ``absmax(row) / 254`` (half a code step) of W + ΔW, plus the fp16 rounding bitsandbytes applies first;
+* 4-bit (blockwise, ``blocksize`` elements per absmax): within ``gap/2 · absmax(block)``, where ``gap`` is
+  the widest distance between adjacent code values (nf4: 1 − 0.7230 → 0.139·absmax), plus, with double
+  quantisation, the 8-bit error of the block's absmax itself.
+
+``requantization_bound`` returns that bound for a weight; ``merge`` reports the achieved error.
+Unmerging requantises again, so merge → unmerge restores W only within twice the bound.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+QUANTIZED_PARAMS = {"Params4bit": "4bit", "Int8Params": "8bit"}
+
+
+def quantization_of(module: nn.Module) -> str | None:
+    """``"4bit"``/``"8bit"`` for a bitsandbytes layer, else None (found by class name: no bnb import)."""
+    weight = getattr(module, "weight", None)
+    return QUANTIZED_PARAMS.get(type(weight).__name__) if weight is not None else None
+
+
+def _int8_scales(module: nn.Module) -> torch.Tensor:
+    scb = getattr(module.weight, "SCB", None)
+    if scb is None:  # bitsandbytes moves CB/SCB to the layer state on the first forward
+        scb = module.state.SCB
+    return scb
+
+
+def dequantized_weight(module: nn.Module) -> torch.Tensor:
+    """The layer's weight as float32 (out × in), exactly what its forward multiplies by."""
+    import bitsandbytes as bnb
+
+    kind = quantization_of(module)
+    weight = module.weight
+    if kind == "4bit":
+        return bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
+    if kind == "8bit":
+        scales = _int8_scales(module).to(weight.device)
+        return bnb.functional.int8_vectorwise_dequant(weight.data, scales).float()
+    return weight.detach().float()
+
+
+def requantize_(module: nn.Module, value: torch.Tensor) -> None:
+    """Replace the layer's quantised weight by ``value`` (float, out × in) quantised the same way."""
+    import bitsandbytes as bnb
+
+    kind = quantization_of(module)
+    weight = module.weight
+    device = weight.device
+    if kind == "4bit":
+        options: dict[str, Any] = {k: v for k, v in weight.__dict__.items() if not k.startswith("_")}
+        options.update(requires_grad=False, bnb_quantized=False)
+        for key in ("data", "quant_state"):
+            options.pop(key, None)
+        dtype = getattr(module, "compute_dtype", None) or torch.float32
+        module.weight = bnb.nn.Params4bit(value.to("cpu", dtype), **options).to(device)
+    elif kind == "8bit":
+        module.weight = bnb.nn.Int8Params(value.to("cpu", torch.float16), requires_grad=False,
+                                          has_fp16_weights=weight.has_fp16_weights).to(device)
+        module.state.CB, module.state.SCB = None, None
+        module.state.reset_grads()
+    else:
+        raise TypeError(f"{type(module).__name__} is not a bitsandbytes-quantised layer")
+
+
+def requantization_bound(module: nn.Module, value: torch.Tensor) -> torch.Tensor:
+    """Per-element bound on |Q(value) − value| for this layer's quantisation (see the module docstring)."""
+    kind = quantization_of(module)
+    value = value.float()
+    if kind == "8bit":
+        absmax = value.abs().amax(dim=1, keepdim=True)
+        return absmax / 254 + value.abs() * 2.0**-10  # half a code step, plus fp16 rounding of the input
+    if kind == "4bit":
+        state = module.weight.quant_state
+        code = state.code.float().sort().values
+        half_gap = float((code[1:] - code[:-1]).max()) / 2
+        blocks = value.reshape(-1, state.blocksize)
+        absmax = blocks.abs().amax(dim=1, keepdim=True)
+        nested = 2.0**-6 * absmax if getattr(state, "nested", False) else 0.0  # 8-bit error of the absmax itself
+        return (half_gap * absmax + nested).expand_as(blocks).reshape(value.shape)
+    return torch.zeros_like(value)
