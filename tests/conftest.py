@@ -43,8 +43,20 @@ def tiny_llama(seed: int = 0):
     return LlamaForCausalLM(config).eval()
 
 
-TINY_MODELS = {"bert": tiny_bert, "llama": tiny_llama}
-TINY_TARGETS = {"bert": ["query", "value"], "llama": "all-linear"}
+def tiny_gpt2(seed: int = 0):
+    """GPT-2: every projection is a transformers Conv1D (weight stored in × out); wte is tied to lm_head."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0,
+                        eos_token_id=0)
+    return GPT2LMHeadModel(config).eval()
+
+
+# "llama_embed": an embedding target beside a Linear one (the embedding merges: Llama's are untied here)
+TINY_MODELS = {"bert": tiny_bert, "llama": tiny_llama, "gpt2": tiny_gpt2, "llama_embed": tiny_llama}
+TINY_TARGETS = {"bert": ["query", "value"], "llama": "all-linear", "gpt2": "all-linear",
+                "llama_embed": ["embed_tokens", "q_proj"]}
 
 
 def registered_cases() -> list[str]:

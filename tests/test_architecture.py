@@ -21,9 +21,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("lorazoo.config",),
     ("lorazoo.layout",),
     ("lorazoo.projections",),  # the package and every module in it
-    ("lorazoo.io",),
+    ("lorazoo.io", "lorazoo.quantized"),  # quantized: reading/writing bitsandbytes weights (torch only)
     ("lorazoo.reconstructor",),
-    ("lorazoo.wrappers",),
+    ("lorazoo.wrappers", "lorazoo.mixed"),
     ("lorazoo.model",),
     ("lorazoo.counting",),
     ("lorazoo",),  # the public API (__init__)

@@ -31,7 +31,7 @@ CASES: dict[str, tuple[list[str], str, str]] = {
                              r"^error: vblora: vector_length=7 does not divide in_features=32 .*valid: a divisor of 32", ""),
     "prolora m = 0": (["projection=prolora", "projection.kwargs.m=0"], r"^error: prolora: m=0 is invalid; valid:", ""),
     "targets match nothing": (["model.target_modules=[qeury]"],
-                              r"^error: target_modules=\['qeury'\] matched no nn.Linear; .*'query'.*'all-linear'", ""),
+                              r"^error: target_modules=\['qeury'\] matched no adaptable module .*'query'.*'all-linear'", ""),
     "empty data file": (["task.data_file={tmp}/empty.csv"], r"^error: data file '.*/empty\.csv' is empty$", ""),
     "malformed data file": (["task.data_file={tmp}/bad.csv"],
                             r"^error: .*/bad\.csv:3: sentiment 'angry' is not one of \['negative', 'neutral', 'positive'\]$", ""),

@@ -97,12 +97,15 @@ def test_llama_all_linear_count_per_kind():
     assert model.num_parameters()["trainable"] == expected and len(model.projection.groups) == 7
 
 
-def test_unequal_shapes_within_a_kind_is_an_error():
-    layout = Layout.from_shapes([("block.0.fc", 32, 64), ("block.1.fc", 64, 32)], rank=2)
-    with pytest.raises(ConfigError) as info:
-        TiedProjection(layout, AdapterConfig(projection="tied", rank=2))
-    message = str(info.value)
-    assert isinstance(info.value, LoraZooError) and "'fc'" in message and "(32, 64)" in message and "\n" not in message
+def test_one_kind_name_with_several_shapes_ties_per_shape():
+    """GPT-2 names both attn.c_proj (32→32) and mlp.c_proj (128→32) ``c_proj``: two module types, tied per
+    shape (as VeRA groups by kind and shape); a kind with one shape keeps its plain name (and init)."""
+    layout = Layout.from_shapes([("h.0.attn.c_proj", 32, 32), ("h.0.mlp.c_proj", 128, 32), ("h.0.q", 32, 32),
+                                 ("h.1.attn.c_proj", 32, 32), ("h.1.mlp.c_proj", 128, 32), ("h.1.q", 32, 32)], rank=2)
+    projection = TiedProjection(layout, AdapterConfig(projection="tied", rank=2))
+    assert [g.kind for g in projection.groups] == ["c_proj@32x32", "c_proj@128x32", "q"]
+    assert [g.A.shape for g in projection.groups] == [(2, 32), (2, 128), (2, 32)]
+    assert projection().shape == (layout.D,)
 
 
 @pytest.mark.parametrize("train, fragment", [([], "train=[]"), (["w"], "train=['w']"), ("u", "train='u'")])

@@ -153,13 +153,21 @@ def write_peft_lora(
     config: AdapterConfig,
     factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     saved_modules: Mapping[str, Mapping[str, torch.Tensor]],
+    factor_keys: Mapping[str, tuple[str, str]] | None = None,
+    fan_in_fan_out: bool = False,
 ) -> Path:
-    """Write a plain PEFT LoRA adapter from exact (A_l, s · B_l) factors: rank r, alpha = r (scale folded into B)."""
+    """Write a plain PEFT LoRA adapter from exact (A_l, s · B_l) factors: rank r, alpha = r (scale folded into B).
+
+    ``factor_keys`` names each module's two tensors as PEFT does (``lora_A.weight``/``lora_B.weight``,
+    embeddings ``lora_embedding_A``/``lora_embedding_B``); ``fan_in_fan_out`` is PEFT's flag for
+    GPT-2-style Conv1D layers (PEFT resets it per layer for any plain Linear beside them).
+    """
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     for name, (a, b_scaled) in factors.items():
-        tensors[f"base_model.model.{name}.lora_A.weight"] = a.detach().float()
-        tensors[f"base_model.model.{name}.lora_B.weight"] = b_scaled.detach().float()
+        key_a, key_b = (factor_keys or {}).get(name, ("lora_A.weight", "lora_B.weight"))
+        tensors[f"base_model.model.{name}.{key_a}"] = a.detach().float()
+        tensors[f"base_model.model.{name}.{key_b}"] = b_scaled.detach().float()
     for module_name, state in saved_modules.items():
         for param, value in state.items():
             tensors[f"base_model.model.{module_name}.{param}"] = value
@@ -174,7 +182,7 @@ def write_peft_lora(
         "target_modules": list(factors),
         "modules_to_save": sorted(saved_modules) or None,
         "bias": "none",
-        "fan_in_fan_out": False,
+        "fan_in_fan_out": fan_in_fan_out,
         "init_lora_weights": True,
         "inference_mode": True,
         "use_rslora": False,

@@ -1,7 +1,7 @@
 """Which modules are adapted, in which order, and where their factors live inside θ_D.
 
 θ_D is the concatenation, in model order, of vec(A_l) (r × in) then vec(B_l) (out × r) for every
-adapted Linear l. Everything downstream (projections, reconstructor, merge, export, counting) reads
+adapted module l (a Linear, Conv1D or Embedding: in = num_embeddings, out = dim). Everything downstream (projections, reconstructor, merge, export, counting) reads
 only this layout, so it can be built from a meta-device model without weights. This module knows
 names and shapes only; listing the Linears of a live model (seeing through lorazoo's own wrappers)
 lives beside those wrappers, in ``wrappers.py``.
@@ -117,30 +117,40 @@ class Layout(Sequence[LayoutEntry]):
         return f"Layout({len(self)} modules, D={self.D:,})"
 
 
-def select_targets(linear_names: Sequence[str], head_names: set[str], target_modules: Sequence[str] | str) -> list[str]:
-    """The names among ``linear_names`` (adaptable Linears, model order) that ``target_modules`` selects.
+def select_targets(names: Sequence[str], head_names: set[str], target_modules: Sequence[str] | str) -> list[str]:
+    """The names among ``names`` (adaptable modules, model order) that ``target_modules`` selects.
 
-    A list matches exact names or dotted suffixes (``query`` matches ``...self.query``); a single
-    string other than ``all-linear`` is a regex that must match the full name (PEFT's convention);
-    ``all-linear`` takes every Linear except the task heads in ``head_names``. Pure name logic, so it
-    runs on any listing (a real model, a meta-device one) without knowing lorazoo's wrappers.
+    A list matches exact names or dotted suffixes (``query`` matches ``...self.query``), and every entry
+    must match something (a silently skipped entry would train a different model than the one asked
+    for); a single string other than ``all-linear`` is a regex that must match the full name (PEFT's
+    convention); ``all-linear`` takes every name except the task heads in ``head_names`` (the caller
+    passes Linear/Conv1D names only). Pure name logic, so it runs on any listing (a real model, a
+    meta-device one) without knowing lorazoo's wrappers.
     """
-    linear = list(linear_names)
-    if target_modules == ALL_LINEAR or (not isinstance(target_modules, str) and list(target_modules) == [ALL_LINEAR]):
-        matched = [n for n in linear if n not in head_names]
+    names = list(names)
+    unmatched: list[str] = []
+    if is_all_linear(target_modules):
+        matched = [n for n in names if n not in head_names]
     elif isinstance(target_modules, str):
         try:
             pattern = re.compile(target_modules)
         except re.error as exc:
             raise TargetModulesError(f"target_modules regex {target_modules!r} is invalid: {exc}") from None
-        matched = [n for n in linear if pattern.fullmatch(n)]
+        matched = [n for n in names if pattern.fullmatch(n)]
     else:
         targets = list(target_modules)
-        matched = [n for n in linear if any(n == t or n.endswith("." + t) for t in targets)]
-    if not matched:
-        kinds = sorted({n.rsplit(".", 1)[-1] for n in linear})
+        hits = {t: [n for n in names if n == t or n.endswith("." + t)] for t in targets}
+        matched = [n for n in names if any(n in hits[t] for t in targets)]
+        unmatched = [t for t in targets if not hits[t]]
+    if not matched or unmatched:
+        kinds = sorted({n.rsplit(".", 1)[-1] for n in names})
+        which = f" (entries {unmatched} match nothing)" if matched else ""
         raise TargetModulesError(
-            f"target_modules={target_modules!r} matched no nn.Linear; Linear module kinds in this model: {kinds} "
-            f"(e.g. {linear[:3]}), or use 'all-linear'"
+            f"target_modules={target_modules!r}{which} matched no adaptable module (nn.Linear, Conv1D, nn.Embedding); "
+            f"module kinds in this model: {kinds} (e.g. {names[:3]}), or use 'all-linear'"
         )
     return matched
+
+
+def is_all_linear(target_modules: Sequence[str] | str) -> bool:
+    return target_modules == ALL_LINEAR or (not isinstance(target_modules, str) and list(target_modules) == [ALL_LINEAR])

@@ -323,7 +323,10 @@ class AdaptedModel(nn.Module):
         with torch.no_grad():
             factors = self.lora_factors()
         _, heads = split_adapter_tensors(self.adapter_tensors())
-        return io.write_peft_lora(path, self.adapter_config, factors, heads)
+        layers = {layer.module_name: layer for layer in self.adapted_layers() if layer.module_name in factors}
+        keys = {name: layer.peft_factor_keys for name, layer in layers.items()}
+        fan_in_fan_out = any(layer.fan_in_fan_out for layer in layers.values())
+        return io.write_peft_lora(path, self.adapter_config, factors, heads, keys, fan_in_fan_out)
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a saved adapter holds: projection tensors + the active copies of saved modules."""

@@ -1,7 +1,7 @@
 """The modules lorazoo puts into a base model, and the module listing that sees through them.
 
-Two wrappers replace modules of the base in place: ``AdaptedLinear`` (reconstructor.py) around each
-target Linear, and ``ModuleCopies`` (here) around each fully trained module such as a task head. The
+Two kinds of wrapper replace modules of the base in place: an ``AdaptedLayer`` (reconstructor.py:
+Linear, Conv1D, Embedding) around each target, and ``ModuleCopies`` (here) around each fully trained module such as a task head. The
 listing that decides which Linears a config targets must treat a wrapper as the module it stands for
 (so a second adapter finds the same layout as the first); it lives here, next to the wrappers whose
 types it checks, so that the shape layer (layout.py) never needs to know them.
@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .layout import ALL_LINEAR, HEAD_MODULE_NAMES, Layout, select_targets
-from .reconstructor import AdaptedLinear, ThetaCache
+from .layout import HEAD_MODULE_NAMES, Layout, is_all_linear, select_targets
+from .reconstructor import AdaptedEmbedding, AdaptedLayer, ThetaCache, adapted_layer_type, module_features
 
 
 class ModuleCopies(nn.Module):
@@ -67,23 +67,29 @@ def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------- listing
-def linear_module_names(model: nn.Module) -> list[str]:
-    """Adaptable Linear modules in model order; lorazoo's own wrappers count as the module they wrap."""
-    names: list[str] = []
+def adaptable_modules(model: nn.Module) -> dict[str, type[AdaptedLayer]]:
+    """Modules lorazoo can adapt (Linear, Conv1D, Embedding), in model order, with their wrapper type;
+    lorazoo's own wrappers count as the module they wrap."""
+    found: dict[str, type[AdaptedLayer]] = {}
     internal: tuple[str, ...] = ()
     wrapped: dict[str, str] = {}
     for name, module in model.named_modules():
         if internal and name.startswith(internal):
             continue
-        if isinstance(module, AdaptedLinear):
+        if isinstance(module, AdaptedLayer):
             internal = (*internal, name + ".")
-            names.append(name)
+            found[name] = type(module)
         elif isinstance(module, ModuleCopies):
             internal = (*internal, name + ".copies.")
             wrapped[name + ".original"] = name
-        elif isinstance(module, nn.Linear) and name:
-            names.append(wrapped.get(name, name))
-    return names
+        elif name and (layer_type := adapted_layer_type(module)) is not None:
+            found[wrapped.get(name, name)] = layer_type
+    return found
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Adaptable Linear-like modules (nn.Linear, GPT-2's Conv1D) in model order: what ``all-linear`` picks from."""
+    return [n for n, kind in adaptable_modules(model).items() if kind is not AdaptedEmbedding]
 
 
 def head_module_names(model: nn.Module) -> set[str]:
@@ -99,15 +105,18 @@ def head_module_names(model: nn.Module) -> set[str]:
 
 
 def match_target_modules(model: nn.Module, target_modules: Sequence[str] | str) -> list[str]:
-    """Names of the Linear modules of ``model`` that ``target_modules`` selects, in model order."""
-    linear = linear_module_names(model)
-    all_linear = target_modules == ALL_LINEAR or (not isinstance(target_modules, str) and list(target_modules) == [ALL_LINEAR])
-    heads = head_module_names(model) if all_linear else set()
-    return select_targets(linear, heads, target_modules)
+    """Names of the modules of ``model`` that ``target_modules`` selects, in model order.
+
+    ``all-linear`` means every Linear and Conv1D except the heads; names and regexes may also pick
+    embeddings (``embed_tokens``, ``wte``, ``word_embeddings``).
+    """
+    if is_all_linear(target_modules):
+        return select_targets(linear_module_names(model), head_module_names(model), target_modules)
+    return select_targets(list(adaptable_modules(model)), set(), target_modules)
 
 
 def layout_from_model(model: nn.Module, target_modules: Sequence[str] | str, rank: int) -> Layout:
     """The layout of ``target_modules`` at ``rank`` on a model (real or meta-device, wrapped or not)."""
     names = match_target_modules(model, target_modules)
     modules = dict(model.named_modules())
-    return Layout.from_shapes(((n, modules[n].in_features, modules[n].out_features) for n in names), rank)
+    return Layout.from_shapes(((n, *module_features(modules[n])) for n in names), rank)

@@ -18,6 +18,7 @@ PEFT's LoRA A) from the counter-based generator.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +93,7 @@ class TiedProjection(Projection):
         super().__init__(layout, config)
         train = self.opts.train
         zero = next(f for f in ZERO_INIT_PREFERENCE if f in train)
-        self.grouping = LayerGroups(layout, lambda e: e.kind)
+        self.grouping = LayerGroups(layout, tie_key(layout))
         self.groups = nn.ModuleList()
         for kind, entries in zip(self.grouping.keys, self.grouping.entries):
             in_features, out_features = _common_shape(str(kind), entries)
@@ -114,6 +115,19 @@ class TiedProjection(Projection):
             "scales": [p for n, p in trainable.items() if n.endswith((".u", ".v"))],
         }
         return {name: params for name, params in groups.items() if params}
+
+
+def tie_key(layout: Layout) -> Callable[[LayoutEntry], str]:
+    """Layers tie by module kind; a kind name worn by modules of different shapes (GPT-2's ``attn.c_proj``
+    32→32 and ``mlp.c_proj`` 128→32) is several module types, tied per shape (``c_proj@128x32``)."""
+    shapes: dict[str, set[tuple[int, int]]] = {}
+    for e in layout:
+        shapes.setdefault(e.kind, set()).add((e.in_features, e.out_features))
+
+    def key(e: LayoutEntry) -> str:
+        return e.kind if len(shapes[e.kind]) == 1 else f"{e.kind}@{e.in_features}x{e.out_features}"
+
+    return key
 
 
 def _common_shape(kind: str, entries: list[LayoutEntry]) -> tuple[int, int]:
