@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .errors import AdapterStateError, ConfigError
 from .reconstructor import LayerSlot, MixedBatch
@@ -28,7 +29,7 @@ def plan_mixed_batch(model: Any, adapter_names: Any, expandable: bool = False) -
     """Validate ``adapter_names`` against ``model`` (an AdaptedModel) and build the batch plan."""
     if isinstance(adapter_names, str) or not isinstance(adapter_names, Sequence) or not adapter_names:
         raise ConfigError(f"adapter_names must be a non-empty list with one adapter name per row, got {adapter_names!r}")
-    names = [str(n) if isinstance(n, str) else n for n in adapter_names]
+    names = list(adapter_names)
     bad = sorted({repr(n) for n in names if not isinstance(n, str)})
     if bad:
         raise ConfigError(f"adapter_names entries must be adapter names (str), got {', '.join(bad)}")
@@ -59,7 +60,7 @@ def accepted_kwargs(forward: Callable[..., Any]) -> frozenset[str] | None:
         return frozenset(named)  # Python itself refuses anything else
     try:
         hint = typing.get_type_hints(forward, include_extras=True).get(var_kw.name)
-    except Exception:  # unresolvable annotations: be permissive rather than refuse valid calls
+    except (NameError, TypeError, AttributeError):  # unresolvable annotations: be permissive rather than refuse valid calls
         return None
     typed = next((getattr(arg, "__annotations__", None) for arg in typing.get_args(hint)), None)
     if not isinstance(typed, dict):

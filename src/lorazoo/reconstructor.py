@@ -86,7 +86,7 @@ class ThetaCache:
         self._no_grad_keys: dict[str, tuple] = {}
         self._stored: dict[str, tuple[torch.Tensor, ...]] = {}
 
-    def _compute(self, cache_name: str, projection: Projection, layout: Layout) -> tuple[torch.Tensor, ...]:
+    def _compute(self, cache_name: str, projection: Projection) -> tuple[torch.Tensor, ...]:
         """θ_D split into factors; under ``no_grad`` reused until a projection parameter changes."""
         key = None
         if not torch.is_grad_enabled():
@@ -103,12 +103,12 @@ class ThetaCache:
 
     def refresh(self, projection: Projection, layout: Layout) -> None:
         self.pieces, self.mixed, self.mixed_pieces = None, None, {}
-        self.pieces = self._compute(" active", projection, layout)
+        self.pieces = self._compute(" active", projection)
 
     def refresh_mixed(self, mixed: MixedBatch, projections: dict[str, Projection]) -> None:
         """θ_D of every adapter the mixed batch names (``projections``), once each."""
         self.pieces, self.mixed, self.mixed_pieces = None, mixed, {}
-        self.mixed_pieces = {name: self._compute(name, p, p.layout) for name, p in projections.items()}
+        self.mixed_pieces = {name: self._compute(name, p) for name, p in projections.items()}
 
     def invalidate(self) -> None:
         self.pieces, self.mixed, self.mixed_pieces = None, None, {}

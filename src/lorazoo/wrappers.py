@@ -15,8 +15,16 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .errors import AdapterStateError
 from .layout import HEAD_MODULE_NAMES, Layout, is_all_linear, select_targets
-from .reconstructor import AdaptedEmbedding, AdaptedLayer, ThetaCache, adapted_layer_type, module_features
+from .reconstructor import (
+    AdaptedEmbedding,
+    AdaptedLayer,
+    MixedBatch,
+    ThetaCache,
+    adapted_layer_type,
+    module_features,
+)
 
 
 class ModuleCopies(nn.Module):
@@ -41,12 +49,30 @@ class ModuleCopies(nn.Module):
         return self.copies[name] if name in self.copies else self.original
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        module, dtype = self.active, float_dtype(self.original)
-        copy_dtype = float_dtype(module)
+        if self.cache.mixed is not None:
+            return self._mixed_forward(self.cache.mixed, *args, **kwargs)
+        return self._run(self.active, *args, **kwargs)
+
+    def _run(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        dtype, copy_dtype = float_dtype(self.original), float_dtype(module)
         if module is self.original or dtype is None or copy_dtype is None or copy_dtype == dtype:
             return module(*args, **kwargs)
         # an fp32 copy in a half-precision base: compute in fp32, hand the base its own dtype back
         return _cast(module(*_cast(args, copy_dtype), **_cast(kwargs, copy_dtype)), dtype)
+
+    def _mixed_forward(self, mixed: MixedBatch, *args: Any, **kwargs: Any) -> Any:
+        """Mixed-adapter batch: each adapter's copy on its own rows, the original on the rest."""
+        x = args[0] if len(args) == 1 and not kwargs else None
+        if not isinstance(x, torch.Tensor):
+            raise AdapterStateError("a mixed-adapter batch through a saved module (modules_to_save) needs it to take one "
+                                    "tensor input with rows first")
+        out = self._run(self.original, x)
+        if not isinstance(out, torch.Tensor):
+            raise AdapterStateError(f"a mixed-adapter batch needs saved modules that return a tensor, got {type(out).__name__}")
+        for name, rows in mixed.groups(x.shape[0], x.device, "a saved module"):
+            if name in self.copies:
+                out = out.index_copy(0, rows, self._run(self.copies[name], x.index_select(0, rows)).to(out.dtype))
+        return out
 
 
 def float_dtype(module: nn.Module) -> torch.dtype | None:
