@@ -156,18 +156,18 @@ def test_fair_comparison_rows_are_marked_tuned_and_trials_kept_apart(tmp_path: P
     for k, lr in enumerate((1e-3, 4e-3)):
         trial = fake_run(root / "search", f"{k}_trial", "lora", 0, completed("lora", k))
         meta = json.loads((trial / "metrics.json").read_text())
-        meta["overrides"] = ["projection=lora", f"projection.lr={lr}", "task.holdout_dev=200"]
+        meta["overrides"] = ["projection=lora", f"optimizer.lr={lr}", "task.holdout_dev=200"]
         (trial / "metrics.json").write_text(json.dumps(meta))
     for seed in (0, 1):
         run = fake_run(root / "final", f"seed_{seed}", "lora", seed, completed("lora", seed))
         meta = json.loads((run / "metrics.json").read_text())
-        meta["overrides"] = ["projection=lora", "projection.lr=0.004", f"seed={seed}"]
+        meta["overrides"] = ["projection=lora", "optimizer.lr=0.004", f"seed={seed}"]
         (run / "metrics.json").write_text(json.dumps(meta))
-    (root / "final" / "tuning.json").write_text(json.dumps({"best_params": {"projection.lr": 0.004}, "best_value": 0.9}))
+    (root / "final" / "tuning.json").write_text(json.dumps({"best_params": {"optimizer.lr": 0.004}, "best_value": 0.9}))
     fake_run(tmp_path / "fair", "untuned", "unilora", 0, completed("unilora", 0))
     text = compare.compare([tmp_path / "fair"], out=tmp_path / "out", name="fair")["table"].read_text()
     tuned = row(text, "lora (tuned)")
     assert tuned[2] == "2" and tuned[3] == "0.8500 ± 0.0707" and tuned[-1] == "lr 0.004"  # dev-set seeds only
     assert row(text, "unilora")[-1] == "no"
     search = text.split("## lr search trials")[1].split("##")[0]
-    assert "| tweets | lora | 2 | 2 | 0.9000 | `projection.lr=0.004` |" in search
+    assert "| tweets | lora | 2 | 2 | 0.9000 | `optimizer.lr=0.004` |" in search

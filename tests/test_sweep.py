@@ -60,7 +60,7 @@ def test_optuna_preset_prints_best_value(tmp_path: Path):
     assert len(records) == 3 and all(r["status"] == "completed" for r in records)
     assert result["best_value"] == max(r["accuracy"] for r in records)
     lrs = [r["overrides"] for r in records]
-    assert len({o for run in lrs for o in run if o.startswith("projection.lr=")}) == 3  # three sampled lrs
+    assert len({o for run in lrs for o in run if o.startswith("optimizer.lr=")}) == 3  # three sampled lrs
 
 
 @pytest.mark.slow
@@ -68,14 +68,14 @@ def test_failed_trial_is_failed_not_a_crash(tmp_path: Path):
     """lr = 1e38 diverges (NaN stop): that trial fails, the other completes, the sweep reports a best value."""
     sweep = tmp_path / "sweep"
     out = cli("-m", "hydra/sweeper=lr_lora", "hydra/sweeper/sampler=grid", *TINY_SWEEP, "hydra.sweeper.n_trials=2",
-              "projection.lr=choice(0.001,1e38)", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+              "optimizer.lr=choice(0.001,1e38)", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     log = out.stdout + out.stderr
     assert "Failed experiment" in log and "Best value:" in log
     statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json"))
     assert statuses == ["completed", "failed"]
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert result["best_params"]["projection.lr"] == pytest.approx(1e-3)
+    assert result["best_params"]["optimizer.lr"] == pytest.approx(1e-3)
 
 
 def _interval(spec: str) -> tuple[float, float]:
