@@ -17,7 +17,7 @@ PACKAGE = SRC / "lorazoo"
 # Lower layers never import higher ones. io is pure serialization of (config, layout, tensors), so it
 # sits below the lifecycle that calls it (model.save_adapter / load_adapter) and knows no model.
 LAYERS: list[tuple[str, ...]] = [
-    ("lorazoo.version", "lorazoo.errors"),
+    ("lorazoo.version", "lorazoo.errors", "lorazoo.sharding", "lorazoo.interop"),  # sharding, interop: torch / transformers only
     ("lorazoo.config",),
     ("lorazoo.layout",),
     ("lorazoo.projections",),  # the package and every module in it

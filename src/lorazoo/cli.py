@@ -7,11 +7,13 @@ HYDRA_FULL_ERROR=1 asks for the traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any, Callable
 
 import hydra
 from omegaconf import DictConfig
@@ -42,6 +44,21 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()  # keep the progress bars and our own lines readable
 
 
+def _ranks_share_one_run_dir(hydra_main: Callable[..., Any]) -> Callable[..., Any]:
+    """Under torchrun/accelerate every rank runs this CLI: ranks > 0 get a scratch Hydra dir (run() then
+    uses rank 0's), so one launch makes one run directory."""
+
+    @functools.wraps(hydra_main)
+    def launch(*args: Any, **kwargs: Any) -> Any:
+        from .train.distributed import follower_overrides
+
+        sys.argv[1:] = follower_overrides(sys.argv[1:])
+        return hydra_main(*args, **kwargs)
+
+    return launch
+
+
+@_ranks_share_one_run_dir
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Train + evaluate one job (one per multirun job); writes metrics.json and adapter/ in the job dir.

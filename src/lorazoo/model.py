@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import types
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,6 +18,8 @@ from .layout import Layout
 from .projections import Projection, build_projection
 from .mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
 from .reconstructor import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
+from .sharding import (add_into, call_with_full_parameters, copy_into, full, gathered, is_fsdp_managed, is_main_process,
+                       shape_of)
 from .wrappers import ModuleCopies, float_dtype, layout_from_model, set_submodule
 
 DEFAULT_ADAPTER = "default"
@@ -43,7 +46,12 @@ class AdaptedModel(nn.Module):
         self.merge_errors: dict[str, float] = {}  # quantised layers: max |stored − exact| of the last merge
         self._mixed_request: MixedBatch | None = None
         base_model.requires_grad_(False)
-        self._hook = base_model.register_forward_pre_hook(self._refresh_theta)
+        self._hooks = [base_model.register_forward_pre_hook(self._enter_forward),
+                       base_model.register_forward_hook(self._leave_forward, always_call=True)]
+        backbone = getattr(base_model, "base_model", None)  # transformers' backbone (LlamaModel in LlamaForCausalLM)
+        if isinstance(backbone, nn.Module) and backbone is not base_model:
+            # code that runs the backbone without the model (TRL's fused LM head) still gets a fresh θ_D
+            self._hooks.append(backbone.register_forward_pre_hook(self._enter_backbone))
         self.add_adapter(adapter_name, config)
 
         accepted = accepted_kwargs(base_model.forward)
@@ -58,6 +66,15 @@ class AdaptedModel(nn.Module):
 
         self.forward = forward
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        base = self.__dict__.get("_modules", {}).get("base_model")
+        if name == "forward" and isinstance(value, types.MethodType) and value.__self__ is self and base is not None:
+            # A library patching a transformers model's forward (TRL's fused LM head) writes it against
+            # PreTrainedModel's attributes (``self.base_model`` = the backbone). Here ``base_model`` is the
+            # wrapped model, so its method runs bound to that model; calls still enter through this one.
+            value = types.MethodType(value.__func__, base)
+        super().__setattr__(name, value)
+
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)
@@ -67,11 +84,24 @@ class AdaptedModel(nn.Module):
                 raise
             return getattr(base, name)
 
+    def _enter_forward(self, module: nn.Module, args: Any) -> None:
+        self._refresh_theta(module, args)
+        self.__dict__["_theta_fresh"] = True  # the backbone, called inside this forward, reuses it
+
+    def _leave_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+        self.__dict__["_theta_fresh"] = False
+
+    def _enter_backbone(self, module: nn.Module, args: Any) -> None:
+        if not self.__dict__.get("_theta_fresh"):
+            self._refresh_theta(module, args)
+
     def _refresh_theta(self, module: nn.Module, args: Any) -> None:
         mixed = self._mixed_request
         if mixed is not None:
             self.cache.refresh_mixed(mixed, {name: self.adapters[name] for name in mixed.slots})
         elif self.active_adapter is not None and self.merged_adapter is None and not self.cache.disabled:
+            if is_fsdp_managed(self):
+                self.cache.invalidate()  # FSDP reuses the gathered θ's storage across steps: never trust the no-grad key
             self.cache.refresh(self.projection, self.projection.layout)
         else:
             self.cache.mixed = None
@@ -206,19 +236,36 @@ class AdaptedModel(nn.Module):
     def delta_weight(self, name: str) -> torch.Tensor:
         """The scaled ΔW_l = s · B_l A_l (out × in) of the active adapter."""
         entry = self.layout.entry(name)
-        a, b = factors_from_theta(self.projection(), entry)
+        a, b = factors_from_theta(call_with_full_parameters(self.projection), entry)
         return self.projection.scaling * (b @ a)
 
     def lora_factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Exact (A_l, s · B_l) of every adapted module: what export and merge use."""
-        theta_D, scaling = self.projection(), self.projection.scaling
+        theta_D, scaling = call_with_full_parameters(self.projection), self.projection.scaling
         out = {}
         for entry in self.layout:
             a, b = factors_from_theta(theta_D, entry)
             out[entry.name] = (a, b * scaling)
         return out
 
-    def num_parameters(self) -> dict[str, int]:
+    def num_parameters(self, only_trainable: bool | None = None, exclude_embeddings: bool | None = None) -> Any:
+        """No arguments: lorazoo's counts (``parameter_counts()``). With transformers' arguments: the int
+        transformers' ``PreTrainedModel.num_parameters`` gives over the whole adapted model, because plain
+        ``Trainer``, TRL and the W&B callback call it with that signature."""
+        if only_trainable is None and exclude_embeddings is None:
+            return self.parameter_counts()
+        from .interop import count_parameters_like_transformers
+
+        return count_parameters_like_transformers(self, bool(only_trainable), bool(exclude_embeddings))
+
+    @property
+    def accepts_loss_kwargs(self) -> bool:
+        """What Trainer would read off the base: does its loss divide by ``num_items_in_batch``?"""
+        from .interop import accepts_loss_kwargs
+
+        return accepts_loss_kwargs(self.base_model)
+
+    def parameter_counts(self) -> dict[str, int]:
         """Trainable numel of the projection, D, stored-after-training numel, and the head's numel."""
         head = sum(p.numel() for p in self._head_parameters())
         return {
@@ -287,7 +334,8 @@ class AdaptedModel(nn.Module):
             elif isinstance(module, ModuleCopies):
                 dtype = float_dtype(module.original)  # an fp32 trained copy goes back in the base's dtype
                 set_submodule(self.base_model, layer_name, module.active.to(dtype) if dtype else module.active)
-        self._hook.remove()
+        for hook in self._hooks:
+            hook.remove()
         return self.base_model
 
     @contextlib.contextmanager
@@ -316,7 +364,10 @@ class AdaptedModel(nn.Module):
             "base_model_class": type(self.base_model).__name__,
             "num_labels": getattr(getattr(self.base_model, "config", None), "num_labels", None),
         }
-        return io.write_adapter(path, self.adapter_config, self.layout, self.adapter_tensors(), info)
+        tensors = self.adapter_tensors()  # every rank of a sharded model gathers (collectives) ...
+        if not is_main_process():
+            return Path(path)  # ... and one writes
+        return io.write_adapter(path, self.adapter_config, self.layout, tensors, info)
 
     def export_peft_lora(self, path: str | Path) -> Path:
         """Write the active adapter as a plain PEFT LoRA adapter (rank r, alpha = r, scale folded into B)."""
@@ -326,15 +377,20 @@ class AdaptedModel(nn.Module):
         layers = {layer.module_name: layer for layer in self.adapted_layers() if layer.module_name in factors}
         keys = {name: layer.peft_factor_keys for name, layer in layers.items()}
         fan_in_fan_out = any(layer.fan_in_fan_out for layer in layers.values())
+        if not is_main_process():  # every rank gathered; one writes
+            return Path(path)
         return io.write_peft_lora(path, self.adapter_config, factors, heads, keys, fan_in_fan_out)
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a saved adapter holds: projection tensors + the active copies of saved modules."""
-        tensors = {f"projection.{k}": v for k, v in self.projection.adapter_state_dict().items()}
-        for name, module in self.base_model.named_modules():
-            if isinstance(module, ModuleCopies) and self.active_adapter in module.copies:
-                for key, value in module.copies[self.active_adapter].state_dict().items():
-                    tensors[f"modules_to_save.{name}/{key}"] = value.detach()
+        heads = {name: module.copies[self.active_adapter] for name, module in self.base_model.named_modules()
+                 if isinstance(module, ModuleCopies) and self.active_adapter in module.copies}
+        params = [*self.projection.parameters(), *(p for head in heads.values() for p in head.parameters())]
+        with gathered(params):  # ZeRO-3: whole tensors for the duration (FSDP's DTensors: full() below)
+            tensors = {f"projection.{k}": full(v).clone() for k, v in self.projection.adapter_state_dict().items()}
+            for name, head in heads.items():
+                for key, value in head.state_dict().items():
+                    tensors[f"modules_to_save.{name}/{key}"] = full(value.detach()).clone()
         return tensors
 
     # ----------------------------------------------------------------- training conveniences
@@ -413,12 +469,25 @@ def _load_tensors(
             wrapper = model.base_model.get_submodule(module_name)
             if not isinstance(wrapper, ModuleCopies):
                 raise ValueError(f"saved module {module_name!r} is not in this adapter's modules_to_save")
-            wrapper.copies[name].load_state_dict(state)
+            _load_head(wrapper.copies[name], module_name, state)
     except AdapterFileError:
         raise
     except (ValueError, RuntimeError, AttributeError) as exc:
         raise AdapterFileError(f"{str(Path(path) / io.WEIGHTS_NAME)!r} does not match its config: {exc}") from None
     model.cache.invalidate()
+
+
+def _load_head(head: nn.Module, module_name: str, state: dict[str, torch.Tensor]) -> None:
+    """``load_state_dict`` that also fills sharded (FSDP) parameters: each rank keeps its own shard."""
+    own = head.state_dict(keep_vars=True)
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"saved module {module_name!r} does not fit: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        for key, value in state.items():
+            if tuple(value.shape) != shape_of(own[key]):
+                raise ValueError(f"tensor {module_name}/{key} has shape {tuple(value.shape)}, expected {shape_of(own[key])}")
+            copy_into(own[key], value)
 
 
 def load_adapter(base_model: nn.Module, path: str | Path, adapter_name: str = DEFAULT_ADAPTER) -> AdaptedModel:

@@ -20,6 +20,7 @@ from .errors import AdapterStateError
 from .layout import Layout, LayoutEntry
 from .projections.base import Projection
 from .quantized import dequantized_weight, quantization_of, requantize_
+from .sharding import add_into
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,7 @@ class AdaptedLayer(nn.Module):
             exact = dequantized_weight(self.base_layer) + self.weight_delta(delta).to(self.weight.device)
             requantize_(self.base_layer, exact)
             return float((dequantized_weight(self.base_layer) - exact).abs().max())
-        weight = self.base_layer.weight
-        weight += self.weight_delta(delta).to(weight.dtype)
+        add_into(self.base_layer.weight, self.weight_delta(delta))  # a sharded (FSDP) weight: each rank its shard
         return None
 
     def lora_output(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, slot: LayerSlot) -> torch.Tensor:

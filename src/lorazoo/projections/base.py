@@ -19,6 +19,7 @@ from torch import nn
 from ..config import AdapterConfig
 from ..errors import UnknownProjectionError
 from ..layout import Layout
+from ..sharding import copy_into, shape_of
 from . import rng as zrandom
 from .options import NoOptions, option_defaults, parse_options
 
@@ -174,9 +175,9 @@ class Projection(nn.Module):
         own = dict(self.named_parameters()) | dict(self.named_buffers())
         with torch.no_grad():
             for key, value in tensors.items():
-                if tuple(value.shape) != tuple(own[key].shape):
-                    raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, projection expects {tuple(own[key].shape)}")
-                own[key].copy_(value)
+                if tuple(value.shape) != shape_of(own[key]):
+                    raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, projection expects {shape_of(own[key])}")
+                copy_into(own[key], value)  # a sharded (FSDP) parameter keeps its own shard
 
     # ----------------------------------------------------------------- helpers for subclasses
     def small_uniform_theta(self, size: int) -> nn.Parameter:

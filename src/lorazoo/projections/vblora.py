@@ -32,6 +32,7 @@ from torch import nn
 from ..config import AdapterConfig
 from ..errors import ConfigError
 from ..layout import Layout
+from ..sharding import copy_into, full
 from . import rng as zrandom
 from .base import Projection, register_projection
 from .options import option
@@ -133,7 +134,7 @@ class VBLoRAProjection(Projection):
         if not self.opts.save_topk_only:
             return super().adapter_state_dict()
         dtype, _ = index_dtype_and_fraction(self.bank.shape[0])
-        top_logits, indices = self.logits.detach().topk(self.topk, dim=-1)
+        top_logits, indices = full(self.logits.detach()).topk(self.topk, dim=-1)
         # softmax only sees differences to the row maximum, which topk puts first: k − 1 gaps suffice
         gaps = (top_logits[:, 1:] - top_logits[:, :1]).contiguous()
         return {"bank": self.bank.detach(), "topk_indices": indices.to(dtype), "topk_logit_gaps": gaps}
@@ -160,8 +161,8 @@ class VBLoRAProjection(Projection):
         logits = torch.full_like(self.logits, float("-inf")).scatter(-1, indices.to(self.logits.device),
                                                                      top_logits.to(self.logits))
         with torch.no_grad():
-            self.bank.copy_(bank)
-            self.logits.copy_(logits)
+            copy_into(self.bank, bank)
+            copy_into(self.logits, logits)
         self.inference_only = True
         self.set_active(False)
 

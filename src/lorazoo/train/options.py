@@ -103,6 +103,17 @@ class TrainerOptions:
     deterministic: bool = False
     num_workers: int = 0
     progress_bar: bool = True
+    # scale-out: passed to TrainingArguments by train/distributed.py (configs/trainer/default.yaml says what each does)
+    use_cpu: bool | None = None
+    ddp_backend: str | None = None
+    ddp_find_unused_parameters: bool | None = None
+    ddp_timeout: int = 1800
+    fsdp: str | list[str] = ""
+    fsdp_config: dict[str, Any] = field(default_factory=dict)
+    deepspeed: str | None = None
+    torch_compile: bool = False
+    torch_compile_backend: str | None = None
+    torch_compile_mode: str | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.precision, ("fp32", "bf16"), "trainer.precision")

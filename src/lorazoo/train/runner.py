@@ -18,6 +18,7 @@ from ..version import __version__
 from ..io import atomic_write_json
 from ..projections import get_projection_class
 from .errors import ConfigError
+from .distributed import adopt_slurm_environment, agree_on_output_dir, check_data_parallel, scale_arguments, world_size
 from .tracking import RunLogger, is_rank_zero
 from .models import adapter_config, load_adapted_model
 from .optimizer import OptimizerOptions, check_groups
@@ -79,7 +80,7 @@ def training_arguments(t: TrainerOptions, out: Path, seed: int, report_to: list[
     configs/optimizer/ and build_optimizer (LoraZooTrainer.create_optimizer)."""
     from transformers import TrainingArguments
 
-    return TrainingArguments(
+    args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size,
         gradient_accumulation_steps=t.grad_accum, num_train_epochs=t.num_epochs, max_steps=t.max_steps,
         lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio, max_grad_norm=t.max_grad_norm,
@@ -90,7 +91,10 @@ def training_arguments(t: TrainerOptions, out: Path, seed: int, report_to: list[
         report_to=report_to, seed=seed, data_seed=seed, full_determinism=t.deterministic,
         dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=not t.progress_bar, remove_unused_columns=False,
         label_names=["labels"], prediction_loss_only=loss_only, push_to_hub=False, save_only_model=False,
+        **scale_arguments(t),
     )
+    check_data_parallel(args)
+    return args
 
 
 def _resume_point(checkpoints: Path, resume: bool) -> str | None:
@@ -99,7 +103,7 @@ def _resume_point(checkpoints: Path, resume: bool) -> str | None:
         return None
     from .trainer import COMPLETE_MARKER, last_complete_checkpoint
 
-    if checkpoints.is_dir():
+    if checkpoints.is_dir() and is_rank_zero():  # one rank tidies; every rank then finds the same last one
         for folder in checkpoints.glob("checkpoint-*"):
             if folder.is_dir() and not (folder / COMPLETE_MARKER).exists():
                 shutil.rmtree(folder)
@@ -121,14 +125,16 @@ def _split_metrics(raw: dict[str, float]) -> tuple[dict[str, float], dict[str, f
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Train and evaluate one job; returns the metrics.json record (also written to ``output_dir``)."""
     _check_top_level(cfg)
+    adopt_slurm_environment()  # a Slurm job with N tasks: its tasks become ranks before anything reads RANK
     hydra = _hydra_context()
     cfg, applied = apply_task_overrides(cfg, hydra.get("overrides", []))
-    out = Path(output_dir or hydra.get("output_dir") or os.getcwd()).resolve()
     seed = int(cfg.seed)
     projection = from_node(ProjectionOptions, cfg.projection, "projection config")
     model_opts = from_node(ModelOptions, cfg.model, "model config")
     trainer_opts = from_node(TrainerOptions, cfg.trainer, "trainer config")
     optimizer_opts = from_node(OptimizerOptions, cfg.get("optimizer"), "optimizer config")
+    out = Path(output_dir or hydra.get("output_dir") or os.getcwd()).resolve()
+    out = agree_on_output_dir(out, trainer_opts.ddp_backend)  # every rank: rank 0's run dir
     logger = RunLogger(from_node(LoggerOptions, cfg.logger, "logger config"))
     get_projection_class(adapter_config(projection, model_opts, seed).projection)  # rank, alpha, name: fail in seconds
 
@@ -175,7 +181,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "argv": list(sys.argv),
         "overrides": hydra.get("overrides", []), "output_dir": str(out), "lorazoo_version": __version__,
         "model_source": loaded.source, "parameters": counts, "trainable": counts["trainable"], "D": counts["D"],
-        "task_overrides_applied": applied, **task.summary(),
+        "task_overrides_applied": applied, "world_size": world_size(), **task.summary(),
     }
     logger.start(out, {**to_plain(cfg), "parameters": counts}, group=cfg.get("name") or hydra.get("sweep"),
                  job_type=task.name, name=hydra.get("job_name", "run"))
@@ -193,7 +199,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
             atomic_write_json(out / "metrics.json", record)
         logger.finish(exit_code=1)
         raise
-    adapter_dir = loaded.model.save_adapter(out / "adapter") if is_rank_zero() else out / "adapter"
+    adapter_dir = loaded.model.save_adapter(out / "adapter")  # every rank (a sharded θ is gathered); rank 0 writes
     record.update(
         status="completed",
         **{k: metrics[k] for k in task.metric_keys() if k in metrics},
@@ -206,7 +212,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
         atomic_write_json(out / "metrics.json", record)
     logger.summary({k: v for k, v in record.items() if isinstance(v, (int, float, str))} | flat_scores(lm_eval))
     logger.finish()
-    _print_summary(record, out)
+    if is_rank_zero():
+        _print_summary(record, out)
     return record
 
 

@@ -91,6 +91,10 @@ class LoraZooTrainer(Trainer):
         return loss
 
     # ------------------------------------------------------------------ adapter-only checkpoints
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Every rank enters (a sharded θ is gathered collectively); rank 0 writes the adapter, never the base."""
+        self._adapted().save_adapter(output_dir or self.args.output_dir)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if self.args.should_save:
             self._adapted().save_adapter(output_dir or self.args.output_dir)
@@ -102,8 +106,7 @@ class LoraZooTrainer(Trainer):
             atomic_write(folder / COMPLETE_MARKER, lambda tmp: Path(tmp).write_text(f"{self.state.global_step}\n"))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        target = self._adapted() if model is None else model
-        target.load_adapter_weights(resume_from_checkpoint)
+        self._adapted().load_adapter_weights(resume_from_checkpoint)  # FSDP passes its wrapper: the adapter is inside
 
     def _load_best_model(self) -> None:
         best = self.state.best_model_checkpoint

@@ -1,0 +1,160 @@
+"""Data parallelism through the engines (torchrun + Trainer/accelerate DDP on gloo): one launch on N
+processes equals one process at the same global batch, and writes one run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import tiny_bert, tiny_llama
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+
+from lorazoo import AdapterConfig, attach
+from lorazoo.cli import CONFIG_DIR
+from lorazoo.train import run
+from lorazoo.train.distributed import (
+    check_data_parallel,
+    follower_overrides,
+    scale_arguments,
+)
+from lorazoo.train.errors import ConfigError
+from lorazoo.train.options import TrainerOptions
+
+REPO = Path(__file__).resolve().parents[1]
+NO_DROPOUT = ["+model.dims.hidden_dropout_prob=0", "+model.dims.attention_probs_dropout_prob=0"]  # masks are per rank
+COMMON = ["logger=none", "trainer.logging_steps=1", "trainer.progress_bar=false", "trainer.max_steps=3",
+          "trainer.save_steps=3", "trainer.eval_batch_size=4", "trainer.warmup_ratio=0", "seed=3"]
+
+
+def gsm8k_files(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"question": f"What is {i} plus {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(24)]
+    for split in ("train", "test"):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def case_overrides(case: str, tmp: Path) -> list[str]:
+    if case == "classification":
+        return ["model=tiny_bert", "projection=unilora", "projection.kwargs.d=64", "task.max_train_samples=48",
+                "task.max_eval_samples=16", *NO_DROPOUT]
+    data = gsm8k_files(tmp / "gsm8k")
+    return ["model=tiny_llama", "projection=vera", "task=math/gsm8k", f"task.data_dir={data}", "task.max_eval_samples=4",
+            "task.max_new_tokens=2", "task.max_length=48"]
+
+
+def train_in_process(out: Path, *overrides: str) -> dict:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[*COMMON, *overrides])
+    run(cfg, output_dir=out)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def step_losses(run_dir: Path) -> list[float]:
+    state = json.loads((run_dir / "checkpoints" / "checkpoint-3" / "trainer_state.json").read_text())
+    return [h["loss"] for h in state["log_history"] if "loss" in h]
+
+
+def assert_same_run(one: Path, two: Path) -> None:
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert (a["world_size"], b["world_size"]) == (1, 2) and a["status"] == b["status"] == "completed"
+    assert step_losses(one) == pytest.approx(step_losses(two), abs=1e-5)
+    assert a["train"]["train_loss"] == pytest.approx(b["train"]["train_loss"], abs=1e-5)
+    assert a["metrics"]["loss"] == pytest.approx(b["metrics"]["loss"], abs=1e-5)
+    ta, tb = load_file(str(one / "adapter" / "adapter.safetensors")), load_file(str(two / "adapter" / "adapter.safetensors"))
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        assert torch.allclose(ta[key], tb[key], atol=1e-5, rtol=0), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["classification", "causal_lm"])
+def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(tmp_path: Path, case: str):
+    overrides = case_overrides(case, tmp_path)
+    train_in_process(tmp_path / "one", *overrides, "trainer.batch_size=8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    two = tmp_path / "two"
+    # no hydra.run.dir: each rank's Hydra would pick its own time-stamped dir; rank 0's must be the only one
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "run.py"), *COMMON, *overrides, "trainer.batch_size=4", f"hydra.run.dir={two}"]
+    done = subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("metrics.json")) == ["one/metrics.json", "two/metrics.json"]
+    assert [p.name for p in (two / "checkpoints").iterdir()] == ["checkpoint-3"]
+    assert not list(cwd.iterdir())  # rank 1 left no stray run directory behind
+    assert done.stdout.count("[lorazoo]") == 1  # one summary line: rank 0's
+    assert_same_run(tmp_path / "one", two)
+
+
+# ----------------------------------------------------------------------------- the loss scaling, in process
+@pytest.mark.parametrize("kind,expected", [("bert", False), ("llama", True)])
+def test_attached_model_reports_whether_its_loss_uses_num_items_in_batch(kind: str, expected: bool):
+    from transformers import Trainer, TrainingArguments
+
+    base = tiny_bert() if kind == "bert" else tiny_llama()
+    targets = ["query", "value"] if kind == "bert" else "all-linear"
+    model = attach(base, AdapterConfig(projection="lora", rank=2, target_modules=targets))
+    assert model.accepts_loss_kwargs is expected
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir="/nonexistent", use_cpu=True, report_to=[]))
+    assert trainer.model_accepts_loss_kwargs is expected
+
+
+def test_gradient_accumulation_equals_the_big_batch(tmp_path: Path):
+    """A sequence-classification loss is a batch mean: Trainer must divide it by the accumulation steps."""
+    args = ["model=tiny_bert", "projection=lora", "task.max_train_samples=48", "task.max_eval_samples=8", *NO_DROPOUT]
+    big = train_in_process(tmp_path / "big", *args, "trainer.batch_size=8")
+    accumulated = train_in_process(tmp_path / "acc", *args, "trainer.batch_size=4", "trainer.grad_accum=2")
+    assert big["train"]["train_loss"] == pytest.approx(accumulated["train"]["train_loss"], abs=1e-6)
+    a = load_file(str(tmp_path / "big" / "adapter" / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "acc" / "adapter" / "adapter.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+
+
+# ----------------------------------------------------------------------------- launch checks
+def test_a_launch_trainer_would_not_parallelise_is_refused(monkeypatch):
+    from transformers.training_args import ParallelMode
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    # what TrainingArguments reported under torchrun on a CPU machine before use_cpu followed the device
+    args = SimpleNamespace(world_size=1, parallel_mode=ParallelMode.NOT_DISTRIBUTED)
+    with pytest.raises(ConfigError, match=r"launched 2 processes.*trainer.use_cpu=true"):
+        check_data_parallel(args)
+
+
+def test_ranks_after_the_first_get_a_scratch_hydra_dir(monkeypatch):
+    argv = ["model=tiny_bert", "hydra.run.dir=/shared/run"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert follower_overrides(argv) == argv
+    monkeypatch.setenv("RANK", "1")
+    theirs = follower_overrides(argv)
+    assert theirs[0] == "model=tiny_bert" and "hydra.run.dir=/shared/run" not in theirs
+    scratch = Path(theirs[1].split("=", 1)[1]).parent
+    assert scratch.is_dir() and "rank1" in scratch.name and "hydra.output_subdir=null" in theirs
+    scratch.rmdir()
+
+
+def test_scale_options_reach_training_arguments():
+    kwargs = scale_arguments(TrainerOptions(use_cpu=True, ddp_backend="gloo", ddp_find_unused_parameters=False,
+                                            fsdp="full_shard auto_wrap", fsdp_config={"fsdp_version": 2}))
+    assert kwargs["use_cpu"] and kwargs["ddp_backend"] == "gloo" and kwargs["ddp_find_unused_parameters"] is False
+    assert kwargs["fsdp"] == "full_shard auto_wrap" and kwargs["fsdp_config"] == {"fsdp_version": 2}
+    assert scale_arguments(TrainerOptions())["use_cpu"] is (not torch.cuda.is_available())
+    with pytest.raises(ConfigError, match="trainer.ddp_backend='glue'"):
+        scale_arguments(TrainerOptions(ddp_backend="glue"))
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['full_shrd'\]"):
+        scale_arguments(TrainerOptions(fsdp="full_shrd"))
+    with pytest.raises(ConfigError, match="both set"):
+        scale_arguments(TrainerOptions(fsdp="full_shard", deepspeed="zero2.json"))
