@@ -6,10 +6,16 @@ import itertools
 
 import pytest
 import torch
-
-from lorazoo import AdapterConfig, AdapterStateError, ConfigError, LoraZooError, attach, projection_names
-
 from conftest import PROJECTION_CASES, perturb, tiny_bert, tiny_llama
+
+from lorazoo import (
+    AdapterConfig,
+    AdapterStateError,
+    ConfigError,
+    LoraZooError,
+    attach,
+    projection_names,
+)
 
 PAIRS = list(itertools.combinations_with_replacement(projection_names(), 2))
 BASE = "__base__"
@@ -77,7 +83,7 @@ def test_generate_keeps_each_row_on_its_adapter():
     model = two_adapters("lora", "unilora")
     prompt = torch.randint(1, 128, (3, 4), generator=torch.Generator().manual_seed(6))
     names = ["b", BASE, "a"]
-    kwargs = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
+    kwargs = {"max_new_tokens": 5, "do_sample": False, "pad_token_id": 0}
     with torch.no_grad():
         mixed = model.generate(prompt, adapter_names=names, **kwargs)
         beams = model.generate(prompt, adapter_names=names, num_beams=2, **kwargs)
