@@ -285,6 +285,15 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")
 
 
+def seeds_phrase(counts: list[int]) -> str:
+    """'1 seed', 'mean ± std over 3 seeds per point' or '... over 2-3 seeds per point' (grammar included)."""
+    low, high = min(counts), max(counts)
+    if high == 1:
+        return "1 seed per point"
+    span = f"{low}-{high}" if low != high else str(high)
+    return f"mean ± std over {span} seeds per point"
+
+
 def plot_task(task: str, metric: str, groups: list[Group], path: Path) -> Path | None:
     """Trainable parameters (log x) vs the main metric; one labelled point per group; Pareto front as a step line."""
     import matplotlib
@@ -318,8 +327,11 @@ def plot_task(task: str, metric: str, groups: list[Group], path: Path) -> Path |
     ax.set_xlim(min(xs) / 2, right)
     ax.set_xlabel("trainable parameters (adapter, log scale)")
     ax.set_ylabel(f"{metric} ({'lower' if lower else 'higher'} is better)")
-    n = max(len(g.runs) for g in groups)
-    ax.set_title(f"{task}: {metric} vs trainable parameters\n(mean ± std over up to {n} seeds per point)", fontsize=10)
+    majority = {r.majority_rate for g in groups for r in g.runs if r.majority_rate is not None}
+    if metric == "accuracy" and len(majority) == 1:  # what always predicting the most frequent class scores
+        ax.axhline(majority.pop(), color="tab:gray", linestyle="--", linewidth=1, label="majority class", zorder=1)
+    ax.set_title(f"{task}: {metric} vs trainable parameters\n({seeds_phrase([len(g.runs) for g in groups])})",
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()

@@ -18,7 +18,7 @@ import transformers
 
 from lorazoo import LoraZooError, load_adapter
 from lorazoo.io import CONFIG_NAME, read_adapter_config
-from lorazoo.train.models import resolve_source
+from lorazoo.packaged import resolve_source
 
 
 def load_base(adapter_dir: Path, base: str | None, gguf_file: str | None):

@@ -18,16 +18,19 @@ PACKAGE = SRC / "lorazoo"
 # sits below the lifecycle that calls it (model.save_adapter / load_adapter) and knows no model.
 LAYERS: list[tuple[str, ...]] = [
     ("lorazoo.version", "lorazoo.errors", "lorazoo.sharding", "lorazoo.interop"),  # sharding, interop: torch / transformers only
+    ("lorazoo.packaged",),  # packaged model directories (no torch)
     ("lorazoo.config",),
     ("lorazoo.layout",),
     ("lorazoo.projections",),  # the package and every module in it
     ("lorazoo.io", "lorazoo.quantized"),  # quantized: reading/writing bitsandbytes weights (torch only)
     ("lorazoo.reconstructor",),
     ("lorazoo.wrappers", "lorazoo.mixed"),
+    ("lorazoo.peft_config",),  # what PEFT auto classes need from an export
     ("lorazoo.model",),
     ("lorazoo.counting",),
     ("lorazoo",),  # the public API (__init__)
     ("lorazoo.train",),
+    ("lorazoo.cli_hints",),
     ("lorazoo.cli",),
 ]
 CORE_FORBIDDEN = ("hydra", "omegaconf", "wandb", "lorazoo.train", "lorazoo.cli")

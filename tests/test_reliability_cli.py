@@ -21,14 +21,17 @@ CASES: dict[str, tuple[list[str], str, str]] = {
     "unknown projection": (["projection=unilorra"], r"Could not find 'projection/unilorra'.*\n\tfastfood\n", "hydra"),
     "unknown task": (["task=tweetz"], r"Could not find 'task/tweetz'.*\n\ttweets\n", "hydra"),
     "unknown model": (["model=tiny_bertt"], r"Could not find 'model/tiny_bertt'.*\n\tsmollm2-135m\n\ttiny_bert\n", "hydra"),
-    "misspelled key": (["trainer.max_stepz=3"], r"Could not override 'trainer.max_stepz'.*\nKey 'max_stepz' is not in struct",
-                       "hydra"),
+    "misspelled key": (["trainer.max_stepz=3"], r"Could not override 'trainer.max_stepz'.*\nKey 'max_stepz' is not in struct"
+                       r".*\nerror: unknown key 'trainer.max_stepz'; did you mean trainer.max_steps\? valid keys under "
+                       r"trainer: trainer.max_steps, ", "hydra"),
     "rank 0": (["projection.rank=0"], r"^error: rank must be a positive integer, got 0$", ""),
     "alpha < 0": (["projection=lora", "projection.alpha=-1"], r"^error: alpha must be .* got -1$", ""),
     "d = 0": (["projection.kwargs.d=0"], r"^error: unilora: d=0 is invalid; valid: 1\.\.1,024", ""),
-    "d > D": (["projection.kwargs.d=1025"], r"^error: unilora: d=1025 is invalid; valid: 1\.\.1,024", ""),
+    "d > D": (["projection.kwargs.d=1025"],
+              r"^error: projection\.kwargs\.d=1025 exceeds D=1,024 .*a value that works: projection\.kwargs\.d=160$", ""),
     "vblora vector_length": (["projection=vblora", "projection.kwargs.vector_length=7"],
-                             r"^error: vblora: vector_length=7 does not divide in_features=32 .*valid: a divisor of 32", ""),
+                             r"^error: projection\.kwargs\.vector_length=7 does not divide every adapted size of model "
+                             r"tiny_bert \[32\]; a value that works: projection\.kwargs\.vector_length=4", ""),
     "prolora m = 0": (["projection=prolora", "projection.kwargs.m=0"], r"^error: prolora: m=0 is invalid; valid:", ""),
     "targets match nothing": (["model.target_modules=[qeury]"],
                               r"^error: target_modules=\['qeury'\] matched no adaptable module .*'query'.*'all-linear'", ""),

@@ -15,6 +15,7 @@ from .layout import Layout, LayoutEntry  # noqa: E402
 from .model import AdaptedModel, attach, load_adapter  # noqa: E402
 from .projections import Projection, projection_names, register_projection  # noqa: E402
 from .counting import count_parameters  # noqa: E402
+from .packaged import packaged_gguf_file, packaged_model_path  # noqa: E402
 
 __all__ = [
     "AdaptedModel",
@@ -33,6 +34,8 @@ __all__ = [
     "attach",
     "count_parameters",
     "load_adapter",
+    "packaged_gguf_file",
+    "packaged_model_path",
     "projection_names",
     "register_projection",
 ]

@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from .errors import LoraZooError
+from .train.naming import register_resolvers
 
 
 def config_dir() -> str:
@@ -33,8 +34,10 @@ def config_dir() -> str:
 
 
 CONFIG_DIR = config_dir()
+register_resolvers()  # ${lorazoo_slug:...} in configs/config.yaml (flat sweep job dirs)
 # our joblib.yaml spells out every key of the plugin's schema of the same name; Hydra warns about the match
-warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema.*")
+# (the message starts with a newline, so the pattern must let '.' match it: (?s))
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
 
 
 def _quiet_libraries() -> None:
@@ -60,7 +63,7 @@ def _ranks_share_one_run_dir(hydra_main: Callable[..., Any]) -> Callable[..., An
 
 @_ranks_share_one_run_dir
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     """Train + evaluate one job (one per multirun job); writes metrics.json and adapter/ in the job dir.
 
     Returns the sweep objective (the task's main metric, larger is better; see train/objective.py), or
@@ -91,9 +94,25 @@ def _training_failed_in_sweep() -> bool:
         return False
     metrics = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
     try:
-        return json.loads(metrics.read_text()).get("status") == "failed"
+        record = json.loads(metrics.read_text())
     except (OSError, ValueError, AttributeError):
         return False
+    # a config/data error before training also leaves a failed record, marked failed_stage=setup
+    return isinstance(record, dict) and record.get("status") == "failed" and record.get("failed_stage") != "setup"
+
+
+def main() -> None:
+    """``python run.py ...``: Hydra's main, plus the valid spellings when Hydra rejects a key."""
+    try:
+        hydra_main()
+    except SystemExit as exc:
+        if exc.code == 1:
+            from .cli_hints import unknown_key_hint
+
+            hint = unknown_key_hint(sys.argv[1:], CONFIG_DIR)
+            if hint:
+                print(hint, file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

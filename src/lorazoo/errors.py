@@ -30,3 +30,7 @@ class AdapterFileError(LoraZooError, OSError):
 
 class AdapterStateError(LoraZooError, RuntimeError):
     """An operation does not fit the adapter's current state (merged, unknown adapter name...)."""
+
+
+class ModelUnavailableError(LoraZooError, OSError):
+    """A base model is neither a local directory nor reachable on the hub (or its package is not installed)."""

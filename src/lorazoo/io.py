@@ -32,6 +32,13 @@ PEFT_WEIGHTS_NAME = "adapter_model.safetensors"
 
 
 # ----------------------------------------------------------------------------- atomic writes
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it: POSIX has no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then rename over ``path``: readers never see a partial file."""
     path = Path(path)
@@ -40,6 +47,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; the file should look like open()'s
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -155,12 +163,16 @@ def write_peft_lora(
     saved_modules: Mapping[str, Mapping[str, torch.Tensor]],
     factor_keys: Mapping[str, tuple[str, str]] | None = None,
     fan_in_fan_out: bool = False,
+    task_type: str | None = None,
+    base_model_name_or_path: str | None = None,
 ) -> Path:
     """Write a plain PEFT LoRA adapter from exact (A_l, s · B_l) factors: rank r, alpha = r (scale folded into B).
 
     ``factor_keys`` names each module's two tensors as PEFT does (``lora_A.weight``/``lora_B.weight``,
     embeddings ``lora_embedding_A``/``lora_embedding_B``); ``fan_in_fan_out`` is PEFT's flag for
-    GPT-2-style Conv1D layers (PEFT resets it per layer for any plain Linear beside them).
+    GPT-2-style Conv1D layers (PEFT resets it per layer for any plain Linear beside them). ``task_type``
+    (PEFT's, e.g. CAUSAL_LM) and a loadable ``base_model_name_or_path`` let PEFT's auto classes rebuild
+    the model from the export alone; the base defaults to the adapter config's.
     """
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
@@ -174,8 +186,8 @@ def write_peft_lora(
     atomic_save_safetensors(path / PEFT_WEIGHTS_NAME, tensors, metadata={"format": "pt"})
     peft_config = {
         "peft_type": "LORA",
-        "task_type": None,
-        "base_model_name_or_path": config.base_model_name_or_path,
+        "task_type": task_type,
+        "base_model_name_or_path": base_model_name_or_path or config.base_model_name_or_path,
         "r": config.rank,
         "lora_alpha": config.rank,
         "lora_dropout": 0.0,

@@ -15,6 +15,7 @@ from . import io
 from .config import AdapterConfig
 from .errors import AdapterFileError, AdapterStateError, LayoutMismatchError, TargetModulesError
 from .layout import Layout
+from .peft_config import peft_base_path, peft_task_type
 from .projections import Projection, build_projection
 from .mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
 from .reconstructor import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
@@ -379,7 +380,9 @@ class AdaptedModel(nn.Module):
         fan_in_fan_out = any(layer.fan_in_fan_out for layer in layers.values())
         if not is_main_process():  # every rank gathered; one writes
             return Path(path)
-        return io.write_peft_lora(path, self.adapter_config, factors, heads, keys, fan_in_fan_out)
+        base_path = peft_base_path(self.adapter_config.base_model_name_or_path, self.base_model)
+        return io.write_peft_lora(path, self.adapter_config, factors, heads, keys, fan_in_fan_out,
+                                  task_type=peft_task_type(self.base_model), base_model_name_or_path=base_path)
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a saved adapter holds: projection tensors + the active copies of saved modules."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError, LoraZooError
+from ..errors import ConfigError, LoraZooError, ModelUnavailableError
 
 
 class DataUnavailableError(LoraZooError, OSError):
@@ -11,10 +11,6 @@ class DataUnavailableError(LoraZooError, OSError):
 
 class DataFormatError(LoraZooError, ValueError):
     """A local data file is empty or malformed (the message names the file and line)."""
-
-
-class ModelUnavailableError(LoraZooError, OSError):
-    """A base model is neither a local directory nor reachable on the hub."""
 
 
 class NonFiniteLossError(LoraZooError, FloatingPointError):

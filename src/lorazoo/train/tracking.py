@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import secrets
+import string
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_write
 from .options import LoggerOptions
+
+RUN_ID_FILE = "wandb_run_id"  # in the run dir: the W&B run a resume continues
+FLUSH_S = 2.0  # wandb's default is 15 s
 
 
 def is_rank_zero() -> bool:
@@ -31,7 +37,9 @@ class RunLogger:
     def report_to(self) -> list[str]:
         return ["wandb"] if self.active else []
 
-    def start(self, output_dir: Path, config: dict[str, Any], group: str | None, job_type: str, name: str) -> None:
+    def start(self, output_dir: Path, config: dict[str, Any], group: str | None, job_type: str, name: str,
+              resume: bool = False) -> None:
+        """One W&B run per run dir: ``trainer.resume=true`` continues the W&B run whose id the dir stores."""
         if not self.active:
             return
         import wandb
@@ -42,8 +50,16 @@ class RunLogger:
         os.environ.setdefault("WANDB_WATCH", "false")
         if wandb.run is not None:  # a previous job of this process (basic launcher multirun)
             wandb.finish()
+        id_file = Path(output_dir) / RUN_ID_FILE
+        run_id = id_file.read_text().strip() if resume and id_file.is_file() else ""
+        if not run_id:
+            run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+            atomic_write(id_file, lambda tmp: Path(tmp).write_text(run_id + "\n"))
+        # the .wandb file is flushed every FLUSH_S seconds, so a kill -9 loses at most that much history
+        settings = wandb.Settings(x_transaction_log_flush_interval=FLUSH_S)
         self.run = wandb.init(project=opts.project, entity=opts.entity, group=opts.group or group, job_type=job_type,
-                              name=name, tags=list(opts.tags), config=config, dir=str(output_dir), mode=mode)
+                              name=name, tags=list(opts.tags), config=config, dir=str(output_dir), mode=mode,
+                              id=run_id, resume="allow" if resume else None, settings=settings)
 
     def summary(self, values: dict[str, Any]) -> None:
         if self.run is not None:

@@ -1,0 +1,59 @@
+"""After Hydra rejects a misspelled key, name the keys that do exist in the form they are typed.
+
+Hydra's own message ("Key 'max_stepz' is not in struct", "To append ... use +trainer.max_stepz=3")
+suggests adding the typo with ``+``; a user wants ``trainer.max_steps``. This module composes the
+same config (group choices only) and lists the sibling keys of the unknown one, closest first.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+_MISSING = object()
+
+
+def _key_of(override: str) -> str | None:
+    """The dotted key of a plain ``a.b=value`` override; None for groups, +/~ edits, hydra.* and flags."""
+    if "=" not in override or override.startswith(("+", "~", "-")):
+        return None
+    key = override.split("=", 1)[0].strip()
+    if key.startswith("hydra") or "/" in key or "." not in key:
+        return None
+    return key
+
+
+def _group_choices(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if "=" in o and not o.startswith(("+", "~", "-")) and "." not in o.split("=", 1)[0]]
+
+
+def unknown_key_hint(overrides: list[str], config_dir: str) -> str | None:
+    """``error: unknown key 'trainer.max_stepz'; did you mean trainer.max_steps? valid: ...`` or None."""
+    keys = [k for k in (_key_of(o) for o in overrides) if k]
+    if not keys:
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            cfg = compose("config", overrides=[c.split(",", 1)[0] for c in _group_choices(overrides)])
+    except (HydraException, OmegaConfBaseException, ValueError, OSError):  # the group choices themselves are wrong: Hydra's message already says so
+        return None
+    for key in keys:
+        if OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
+            continue
+        parent = key.rsplit(".", 1)[0]
+        node: Any = OmegaConf.select(cfg, parent, default=None)
+        while node is None and "." in parent:
+            parent = parent.rsplit(".", 1)[0]
+            node = OmegaConf.select(cfg, parent, default=None)
+        if not OmegaConf.is_dict(node):
+            continue
+        valid = [f"{parent}.{k}" for k in node]
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+        guess = f"did you mean {close[0]}? " if close else ""
+        return f"error: unknown key {key!r}; {guess}valid keys under {parent}: {', '.join(valid)}"
+    return None

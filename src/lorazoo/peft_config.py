@@ -1,0 +1,43 @@
+"""What PEFT's auto classes need from an exported adapter: a task type and a base they can load.
+
+``AutoPeftModelForCausalLM.from_pretrained(<export>)`` picks its model class from ``task_type`` and
+calls ``from_pretrained(base_model_name_or_path)``; ``packaged:<module>`` names and random test bases
+mean nothing to it, so the export writes a loadable path (the packaged directory, or the directory or
+hub id the base was loaded from).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .packaged import PREFIX, resolve_source
+
+# transformers class-name suffix → PEFT TaskType value
+TASK_TYPES = (
+    ("ForSequenceClassification", "SEQ_CLS"),
+    ("ForCausalLM", "CAUSAL_LM"),
+    ("ForTokenClassification", "TOKEN_CLS"),
+    ("ForQuestionAnswering", "QUESTION_ANS"),
+    ("ForConditionalGeneration", "SEQ_2_SEQ_LM"),
+    ("ForSeq2SeqLM", "SEQ_2_SEQ_LM"),
+)
+
+
+def peft_task_type(base_model: Any) -> str | None:
+    """PEFT's task type for a transformers model class (None for a bare backbone: AutoPeftModel then)."""
+    name = type(base_model).__name__
+    return next((task for suffix, task in TASK_TYPES if name.endswith(suffix)), None)
+
+
+def peft_base_path(configured: str | None, base_model: Any) -> str | None:
+    """A base that ``from_pretrained`` resolves: the configured hub id / dir, a packaged model's directory,
+    else the path the base was loaded from (``config._name_or_path``); None when there is none."""
+    loaded_from = getattr(getattr(base_model, "config", None), "_name_or_path", "") or None
+    if configured and configured.startswith(PREFIX):
+        try:
+            return resolve_source(configured, None)
+        except OSError:
+            return loaded_from
+    if configured and not configured.startswith("tiny:"):
+        return configured
+    return loaded_from

@@ -1,0 +1,53 @@
+"""metrics.json records beyond the happy path: a failed run states its reason, and train time adds up
+across resumes.
+
+A run that stops on a config or data error before training still leaves ``metrics.json`` (status
+``failed`` and the one-line reason) so ``scripts/compare.py`` can say why; a completed record of an
+earlier run in the same dir is never overwritten. Train time is kept per checkpoint in
+``<run dir>/train_time.json`` ({step: seconds trained so far}), so a resumed run reports the time of
+the part it continued from plus its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_write_json
+
+TRAIN_TIME = "train_time.json"
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def write_failure(out: Path, record: dict[str, Any], exc: BaseException, stage: str) -> bool:
+    """Write a failed record with the reason, unless the dir already holds a completed run's result."""
+    path = out / "metrics.json"
+    if path.is_file():
+        try:
+            if json.loads(path.read_text()).get("status") == "completed":
+                return False
+        except (OSError, ValueError):
+            pass
+    atomic_write_json(path, {**record, "status": "failed", "failed_stage": stage, "error": one_line(exc)})
+    return True
+
+
+def read_times(out: Path) -> dict[str, float]:
+    try:
+        data = json.loads((out / TRAIN_TIME).read_text())
+        return {str(k): float(v) for k, v in data.items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def prior_train_time(out: Path, resume_from: str | None) -> float:
+    """Seconds trained before the checkpoint this run resumes from (0 for a fresh run)."""
+    if not resume_from:
+        return 0.0
+    step = Path(resume_from).name.rsplit("-", 1)[-1]
+    return read_times(out).get(step, 0.0)
