@@ -404,6 +404,11 @@ def test_a_failed_retry_never_overwrites_a_completed_record(tmp_path: Path):
     with pytest.raises(ConfigError):
         run(composed(*TINY, "model=tiny_bert", "projection.rank=0"), output_dir=tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(done, default=str))
+    retry = tmp_path / "retry"  # an earlier setup failure is replaced by the new reason
+    for rank in (0, -1):
+        with pytest.raises(ConfigError):
+            run(composed(*TINY, "model=tiny_bert", f"projection.rank={rank}"), output_dir=retry)
+    assert "got -1" in json.loads((retry / "metrics.json").read_text())["error"]
 
 
 def test_wall_time_totals_train_time_across_resumes(tmp_path: Path):

@@ -2,8 +2,8 @@
 across resumes.
 
 A run that stops on a config or data error before training still leaves ``metrics.json`` (status
-``failed`` and the one-line reason) so ``scripts/compare.py`` can say why; a completed record of an
-earlier run in the same dir is never overwritten. Train time is kept per checkpoint in
+``failed`` and the one-line reason) so ``scripts/compare.py`` can say why; a record an earlier run left
+in the same dir is never overwritten (except an earlier setup failure's). Train time is kept per checkpoint in
 ``<run dir>/train_time.json`` ({step: seconds trained so far}), so a resumed run reports the time of
 the part it continued from plus its own.
 """
@@ -25,14 +25,16 @@ def one_line(exc: BaseException) -> str:
 
 
 def write_failure(out: Path, record: dict[str, Any], exc: BaseException, stage: str) -> bool:
-    """Write a failed record with the reason, unless the dir already holds a completed run's result."""
+    """Write a failed record with the reason. A dir that already holds a record is left alone (it may be
+    another run's), unless that record is itself an earlier setup failure (no trained result to keep)."""
     path = out / "metrics.json"
     if path.is_file():
         try:
-            if json.loads(path.read_text()).get("status") == "completed":
-                return False
+            old = json.loads(path.read_text())
         except (OSError, ValueError):
-            pass
+            return False
+        if not (isinstance(old, dict) and old.get("status") == "failed" and old.get("failed_stage") == "setup"):
+            return False
     atomic_write_json(path, {**record, "status": "failed", "failed_stage": stage, "error": one_line(exc)})
     return True
 
