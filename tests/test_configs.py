@@ -80,10 +80,11 @@ def test_math_and_instruct_default_to_smollm2_but_model_override_wins():
 def test_experiment_task_table_and_command_line_precedence():
     cfg = compose_with("experiment=unilora_glue_base", "task=glue/rte")
     patched, applied = apply_task_overrides(cfg, [])
-    assert patched.optimizer.groups.head.lr == 5.0e-4 and applied == {"optimizer.groups.head.lr": 5.0e-4}
+    assert patched.optimizer.groups.head.lr == 5.0e-4
+    assert applied == {"optimizer.groups.head.lr": 5.0e-4, "trainer.num_epochs": 160}  # the Uni-LoRA RTE script
     assert patched.optimizer.groups.head.weight_decay == 0.1  # the experiment's head decay is kept beside it
     patched, applied = apply_task_overrides(cfg, ["optimizer.groups.head.lr=0.1"])
-    assert applied == {} and patched.optimizer.groups.head.get("lr") == cfg.optimizer.groups.head.get("lr")
+    assert applied == {"trainer.num_epochs": 160} and patched.optimizer.groups.head.get("lr") == cfg.optimizer.groups.head.get("lr")
 
 
 def test_unknown_group_option_lists_valid_ones():
