@@ -91,15 +91,15 @@ def paper_rows() -> list[Row]:
         Row(f"{UNILORA} ablation", "roberta-base", "fastfood", 4, qv, {"d": 23040},
             note="Fastfood P at Uni-LoRA's d (O(D log d), structures regenerated from the seed)"),
         Row(f"{UNILORA} math", "gemma-7b", "lora", 4, all_linear, paper="D = 12,500,992",
-            note="all 7 linear kinds × 28 layers, lm_head excluded (DESIGN.md cross-check)"),
+            note="all 7 linear kinds × 28 layers, lm_head excluded (D = r · Σ(in + out) from the model config)"),
         Row(f"{UNILORA} math", "gemma-7b", "unilora", 4, all_linear, {"d": 524288}, paper="0.52M",
             note="d = 2^19 over D = 12,500,992"),
         Row(f"{UNILORA} math", "mistral-7b", "lora", 4, all_linear, paper="D = 10,485,760",
-            note="all 7 linear kinds × 32 layers, GQA k/v out = 1024 (DESIGN.md cross-check)"),
+            note="all 7 linear kinds × 32 layers, GQA k/v out = 1024 (D = r · Σ(in + out) from the model config)"),
         Row(f"{UNILORA} math", "mistral-7b", "unilora", 4, all_linear, {"d": 524288}, paper="0.52M",
             note="d = 2^19 over D = 10,485,760"),
         Row("Llama-2-7B all-linear", "llama-2-7b", "lora", 4, all_linear, paper="D = 9,994,240",
-            note="all 7 linear kinds × 32 layers, lm_head excluded (DESIGN.md cross-check)"),
+            note="all 7 linear kinds × 32 layers, lm_head excluded (D = r · Σ(in + out) from the model config)"),
         Row(PROLORA, "llama-2-7b", "lora", 8, all_linear,
             note="the LoRA baseline rank of PRoLoRA's comparisons on all linear layers (authors' scripts: --lora_modules all, α = 16)"),
         Row(PROLORA, "llama-2-7b", "prolora", 8, all_linear, {"unshared_rank": 1, "m": 2, "n": 2}, paper="≈ ½ of LoRA r = 8",
@@ -115,7 +115,7 @@ def projection_defaults(name: str) -> tuple[int, dict[str, Any]]:
     path = REPO / "configs" / "projection" / f"{name}.yaml"
     if not path.is_file():
         return AdapterConfig().rank, {}
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = (yaml.safe_load(path.read_text()) or {}).get("projection") or {}  # a `# @package _global_` file
     return int(spec.get("rank", AdapterConfig().rank)), dict(spec.get("kwargs") or {})
 
 

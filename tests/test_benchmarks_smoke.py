@@ -22,7 +22,7 @@ def test_settings_cover_every_registered_projection():
     shapes = common.Shapes(common.llama2_7b_shapes())
     covered = {s.projection for s in common.settings_for(shapes)}
     assert covered == set(lorazoo.projection_names())
-    assert shapes.D(4) == 9_994_240  # Llama-2-7B all-linear r = 4 (DESIGN.md)
+    assert shapes.D(4) == 9_994_240  # Llama-2-7B all-linear r = 4: r · Σ(in + out) over its config
     assert shapes.vector_length() == 256 and common.Shapes([("x", 576, 192)]).vector_length() == 64
 
 

@@ -108,3 +108,25 @@ def test_misspelled_key_inside_a_yaml_is_rejected():
 def test_sweep_dirs_are_unique_per_job():
     cfg = compose_with(hydra=True)
     assert "${hydra.job.num}" in OmegaConf.to_container(cfg.hydra.sweep)["subdir"]
+
+
+@pytest.mark.parametrize("name", options("projection"))
+def test_projection_option_defaults_live_in_the_class_only(name: str):
+    """configs/projection/<name>.yaml gets every option from the projection's Options dataclass (so each is
+    overridable as projection.kwargs.<key>) and restates none of its defaults."""
+    import yaml
+
+    from lorazoo.projections import get_projection_class
+
+    defaults = get_projection_class(name).defaults
+    composed = OmegaConf.to_container(compose_with(f"projection={name}").projection.kwargs)
+    assert composed == defaults
+    written = (yaml.safe_load((CONFIGS / "projection" / f"{name}.yaml").read_text())["projection"] or {}).get("kwargs") or {}
+    restated = sorted(k for k, v in written.items() if defaults.get(k) == v)
+    assert not restated, f"{name}.yaml restates the class defaults of {restated}"
+
+
+def test_command_line_overrides_a_projection_option():
+    assert compose_with("projection=vblora", "projection.kwargs.vector_length=128").projection.kwargs.vector_length == 128
+    with pytest.raises(ConfigCompositionException):
+        compose_with("projection=vblora", "projection.kwargs.vector_lenght=128")

@@ -7,16 +7,14 @@ automatically, with the tiny-model kwargs they declare themselves (``Projection.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
+from conftest import PROJECTION_CASES, TINY_MODELS, TINY_TARGETS, model_inputs, perturb
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, attach, load_adapter, projection_names
 from lorazoo.projections import get_projection_class
 from lorazoo.reconstructor import AdaptedLinear
-
-from conftest import PROJECTION_CASES, TINY_MODELS, TINY_TARGETS, model_inputs, perturb
 
 PROJECTIONS = projection_names()
 ZERO_AT_INIT = {p for p in PROJECTIONS if get_projection_class(p).zero_at_init}
@@ -94,7 +92,7 @@ class TestInvariants:
     def test_merge_unmerge_and_unload(self, projection, kind):
         model = make(projection, kind)
         perturb(model)
-        weights = {l.module_name: l.base_layer.weight.detach().clone() for l in model.adapted_layers()}
+        weights = {layer.module_name: layer.base_layer.weight.detach().clone() for layer in model.adapted_layers()}
         with torch.no_grad():
             unmerged = logits(model, kind)
             model.merge()

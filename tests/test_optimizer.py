@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_bert
 
 from lorazoo import AdapterConfig, LoraZooError, attach
 from lorazoo.train.errors import ConfigError
 from lorazoo.train.optimizer import OptimizerOptions, build_optimizer
-
-from conftest import tiny_bert
 
 
 def model(projection: str = "lora", **kwargs):

@@ -85,7 +85,7 @@ def test_counts_follow_the_group_formula(train, per_group):
                                                                    projection_kwargs={"train": train}))
     assert projection.d == 2 * per_group(8, 768, 768, 12)
     if train == ["shared", "u", "v"]:
-        assert projection.d == 43_200  # the candidate for VB-LoRA's "0.043M" Tied-LoRA row (DESIGN.md)
+        assert projection.d == 43_200  # the candidate for the "0.043M" Tied-LoRA row of VB-LoRA's Table 1 (arXiv:2405.15179)
 
 
 def test_llama_all_linear_count_per_kind():

@@ -1,8 +1,8 @@
 """lorazoo: every LoRA variant as a projection θ_d → θ_D behind one adapter lifecycle."""
 
-from .version import __version__
-from .config import AdapterConfig  # noqa: E402
-from .errors import (  # noqa: E402
+from .config import AdapterConfig
+from .counting import count_parameters
+from .errors import (
     AdapterFileError,
     AdapterStateError,
     ConfigError,
@@ -11,11 +11,11 @@ from .errors import (  # noqa: E402
     TargetModulesError,
     UnknownProjectionError,
 )
-from .layout import Layout, LayoutEntry  # noqa: E402
-from .model import AdaptedModel, attach, load_adapter  # noqa: E402
-from .projections import Projection, projection_names, register_projection  # noqa: E402
-from .counting import count_parameters  # noqa: E402
-from .packaged import packaged_gguf_file, packaged_model_path  # noqa: E402
+from .layout import Layout, LayoutEntry
+from .model import AdaptedModel, attach, load_adapter
+from .packaged import packaged_gguf_file, packaged_model_path
+from .projections import Projection, projection_names, register_projection
+from .version import __version__
 
 __all__ = [
     "AdaptedModel",

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from .errors import LoraZooError
 from .train.naming import register_resolvers
+from .train.config_store import register_projection_options
 
 
 def config_dir() -> str:
@@ -35,6 +36,7 @@ def config_dir() -> str:
 
 CONFIG_DIR = config_dir()
 register_resolvers()  # ${lorazoo_slug:...} in configs/config.yaml (flat sweep job dirs)
+register_projection_options()  # projection.kwargs defaults come from the projections' Options dataclasses
 # our joblib.yaml spells out every key of the plugin's schema of the same name; Hydra warns about the match
 # (the message starts with a newline, so the pattern must let '.' match it: (?s))
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")

@@ -8,16 +8,17 @@ for 7B models in seconds on a laptop.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from .config import AdapterConfig
 from .errors import ConfigError
-from .wrappers import layout_from_model
 from .projections import build_projection
+from .wrappers import layout_from_model
 
 KNOWN_MODELS = ("gemma-7b", "llama-2-7b", "minilm", "mistral-7b", "roberta-base", "roberta-large", "smollm2-135m")
 TASK_TYPES = ("seq_cls", "causal_lm", "base")

@@ -12,18 +12,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .version import __version__
 from .config import AdapterConfig
 from .errors import AdapterFileError, ConfigError
 from .layout import Layout
 from .projections import get_projection_class
+from .version import __version__
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter.safetensors"

@@ -10,8 +10,8 @@ lives beside those wrappers, in ``wrappers.py``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
 
 from .errors import TargetModulesError
 
@@ -74,7 +74,7 @@ class Layout(Sequence[LayoutEntry]):
         self.D = offset
 
     @classmethod
-    def from_shapes(cls, shapes: Iterable[tuple[str, int, int]], rank: int) -> "Layout":
+    def from_shapes(cls, shapes: Iterable[tuple[str, int, int]], rank: int) -> Layout:
         """Build from (name, in_features, out_features) triples, e.g. for a 7B model without weights."""
         entries, offset = [], 0
         for name, in_features, out_features in shapes:
@@ -107,7 +107,7 @@ class Layout(Sequence[LayoutEntry]):
         return [asdict(e) for e in self.entries]
 
     @classmethod
-    def from_list(cls, rows: Iterable[dict]) -> "Layout":
+    def from_list(cls, rows: Iterable[dict]) -> Layout:
         return cls(LayoutEntry(**row) for row in rows)
 
     def __eq__(self, other: object) -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import types
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn

@@ -10,7 +10,8 @@ types it checks, so that the shape layer (layout.py) never needs to know them.
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -23,13 +23,13 @@ from ..sharding import copy_into, shape_of
 from . import rng as zrandom
 from .options import NoOptions, option_defaults, parse_options
 
-_REGISTRY: dict[str, type["Projection"]] = {}
+_REGISTRY: dict[str, type[Projection]] = {}
 
 
 def register_projection(name: str):
     """Class decorator: make a Projection subclass available as ``projection=<name>``."""
 
-    def decorator(cls: type["Projection"]) -> type["Projection"]:
+    def decorator(cls: type[Projection]) -> type[Projection]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"projection name {name!r} is already registered by {_REGISTRY[name].__name__}")
         cls.name = name
@@ -43,14 +43,14 @@ def projection_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_projection_class(name: str) -> type["Projection"]:
+def get_projection_class(name: str) -> type[Projection]:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         raise UnknownProjectionError(f"unknown projection {name!r}; registered: {', '.join(projection_names())}") from None
 
 
-def build_projection(layout: Layout, config: AdapterConfig) -> "Projection":
+def build_projection(layout: Layout, config: AdapterConfig) -> Projection:
     return get_projection_class(config.projection)(layout, config)
 
 

@@ -59,8 +59,8 @@ class VeRAProjection(Projection):
         """[A_1, B_1, A_2, ...] with A_l = diag(λ_d,l) A_sh[:, :h_l], B_l = diag(λ_b,l) B_sh[:o_l, :]."""
         lambda_d = self.lambda_d.view(len(self.layout), self.config.rank).unbind(0)
         lambda_b = self.lambda_b.split(self.out_sizes)
-        return tuple(piece for l, e in enumerate(self.layout) for piece in scaled_factor_pieces(
-            lambda_d[l], self.vera_A[:, : e.in_features], lambda_b[l], self.vera_B[: e.out_features, :]))
+        return tuple(piece for i, e in enumerate(self.layout) for piece in scaled_factor_pieces(
+            lambda_d[i], self.vera_A[:, : e.in_features], lambda_b[i], self.vera_B[: e.out_features, :]))
 
     def forward(self) -> torch.Tensor:
         return torch.cat(self.pieces())

@@ -1,4 +1,9 @@
-"""GLUE-style metrics computed offline (sklearn/scipy), named as the `evaluate` library names them."""
+"""GLUE-style metrics computed offline (sklearn/scipy), named as the `evaluate` library names them.
+
+Not through `evaluate`: ``evaluate.load("glue", ...)`` fetches the metric's script from the Hugging Face
+Hub, which offline machines cannot reach, and a local metric module would only wrap the same sklearn /
+scipy calls that evaluate's own glue metric makes. So `evaluate` is not a dependency.
+"""
 
 from __future__ import annotations
 

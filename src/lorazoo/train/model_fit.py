@@ -82,7 +82,8 @@ def set_elsewhere(opts: ProjectionOptions) -> set[str]:
     if node is None:
         return set()
     out = {f"projection.{k}" for k in ("rank",) if k in node and node[k] != getattr(opts, k)}
-    given = node.get("kwargs") or {}
+    # the paper defaults: the projection's Options dataclass, with the values its yaml writes on top
+    given = {**get_projection_class(opts.name).defaults, **(node.get("kwargs") or {})}
     out |= {f"projection.kwargs.{k}" for k, v in opts.kwargs.items() if k not in given or given[k] != v}
     return out
 

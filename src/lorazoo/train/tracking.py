@@ -16,11 +16,11 @@ FLUSH_S = 2.0  # wandb's default is 15 s
 
 
 def is_rank_zero() -> bool:
-    """True unless torchrun/accelerate says this process is not the first."""
-    for var in ("RANK", "LOCAL_RANK"):
-        if os.environ.get(var, "0") not in ("", "0"):
-            return False
-    return True
+    """The main process as accelerate (and so Trainer) sees it: torchrun, accelerate launch, Slurm/MPI; a
+    plain single process is its own main process."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 class RunLogger:

@@ -1,6 +1,16 @@
-"""Tasks by name: tweets (the offline default), glue/*, math/gsm8k, instruct/alpaca."""
+"""Tasks by name: tweets (the offline default), glue/*, math/*, instruct/alpaca.
 
-from . import glue, instruct, math_reasoning, tweets  # noqa: F401  (registration)
+Every module in this package is imported here (pkgutil), so a new task is one file with
+``@register_task("name")`` plus its configs/task/<name>.yaml.
+"""
+
+import importlib
+import pkgutil
+
 from .base import Task, TaskOptions, build_task, register_task, task_names
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["Task", "TaskOptions", "build_task", "register_task", "task_names"]

@@ -10,9 +10,7 @@ from typing import Any, ClassVar
 import torch
 
 from .base import Task
-from .classification import TokenizedDataset
-
-IGNORE = -100
+from .encoding import IGNORE, causal_collator, encode_columns
 
 
 class CausalLMTask(Task):
@@ -34,20 +32,18 @@ class CausalLMTask(Task):
         labels = ([IGNORE] * len(prompt_ids) + answer_ids)[: self.options.max_length]
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
 
-    def datasets(self, tokenizer: Any) -> tuple[TokenizedDataset, TokenizedDataset]:
-        return tuple(TokenizedDataset([self.encode(p, a, tokenizer) for p, a in pairs])  # type: ignore[return-value]
-                     for pairs in (self.train_pairs, self.eval_pairs))
+    def datasets(self, tokenizer: Any) -> tuple[Any, Any]:
+        def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
+            rows = [self.encode(p, a, tokenizer) for p, a in zip(batch["prompt"], batch["answer"])]
+            return {key: [row[key] for row in rows] for key in ("input_ids", "attention_mask", "labels")}
+
+        return tuple(  # type: ignore[return-value]
+            encode_columns({"prompt": [p for p, _ in pairs], "answer": [a for _, a in pairs]}, encode, drop=["prompt", "answer"])
+            for pairs in (self.train_pairs, self.eval_pairs)
+        )
 
     def collator(self, tokenizer: Any) -> Callable:
-        pad = tokenizer.pad_token_id
-
-        def collate(features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-            width = max(len(f["input_ids"]) for f in features)
-            batch = {key: [f[key] + [fill] * (width - len(f[key])) for f in features]
-                     for key, fill in (("input_ids", pad), ("attention_mask", 0), ("labels", IGNORE))}
-            return {key: torch.tensor(value) for key, value in batch.items()}
-
-        return collate
+        return causal_collator(tokenizer)
 
     def summary(self) -> dict[str, Any]:
         return {"train_examples": len(self.train_pairs), "eval_examples": len(self.eval_pairs)}

@@ -6,25 +6,12 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from .. import metrics
 from .base import Task, carve_holdout, subsample
+from .encoding import encode_columns
 
 Row = tuple[str, "str | None", "int | float"]
-
-
-class TokenizedDataset(torch.utils.data.Dataset):
-    """Pre-tokenized examples as dicts of lists; padding happens per batch in the collator."""
-
-    def __init__(self, features: list[dict[str, Any]]):
-        self.features = features
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.features[index]
 
 
 class ClassificationTask(Task):
@@ -63,15 +50,21 @@ class ClassificationTask(Task):
         self.train_rows = subsample(train, self.options.max_train_samples, self.options.split_seed)
         self.eval_rows = subsample(dev, self.options.max_eval_samples, self.options.split_seed + 1)
 
-    def _tokenize(self, rows: list[Row], tokenizer: Any) -> TokenizedDataset:
-        text_a = [r[0] for r in rows]
-        text_b = [r[1] for r in rows] if rows and rows[0][1] is not None else None
-        enc = tokenizer(text_a, text_b, truncation=True, max_length=self.options.max_length)
+    def _tokenize(self, rows: list[Row], tokenizer: Any) -> Any:
+        """A `datasets.Dataset` of tokenizer features + labels; padding happens per batch in the collator."""
         dtype = float if self.regression else int
-        features = [{k: enc[k][i] for k in enc} | {"labels": dtype(r[2])} for i, r in enumerate(rows)]
-        return TokenizedDataset(features)
+        pair = bool(rows) and rows[0][1] is not None
+        columns: dict[str, list[Any]] = {"text_a": [r[0] for r in rows], "labels": [dtype(r[2]) for r in rows]}
+        if pair:
+            columns["text_b"] = [r[1] for r in rows]
 
-    def datasets(self, tokenizer: Any) -> tuple[TokenizedDataset, TokenizedDataset]:
+        def encode(batch: dict[str, list[Any]]) -> Any:
+            return tokenizer(batch["text_a"], batch["text_b"] if pair else None, truncation=True,
+                             max_length=self.options.max_length)
+
+        return encode_columns(columns, encode, drop=[c for c in columns if c != "labels"])
+
+    def datasets(self, tokenizer: Any) -> tuple[Any, Any]:
         return self._tokenize(self.train_rows, tokenizer), self._tokenize(self.eval_rows, tokenizer)
 
     def collator(self, tokenizer: Any) -> Callable:
