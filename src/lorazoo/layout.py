@@ -83,7 +83,7 @@ class Layout(Sequence[LayoutEntry]):
             offset += entry.numel
         return cls(entries)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         return self.entries[index]
 
     def __len__(self) -> int:
