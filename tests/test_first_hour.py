@@ -103,6 +103,23 @@ def test_an_explicit_value_that_cannot_work_names_the_key_and_a_value_that_works
     assert fitted.rank == 1024 and changes == []
 
 
+def test_a_group_choice_is_not_an_explicit_value():
+    assert explicit_keys(["projection=vblora", "model=minilm", "hydra/launcher=joblib", "++projection.kwargs.d=5",
+                          "projection.rank=2"]) == {"projection.kwargs.d", "projection.rank"}
+
+
+def test_run_py_fits_the_defaults_of_the_chosen_projection(tmp_path: Path):
+    """Through the CLI (`projection=vblora` on the command line): the yaml default is fitted, not refused."""
+    out = subprocess.run([sys.executable, str(REPO / "run.py"), "projection=vblora", "model=tiny_bert", *TINY,
+                          "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'run'}"],
+                         cwd=tmp_path, env=env(WANDB_MODE="disabled"), capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "[lorazoo] projection.kwargs.vector_length: 256 → 32 to fit model tiny_bert" in out.stderr
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["fitted_to_model"]["projection.kwargs.vector_length"]["to"] == 32
+
+
 @pytest.mark.parametrize("model", ["tiny_bert", "tiny_llama"])
 @pytest.mark.parametrize("projection", projection_names())
 def test_every_projection_trains_with_its_defaults_through_the_runner(tmp_path: Path, projection: str, model: str):

@@ -52,8 +52,10 @@ class Change:
 
 
 def explicit_keys(overrides: list[str]) -> set[str]:
-    """Dotted keys given on the command line (``++projection.kwargs.d=4`` → ``projection.kwargs.d``)."""
-    return {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+    """Dotted keys given on the command line (``++projection.kwargs.d=4`` → ``projection.kwargs.d``); a group
+    choice (``projection=vblora``) picks a yaml, it sets none of its values."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+    return {k for k in keys if "." in k}
 
 
 def _is_explicit(key: str, explicit: set[str]) -> bool:
