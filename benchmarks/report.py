@@ -41,6 +41,11 @@ def _kib(n: int | None) -> str:
     return "—" if n is None else (f"{n / 1024:,.1f} KiB" if n < 1024**2 else f"{n / 1024**2:,.2f} MiB")
 
 
+def _load_note(data: dict[str, Any]) -> str:
+    load = data.get("machine", {}).get("load_average")
+    return f" — load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) when written" if load else ""
+
+
 def _check(value: float | None, limit: float) -> str:
     if value is None:
         return "n/a"
@@ -62,7 +67,7 @@ def train_section(data: dict[str, Any]) -> list[str]:
     lines = [
         "## Training step: lorazoo vs PEFT",
         "",
-        f"`{data['command']}`",
+        f"`{data['command']}`{_load_note(data)}",
         "",
         f"Model: Llama with {SHAPES.get(m['shape'], m['shape'])}'s shape ({m['layers']} layers, {m['base_params']:,} "
         f"parameters, random weights; {data.get('device', 'cpu')}, base in {data.get('dtype', 'float32')}), targets {', '.join(m['targets'])}, batch {m['batch']} × {m['seq']} tokens, causal-LM loss, "
@@ -169,7 +174,7 @@ def inference_section(data: dict[str, Any]) -> list[str]:
     lines = [
         "## Inference: merged vs base, unmerged overhead",
         "",
-        f"`{data['command']}`",
+        f"`{data['command']}`{_load_note(data)}",
         "",
         f"Same model shape ({m['layers']} layers), `torch.no_grad()`. Forward: batch {m['batch']} × {m['seq']} "
         f"tokens. Generation: greedy, batch 1, prompt {m['prompt']} tokens, {m['new_tokens']} new tokens "
@@ -195,7 +200,7 @@ def reconstruct_section(data: dict[str, Any]) -> list[str]:
     lines = [
         "## θ_D reconstruction alone (Llama-2-7B layout)",
         "",
-        f"`{data['command']}`",
+        f"`{data['command']}`{_load_note(data)}",
         "",
         f"Llama-2-7B all-linear, r = {data['rank']}: D = {data['D']:,} (built with `Layout.from_shapes`, no model). "
         "Forward = `projection()` → θ_D; backward = `θ_D.backward(g)` for a fixed random g. Medians over "
@@ -222,7 +227,9 @@ def machine_section(machine: dict[str, Any]) -> list[str]:
         f"{machine.get('cuda') or 'no GPU'}; Python {machine['python']}, torch {machine['torch']}, transformers "
         f"{machine['transformers']}, peft {machine['peft']}, lorazoo {machine['lorazoo']}; {machine['platform']}. "
         "The machine was shared with other jobs while these ran: single timings are noisy, which is why every "
-        "benchmark interleaves implementations and reports medians with quartiles.",
+        "benchmark interleaves implementations and reports medians with quartiles"
+        + (f" (load average when written: {', '.join(f'{v:.1f}' for v in machine['load_average'])})."
+           if machine.get("load_average") else "."),
         "",
     ]
 
