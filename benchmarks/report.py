@@ -245,18 +245,32 @@ def _sections(sections: dict[str, dict[str, Any] | None]) -> list[str]:
     return lines
 
 
-def gpu_section(gpu_dir: Path) -> list[str]:
-    """Every full run under ``gpu/`` (benchmarks/gpu.sh), one level down in the headings."""
-    runs = sorted({p.parent for p in gpu_dir.rglob("*.json") if p.stem in BENCHMARKS})
+def subdir_section(directory: Path, heading: str, intro: str) -> list[str]:
+    """Every run under ``directory`` (one level of subfolders allowed), one level down in the headings."""
+    runs = sorted({p.parent for p in directory.rglob("*.json") if p.stem in BENCHMARKS})
     if not runs:
         return []
-    first = json.loads(next(p for p in sorted(runs[0].glob("*.json")) if p.stem in BENCHMARKS).read_text())
-    lines = [f"## GPU: {first['machine'].get('cuda') or 'unknown device'}", "",
-             "Made by `bash benchmarks/gpu.sh` (CUDA-synchronised timings, base in bf16, adapters fp32).", ""]
+    lines = [heading, "", intro, ""]
     for run in runs:
         body = _sections({name: _load(run, name) for name in BENCHMARKS})
         lines += [("#" + line) if line.startswith("#") else line for line in body]
     return lines
+
+
+def gpu_section(gpu_dir: Path) -> list[str]:
+    """The runs of benchmarks/gpu.sh, headed by the device name."""
+    found = sorted(p for p in gpu_dir.rglob("*.json") if p.stem in BENCHMARKS)
+    if not found:
+        return []
+    device = json.loads(found[0].read_text())["machine"].get("cuda") or "unknown device"
+    return subdir_section(gpu_dir, f"## GPU: {device}",
+                          "Made by `bash benchmarks/gpu.sh` (CUDA-synchronised timings, base in bf16, adapters fp32).")
+
+
+def quick_section(quick_dir: Path) -> list[str]:
+    return subdir_section(quick_dir, "## The 4-layer run (`--quick`)",
+                          "Same benchmark, SmolLM2-135M's shape cut to 4 layers (`results/benchmarks/quick/`): the "
+                          "run the issues' acceptance checks name, with peak memory.")
 
 
 def write_report(results_dir: Path, report_path: Path, files: dict[str, str] | None = None) -> Path:
@@ -272,6 +286,8 @@ def write_report(results_dir: Path, report_path: Path, files: dict[str, str] | N
     if found:
         lines += machine_section(found[0]["machine"])
     lines += _sections(sections)
+    if (results_dir / "quick").is_dir():
+        lines += quick_section(results_dir / "quick")
     if (results_dir / "gpu").is_dir():
         lines += gpu_section(results_dir / "gpu")
     if DISCUSSION.exists():
