@@ -48,9 +48,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     common.use_device(args)
     if args.quick:
         args.layers = args.layers or 4
+    default_out = args.out is None
     if args.out is None:
         args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    if args.report is None and not args.quick and not args.only and args.device == "cpu" and args.model == "smollm2-135m":
+    if args.report is None and default_out and not args.quick and not args.only and args.device == "cpu" and args.model == "smollm2-135m":
         args.report = common.REPORT_PATH
     return args
 

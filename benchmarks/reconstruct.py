@@ -48,9 +48,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         args.blocks, args.repeats, args.cap = min(args.blocks, 4), min(args.repeats, 5), min(args.cap, 10.0)
         args.budget = min(args.budget, 10.0)
+    default_out = args.out is None
     if args.out is None:
         args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    if args.report is None and not args.quick and not args.only and args.device == "cpu" and args.blocks == 32:
+    if args.report is None and default_out and not args.quick and not args.only and args.device == "cpu" and args.blocks == 32:
         args.report = common.REPORT_PATH
     return args
 

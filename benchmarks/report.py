@@ -267,6 +267,13 @@ def gpu_section(gpu_dir: Path) -> list[str]:
                           "Made by `bash benchmarks/gpu.sh` (CUDA-synchronised timings, base in bf16, adapters fp32).")
 
 
+def tokens16_section(directory: Path) -> list[str]:
+    return subdir_section(directory, "## 30 layers, 1 × 16 tokens and decode",
+                          "Same benchmark at SmolLM2-135M's full shape with few tokens (`results/benchmarks/tokens16/`): "
+                          "a 1 × 16-token training step and a one-token no-grad forward, where the adapters are a "
+                          "visible share of the call.")
+
+
 def quick_section(quick_dir: Path) -> list[str]:
     return subdir_section(quick_dir, "## The 4-layer run (`--quick`)",
                           "Same benchmark, SmolLM2-135M's shape cut to 4 layers (`results/benchmarks/quick/`): the "
@@ -286,6 +293,8 @@ def write_report(results_dir: Path, report_path: Path, files: dict[str, str] | N
     if found:
         lines += machine_section(found[0]["machine"])
     lines += _sections(sections)
+    if (results_dir / "tokens16").is_dir():
+        lines += tokens16_section(results_dir / "tokens16")
     if (results_dir / "quick").is_dir():
         lines += quick_section(results_dir / "quick")
     if (results_dir / "gpu").is_dir():

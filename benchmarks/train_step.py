@@ -64,9 +64,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="timed rounds (each implementation steps once per round)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--step-cap", type=float, default=None,
-                   help="drop an implementation whose first call exceeds this (s; default 30, --quick 300)")
+                   help="drop an implementation whose first call exceeds this (CPU s on a CPU run; default 30, --quick 300)")
     p.add_argument("--budget", type=float, default=90.0,
-                   help="seconds per implementation and setting; over it: no more warm-up, 2 timed rounds")
+                   help="seconds (CPU seconds on a CPU run) per implementation and setting; over it: no more "
+                        "warm-up, 2 timed rounds")
     p.add_argument("--settings", default="main,small,decode", help="token settings to time (main,small,decode)")
     p.add_argument("--small", default="1x16", help="batch × seq of the small-token setting")
     p.add_argument("--small-steps", type=int, default=None, help="timed rounds of 'small' (default 2 × --steps)")
@@ -99,10 +100,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.settings) - {"main", "small", "decode"})
     if unknown:
         p.error(f"--settings: unknown {unknown}; valid: main, small, decode")
+    default_out = args.out is None
     if args.out is None:
         args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    # a partial run (--only) or a GPU run never regenerates the CPU report (gpu.sh calls benchmarks.report)
-    if args.report is None and not args.quick and not args.only and args.device == "cpu" and args.model == "smollm2-135m":
+    # a partial run (--only), a run elsewhere (--out) or a GPU run never regenerates the CPU report
+    if args.report is None and default_out and not args.quick and not args.only and args.device == "cpu" and args.model == "smollm2-135m":
         args.report = common.REPORT_PATH
     return args
 
@@ -198,6 +200,7 @@ def run_timing(args: argparse.Namespace, runners: dict[str, Runner], setting: To
                 if timed_round:
                     runner.times[setting.name].append(None)
                 continue
+            started = common.clock()
             try:
                 with common.time_limit(args.step_cap if round_index == 0 else None):
                     elapsed = common.timed(functools.partial(call, batch))
@@ -207,7 +210,7 @@ def run_timing(args: argparse.Namespace, runners: dict[str, Runner], setting: To
                 if timed_round:
                     runner.times[setting.name].append(None)
                 continue
-            runner.spent[setting.name] += elapsed
+            runner.spent[setting.name] += common.clock() - started  # CPU seconds on a CPU run
             if timed_round:
                 runner.times[setting.name].append(elapsed)
         gc.collect()

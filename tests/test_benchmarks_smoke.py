@@ -62,8 +62,10 @@ def test_train_step_runs(tmp_path):
 def test_partial_run_never_regenerates_the_report():
     args = train_step.parse_args(["--only", "vera", "--out", "/nonexistent"])
     assert args.report is None and train_step.result_name(args) == "train_step--only-vera"
-    full = train_step.parse_args(["--out", "/nonexistent"])
+    full = train_step.parse_args([])
     assert full.report == common.REPORT_PATH and train_step.result_name(full) == "train_step"
+    elsewhere = train_step.parse_args(["--out", "/nonexistent"])  # a run written elsewhere leaves the report alone
+    assert elsewhere.report is None
 
 
 def test_train_step_drops_an_implementation_over_the_cap(tmp_path):
