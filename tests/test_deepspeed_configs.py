@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import perturb, tiny_bert
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
@@ -21,15 +22,14 @@ from lorazoo.train.distributed import scale_arguments
 from lorazoo.train.errors import ConfigError
 from lorazoo.train.options import TrainerOptions, from_node
 
-from conftest import perturb, tiny_bert
-
 SHIPPED = Path(CONFIG_DIR) / "deepspeed"
 
 
 @pytest.mark.parametrize("given,stage", [("zero2.json", 2), ("configs/deepspeed/zero3.json", 3)])
 def test_shipped_zero_configs_reach_training_arguments(given: str, stage: int):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"trainer.deepspeed={given}", "trainer.precision=bf16"])
+        cfg = compose("config", overrides=[f"trainer.deepspeed={given}", "trainer.precision=bf16",
+                                                   "trainer.use_cpu=false"])  # as on a GPU node
     kwargs = scale_arguments(from_node(TrainerOptions, cfg.trainer, "trainer"))
     path = Path(kwargs["deepspeed"])
     assert path.is_file() and path.parent == SHIPPED.resolve()
@@ -59,7 +59,7 @@ class ZeroThreeDouble:
         param.data = torch.empty(0, dtype=param.dtype)
 
     @contextlib.contextmanager
-    def GatheredParameters(self, params, modifier_rank=None):  # noqa: N802 - DeepSpeed's name
+    def GatheredParameters(self, params, modifier_rank=None):
         self.gathers += 1
         for p in params:
             p.data = self.whole[p.ds_id].clone()

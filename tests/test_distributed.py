@@ -21,6 +21,7 @@ from lorazoo.cli import CONFIG_DIR
 from lorazoo.train import run
 from lorazoo.train.distributed import (
     check_data_parallel,
+    check_engine,
     follower_overrides,
     scale_arguments,
 )
@@ -147,10 +148,11 @@ def test_ranks_after_the_first_get_a_scratch_hydra_dir(monkeypatch):
 
 
 def test_scale_options_reach_training_arguments():
-    kwargs = scale_arguments(TrainerOptions(use_cpu=True, ddp_backend="gloo", ddp_find_unused_parameters=False,
+    kwargs = scale_arguments(TrainerOptions(use_cpu=False, ddp_backend="nccl", ddp_find_unused_parameters=False,
                                             fsdp="full_shard auto_wrap", fsdp_config={"fsdp_version": 2}))
-    assert kwargs["use_cpu"] and kwargs["ddp_backend"] == "gloo" and kwargs["ddp_find_unused_parameters"] is False
+    assert not kwargs["use_cpu"] and kwargs["ddp_backend"] == "nccl" and kwargs["ddp_find_unused_parameters"] is False
     assert kwargs["fsdp"] == "full_shard auto_wrap" and kwargs["fsdp_config"] == {"fsdp_version": 2}
+    assert scale_arguments(TrainerOptions(use_cpu=True, ddp_backend="gloo"))["use_cpu"]
     assert scale_arguments(TrainerOptions())["use_cpu"] is (not torch.cuda.is_available())
     with pytest.raises(ConfigError, match="trainer.ddp_backend='glue'"):
         scale_arguments(TrainerOptions(ddp_backend="glue"))
@@ -158,3 +160,19 @@ def test_scale_options_reach_training_arguments():
         scale_arguments(TrainerOptions(fsdp="full_shrd"))
     with pytest.raises(ConfigError, match="both set"):
         scale_arguments(TrainerOptions(fsdp="full_shard", deepspeed="zero2.json"))
+
+
+@pytest.mark.parametrize("engine", [{"fsdp": "full_shard auto_wrap"}, {"deepspeed": "zero2.json"}])
+def test_fsdp_or_deepspeed_on_cpu_is_refused_not_quietly_ddp(engine: dict):
+    """accelerate runs neither on CPU: Trainer would silently train plain DDP (seen with torchrun, gloo)."""
+    with pytest.raises(ConfigError, match=r"needs GPUs, but this job runs on CPU"):
+        scale_arguments(TrainerOptions(use_cpu=True, **engine))
+
+
+def test_an_engine_trainer_did_not_set_up_is_refused():
+    t = TrainerOptions(fsdp="full_shard auto_wrap")
+    trainer = SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=False,
+                              accelerator=SimpleNamespace(distributed_type="MULTI_CPU"))
+    with pytest.raises(ConfigError, match="not taken up"):
+        check_engine(trainer, t)
+    check_engine(SimpleNamespace(is_fsdp_enabled=True, is_deepspeed_enabled=False), t)

@@ -60,8 +60,15 @@ def scale_arguments(t: Any) -> dict[str, Any]:
     fsdp = _fsdp_value(t.fsdp)
     if fsdp and t.deepspeed:
         raise ConfigError("trainer.fsdp and trainer.deepspeed are both set; pick one sharding engine")
+    deepspeed = resolve_deepspeed(t.deepspeed) if t.deepspeed else None
+    use_cpu = (not torch.cuda.is_available()) if t.use_cpu is None else bool(t.use_cpu)
+    if use_cpu and (fsdp or t.deepspeed):
+        # accelerate runs FSDP / DeepSpeed only on accelerators; on CPU Trainer would quietly fall back to DDP
+        engine = f"trainer.fsdp={fsdp!r}" if fsdp else f"trainer.deepspeed={t.deepspeed!r}"
+        raise ConfigError(f"{engine} needs GPUs, but this job runs on CPU (trainer.use_cpu={t.use_cpu!r}, "
+                          f"CUDA available: {torch.cuda.is_available()}); drop it on CPU (plain DDP shards nothing)")
     kwargs: dict[str, Any] = {
-        "use_cpu": (not torch.cuda.is_available()) if t.use_cpu is None else bool(t.use_cpu),
+        "use_cpu": use_cpu,
         "ddp_backend": t.ddp_backend,
         "ddp_find_unused_parameters": t.ddp_find_unused_parameters,
         "ddp_timeout": int(t.ddp_timeout),
@@ -74,8 +81,8 @@ def scale_arguments(t: Any) -> dict[str, Any]:
     if fsdp:
         kwargs["fsdp"] = fsdp
         kwargs["fsdp_config"] = dict(t.fsdp_config or {})
-    if t.deepspeed:
-        kwargs["deepspeed"] = resolve_deepspeed(t.deepspeed)
+    if deepspeed:
+        kwargs["deepspeed"] = deepspeed
     return kwargs
 
 
@@ -88,6 +95,16 @@ def check_data_parallel(args: Any) -> None:
             f"(parallel_mode={args.parallel_mode.value}); each would train alone on all the data. On CPU set "
             f"trainer.use_cpu=true (gloo); on GPUs give each process its own device (trainer.ddp_backend=nccl)"
         )
+
+
+def check_engine(trainer: Any, t: Any) -> None:
+    """The sharding engine asked for is the one Trainer set up (it falls back to DDP without saying so)."""
+    if _fsdp_value(t.fsdp) and not trainer.is_fsdp_enabled:
+        raise ConfigError(f"trainer.fsdp={t.fsdp!r} was not taken up by Trainer/accelerate "
+                          f"(distributed type {trainer.accelerator.distributed_type}); launch with torchrun on GPUs")
+    if t.deepspeed and not trainer.is_deepspeed_enabled:
+        raise ConfigError(f"trainer.deepspeed={t.deepspeed!r} was not taken up by Trainer/accelerate "
+                          f"(distributed type {trainer.accelerator.distributed_type}); launch with torchrun/deepspeed on GPUs")
 
 
 # ----------------------------------------------------------------------------- Slurm tasks as ranks

@@ -19,7 +19,8 @@ from ..errors import LoraZooError
 from ..io import atomic_write_json
 from ..projections import get_projection_class
 from .errors import ConfigError
-from .distributed import adopt_slurm_environment, agree_on_output_dir, check_data_parallel, scale_arguments, world_size
+from .distributed import (adopt_slurm_environment, agree_on_output_dir, check_data_parallel, check_engine,
+                          scale_arguments, world_size)
 from .tracking import RunLogger, is_rank_zero
 from .models import adapter_config, load_adapted_model
 from .optimizer import OptimizerOptions, check_groups
@@ -227,6 +228,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
         processing_class=loaded.tokenizer, compute_metrics=None if task.prediction_loss_only else task.compute_metrics,
         optimizer_options=optimizer_opts, callbacks=[clock],
     )
+    check_engine(trainer, trainer_opts)  # the FSDP/DeepSpeed asked for is what Trainer set up (it can fall back to DDP)
     record: dict[str, Any] = {
         "status": "running", "task": task.name, "projection": projection.name, "model": model_opts.name, "seed": seed,
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "argv": list(sys.argv),
