@@ -274,7 +274,7 @@ def test_names_are_flat_and_readable():
 def test_wandb_run_survives_kill_and_resume(tmp_path: Path):
     run_dir = tmp_path / "run"
     args = [sys.executable, str(REPO / "run.py"), "model=tiny_bert", "projection=lora", "logger=wandb",
-            "trainer.max_steps=400", "trainer.save_steps=5", "trainer.logging_steps=1", "trainer.batch_size=4",
+            "trainer.max_steps=150", "trainer.save_steps=5", "trainer.logging_steps=1", "trainer.batch_size=4",
             "task.max_train_samples=64", "task.max_eval_samples=8", "trainer.progress_bar=false",
             f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=env(WANDB_MODE="offline"), stdout=subprocess.DEVNULL,
@@ -292,13 +292,16 @@ def test_wandb_run_survives_kill_and_resume(tmp_path: Path):
     assert len(killed) == 1 and killed[0]["history"] >= 5, killed  # the curve before the kill is on disk
     run_id = (run_dir / "wandb_run_id").read_text().strip()
     assert killed[0]["id"] == run_id
-    resumed = subprocess.run([*args[:-1], "trainer.max_steps=14", "trainer.resume=true", f"hydra.run.dir={run_dir}"],
+    from lorazoo.train.trainer import last_complete_checkpoint
+
+    last = last_complete_checkpoint(run_dir / "checkpoints")
+    resumed = subprocess.run([*args[:-1], "trainer.resume=true", f"hydra.run.dir={run_dir}"],
                              cwd=tmp_path, env=env(WANDB_MODE="offline"), capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     both = wandb_runs(run_dir)
     assert len(both) == 2 and {r["id"] for r in both} == {run_id}, both  # `wandb sync` joins them into one run
     record = json.loads((run_dir / "metrics.json").read_text())
-    assert record["status"] == "completed" and record["train"]["resumed_from"].endswith("checkpoint-10")
+    assert record["status"] == "completed" and Path(record["train"]["resumed_from"]).name == Path(last).name
 
 
 # ----------------------------------------------------------------------------- (e) one final evaluation
@@ -429,11 +432,18 @@ def test_a_failed_retry_never_overwrites_a_completed_record(tmp_path: Path):
 
 
 def test_wall_time_totals_train_time_across_resumes(tmp_path: Path):
-    common = [*TINY, "model=tiny_bert", "projection=lora", "trainer.save_steps=2", "task.max_train_samples=32"]
-    first = run(composed(*common, "trainer.max_steps=2"), output_dir=tmp_path)
+    common = [*TINY, "model=tiny_bert", "projection=lora", "trainer.save_steps=2", "task.max_train_samples=32",
+              "trainer.max_steps=4", "trainer.save_total_limit=3"]
+    first = run(composed(*common), output_dir=tmp_path)
     times = json.loads((tmp_path / "train_time.json").read_text())
-    assert set(times) == {"2"} and 0 < times["2"] <= first["wall_time_s"] + 1e-3
-    second = run(composed(*common, "trainer.max_steps=4", "trainer.resume=true"), output_dir=tmp_path)
+    assert set(times) == {"2", "4"} and 0 < times["2"] < times["4"] <= first["wall_time_s"] + 1e-3
+    # as if killed after checkpoint-2: the later checkpoint and the results are gone
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkpoints" / "checkpoint-4")
+    shutil.rmtree(tmp_path / "adapter")
+    (tmp_path / "metrics.json").unlink()
+    second = run(composed(*common, "trainer.resume=true"), output_dir=tmp_path)
     assert second["train"]["resumed_from"].endswith("checkpoint-2")
     assert second["wall_time_s"] == pytest.approx(times["2"] + second["train"]["this_session_s"], abs=2e-3)
     assert second["wall_time_s"] > second["train"]["this_session_s"]
