@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import common
+from . import common, stats
 from .common import fmt
 from lorazoo.io import atomic_write
 
@@ -96,14 +96,22 @@ def train_section(data: dict[str, Any]) -> list[str]:
 def _target_rows(records: list[dict[str, Any]]) -> list[list[str]]:
     ours = {r["projection"]: r for r in records if r["library"] == "lorazoo" and not r["variant"]}
     rows = []
+
+    def step_verdict(record: dict[str, Any], value: float | None, limit: float) -> str:
+        if record.get("step_n", 0) < stats.MIN_PAIRS:  # a median of 2–4 noisy steps is not a verdict
+            return f"not judged (n = {record.get('step_n', 0)} < {stats.MIN_PAIRS})"
+        return _check(value, limit)
+
     for name, limit in STEP_TARGETS.items():
         if name in ours:
             value = ours[name].get("ratio_vs_peft_lora_same_rank")
-            rows.append([f"{name}: step × PEFT LoRA same rank ≤ {limit}", fmt(value, ".3f"), _check(value, limit)])
+            rows.append([f"{name}: step × PEFT LoRA same rank ≤ {limit}", fmt(value, ".3f"),
+                         step_verdict(ours[name], value, limit)])
     for name in ("vera", "vblora", "unilora"):
         if name in ours:
             value = ours[name].get("ratio_vs_peft_same_method")
-            rows.append([f"{name}: step × PEFT {name} ≤ {TWIN_TARGET}", fmt(value, ".3f"), _check(value, TWIN_TARGET)])
+            rows.append([f"{name}: step × PEFT {name} ≤ {TWIN_TARGET}", fmt(value, ".3f"),
+                         step_verdict(ours[name], value, TWIN_TARGET)])
             peak = ours[name].get("peak_ratio_vs_peft_same_method")
             limit = PEAK_TARGETS[name]
             rows.append([f"{name}: peak memory × PEFT {name} ≤ {limit}", fmt(peak, ".3f"), _check(peak, limit)])
@@ -122,6 +130,8 @@ def _target_rows(records: list[dict[str, Any]]) -> list[list[str]]:
 def _ci(entry: dict[str, Any] | None, spec: str = ".1f") -> str:
     if not entry or entry.get("median") is None:
         return "—"
+    if entry.get("n", 0) < stats.MIN_PAIRS:
+        return f"{entry['median']:{spec}} [n < {stats.MIN_PAIRS}]"
     if entry.get("lo") is None:
         return f"{entry['median']:{spec}} [unbounded]"
     return f"{entry['median']:{spec}} [{entry['lo']:{spec}}, {entry['hi']:{spec}}]"
@@ -144,7 +154,7 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
         f"{data.get('interval', 'bootstrap intervals')} in brackets. *Reference*: PEFT's same method, else PEFT "
         "LoRA at the same rank. *× reference* = our overhead ÷ the reference's overhead (unbounded when the "
         "reference's own overhead is not resolved from 0); *− reference* = our step − the reference's step per "
-        "round. *Resolved*: the interval of − reference excludes 0.",
+        "round. *Resolved*: the interval of − reference excludes 0. No interval with fewer than 5 paired rounds.",
         "",
     ]
     ordered = sorted((r for r in records if r["implementation"] != "base"),
@@ -161,6 +171,8 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
                 continue
             diff = entry.get("minus_reference_ms")
             resolved = ("yes" if diff.get("resolved") else "no") if diff else "—"
+            if diff and diff.get("n", 0) < stats.MIN_PAIRS:
+                resolved = f"n < {stats.MIN_PAIRS}"
             rows.append([f"`{r['implementation']}`", r["setting"], f"{entry['median_ms']:.2f} (n={entry['n']})",
                          _ci(entry.get("overhead_ms"), ".2f"), f"`{entry['reference']}`" if entry.get("reference") else "—",
                          _ci(entry.get("overhead_ratio"), ".2f"), _ci(diff, ".2f"), resolved])

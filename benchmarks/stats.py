@@ -15,6 +15,7 @@ import numpy as np
 
 BOOTSTRAP = 2000
 LEVEL = 0.95
+MIN_PAIRS = 5  # fewer paired rounds: a median, but no interval (a bootstrap of 2–4 points says nothing)
 
 
 def _paired(*series: Sequence[float | None]) -> np.ndarray:
@@ -38,6 +39,8 @@ def paired_difference(a: Sequence[float | None], b: Sequence[float | None], seed
     if len(x) < 2:
         return {}
     diff = x[:, 0] - x[:, 1]
+    if len(diff) < MIN_PAIRS:
+        return {"median": float(np.median(diff)), "lo": None, "hi": None, "n": len(diff), "resolved": False}
     boot = np.median(diff[_resamples(len(diff), seed)], axis=1)
     lo, hi = _interval(boot)
     return {"median": float(np.median(diff)), "lo": lo, "hi": hi, "n": len(diff), "resolved": bool(lo > 0 or hi < 0)}
@@ -58,7 +61,7 @@ def overhead_ratio(ours: Sequence[float | None], theirs: Sequence[float | None],
     num, den = np.median(o[idx], axis=1), np.median(t[idx], axis=1)
     point_den = float(np.median(t))
     value = float(np.median(o)) / point_den if point_den > 0 else None
-    if np.any(den <= 0):
+    if len(x) < MIN_PAIRS or np.any(den <= 0):
         return {"median": value, "lo": None, "hi": None, "n": len(x), "resolved": False}
     lo, hi = _interval(num / den)
     return {"median": value, "lo": lo, "hi": hi, "n": len(x), "resolved": bool(lo > 1 or hi < 1)}

@@ -317,7 +317,7 @@ def setting_stats(runners: dict[str, Runner], key: str, reference: str | None, s
     """Median/quartiles of one implementation's calls, its overhead over the bare base, and vs its reference."""
     ms = {k: [t * 1e3 if t is not None else None for t in r.times.get(setting.name, [])] for k, r in runners.items()}
     ours = ms[key]
-    out: dict[str, Any] = {**common.summarize([t / 1e3 for t in ours if t is not None])}
+    out: dict[str, Any] = {**common.summarize([t / 1e3 for t in ours if t is not None]), "times_ms": ours}
     if key != BASE and BASE in ms:
         out["overhead_ms"] = stats.paired_difference(ours, ms[BASE], seed)
     if reference in ms:

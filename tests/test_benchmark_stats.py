@@ -27,6 +27,7 @@ def test_paired_difference_removes_round_noise():
 def test_missing_rounds_are_left_out_of_the_pairs():
     d = stats.paired_difference([1.0, None, 3.0, 4.0], [0.0, 1.0, None, 1.0])
     assert d["n"] == 2 and d["median"] == 2.0
+    assert d["lo"] is None and not d["resolved"]  # too few pairs for an interval
     assert stats.paired_difference([1.0, None], [0.0, 1.0]) == {}
 
 
