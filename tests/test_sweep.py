@@ -65,15 +65,17 @@ def test_optuna_preset_prints_best_value(tmp_path: Path):
 
 @pytest.mark.slow
 def test_failed_trial_is_failed_not_a_crash(tmp_path: Path):
-    """lr = 1e38 diverges (NaN stop): that trial fails, the other completes, the sweep reports a best value."""
+    """lr = 1e20 diverges (NaN stop): that trial fails, the other completes, the sweep reports a best value.
+    The preset's seeded TPE draws 1e20 first, then 1e-3, from this two-value space."""
     sweep = tmp_path / "sweep"
-    out = cli("-m", "hydra/sweeper=lr_lora", "hydra/sweeper/sampler=grid", *TINY_SWEEP, "hydra.sweeper.n_trials=2",
-              "optimizer.lr=choice(0.001,1e38)", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    out = cli("-m", "hydra/sweeper=lr_lora", *TINY_SWEEP, "hydra.sweeper.n_trials=2",
+              "optimizer.lr=choice(0.001,1e20)", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     log = out.stdout + out.stderr
     assert "Failed experiment" in log and "Best value:" in log
-    statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json"))
-    assert statuses == ["completed", "failed"]
+    records = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert sorted(r["status"] for r in records) == ["completed", "failed"]
+    assert [r["overrides"] for r in records if r["status"] == "failed"][0].count("optimizer.lr=1e+20") == 1
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert result["best_params"]["optimizer.lr"] == pytest.approx(1e-3)
 
