@@ -46,7 +46,7 @@ def test_last_boxed_matches_nested_braces(text, expected):
     (r"$\frac{1}{2}$", "0.5"), (r"\boxed{10}", "10"), ("1,000", "1000"), ("The total is $1,000.", "1000"),
     (r"We get \boxed{\frac{\sqrt3}{2}}.", r"\frac{\sqrt{3}}{2}"), ("3 + 4 = 7\n#### 7", "7"),
     (r"\boxed{(3, \frac{\pi}{2})}", r"\left( 3, \frac{\pi}{2} \right)"), (r"\boxed{\$18.90}", "18.90"),
-    ("There are 5 apples, then 3 more: 8 apples.", "8"), (r"\boxed{\dfrac{14}{3}}", r"\frac{14}{3}"),
+    ("There are 5 apples, then 3 more: 8 apples.", "8"), ("x = 1/2.\nThe answer is: \\frac{1}{2}", "0.5"), (r"\boxed{\dfrac{14}{3}}", r"\frac{14}{3}"),
 ])
 def test_math_verify_equivalences(prediction, reference):
     assert same(prediction, reference)
@@ -69,6 +69,7 @@ def test_the_old_final_number_bug_is_gone():
 
 def test_answer_span_prefers_boxed_then_marker():
     assert answer_span(r"x #### 3 \boxed{4}") == ("4", False)
+    assert answer_span("so 2x = 6.\nThe answer is: \\frac{1}{2}.\n#### 5") == ("\\frac{1}{2}", False)
     assert answer_span("x #### 3") == ("3", False) and answer_span("x is 3") == ("x is 3", True)
 
 
@@ -123,7 +124,7 @@ def test_real_math500_solutions_match_their_answers_and_shifted_ones_do_not():
     task.load()
     problems, refs = task.eval_sets["math"], task.references["math"]
     assert len(problems) == 80 and len(task.train_pairs) == 420  # math_rest: the 420 problems not evaluated
-    evaluated = {p.prompt for p in problems}
+    evaluated = {task.pair(p)[0] for p in problems}
     assert not evaluated & {prompt for prompt, _ in task.train_pairs}
     assert all(is_equivalent(extract_prediction(p.solution), ref) for p, ref in zip(problems, refs))
     shifted = [is_equivalent(extract_prediction(problems[i].solution), refs[i - 1]) for i in range(len(problems))]
@@ -237,3 +238,15 @@ def test_acceptance_command_runs_as_given(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "completed" and "exact_match" in record and record["breakdowns"]["math"]["subject"]
+
+
+def test_alpaca_prompt_is_the_uni_lora_scripts_template(tmp_path: Path):
+    _write_jsonl(tmp_path / "train.jsonl", [{"question": "1+1?", "answer": "2\n#### 2"}])
+    _write_jsonl(tmp_path / "test.jsonl", [{"question": "2+2?", "answer": "4\n#### 4"}])
+    task = _task(name="math/gsm8k", data_dir=str(tmp_path), prompt="alpaca")
+    task.load()
+    prompt, target = task.train_pairs[0]
+    assert prompt.endswith("### Instruction:\n1+1?\n\n### Response:") and target == "2\n#### 2"
+    assert task.generation_prompt(task.eval_sets["gsm8k"][0]).endswith("### Response: Let's think step by step.")
+    with pytest.raises(ConfigError, match="task.prompt='chat'"):
+        _task(name="math/gsm8k", prompt="chat")

@@ -13,6 +13,9 @@ from ..errors import DataFormatError
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*(\{)?")
 GSM8K_MARK = "####"
+# MetaMathQA's answer sentence, which the Uni-LoRA/MetaMath eval scripts split on
+# (KaiyangLi1992/Uni-LoRA@e622e78:math_instruction_tuning/instruction_tuning_eval/MATH_eval.py, process_results)
+METAMATH_MARK = "The answer is:"
 
 
 def last_boxed(text: str) -> str | None:
@@ -47,11 +50,14 @@ def gsm8k_reference(answer: str, where: str) -> str:
 
 def answer_span(generation: str) -> tuple[str, bool]:
     """The part of a generation that states the final answer and whether it is the whole text: the last
-    \\boxed{} content, else the text after the last '####' (the GSM8K training format), else the whole text
-    (math-verify then takes its last expression)."""
+    \\boxed{} content, else the last "The answer is: X" (MetaMathQA's format), else the text after the last
+    '####' (GSM8K's), else the whole text (math-verify then takes its last expression)."""
     boxed = last_boxed(generation)
     if boxed is not None:
         return boxed, False
+    if METAMATH_MARK in generation:  # MetaMathQA's responses end "The answer is: X"; the sentence up to ".\n"
+        stated = generation.rsplit(METAMATH_MARK, 1)[1].split(".\n")[0].strip()
+        return stated.removesuffix(".").strip(), False
     if GSM8K_MARK in generation:
         return generation.rsplit(GSM8K_MARK, 1)[1].strip(), False
     return generation, True

@@ -47,7 +47,14 @@ from .math_answers import (
     shown,
 )
 
-PROMPT = "Question: {question}\nAnswer:"
+PROMPTS = {
+    "plain": ("Question: {question}\nAnswer:", "", " "),
+    # MetaMath's Alpaca template, as the Uni-LoRA math scripts train and score with it
+    # (KaiyangLi1992/Uni-LoRA@e622e78:math_instruction_tuning/intruction_tuning_unilora.py PROMPT, target = output;
+    # instruction_tuning_eval/MATH_eval.py and gsm8k_eval.py add " Let's think step by step." when scoring)
+    "alpaca": ("Below is an instruction that describes a task. Write a response that appropriately completes the "
+               "request.\n\n### Instruction:\n{question}\n\n### Response:", " Let's think step by step.", ""),
+}
 SOURCES = ("gsm8k", "metamathqa", "math_train", "math_rest")
 EVAL_SETS = {"gsm8k": ("gsm8k",), "math": ("math",), "both": ("gsm8k", "math")}
 # The seven MATH subjects, as the hub configs of EleutherAI/hendrycks_math name them.
@@ -69,13 +76,14 @@ class MathOptions(TaskOptions):
     math_train_hub_id: str = "EleutherAI/hendrycks_math"
     max_new_tokens: int = 256
     save_predictions: bool = True  # predictions.jsonl in the run dir
+    prompt: str = "plain"  # plain (Question/Answer) | alpaca (MetaMath's template, the Uni-LoRA scripts')
 
 
 @dataclass
 class Problem:
-    """One math problem: its prompt, the worked solution (training target) and the final answer."""
+    """One math problem: its question, the worked solution (training target) and the final answer."""
 
-    prompt: str
+    question: str
     solution: str
     reference: str
     where: str
@@ -101,7 +109,7 @@ def _hub_rows(hub_id: str, subset: str | None, split: str, hint: str, fields: tu
 
 def gsm8k_problem(row: dict, where: str) -> Problem:
     answer = row["answer"].strip()
-    return Problem(PROMPT.format(question=row["question"].strip()), " " + answer, gsm8k_reference(answer, where), where)
+    return Problem(row["question"].strip(), answer, gsm8k_reference(answer, where), where)
 
 
 def math_problem(row: dict, where: str) -> Problem:
@@ -112,7 +120,7 @@ def math_problem(row: dict, where: str) -> Problem:
         reference = last_boxed(solution)
     if reference is None or not str(reference).strip():
         raise DataFormatError(f"{where}: MATH record has no 'answer' and no \\boxed{{}} answer in its 'solution'")
-    return Problem(PROMPT.format(question=row["problem"].strip()), " " + solution, str(reference).strip(), where,
+    return Problem(row["problem"].strip(), solution, str(reference).strip(), where,
                    subject=row.get("subject") or row.get("type"), level=_level(row.get("level")))
 
 
@@ -124,6 +132,7 @@ class MathTask(CausalLMTask):
         super().__init__(options, seed)
         check_choice(options.source, SOURCES, "task.source")
         check_choice(options.eval, tuple(EVAL_SETS), "task.eval")
+        check_choice(options.prompt, tuple(PROMPTS), "task.prompt")
         if options.name not in ("math/gsm8k", "math/math"):
             raise ConfigError(f"unknown math task {options.name!r}; valid: ['math/gsm8k', 'math/math']")
         self.eval_sets: dict[str, list[Problem]] = {}
@@ -167,7 +176,7 @@ class MathTask(CausalLMTask):
         if opts.source == "metamathqa":
             rows = self._train_file_or_hub(("query", "response"), [(opts.metamath_hub_id, None)],
                                            "set task.train_file=<MetaMathQA json/jsonl with query, response>")
-            return [Problem(PROMPT.format(question=r["query"].strip()), " " + r["response"].strip(), "", where)
+            return [Problem(r["query"].strip(), r["response"].strip(), "", where)
                     for where, r in rows]
         if opts.source == "math_train":
             rows = self._train_file_or_hub(("problem", "solution"), [(opts.math_train_hub_id, s) for s in MATH_SUBJECTS],
@@ -193,14 +202,23 @@ class MathTask(CausalLMTask):
             full[name] = self._gsm8k("test") if name == "gsm8k" else self._math_eval()
             self.eval_sets[name] = subsample(full[name], opts.max_eval_samples, opts.split_seed + 1 + offset)
         train = self._training(full.get("math"))
-        self.train_pairs = [(p.prompt, p.solution) for p in subsample(train, opts.max_train_samples, opts.split_seed)]
-        self.eval_pairs = [(p.prompt, p.solution) for name in names for p in self.eval_sets[name]]
+        self.train_pairs = [self.pair(p) for p in subsample(train, opts.max_train_samples, opts.split_seed)]
+        self.eval_pairs = [self.pair(p) for name in names for p in self.eval_sets[name]]
         for name, problems in self.eval_sets.items():  # a reference math-verify cannot read would score 0 silently
             self.references[name] = [parse_answer(p.reference) for p in problems]
             for problem, parsed in zip(problems, self.references[name]):
                 if not parsed:
                     raise DataFormatError(f"{problem.where}: math-verify cannot parse the reference answer "
                                           f"{problem.reference!r}")
+
+    def pair(self, problem: Problem) -> tuple[str, str]:
+        """(prompt, target) in the training format of ``task.prompt``."""
+        template, _, separator = PROMPTS[self.options.prompt]
+        return template.format(question=problem.question), separator + problem.solution
+
+    def generation_prompt(self, problem: Problem) -> str:
+        template, suffix, _ = PROMPTS[self.options.prompt]
+        return template.format(question=problem.question) + suffix
 
     # ------------------------------------------------------------------ scoring
     def metric_keys(self) -> list[str]:
@@ -219,16 +237,17 @@ class MathTask(CausalLMTask):
         lines: list[str] = []
         single = len(self.eval_sets) == 1
         for name, problems in self.eval_sets.items():
-            texts = generate(model, tokenizer, [p.prompt for p in problems], self.options.max_new_tokens,
+            prompts = [self.generation_prompt(p) for p in problems]
+            texts = generate(model, tokenizer, prompts, self.options.max_new_tokens,
                              trainer.args.per_device_eval_batch_size)
             predictions = [extract_prediction(t) for t in texts]
             correct = [is_equivalent(pred, ref) for pred, ref in zip(predictions, self.references[name])]
             metrics["exact_match" if single else f"{name}_exact_match"] = sum(correct) / max(len(correct), 1)
             if name == "math":
                 self.breakdowns["math"] = {key: breakdown(problems, correct, key) for key in ("subject", "level")}
-            lines += [json.dumps({"set": name, "prompt": p.prompt, "generation": t, "prediction": shown(pred),
+            lines += [json.dumps({"set": name, "prompt": q, "generation": t, "prediction": shown(pred),
                                   "reference": p.reference, "correct": c, "subject": p.subject, "level": p.level})
-                      for p, t, pred, c in zip(problems, texts, predictions, correct)]
+                      for p, q, t, pred, c in zip(problems, prompts, texts, predictions, correct)]
         if self.options.save_predictions:
             atomic_write(output_dir / "predictions.jsonl", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
         return metrics
