@@ -21,7 +21,7 @@ PEAK_TARGETS = {"vera": 1.05, "vblora": 1.0, "unilora": 1.0}  # vera: issue 18 (
 GAUSSIAN_PAPER_LIMIT = 5.0  # issue 18: gaussian-paper step ≤ 5 × PEFT LoRA r = 4
 DISCUSSION = Path(__file__).with_name("discussion.md")
 SHAPES = {"smollm2-135m": "SmolLM2-135M", "llama2-7b": "Llama-2-7B", "tiny": "a tiny test model"}
-BENCHMARKS = ("train_step", "inference", "reconstruct")
+BENCHMARKS = ("train_step", "inference", "reconstruct", "serving")
 
 
 def _load(results_dir: Path, name: str) -> dict[str, Any] | None:
@@ -254,6 +254,10 @@ def _sections(sections: dict[str, dict[str, Any] | None]) -> list[str]:
         lines += inference_section(sections["inference"])
     if sections.get("reconstruct"):
         lines += reconstruct_section(sections["reconstruct"])
+    if sections.get("serving"):
+        from .serving import serving_section  # benchmarks/serving.py owns its table
+
+        lines += serving_section(sections["serving"])
     return lines
 
 

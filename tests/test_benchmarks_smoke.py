@@ -114,3 +114,17 @@ def test_time_limit_interrupts_python_loops():
         with common.time_limit(0.05):
             while True:
                 pass
+
+
+def test_serving_runs_and_mixed_rows_match_single_adapters(tmp_path):
+    from benchmarks import serving
+
+    payload = serving.main(["--model", "tiny", "--layers", "1", "--adapters", "3", "--rows", "1", "--seq", "8",
+                            "--repeats", "1", "--warmup", "0", "--out", str(tmp_path)])
+    records = {r["implementation"]: r for r in payload["records"]}
+    assert {"lorazoo/lora mixed batch", "lorazoo/lora sequential", "peft/lora mixed batch",
+            "lorazoo/mixed projections mixed batch"} <= set(records)
+    assert all(r["max_abs_diff_vs_single"] <= 1e-5 for r in records.values())
+    assert (tmp_path / "serving.json").is_file() and "mixed-adapter batch" in (tmp_path / "serving.md").read_text()
+    write_report(tmp_path, tmp_path / "report.md")
+    assert "## Serving several adapters" in (tmp_path / "report.md").read_text()

@@ -16,7 +16,7 @@ from . import io
 from .config import AdapterConfig
 from .errors import AdapterFileError, AdapterStateError, LayoutMismatchError, TargetModulesError
 from .layout import Layout
-from .peft_config import peft_base_path, peft_task_type
+from .peft_config import implied_head_modules, peft_base_path, peft_task_type
 from .projections import Projection, build_projection
 from .mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
 from .reconstructor import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
@@ -382,8 +382,11 @@ class AdaptedModel(nn.Module):
         if not is_main_process():  # every rank gathered; one writes
             return Path(path)
         base_path = peft_base_path(self.adapter_config.base_model_name_or_path, self.base_model)
+        task_type = peft_task_type(self.base_model)
+        for name in implied_head_modules(task_type, self.base_model, heads):  # the base's own (frozen) head
+            heads[name] = {k: v.detach() for k, v in self.base_model.get_submodule(name).state_dict().items()}
         return io.write_peft_lora(path, self.adapter_config, factors, heads, keys, fan_in_fan_out,
-                                  task_type=peft_task_type(self.base_model), base_model_name_or_path=base_path)
+                                  task_type=task_type, base_model_name_or_path=base_path)
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a saved adapter holds: projection tensors + the active copies of saved modules."""

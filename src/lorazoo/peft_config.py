@@ -41,3 +41,16 @@ def peft_base_path(configured: str | None, base_model: Any) -> str | None:
     if configured and not configured.startswith("tiny:"):
         return configured
     return loaded_from
+
+
+# PEFT's task models put their head into modules_to_save themselves (peft@0.21 peft_model.py:
+# PeftModelForSequenceClassification / ForTokenClassification ``classifier_module_names``), matched by suffix,
+# and then expect its weights in the adapter file
+IMPLIED_HEADS = {"SEQ_CLS": ("classifier", "score"), "TOKEN_CLS": ("classifier", "score")}
+
+
+def implied_head_modules(task_type: str | None, base_model: Any, saved: Any) -> list[str]:
+    """Modules PEFT will treat as saved heads for ``task_type`` that the export does not hold yet."""
+    suffixes = IMPLIED_HEADS.get(task_type or "", ())
+    names = [n for n, _ in base_model.named_modules() if n and n.endswith(suffixes) and n not in saved]
+    return [n for n in names if not any(n.startswith(other + ".") for other in names)]
