@@ -12,15 +12,16 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
 from .errors import LoraZooError
-from .train.naming import register_resolvers
 from .train.config_store import register_projection_options
+from .train.naming import register_resolvers
 
 
 def config_dir() -> str:

@@ -16,12 +16,19 @@ from . import io
 from .config import AdapterConfig
 from .errors import AdapterFileError, AdapterStateError, LayoutMismatchError, TargetModulesError
 from .layout import Layout
+from .mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
 from .peft_config import implied_head_modules, peft_base_path, peft_task_type
 from .projections import Projection, build_projection
-from .mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
 from .reconstructor import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
-from .sharding import (add_into, call_with_full_parameters, copy_into, full, gathered, is_fsdp_managed, is_main_process,
-                       shape_of)
+from .sharding import (
+    call_with_full_parameters,
+    copy_into,
+    full,
+    gathered,
+    is_fsdp_managed,
+    is_main_process,
+    shape_of,
+)
 from .wrappers import ModuleCopies, float_dtype, layout_from_model, set_submodule
 
 DEFAULT_ADAPTER = "default"
