@@ -46,6 +46,10 @@ class AdapterConfig:
         elif not isinstance(self.target_modules, str) or not self.target_modules:
             raise ConfigError(f"target_modules must be a list of names or a regex string, got {self.target_modules!r}")
         self.projection_kwargs = dict(self.projection_kwargs or {})
+        if isinstance(self.modules_to_save, str) or not isinstance(self.modules_to_save, (list, tuple, type(None))):
+            # a bare string would be read character by character
+            raise ConfigError(f"modules_to_save={self.modules_to_save!r} is invalid; valid: a list of module names, "
+                              "e.g. ['classifier']")
         self.modules_to_save = [str(m) for m in (self.modules_to_save or [])]
 
     @property

@@ -20,6 +20,10 @@ import zlib
 import numpy as np
 import torch
 
+# Bump whenever any regenerated structure (indices, frozen matrices, streamed Gaussian/Fastfood blocks) would
+# come out differently for the same (seed, layout): run fingerprints and adapter checksums record it.
+GENERATOR_VERSION = 1
+
 _U64 = 1 << 64
 
 

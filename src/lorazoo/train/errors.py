@@ -17,4 +17,9 @@ class NonFiniteLossError(LoraZooError, FloatingPointError):
     """Training produced a NaN/inf loss or gradient; the last good checkpoint is kept."""
 
 
-__all__ = ["ConfigError", "DataFormatError", "DataUnavailableError", "ModelUnavailableError", "NonFiniteLossError"]
+class NonFiniteMetricError(LoraZooError, FloatingPointError):
+    """A final metric is NaN/inf: the run is failed rather than reported."""
+
+
+__all__ = ["ConfigError", "DataFormatError", "DataUnavailableError", "ModelUnavailableError", "NonFiniteLossError",
+           "NonFiniteMetricError"]

@@ -7,6 +7,7 @@ keys misspelled inside config files (experiment configs, a user's own yaml).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -37,6 +38,19 @@ def from_node(cls: type[T], node: Any, where: str) -> T:
 def check_choice(value: Any, valid: tuple, name: str) -> None:
     if value not in valid:
         raise ConfigError(f"{name}={value!r} is not valid; choose one of {list(valid)}")
+
+
+def check_number(value: Any, name: str, minimum: float = 0.0, strict: bool = True) -> None:
+    """A finite real above (or at, ``strict=False``) ``minimum``; bools and strings are refused too."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (strict and value == minimum):
+        raise ConfigError(f"{name}={value!r} is invalid; valid: a finite number {'>' if strict else '>='} {minimum:g}")
+
+
+def check_name_list(value: Any, name: str) -> None:
+    """A list of module names; a bare string would be iterated character by character."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name}={value!r} is invalid; valid: a list of module names, e.g. [classifier]")
 
 
 @dataclass
@@ -77,6 +91,7 @@ class ModelOptions:
         check_choice(self.dtype, ("float32", "bfloat16"), "model.dtype")
         check_quantization(self.quantization, self.bnb_4bit_quant_type, self.bnb_4bit_use_double_quant,
                            self.bnb_4bit_compute_dtype)
+        check_name_list(self.modules_to_save, "model.modules_to_save")
 
 
 @dataclass
@@ -114,6 +129,8 @@ class TrainerOptions:
     torch_compile: bool = False
     torch_compile_backend: str | None = None
     torch_compile_mode: str | None = None
+    divergence_factor: float | None = 4.0  # stop as failed when the smoothed loss stays above k × its first value
+    divergence_patience: int = 3  # ... for this many consecutive logging steps
 
     def __post_init__(self) -> None:
         check_choice(self.precision, ("fp32", "bf16"), "trainer.precision")
@@ -133,6 +150,12 @@ class TrainerOptions:
             raise ConfigError(f"trainer.save_total_limit must be >= 2 or null, got {self.save_total_limit!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"trainer.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.divergence_factor is not None:
+            check_number(self.divergence_factor, "trainer.divergence_factor", minimum=1.0)
+        if isinstance(self.divergence_patience, bool) or not isinstance(self.divergence_patience, int) \
+                or self.divergence_patience <= 0:
+            raise ConfigError(f"trainer.divergence_patience={self.divergence_patience!r} is invalid; "
+                              "valid: a positive integer")
 
 
 @dataclass

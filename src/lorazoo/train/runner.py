@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import os
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,9 +19,11 @@ from ..version import __version__
 from ..errors import LoraZooError
 from ..io import atomic_write_json
 from ..projections import get_projection_class
-from .errors import ConfigError
+from .errors import ConfigError, NonFiniteMetricError
 from .distributed import (adopt_slurm_environment, agree_on_output_dir, check_data_parallel, check_engine,
                           scale_arguments, world_size)
+from . import preflight, run_dir
+from .checkpoints import foreign_checkpoints, resume_point
 from .tracking import RunLogger, is_rank_zero
 from .models import adapter_config, load_adapted_model
 from .optimizer import OptimizerOptions, check_groups
@@ -96,7 +99,8 @@ def training_arguments(t: TrainerOptions, out: Path, seed: int, report_to: list[
         bf16=t.precision == "bf16", activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         eval_strategy=t.eval_strategy, eval_steps=t.eval_steps, save_strategy="steps", save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit, logging_strategy="steps", logging_steps=t.logging_steps,
+        save_total_limit=None,  # rotation is checkpoints.rotate: it deletes lorazoo's own folders only
+        logging_strategy="steps", logging_steps=t.logging_steps,
         report_to=report_to, seed=seed, data_seed=seed, full_determinism=t.deterministic,
         dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=not t.progress_bar, remove_unused_columns=False,
         label_names=["labels"], prediction_loss_only=loss_only, push_to_hub=False, save_only_model=False,
@@ -106,17 +110,19 @@ def training_arguments(t: TrainerOptions, out: Path, seed: int, report_to: list[
     return args
 
 
-def _resume_point(checkpoints: Path, resume: bool) -> str | None:
-    """The last complete checkpoint (incomplete ones, from a kill mid-save, are removed first)."""
+def _resume_point(checkpoints: Path, resume: bool, fingerprint: str | None = None,
+                  adapter: dict[str, Any] | None = None) -> str | None:
+    """The last complete checkpoint of this run (see checkpoints.resume_point); None when not resuming."""
     if not resume:
+        for folder in foreign_checkpoints(checkpoints):
+            print(f"[lorazoo] {folder} has no lorazoo checkpoint mark: left alone", file=sys.stderr)
         return None
-    from .trainer import COMPLETE_MARKER, last_complete_checkpoint
+    if is_rank_zero():  # one rank tidies and checks; the others take the newest complete one
+        last = resume_point(checkpoints, fingerprint, adapter)
+    else:
+        from .trainer import last_complete_checkpoint
 
-    if checkpoints.is_dir() and is_rank_zero():  # one rank tidies; every rank then finds the same last one
-        for folder in checkpoints.glob("checkpoint-*"):
-            if folder.is_dir() and not (folder / COMPLETE_MARKER).exists():
-                shutil.rmtree(folder)
-    last = last_complete_checkpoint(checkpoints)
+        last = last_complete_checkpoint(checkpoints)
     print(f"resuming from {last}" if last else f"trainer.resume=true but no checkpoint in {checkpoints}; starting fresh",
           file=sys.stderr)
     return last
@@ -161,7 +167,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     hydra = _hydra_context()
     out = Path(output_dir or hydra.get("output_dir") or os.getcwd()).resolve()
     try:
-        return _run(cfg, hydra, out)
+        with contextlib.ExitStack() as stack:  # holds the run-dir claim (lock) until the job ends
+            return _run(cfg, hydra, out, stack)
     except LoraZooError as exc:
         if getattr(exc, "_lorazoo_recorded", False) or not (output_dir or hydra) or not is_rank_zero():
             raise
@@ -169,7 +176,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
         raise
 
 
-def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
+def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
     _check_top_level(cfg)
     cfg, applied = apply_task_overrides(cfg, hydra.get("overrides", []))
     cfg, data_from = apply_data_root(cfg)
@@ -179,8 +186,19 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
     trainer_opts = from_node(TrainerOptions, cfg.trainer, "trainer config")
     optimizer_opts = from_node(OptimizerOptions, cfg.get("optimizer"), "optimizer config")
     out = agree_on_output_dir(out, trainer_opts.ddp_backend)  # every rank: rank 0's run dir
+    claim = stack.enter_context(run_dir.claimed(out, to_plain(cfg), trainer_opts.resume, owner=is_rank_zero()))
+    if claim.completed is not None:  # resumable sweeps: this exact config already finished here
+        print(f"[lorazoo] {out}: this config already completed (fingerprint {claim.fingerprint}); result reused, "
+              "nothing trained (delete the dir to retrain)", file=sys.stderr)
+        return claim.completed
+    if is_rank_zero():
+        claim.record_identity()
+        if hydra:
+            run_dir.save_hydra_files(out, cfg)
     logger = RunLogger(from_node(LoggerOptions, cfg.logger, "logger config"))
     get_projection_class(adapter_config(projection, model_opts, seed).projection)  # rank, alpha, name: fail in seconds
+    preflight.check_precision(trainer_opts)
+    preflight.check_max_length(OmegaConf.select(cfg, "task.max_length", default=128), model_opts)
 
     task = build_task(cfg.task, seed)
     if task.task_type != model_opts.task_type:
@@ -216,7 +234,8 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
     check_groups(loaded.model, optimizer_opts)  # a misspelled optimizer.groups key fails before training
     counts = loaded.model.num_parameters()
     checkpoints = out / "checkpoints"
-    resume_from = _resume_point(checkpoints, trainer_opts.resume)
+    resume_from = _resume_point(checkpoints, trainer_opts.resume, claim.fingerprint,
+                                adapter_config(projection, model_opts, seed).to_dict())
     from .trainer import LoraZooTrainer  # transformers' Trainer takes seconds to import: after every input check
     from .train_time import TrainTimeCallback
 
@@ -226,7 +245,8 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
                                                     task.prediction_loss_only),
         train_dataset=train_set, eval_dataset=eval_set, data_collator=task.collator(loaded.tokenizer),
         processing_class=loaded.tokenizer, compute_metrics=None if task.prediction_loss_only else task.compute_metrics,
-        optimizer_options=optimizer_opts, callbacks=[clock],
+        optimizer_options=optimizer_opts, callbacks=[clock], trainer_options=trainer_opts,
+        run_fingerprint=claim.fingerprint,
     )
     check_engine(trainer, trainer_opts)  # the FSDP/DeepSpeed asked for is what Trainer set up (it can fall back to DDP)
     record: dict[str, Any] = {
@@ -235,7 +255,8 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
         "overrides": hydra.get("overrides", []), "output_dir": str(out), "lorazoo_version": __version__,
         "model_source": loaded.source, "parameters": counts, "trainable": counts["trainable"], "D": counts["D"],
         "task_overrides_applied": applied, "world_size": world_size(), "data_from": data_from,
-        "fitted_to_model": {c.key: {"from": c.old, "to": c.new, "why": c.why} for c in changes}, **task.summary(),
+        "fitted_to_model": {c.key: {"from": c.old, "to": c.new, "why": c.why} for c in changes},
+        "fingerprint": claim.fingerprint, **task.summary(),
     }
     logger.start(out, {**to_plain(cfg), "parameters": counts},
                  group=wandb_group(cfg.get("name"), hydra.get("experiment"), hydra.get("sweep_dir")),
@@ -249,9 +270,10 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
         metrics, timing = _split_metrics(_final_eval(trainer))
         metrics.update(task.derived_metrics(metrics))
         metrics.update(task.final_evaluate(trainer, loaded.model, loaded.tokenizer, out))
+        _require_finite(metrics)
         lm_eval = harness.evaluate(loaded.model, loaded.tokenizer, out) if harness and is_rank_zero() else {}
     except BaseException as exc:
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        record.update(status="failed", reason=_failure_reason(exc), error=f"{type(exc).__name__}: {exc}")
         if is_rank_zero():
             atomic_write_json(out / "metrics.json", record)
         logger.finish(exit_code=1)
@@ -273,6 +295,26 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
     if is_rank_zero():
         _print_summary(record, out)
     return record
+
+
+def _require_finite(metrics: dict[str, Any]) -> None:
+    """A NaN/inf metric is no result: the run fails naming it (a constant prediction, a NaN label...)."""
+    bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        raise NonFiniteMetricError(f"non-finite final metric(s) {bad}; the run is failed, not reported (check the "
+                                   "eval data for NaN labels and the predictions for a constant output)")
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """A short word for metrics.json ``reason`` (compare.py lists failed runs by it)."""
+    from .divergence import DivergedError
+    from .errors import NonFiniteLossError
+
+    for cls, reason in ((DivergedError, "diverged"), (NonFiniteLossError, "non-finite loss"),
+                        (NonFiniteMetricError, "non-finite metric"), (KeyboardInterrupt, "interrupted")):
+        if isinstance(exc, cls):
+            return reason
+    return type(exc).__name__
 
 
 def _print_summary(record: dict[str, Any], out: Path) -> None:

@@ -1,34 +1,43 @@
-"""transformers.Trainer, taught three things: the optimizer from the one optimizer spec (per-group
+"""transformers.Trainer, taught four things: the optimizer from the one optimizer spec (per-group
 learning rates over ``model.parameter_groups()``), adapter-only checkpoints (never the base weights)
-that resume bit-exactly, and a stop on NaN/inf."""
+that resume bit-exactly, a stop on NaN/inf and a stop on divergence. Checkpoint marks and rotation live in
+checkpoints.py: only lorazoo's own folders are deleted."""
 
 from __future__ import annotations
 
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
 
-from ..io import atomic_write
+from . import checkpoints as marks
+from .checkpoints import COMPLETE_MARKER
+from .divergence import DivergenceStop
 from .errors import NonFiniteLossError
 from .optimizer import OptimizerOptions, build_optimizer
+from .options import TrainerOptions
 
-COMPLETE_MARKER = "checkpoint_complete"  # written last: a checkpoint without it was interrupted
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+__all__ = ["COMPLETE_MARKER", "LoraZooTrainer", "last_complete_checkpoint"]
 
 
 def last_complete_checkpoint(directory: str | Path) -> str | None:
     """The newest checkpoint-N under ``directory`` whose writing finished (interrupted ones are skipped)."""
-    directory = Path(directory)
-    if not directory.is_dir():
+    done = marks.complete_checkpoints(directory)
+    return str(done[-1]) if done else None
+
+
+def _finished_checkpoint(checkpoint: Any) -> Any:
+    """The TrainerState of ``checkpoint`` when it was saved at the last step of its run, else None."""
+    from transformers import TrainerState
+
+    path = Path(str(checkpoint)) / "trainer_state.json" if isinstance(checkpoint, (str, Path)) else None
+    if path is None or not path.is_file():
         return None
-    done = [(int(m.group(1)), p) for p in directory.iterdir()
-            if (m := _CHECKPOINT.match(p.name)) and (p / COMPLETE_MARKER).is_file()]
-    return str(max(done)[1]) if done else None
+    state = TrainerState.load_from_json(str(path))
+    return state if state.max_steps and state.max_steps > 0 and state.global_step >= state.max_steps else None
 
 
 class NonFiniteGuard(TrainerCallback):
@@ -55,10 +64,32 @@ class LoraZooTrainer(Trainer):
     optimizer, scheduler, RNG and trainer state; a ``checkpoint_complete`` marker is written last.
     """
 
-    def __init__(self, *args: Any, optimizer_options: OptimizerOptions, **kwargs: Any):
+    def __init__(self, *args: Any, optimizer_options: OptimizerOptions, trainer_options: TrainerOptions | None = None,
+                 run_fingerprint: str | None = None, **kwargs: Any):
         self.optimizer_options = optimizer_options
+        self.trainer_options = trainer_options or TrainerOptions()
+        self.run_fingerprint = run_fingerprint
         super().__init__(*args, **kwargs)
         self.add_callback(NonFiniteGuard())
+        self.add_callback(DivergenceStop(self.trainer_options.divergence_factor, self.trainer_options.divergence_patience,
+                                         lambda: _last_good(self.args.output_dir)))
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """Trainer.train, with the adapter lifecycle told that training is on (set_adapter is refused meanwhile)."""
+        finished = _finished_checkpoint(kwargs.get("resume_from_checkpoint"))
+        if finished is not None:
+            # Trainer would take one more step past max_steps from a final checkpoint; this run's training is done
+            from transformers.trainer_utils import TrainOutput
+
+            self._load_from_checkpoint(kwargs["resume_from_checkpoint"])
+            self.state = finished
+            return TrainOutput(finished.global_step, None, {})  # type: ignore[arg-type]
+        target = self._adapted()
+        guard = getattr(target, "training_guard", None)
+        if guard is None:
+            return super().train(*args, **kwargs)
+        with guard():
+            return super().train(*args, **kwargs)
 
     def _adapted(self) -> Any:
         return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
@@ -100,10 +131,14 @@ class LoraZooTrainer(Trainer):
             self._adapted().save_adapter(output_dir or self.args.output_dir)
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
+        run_dir = Path(self._get_output_dir(trial=trial))
+        folder = run_dir / f"checkpoint-{self.state.global_step}"
         if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            atomic_write(folder / COMPLETE_MARKER, lambda tmp: Path(tmp).write_text(f"{self.state.global_step}\n"))
+            marks.mark_writing(folder, self.run_fingerprint)
+        super()._save_checkpoint(model, trial)  # args.save_total_limit is None: Trainer itself deletes nothing
+        if self.args.should_save:
+            marks.mark_complete(folder, self.state.global_step, self.run_fingerprint)
+            marks.rotate(run_dir, self.trainer_options.save_total_limit)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         self._adapted().load_adapter_weights(resume_from_checkpoint)  # FSDP passes its wrapper: the adapter is inside

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import codecs
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ... import jsonsafe
 from ..errors import ConfigError, DataFormatError, DataUnavailableError
 from ..hub import hub_unreachable_reason
 from ..options import from_node
@@ -152,27 +154,56 @@ def carve_holdout(train: list, n: int, seed: int) -> tuple[list, list]:
 
 
 def require_file(path: Path, hint: str) -> Path:
-    if not path.is_file():
+    """A regular, non-empty file; a broken symlink or a device (a link to /dev/zero) is named as such."""
+    if not path.exists():
+        if path.is_symlink():
+            raise DataUnavailableError(f"data file {str(path)!r} is a broken symlink to {os.readlink(path)!r}; "
+                                       f"valid: a regular file; {hint}")
         raise DataUnavailableError(f"data file {str(path)!r} not found; {hint}")
+    if not path.is_file():
+        target = f" (it resolves to {str(path.resolve())!r})" if path.is_symlink() else ""
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise DataFormatError(f"data file {str(path)!r} is {kind}{target}; valid: a regular file; {hint}")
     if path.stat().st_size == 0:
         raise DataFormatError(f"data file {str(path)!r} is empty")
     return path
 
 
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def read_text(path: Path) -> str:
+    """A data file's text: UTF-8 (a byte-order mark, UTF-8/16/32, is honoured and removed); a byte that is not
+    valid UTF-8 raises DataFormatError naming the file and line. Line endings are left as they are."""
+    raw = path.read_bytes()
+    encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataFormatError(f"{path}:{line}: byte {raw[exc.start:exc.start + 1]!r} is not valid {encoding}; "
+                              "valid: a UTF-8 text file (re-save it as UTF-8)") from None
+
+
+def lines_of(path: Path) -> list[str]:
+    """The file's lines split on '\n' only (a stray '\r' or U+2028 inside a field is text, not a line break)."""
+    lines = read_text(path).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """JSON lines; a bad line raises DataFormatError naming file and line."""
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+    for lineno, line in enumerate(lines_of(path), 1):
+        if not line.strip():
+            continue
+        row = jsonsafe.loads(line, f"{path}:{lineno}", DataFormatError)
+        if not isinstance(row, dict):
+            raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
     if not rows:
         raise DataFormatError(f"data file {str(path)!r} holds no records")
     return rows

@@ -7,12 +7,13 @@ follow the hub's ClassLabel order, so local and hub runs are comparable.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataFormatError
-from .base import TaskOptions, load_hub_split, register_task, require_file
+from .base import TaskOptions, lines_of, load_hub_split, register_task, require_file
 from .classification import ClassificationTask, Row
 
 
@@ -27,6 +28,7 @@ class GlueSpec:
     dev_file: str = "dev.tsv"
     hub_dev_split: str = "validation"
     header: bool = True
+    score_range: tuple[float, float] = (0.0, 5.0)  # regression tasks: STS-B similarity scores lie in [0, 5]
 
 
 BINARY = ("0", "1")
@@ -53,40 +55,58 @@ class GlueOptions(TaskOptions):
 
 
 def read_tsv(path: Path, spec: GlueSpec, skip_malformed: bool) -> list[Row]:
-    """Rows of a GLUE TSV; a malformed line raises DataFormatError with the file and line number."""
-    rows: list[Row] = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        lines = fh.read().split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    """Rows of a GLUE TSV exactly as GLUE distributes it: split on tabs with no quote processing (GLUE text
+    holds unbalanced quotes), UTF-8 with or without a byte-order mark (MRPC's header has one), a header or
+    none (CoLA). A bad row raises DataFormatError naming the file, the line and what is valid."""
+    lines = lines_of(path)
     if not lines:
         raise DataFormatError(f"data file {str(path)!r} is empty")
     start = 0
     columns = spec.tsv_columns
     if spec.header:
-        header = lines[0].rstrip("\r").split("\t")
+        header = [name.strip().lstrip("\ufeff") for name in lines[0].split("\t")]
         missing = [c for c in columns if c not in header]
         if missing:
             raise DataFormatError(f"{path}:1: header lacks column(s) {missing}; got {header}")
         columns = tuple(header.index(c) for c in columns)
         start = 1
+    rows: list[Row] = []
     for lineno, line in enumerate(lines[start:], start + 1):
-        fields = line.rstrip("\r").split("\t")
-        try:
-            values = [fields[i] for i in columns]
-            raw = values[-1].strip()
-            label: int | float = float(raw) if not spec.labels else spec.labels.index(raw)
-        except (IndexError, ValueError):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        problem = None
+        if len(fields) <= max(columns):  # type: ignore[type-var]
+            problem = f"{len(fields)} tab-separated fields, expected at least {max(columns) + 1}"  # type: ignore
+        else:
+            values = [fields[i] for i in columns]  # type: ignore[index]
+            label, problem = parse_label(values[-1].strip(), spec)
+        if problem is not None:
             if skip_malformed:
                 continue
-            got = f"{len(fields)} fields" if len(fields) <= max(columns) else f"label {fields[columns[-1]]!r}"
-            valid = list(spec.labels) if spec.labels else "a number"
-            raise DataFormatError(f"{path}:{lineno}: malformed row ({got}; label must be {valid}); "
-                                  "fix the file or set task.skip_malformed=true") from None
+            raise DataFormatError(f"{path}:{lineno}: {problem}; fix the file or set task.skip_malformed=true")
         rows.append((values[0], values[1] if len(values) == 3 else None, label))
     if not rows:
         raise DataFormatError(f"data file {str(path)!r} holds no data rows")
     return rows
+
+
+def parse_label(raw: Any, spec: GlueSpec) -> tuple[Any, str | None]:
+    """(label id or score, None) or (None, what is wrong): a class outside the label set, a score that is not a
+    finite number in the task's range."""
+    if spec.labels:
+        key = str(raw)
+        if key in spec.labels:
+            return spec.labels.index(key), None
+        return None, f"label {raw!r} is not in the label set; valid: {list(spec.labels)}"
+    try:
+        score = float(raw)
+    except (TypeError, ValueError):
+        score = math.nan
+    low, high = spec.score_range
+    if not math.isfinite(score) or not low <= score <= high:
+        return None, f"score {raw!r} is invalid; valid: a finite number in [{low:g}, {high:g}]"
+    return score, None
 
 
 @register_task("glue")
@@ -113,7 +133,7 @@ class GlueTask(ClassificationTask):
             return self._read_local(Path(opts.data_dir))
         hint = (f"download GLUE and set task.data_dir=<dir with train.tsv and {self.spec.dev_file}> "
                 f"(e.g. task.data_dir=data/glue/{_glue_dir(self.subset)})")
-        return tuple(self._from_hub(load_hub_split(opts.hub_id, self.subset, split, hint))  # type: ignore[return-value]
+        return tuple(self._from_hub(load_hub_split(opts.hub_id, self.subset, split, hint), split)  # type: ignore
                      for split in ("train", self.spec.hub_dev_split))
 
     def _read_local(self, root: Path) -> tuple[list[Row], list[Row]]:
@@ -125,11 +145,20 @@ class GlueTask(ClassificationTask):
             out.append(read_tsv(require_file(path, hint), self.spec, opts.skip_malformed))
         return out[0], out[1]
 
-    def _from_hub(self, split: Any) -> list[Row]:
+    def _from_hub(self, split: Any, name: str = "train") -> list[Row]:
         cols = self.spec.hub_columns
         texts = [split[c] for c in cols[:-1]]
-        labels = split[cols[-1]]
-        return [(texts[0][i], texts[1][i] if len(texts) == 2 else None, labels[i]) for i in range(len(labels))]
+        rows: list[Row] = []
+        for i, raw in enumerate(split[cols[-1]]):
+            # hub labels are ids (ClassLabel) or scores; -1 marks an unlabelled (test) row
+            value = self.spec.labels[raw] if self.spec.labels and isinstance(raw, int) and 0 <= raw < len(self.spec.labels) else raw
+            label, problem = parse_label(value, self.spec)
+            if problem is not None:
+                if self.options.skip_malformed:
+                    continue
+                raise DataFormatError(f"{self.options.hub_id}/{self.subset} split {name!r} row {i}: {problem}")
+            rows.append((texts[0][i], texts[1][i] if len(texts) == 2 else None, label))
+        return rows
 
 
 def _glue_dir(subset: str) -> str:

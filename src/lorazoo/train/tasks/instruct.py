@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ... import jsonsafe
 from ...io import atomic_write
 from ..errors import DataFormatError
-from .base import TaskOptions, load_hub_split, read_jsonl, register_task, require_file, require_keys, subsample
+from .base import (TaskOptions, load_hub_split, read_jsonl, read_text, register_task, require_file, require_keys,
+                   subsample)
 from .causal import CausalLMTask, generate
 
 # The Stanford Alpaca prompt templates (github.com/tatsu-lab/stanford_alpaca, train.py).
@@ -39,12 +41,9 @@ class AlpacaOptions(TaskOptions):
 
 def read_records(path: Path) -> list[dict]:
     """A JSON list of records, or JSON lines; errors name the file and record/line."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        records = jsonsafe.loads(text, str(path), DataFormatError)
         where = "record"
     else:
         records, where = read_jsonl(path), "line"

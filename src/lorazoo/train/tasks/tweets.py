@@ -7,6 +7,7 @@ split once, deterministically, into train and dev by ``split_seed``; it does not
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +37,22 @@ def read_tweets(path: Path, min_confidence: float) -> list[Row]:
             label = (row.get("sentiment") or "").strip()
             if label not in LABELS:
                 raise DataFormatError(f"{path}:{reader.line_num}: sentiment {label!r} is not one of {list(LABELS)}")
-            if row.get("confidence") and float(row["confidence"]) < min_confidence:
+            if row.get("confidence") and _confidence(row["confidence"], path, reader.line_num) < min_confidence:
                 continue
             rows.append((row["text"] or "", None, LABELS.index(label)))
     if not rows:
         raise DataFormatError(f"data file {str(path)!r} holds no rows")
     return rows
+
+
+def _confidence(raw: str, path: Path, line: int) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also false for NaN
+        raise DataFormatError(f"{path}:{line}: confidence {raw!r} is invalid; valid: a number in [0, 1]")
+    return value
 
 
 @register_task("tweets")

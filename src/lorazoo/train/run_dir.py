@@ -1,0 +1,219 @@
+"""Run identity: which run a directory belongs to, who may write in it, and when a job is already done.
+
+A run dir holds ``lorazoo_run.json``: the fingerprint of the resolved config that determines the result
+(every key except the pure logging/budget keys in ``UNFINGERPRINTED``) and lorazoo's random-structure
+generator version. A new run refuses a non-empty directory that is not its own, a resume refuses a run
+of another config (naming the first differing key), a finished run of the same config is reused rather
+than retrained (resumable sweeps), and an OS lock (``fcntl.flock``) stops a second concurrent run at once.
+Nothing here imports torch: it runs before any model or data is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import LoraZooError
+from ..io import atomic_write_json
+from ..projections.rng import GENERATOR_VERSION
+
+RUN_FILE = "lorazoo_run.json"
+LOCK_FILE = ".lorazoo.lock"
+METRICS_FILE = "metrics.json"
+# Keys that cannot change the trained adapter or its metrics: where/how progress is shown (logging) and how
+# often work is saved or which resources read the data (budget). A key not listed here is part of the run.
+LOGGING_KEYS = ("logger", "name", "trainer.progress_bar", "trainer.logging_steps")
+BUDGET_KEYS = ("trainer.resume", "trainer.save_steps", "trainer.save_total_limit", "trainer.num_workers")
+UNFINGERPRINTED = LOGGING_KEYS + BUDGET_KEYS
+# what Hydra itself may have put into a job dir before lorazoo runs (plus our own lock file)
+_HARMLESS = {LOCK_FILE, ".hydra", ".submitit"}
+
+
+class RunDirError(LoraZooError, RuntimeError):
+    """A run dir belongs to another run, holds foreign files, or is in use by a running job."""
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists stay values (their order matters)."""
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _excluded(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in UNFINGERPRINTED)
+
+
+def identity(plain_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The flattened config keys that decide the result, plus the generator version."""
+    keys = {k: v for k, v in flatten(plain_cfg).items() if not _excluded(k)}
+    keys["lorazoo.generator_version"] = GENERATOR_VERSION
+    return dict(sorted(keys.items()))
+
+
+def fingerprint(ident: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+_FIRST = ("projection.name", "projection", "model.name", "task.name")  # what a user changes to start another study
+
+
+def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``key: old → new`` for the first differing key (the method, model and task first, then sorted);
+    ``<absent>`` for a key only one side has."""
+    keys = sorted(set(old) | set(new), key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST), k))
+    for key in keys:
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if json.dumps(a, default=str) != json.dumps(b, default=str):
+            return f"{key}: {a!r} → {b!r}"
+    return "no key differs"
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when the file is absent, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass
+class Claim:
+    """This process's hold on a run dir: the lock stays held until ``release()`` (or process exit)."""
+
+    directory: Path
+    fingerprint: str
+    identity: dict[str, Any]
+    completed: dict[str, Any] | None = None  # the earlier record when the same config already finished
+    resume: bool = False
+    _fd: int | None = field(default=None, repr=False)
+
+    def record_identity(self) -> None:
+        """Write lorazoo_run.json: from here on the directory is this run's."""
+        atomic_write_json(self.directory / RUN_FILE, {"fingerprint": self.fingerprint, "identity": self.identity})
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
+def _lock(directory: Path) -> tuple[int, bool]:
+    """An exclusive non-blocking flock on ``<dir>/.lorazoo.lock``; a held lock fails at once."""
+    path = directory / LOCK_FILE
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            holder = path.read_text().strip() or "unknown"
+            raise RunDirError(f"run dir {str(directory)!r} is in use by another lorazoo run ({holder}); wait for it "
+                              "to finish or pick another hydra.run.dir") from None
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode())
+    return fd, created
+
+
+def _outputs(directory: Path) -> list[str]:
+    """Entries that are some run's output: everything but the lock, Hydra's folders, logs, lorazoo_run.json and
+    the metrics.json of a run that failed during setup (it trained nothing; run_record.write_failure)."""
+    return sorted(p.name for p in directory.iterdir()
+                  if p.name not in _HARMLESS and p.name != RUN_FILE and not p.name.endswith(".log")
+                  and not (p.name == METRICS_FILE and _setup_failure(p)))
+
+
+def _setup_failure(path: Path) -> bool:
+    record = read_json(path)
+    return bool(record) and record.get("status") == "failed" and record.get("failed_stage") == "setup"
+
+
+@contextlib.contextmanager
+def claimed(directory: str | Path, plain_cfg: dict[str, Any], resume: bool, owner: bool = True) -> Iterator[Claim]:
+    """``claim`` as a context manager: the lock is released when the job ends, however it ends."""
+    held = claim(directory, plain_cfg, resume, owner)
+    try:
+        yield held
+    finally:
+        held.release()
+
+
+def claim(directory: str | Path, plain_cfg: dict[str, Any], resume: bool, owner: bool = True) -> Claim:
+    """Lock ``directory`` and decide whether this run may use it; raises RunDirError naming the way out.
+
+    ``owner=False`` (the other ranks of a distributed job) takes no lock and only reads: rank 0 owns the dir."""
+    directory = Path(directory).resolve()
+    ident = identity(plain_cfg)
+    fp = fingerprint(ident)
+    if not owner:
+        done = _check_owner(directory, ident, fp, resume) if directory.is_dir() else None
+        return Claim(directory, fp, ident, completed=done, resume=resume)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, created = _lock(directory)
+    try:
+        done = _check_owner(directory, ident, fp, resume)
+    except BaseException:
+        os.close(fd)
+        if created:  # leave a refused directory exactly as it was
+            (directory / LOCK_FILE).unlink(missing_ok=True)
+        raise
+    return Claim(directory, fp, ident, completed=done, resume=resume, _fd=fd)
+
+
+def _check_owner(directory: Path, ident: dict[str, Any], fp: str, resume: bool) -> dict[str, Any] | None:
+    """None when the run may (re)start here; the earlier metrics record when it already completed."""
+    pick = "pick another hydra.run.dir (or delete this one)"
+    record = read_json(directory / RUN_FILE)
+    if record is None:
+        if (directory / RUN_FILE).exists():
+            raise RunDirError(f"{str(directory / RUN_FILE)!r} is unreadable; {pick}")
+        foreign = _outputs(directory)
+        if foreign:
+            raise RunDirError(f"run dir {str(directory)!r} is not empty and holds no lorazoo run "
+                              f"(found {foreign[:5]}); {pick}")
+        return None
+    if record.get("fingerprint") != fp:
+        if not _outputs(directory):
+            return None  # that attempt stopped before it wrote anything (a bad model path, say): nothing to lose
+        diff = first_difference(record.get("identity") or {}, ident)
+        raise RunDirError(f"run dir {str(directory)!r} holds another run (first differing key {diff}); {pick}, "
+                          "or restore that setting to resume it")
+    metrics = read_json(directory / METRICS_FILE)
+    if metrics and metrics.get("status") == "completed" and metrics.get("fingerprint") == fp:
+        return metrics
+    from .checkpoints import complete_checkpoints
+
+    if complete_checkpoints(directory / "checkpoints") and not resume:
+        raise RunDirError(f"run dir {str(directory)!r} holds an unfinished run of this config; add trainer.resume=true "
+                          f"to continue it, or {pick}")
+    return None
+
+
+def save_hydra_files(directory: Path, cfg: Any) -> None:
+    """Write ``.hydra/{config,hydra,overrides}.yaml`` as Hydra would, but only once this run owns the dir.
+
+    configs/config.yaml sets ``hydra.output_subdir: null`` so Hydra itself writes nothing before the
+    ownership check: a refused launch leaves an earlier run's .hydra/ byte-identical."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    hydra_cfg = HydraConfig.instance().cfg
+    if hydra_cfg is None:
+        return
+    folder = directory / ".hydra"
+    folder.mkdir(exist_ok=True)
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
+        OmegaConf.save(node, folder / name)
