@@ -179,6 +179,8 @@ def test_poisoned_checkpoint_pickle_does_not_run(tmp_path: Path, runs: dict):
 
     run_dir = tmp_path / "run"
     shutil.copytree(runs["a"], run_dir)
+    (run_dir / "metrics.json").unlink()  # as if killed before the end: a finished run would be reused, not resumed
+    shutil.rmtree(last_complete_checkpoint(run_dir / "checkpoints"))  # the final one holds no steps left to resume
     checkpoint = Path(last_complete_checkpoint(run_dir / "checkpoints"))
     canary = tmp_path / "pwned"
 
@@ -234,20 +236,28 @@ def test_failed_write_keeps_the_previous_adapter(tmp_path: Path, monkeypatch):
 
 
 def test_interrupted_checkpoint_is_discarded_on_resume(tmp_path: Path):
-    """A checkpoint without its completion marker (killed mid-save) is removed; the previous one is used."""
+    """A checkpoint lorazoo marked as being written but never completed (killed mid-save) is removed; the previous
+    one is used. A folder without any lorazoo mark is not lorazoo's: it stays (issue 13)."""
+    from lorazoo.train.checkpoints import COMPLETE_MARKER, WRITING_MARKER
     from lorazoo.train.runner import _resume_point
-    from lorazoo.train.trainer import COMPLETE_MARKER
 
     checkpoints = tmp_path / "checkpoints"
-    for step, complete in ((3, True), (6, True), (9, False)):
+    for step, mark in ((3, COMPLETE_MARKER), (6, COMPLETE_MARKER), (9, WRITING_MARKER), (12, None)):
         folder = checkpoints / f"checkpoint-{step}"
         folder.mkdir(parents=True)
         (folder / "adapter.safetensors").write_bytes(b"partial")
-        if complete:
-            (folder / COMPLETE_MARKER).write_text(f"{step}\n")
+        if mark:
+            (folder / mark).write_text(f"{step}\n")
+    _good_adapter(checkpoints / "checkpoint-6")
     assert _resume_point(checkpoints, resume=True).endswith("checkpoint-6")
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-3", "checkpoint-6"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-12", "checkpoint-3", "checkpoint-6"]
     assert _resume_point(tmp_path / "none", resume=True) is None
+
+
+def _good_adapter(folder: Path) -> None:
+    model = attach(tiny_bert(), AdapterConfig(projection="lora", rank=4))
+    model.save_adapter(folder)
+    (folder / "trainer_state.json").write_text("{}")
 
 
 @pytest.fixture(scope="module")

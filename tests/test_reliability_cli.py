@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ["model=tiny_bert", "logger=none", "trainer.progress_bar=false"]
@@ -39,7 +40,20 @@ CASES: dict[str, tuple[list[str], str, str]] = {
     "malformed data file": (["task.data_file={tmp}/bad.csv"],
                             r"^error: .*/bad\.csv:3: sentiment 'angry' is not one of \['negative', 'neutral', 'positive'\]$", ""),
     "hub unreachable": (["task=glue/sst2"], r"^error: cannot download nyu-mll/glue/sst2 \(cannot reach .*task\.data_dir=", ""),
+    # issue 13: each of these was a traceback
+    "negative lr": (["projection.lr=-0.1"], r"^error: projection\.lr=-0\.1 is invalid; valid: a finite number > 0$", ""),
+    "max_length 0": (["task.max_length=0"], r"^error: task\.max_length=0 is invalid; valid: a positive integer$", ""),
+    "max_length > positions": (["task.max_length=513"],
+                               r"^error: task\.max_length=513 is invalid; valid: 1\.\.512 \(the positions of model='tiny_bert'\)$", ""),
+    "deeply nested override": (["projection.kwargs=" + "{a:" * 300 + "1" + "}" * 300],
+                               r"^error: override 'projection\.kwargs=\{a:.*' is nested 300 levels deep; valid: at most 32$", ""),
+    "modules_to_save string": (["model.modules_to_save=classifier"],
+                               r"^error: model\.modules_to_save='classifier' is invalid; valid: a list of module names", ""),
+    "symlink to /dev/zero": (["task.data_file={tmp}/zero.csv"],
+                             r"^error: data file '.*/zero\.csv' is not a regular file \(it resolves to '/dev/zero'\)", ""),
 }
+if not torch.cuda.is_available():  # where bf16 is supported the run is valid
+    CASES["bf16 unsupported"] = (["trainer.precision=bf16"], r"^error: trainer\.precision=bf16 is not supported here", "")
 FULL_ERROR = "HYDRA_FULL_ERROR=1"
 
 
@@ -70,6 +84,7 @@ def results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     tmp = tmp_path_factory.mktemp("bad_input")
     (tmp / "empty.csv").write_text("")
     (tmp / "bad.csv").write_text("sentiment,text\npositive,a fine day\nangry,a bad day\n")
+    (tmp / "zero.csv").symlink_to("/dev/zero")
     jobs = {**{case: spec[0] for case, spec in CASES.items()}, FULL_ERROR: ["projection.rank=0"]}
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {case: pool.submit(_run, case, overrides, tmp) for case, overrides in jobs.items()}

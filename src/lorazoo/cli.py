@@ -50,6 +50,23 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()  # keep the progress bars and our own lines readable
 
 
+MAX_OVERRIDE_DEPTH = 32
+
+
+def check_argv(argv: list[str]) -> None:
+    """Refuse what Hydra's override parser cannot report in one line: a value nested so deep that the
+    parser's recursion overflows (a traceback wall). Runs before Hydra sees the command line."""
+    from .jsonsafe import nesting_depth
+
+    for arg in argv:
+        depth = nesting_depth(arg.replace("'", '"'))
+        if depth > MAX_OVERRIDE_DEPTH:
+            shown = arg if len(arg) <= 40 else arg[:37] + "..."
+            print(f"error: override {shown!r} is nested {depth} levels deep; valid: at most {MAX_OVERRIDE_DEPTH}",
+                  file=sys.stderr)
+            sys.exit(2)
+
+
 def _ranks_share_one_run_dir(hydra_main: Callable[..., Any]) -> Callable[..., Any]:
     """Under torchrun/accelerate every rank runs this CLI: ranks > 0 get a scratch Hydra dir (run() then
     uses rank 0's), so one launch makes one run directory."""
@@ -106,6 +123,7 @@ def _training_failed_in_sweep() -> bool:
 
 def main() -> None:
     """``python run.py ...``: Hydra's main, plus the valid spellings when Hydra rejects a key."""
+    check_argv(sys.argv[1:])
     try:
         hydra_main()
     except SystemExit as exc:

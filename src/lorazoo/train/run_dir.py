@@ -123,8 +123,6 @@ def _lock(directory: Path) -> tuple[int, bool]:
             raise RunDirError(f"run dir {str(directory)!r} is in use by another lorazoo run ({holder}); wait for it "
                               "to finish or pick another hydra.run.dir") from None
         raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode())
     return fd, created
 
 
@@ -170,6 +168,9 @@ def claim(directory: str | Path, plain_cfg: dict[str, Any], resume: bool, owner:
         if created:  # leave a refused directory exactly as it was
             (directory / LOCK_FILE).unlink(missing_ok=True)
         raise
+    if done is None:  # this run will write here: say who holds the lock
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode())
     return Claim(directory, fp, ident, completed=done, resume=resume, _fd=fd)
 
 
