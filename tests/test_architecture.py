@@ -17,12 +17,13 @@ PACKAGE = SRC / "lorazoo"
 # Lower layers never import higher ones. io is pure serialization of (config, layout, tensors), so it
 # sits below the lifecycle that calls it (model.save_adapter / load_adapter) and knows no model.
 LAYERS: list[tuple[str, ...]] = [
-    ("lorazoo.version", "lorazoo.errors", "lorazoo.sharding", "lorazoo.interop"),  # sharding, interop: torch / transformers only
+    ("lorazoo.version", "lorazoo.errors", "lorazoo.jsonsafe", "lorazoo.sharding", "lorazoo.interop"),  # sharding, interop: torch / transformers only
     ("lorazoo.packaged",),  # packaged model directories (no torch)
     ("lorazoo.config",),
     ("lorazoo.layout",),
     ("lorazoo.projections",),  # the package and every module in it
     ("lorazoo.io", "lorazoo.quantized"),  # quantized: reading/writing bitsandbytes weights (torch only)
+    ("lorazoo.integrity",),  # checks a saved adapter against what its config regenerates; used by model
     ("lorazoo.reconstructor",),
     ("lorazoo.wrappers", "lorazoo.mixed"),
     ("lorazoo.peft_config",),  # what PEFT auto classes need from an export

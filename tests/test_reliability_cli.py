@@ -41,7 +41,7 @@ CASES: dict[str, tuple[list[str], str, str]] = {
                             r"^error: .*/bad\.csv:3: sentiment 'angry' is not one of \['negative', 'neutral', 'positive'\]$", ""),
     "hub unreachable": (["task=glue/sst2"], r"^error: cannot download nyu-mll/glue/sst2 \(cannot reach .*task\.data_dir=", ""),
     # issue 13: each of these was a traceback
-    "negative lr": (["projection.lr=-0.1"], r"^error: projection\.lr=-0\.1 is invalid; valid: a finite number > 0$", ""),
+    "negative lr": (["optimizer.lr=-0.1"], r"^error: optimizer\.lr=-0\.1 is invalid; valid: a finite number > 0$", ""),
     "max_length 0": (["task.max_length=0"], r"^error: task\.max_length=0 is invalid; valid: a positive integer$", ""),
     "max_length > positions": (["task.max_length=513"],
                                r"^error: task\.max_length=513 is invalid; valid: 1\.\.512 \(the positions of model='tiny_bert'\)$", ""),

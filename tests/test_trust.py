@@ -213,7 +213,7 @@ def test_errors_are_lorazoo_errors():
 
 
 # ============================================================================ divergence and NaN metrics
-DIVERGING = ["model=tiny_bert", "projection=lora", "projection.lr=10", "trainer.head_lr=10", "trainer.max_grad_norm=1e9",
+DIVERGING = ["model=tiny_bert", "projection=lora", "optimizer.lr=10", "optimizer.groups.head.lr=10", "trainer.max_grad_norm=1e9",
              "trainer.warmup_ratio=0", "task.max_train_samples=160", "task.max_eval_samples=16", "task.max_length=32",
              "trainer.max_steps=20", "trainer.save_steps=1", "seed=0"]
 

@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import jsonsafe
 from .config import AdapterConfig
 from .errors import AdapterFileError, ConfigError
 from .layout import Layout
@@ -123,9 +124,10 @@ def read_adapter_config(path: str | Path) -> tuple[AdapterConfig, Layout]:
         present = sorted(p.name for p in path.iterdir())
         raise AdapterFileError(f"{str(config_path)!r} is missing; an adapter directory holds {CONFIG_NAME} and {WEIGHTS_NAME} (found {present})")
     try:
-        raw = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = config_path.read_text()
+    except UnicodeDecodeError as exc:
         raise AdapterFileError(f"{str(config_path)!r} is not valid JSON ({exc})") from None
+    raw = jsonsafe.loads(text, str(config_path), AdapterFileError)
     _refuse_code(raw, str(config_path))
     if not isinstance(raw, dict) or raw.get("format") != FORMAT or "config" not in raw or "layout" not in raw:
         raise AdapterFileError(f"{str(config_path)!r} is not a lorazoo adapter config (expected format={FORMAT!r} with config and layout)")
@@ -148,6 +150,36 @@ def read_adapter_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise AdapterFileError(f"{str(weights_path)!r} is truncated or corrupt ({exc}); re-save or re-download it") from None
+
+
+def read_tensor_header(path: str | Path) -> dict[str, tuple[str, list[int]]]:
+    """{key: (dtype, shape)} of adapter.safetensors from its header alone: no tensor data is read."""
+    from safetensors import safe_open
+
+    weights_path = Path(path) / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise AdapterFileError(f"{str(weights_path)!r} is missing; save_adapter writes it next to {CONFIG_NAME}")
+    try:
+        with safe_open(str(weights_path), framework="pt") as fh:
+            header = {}
+            for key in fh.keys():
+                piece = fh.get_slice(key)
+                header[key] = (_DTYPES.get(piece.get_dtype(), piece.get_dtype().lower()), list(piece.get_shape()))
+            return header
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise AdapterFileError(f"{str(weights_path)!r} is truncated or corrupt ({exc}); re-save or re-download it") from None
+
+
+# safetensors dtype names → torch's
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+           "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def read_checksums(path: str | Path) -> dict[str, Any] | None:
+    """The ``checksums`` block of adapter_config.json (None for adapters saved before it existed)."""
+    raw = json.loads((Path(path) / CONFIG_NAME).read_text())
+    block = raw.get("checksums") if isinstance(raw, dict) else None
+    return block if isinstance(block, dict) else None
 
 
 def read_adapter(path: str | Path) -> tuple[AdapterConfig, Layout, dict[str, torch.Tensor]]:

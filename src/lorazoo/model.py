@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import io
+from . import integrity, io
 from .config import AdapterConfig
 from .errors import AdapterFileError, AdapterStateError, LayoutMismatchError, TargetModulesError
 from .layout import Layout
@@ -45,7 +45,8 @@ class AdaptedModel(nn.Module):
     # base (it refuses to fine-tune a "purely quantized" model, i.e. one without adapters)
     _hf_peft_config_loaded = True
 
-    def __init__(self, base_model: nn.Module, config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER):
+    def __init__(self, base_model: nn.Module, config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER,
+                 _projection: Projection | None = None):
         super().__init__()
         self.base_model = base_model
         self.adapters = nn.ModuleDict()
@@ -61,7 +62,8 @@ class AdaptedModel(nn.Module):
         if isinstance(backbone, nn.Module) and backbone is not base_model:
             # code that runs the backbone without the model (TRL's fused LM head) still gets a fresh θ_D
             self._hooks.append(backbone.register_forward_pre_hook(self._enter_backbone))
-        self.add_adapter(adapter_name, config)
+        self._training = 0  # > 0 while a LoraZooTrainer trains (training_guard): the active adapter is fixed
+        self._install(adapter_name, config, _projection)
 
         accepted = accepted_kwargs(base_model.forward)
 
@@ -157,10 +159,17 @@ class AdaptedModel(nn.Module):
 
     def add_adapter(self, name: str, config: AdapterConfig) -> Projection:
         """Add an adapter (any projection) over the same base; it becomes active if none is."""
+        return self._install(name, config, None)
+
+    def _install(self, name: str, config: AdapterConfig, projection: Projection | None) -> Projection:
+        """add_adapter with an optional projection already built (and checked) by the loader."""
         if name in self.adapters:
             raise AdapterStateError(f"adapter {name!r} already exists; existing: {list(self.adapters)}")
-        layout = layout_from_model(self.base_model, config.target_modules, config.rank)
-        projection = build_projection(layout, config).to(self._base_device())
+        if projection is None:
+            layout = layout_from_model(self.base_model, config.target_modules, config.rank)
+            projection = build_projection(layout, config)
+        layout = projection.layout
+        projection = projection.to(self._base_device())
         projection.set_active(False)
         self._wrap_targets(layout)
         for module in self._module_copies(config.modules_to_save):
@@ -172,8 +181,25 @@ class AdaptedModel(nn.Module):
             self.set_adapter(name)
         return projection
 
+    @contextlib.contextmanager
+    def training_guard(self) -> Iterator[None]:
+        """Held by LoraZooTrainer.train(): the optimizer holds the active adapter's parameters, so switching,
+        deleting or merging adapters meanwhile would train (or save) another adapter than the one reported."""
+        self._training += 1
+        try:
+            yield
+        finally:
+            self._training -= 1
+
+    def _refuse_during_training(self, what: str) -> None:
+        if self._training:
+            raise AdapterStateError(f"{what} during LoraZooTrainer.train() is refused: the optimizer holds adapter "
+                                    f"{self.active_adapter!r}'s parameters; do it before or after training")
+
     def set_adapter(self, name: str) -> None:
         """Make ``name`` the adapter every forward uses; costs no copy of base weights."""
+        if self.__dict__.get("_training") and name != self.active_adapter:
+            self._refuse_during_training(f"set_adapter({name!r})")
         if name not in self.adapters:
             raise AdapterStateError(f"unknown adapter {name!r}; existing: {list(self.adapters)}")
         if self.merged_adapter is not None:
@@ -195,6 +221,7 @@ class AdaptedModel(nn.Module):
         return {e.name: LayerSlot.from_entry(i, e, projection.scaling, config.dropout) for i, e in enumerate(projection.layout)}
 
     def delete_adapter(self, name: str) -> None:
+        self._refuse_during_training(f"delete_adapter({name!r})")
         if name not in self.adapters:
             raise AdapterStateError(f"unknown adapter {name!r}; existing: {list(self.adapters)}")
         if self.merged_adapter == name:
@@ -212,21 +239,44 @@ class AdaptedModel(nn.Module):
                 self.set_adapter(next(iter(self.adapters)))
 
     def load_adapter(self, path: str | Path, name: str) -> Projection:
-        """Add the adapter saved at ``path`` as ``name`` (its layout checked against this base)."""
-        config, layout, tensors = io.read_adapter(path)
-        check_layout(layout, self.base_model, config)
-        projection = self.add_adapter(name, config)
-        _load_tensors(self, name, projection, tensors, path)
+        """Add the adapter saved at ``path`` as ``name``. All or nothing: every check (layout, sizes, dtypes,
+        finiteness, regenerated structures, head shapes) runs on a stand-alone copy first, so a failed load
+        leaves the model exactly as it was and a retry can succeed."""
+        if name in self.adapters:
+            raise AdapterStateError(f"adapter {name!r} already exists; existing: {list(self.adapters)}")
+        config, projection, heads = _checked_adapter(path, self.base_model)
+        projection = self._install(name, config, projection)
+        _load_heads(self, name, heads, path)
+        self.cache.invalidate()
         return projection
 
     def load_adapter_weights(self, path: str | Path, heads: bool = True) -> None:
         """Overwrite the active adapter's tensors (and heads) in place from a saved adapter: resuming training.
-        ``heads=False`` loads the projection only (starting a new task from another task's adapter)."""
-        config, layout, tensors = io.read_adapter(path)
-        check_layout(layout, self.base_model, config)
-        if not heads:
-            tensors = {k: v for k, v in tensors.items() if not k.startswith("modules_to_save.")}
-        _load_tensors(self, self._require_active(), self.projection, tensors, path)
+        ``heads=False`` loads the projection only (starting a new task from another task's adapter).
+
+        A merged adapter is unmerged, loaded and merged again, so the base weights end up W + ΔW(new)."""
+        config, projection, head_tensors = _checked_adapter(path, self.base_model, heads)
+        saved, mine = config.to_dict(), self.adapter_config.to_dict()
+        # what decides ΔW from the same tensors; the seed matters only through the regenerated structures
+        keys = ["projection", "rank", "alpha", "target_modules", "projection_kwargs"] + (["modules_to_save"] if heads else [])
+        differing = [k for k in keys if saved[k] != mine[k]]
+        if not differing and projection.layout != self.layout:
+            differing = ["layout"]
+        if not differing and not integrity.same_structures(projection, self.projection):
+            differing = ["seed"]
+        if differing:
+            key = differing[0]
+            raise AdapterFileError(f"{str(path)!r} was saved with {key}={saved.get(key, '<its layout>')!r}, the active "
+                                   f"adapter has {key}={mine.get(key, '<another layout>')!r}; load it with load_adapter instead")
+        merged = self.merged_adapter
+        if merged is not None:
+            self.unmerge()
+        with torch.no_grad():
+            self.projection.load_adapter_state_dict(projection.adapter_state_dict())
+        _load_heads(self, self._require_active(), head_tensors, path)
+        self.cache.invalidate()
+        if merged is not None:
+            self.merge()
 
     # ----------------------------------------------------------------- inspection
     def adapted_layers(self) -> list[AdaptedLayer]:
@@ -296,6 +346,7 @@ class AdaptedModel(nn.Module):
     @torch.no_grad()
     def merge(self) -> None:
         """W += s · B_l A_l in W's dtype for the active adapter; forward then runs at base speed."""
+        self._refuse_during_training("merge()")
         if self.merged_adapter is not None:
             raise AdapterStateError(f"adapter {self.merged_adapter!r} is already merged")
         self._apply_delta(+1)
@@ -376,6 +427,7 @@ class AdaptedModel(nn.Module):
         tensors = self.adapter_tensors()  # every rank of a sharded model gathers (collectives) ...
         if not is_main_process():
             return Path(path)  # ... and one writes
+        info["checksums"] = integrity.describe(self.projection, self.adapter_config, tensors)
         return io.write_adapter(path, self.adapter_config, self.layout, tensors, info)
 
     def export_peft_lora(self, path: str | Path) -> Path:
@@ -472,25 +524,6 @@ def check_layout(saved: Layout, base_model: nn.Module, config: AdapterConfig) ->
     raise LayoutMismatchError(f"base model has adapted module(s) the adapter lacks, e.g. {extra[:3]}; it was made for another model")
 
 
-def _load_tensors(
-    model: AdaptedModel, name: str, projection: Projection, tensors: dict[str, torch.Tensor], path: str | Path
-) -> None:
-    """Copy saved tensors into adapter ``name``; a file that does not fit its own config is an AdapterFileError."""
-    try:
-        projection_tensors, saved_modules = split_adapter_tensors(tensors)
-        projection.load_adapter_state_dict(projection_tensors)
-        for module_name, state in saved_modules.items():
-            wrapper = model.base_model.get_submodule(module_name)
-            if not isinstance(wrapper, ModuleCopies):
-                raise ValueError(f"saved module {module_name!r} is not in this adapter's modules_to_save")
-            _load_head(wrapper.copies[name], module_name, state)
-    except AdapterFileError:
-        raise
-    except (ValueError, RuntimeError, AttributeError) as exc:
-        raise AdapterFileError(f"{str(Path(path) / io.WEIGHTS_NAME)!r} does not match its config: {exc}") from None
-    model.cache.invalidate()
-
-
 def _load_head(head: nn.Module, module_name: str, state: dict[str, torch.Tensor]) -> None:
     """``load_state_dict`` that also fills sharded (FSDP) parameters: each rank keeps its own shard."""
     own = head.state_dict(keep_vars=True)
@@ -505,12 +538,73 @@ def _load_head(head: nn.Module, module_name: str, state: dict[str, torch.Tensor]
 
 
 def load_adapter(base_model: nn.Module, path: str | Path, adapter_name: str = DEFAULT_ADAPTER) -> AdaptedModel:
-    """Attach the adapter saved at ``path`` to ``base_model`` (checked to have the same layout)."""
-    config, layout, tensors = io.read_adapter(path)
-    check_layout(layout, base_model, config)
-    model = AdaptedModel(base_model, config, adapter_name)
-    _load_tensors(model, adapter_name, model.projection, tensors, path)
+    """Attach the adapter saved at ``path`` to ``base_model``; every check runs before the base is touched."""
+    config, projection, heads = _checked_adapter(path, base_model)
+    model = AdaptedModel(base_model, config, adapter_name, _projection=projection)
+    _load_heads(model, adapter_name, heads, path)
+    model.cache.invalidate()
     return model
+
+
+def _checked_adapter(path: str | Path, base_model: nn.Module,
+                     with_heads: bool = True) -> tuple[AdapterConfig, Projection, dict[str, dict[str, torch.Tensor]]]:
+    """The adapter at ``path`` as a stand-alone projection with its tensors loaded, plus its head tensors, after
+    every check; nothing of ``base_model`` changes. Sizes are checked from JSON and the safetensors header before
+    anything large is allocated. ``with_heads=False`` ignores the saved heads (another task's)."""
+    where = str(Path(path) / io.WEIGHTS_NAME)
+    config, layout = io.read_adapter_config(path)
+    checksums = io.read_checksums(path)
+    integrity.check_declared(config, layout, io.read_tensor_header(path), checksums, where)
+    check_layout(layout, base_model, config)
+    tensors = io.read_adapter_tensors(path)
+    projection_tensors, heads = split_adapter_tensors(tensors)
+    if not with_heads:
+        heads = {}
+    projection = build_projection(layout, config)
+    own = dict(projection.named_parameters()) | {k: v for k, v in projection.named_buffers() if v is not None}
+    integrity.check_values({f"projection.{k}": v for k, v in projection_tensors.items()},
+                           {f"projection.{k}": v for k, v in own.items()}, where)
+    integrity.check_values({f"modules_to_save.{m}/{k}": v for m, state in heads.items() for k, v in state.items()},
+                           _head_state(base_model, heads), where)
+    integrity.check_structures(projection, config, checksums, where)
+    try:
+        projection.load_adapter_state_dict(projection_tensors)
+    except (ValueError, RuntimeError) as exc:
+        raise AdapterFileError(f"{where!r} does not match its config: {exc}") from None
+    missing = sorted(set(config.modules_to_save) - {m.rsplit(".", 1)[-1] for m in heads} - set(heads))
+    if missing and with_heads:
+        raise AdapterFileError(f"{where!r} lacks the saved module(s) {missing} its config lists in modules_to_save")
+    return config, projection, heads
+
+
+def _head_state(base_model: nn.Module, heads: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The base's own tensors for every saved head (the original module), keyed like the file; shapes checked."""
+    out: dict[str, torch.Tensor] = {}
+    for module_name, state in heads.items():
+        try:
+            module = base_model.get_submodule(module_name)
+        except AttributeError:
+            raise AdapterFileError(f"saved module {module_name!r} does not exist in this base model") from None
+        module = module.original if isinstance(module, ModuleCopies) else module
+        own = module.state_dict(keep_vars=True)
+        for key, value in state.items():
+            if key not in own or shape_of(own[key]) != tuple(value.shape):
+                got = shape_of(own[key]) if key in own else "no such tensor"
+                raise AdapterFileError(f"saved head tensor {module_name}/{key} has shape {tuple(value.shape)}; this base "
+                                       f"model's is {got} (another num_labels?)")
+            out[f"modules_to_save.{module_name}/{key}"] = own[key]
+    return out
+
+
+def _load_heads(model: AdaptedModel, name: str, heads: dict[str, dict[str, torch.Tensor]], path: str | Path) -> None:
+    for module_name, state in heads.items():
+        wrapper = model.base_model.get_submodule(module_name)
+        if not isinstance(wrapper, ModuleCopies):
+            raise AdapterFileError(f"{str(path)!r}: saved module {module_name!r} is not in this adapter's modules_to_save")
+        try:
+            _load_head(wrapper.copies[name], module_name, state)
+        except ValueError as exc:
+            raise AdapterFileError(f"{str(Path(path) / io.WEIGHTS_NAME)!r} does not match its config: {exc}") from None
 
 
 def attach(base_model: nn.Module, config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER) -> AdaptedModel:

@@ -94,6 +94,10 @@ class FastfoodProjection(Projection):
             self.gauss = zrandom.as_tensor(gauss).to(theta.device)
         return self.signs.to(theta.dtype), self.perm, self.gauss.to(theta.dtype)
 
+    def structure_tensors(self) -> dict[str, torch.Tensor]:
+        """The lazily generated B, Π, G blocks (adapter checksums record a sample of each)."""
+        return dict(zip(("signs", "perm", "gauss"), self._structures()))
+
     def forward(self) -> torch.Tensor:
         signs, perm, gauss = self._structures()
         x = F.pad(self.theta, (0, self.block - self.theta.numel())) * signs  # B_k x, (K, L)

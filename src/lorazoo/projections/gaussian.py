@@ -76,6 +76,11 @@ class GaussianProjection(Projection):
         elements = _AUTO_CHUNK_ELEMENTS.get(self.theta.device.type, _AUTO_CHUNK_ELEMENTS_DEVICE)
         return self.opts.chunk_rows or max(1, elements // self.theta.numel())
 
+    def structure_tensors(self) -> dict[str, torch.Tensor]:
+        """P is streamed, never stored: its first and last rows stand for it in adapter checksums."""
+        k = min(4, self.D)
+        return {"P_first_rows": self.rows(0, k), "P_last_rows": self.rows(self.D - k, self.D)}
+
     def row_chunks(self):
         """(start, stop) of every chunk of ``chunk_rows`` rows."""
         step = self.chunk_rows

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LoraZooError
-from .run_dir import RunDirError, first_difference, flatten
+from .config_diff import first_difference, flatten
+from .errors import RunDirError
 
 WRITING_MARKER = "checkpoint_writing"
 COMPLETE_MARKER = "checkpoint_complete"  # written last: a checkpoint without it was interrupted

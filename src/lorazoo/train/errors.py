@@ -21,5 +21,9 @@ class NonFiniteMetricError(LoraZooError, FloatingPointError):
     """A final metric is NaN/inf: the run is failed rather than reported."""
 
 
-__all__ = ["ConfigError", "DataFormatError", "DataUnavailableError", "ModelUnavailableError", "NonFiniteLossError",
+class RunDirError(LoraZooError, RuntimeError):
+    """A run dir belongs to another run, holds foreign files, or is in use by a running job."""
+
+
+__all__ = ["RunDirError", "ConfigError", "DataFormatError", "DataUnavailableError", "ModelUnavailableError", "NonFiniteLossError",
            "NonFiniteMetricError"]

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import LoraZooError
 from ..io import atomic_write_json
 from ..projections.rng import GENERATOR_VERSION
+from .checkpoints import complete_checkpoints
+from .config_diff import first_difference, flatten
+from .errors import RunDirError
 
 RUN_FILE = "lorazoo_run.json"
 LOCK_FILE = ".lorazoo.lock"
@@ -34,20 +36,6 @@ BUDGET_KEYS = ("trainer.resume", "trainer.save_steps", "trainer.save_total_limit
 UNFINGERPRINTED = LOGGING_KEYS + BUDGET_KEYS
 # what Hydra itself may have put into a job dir before lorazoo runs (plus our own lock file)
 _HARMLESS = {LOCK_FILE, ".hydra", ".submitit"}
-
-
-class RunDirError(LoraZooError, RuntimeError):
-    """A run dir belongs to another run, holds foreign files, or is in use by a running job."""
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists stay values (their order matters)."""
-    if isinstance(node, dict) and node:
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
 
 
 def _excluded(key: str) -> bool:
@@ -63,20 +51,6 @@ def identity(plain_cfg: dict[str, Any]) -> dict[str, Any]:
 
 def fingerprint(ident: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-_FIRST = ("projection.name", "projection", "model.name", "task.name")  # what a user changes to start another study
-
-
-def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """``key: old → new`` for the first differing key (the method, model and task first, then sorted);
-    ``<absent>`` for a key only one side has."""
-    keys = sorted(set(old) | set(new), key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST), k))
-    for key in keys:
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if json.dumps(a, default=str) != json.dumps(b, default=str):
-            return f"{key}: {a!r} → {b!r}"
-    return "no key differs"
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -195,8 +169,6 @@ def _check_owner(directory: Path, ident: dict[str, Any], fp: str, resume: bool) 
     metrics = read_json(directory / METRICS_FILE)
     if metrics and metrics.get("status") == "completed" and metrics.get("fingerprint") == fp:
         return metrics
-    from .checkpoints import complete_checkpoints
-
     if complete_checkpoints(directory / "checkpoints") and not resume:
         raise RunDirError(f"run dir {str(directory)!r} holds an unfinished run of this config; add trainer.resume=true "
                           f"to continue it, or {pick}")

@@ -196,17 +196,7 @@ def lines_of(path: Path) -> list[str]:
 
 def read_jsonl(path: Path) -> list[dict]:
     """JSON lines; a bad line raises DataFormatError naming file and line."""
-    rows = []
-    for lineno, line in enumerate(lines_of(path), 1):
-        if not line.strip():
-            continue
-        row = jsonsafe.loads(line, f"{path}:{lineno}", DataFormatError)
-        if not isinstance(row, dict):
-            raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    if not rows:
-        raise DataFormatError(f"data file {str(path)!r} holds no records")
-    return rows
+    return [row for _, row in numbered_jsonl(path)]
 
 
 def require_keys(row: dict, keys: tuple[str, ...], where: str) -> None:
@@ -233,17 +223,13 @@ def numbered_jsonl(path: Path) -> list[tuple[int, dict]]:
     """JSON lines with their 1-based line numbers (blank lines skipped), so later checks can name the line;
     a bad line raises DataFormatError naming file and line."""
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append((lineno, row))
+    for lineno, line in enumerate(lines_of(path), 1):
+        if not line.strip():
+            continue
+        row = jsonsafe.loads(line, f"{path}:{lineno}", DataFormatError)
+        if not isinstance(row, dict):
+            raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        rows.append((lineno, row))
     if not rows:
         raise DataFormatError(f"data file {str(path)!r} holds no records")
     return rows
@@ -252,12 +238,11 @@ def numbered_jsonl(path: Path) -> list[tuple[int, dict]]:
 def located_records(path: Path, fields: tuple[str, ...]) -> list[tuple[str, dict]]:
     """Records of a JSON list or JSON lines file, each with where it is (``file:line`` or ``file: record i``);
     every record must be an object holding ``fields``."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        records = jsonsafe.loads(text, str(path), DataFormatError)
+        if not isinstance(records, list):
+            raise DataFormatError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
         located = [(f"{path}: record {i}", r) for i, r in enumerate(records, 1)]
     else:
         located = [(f"{path}:{line}", r) for line, r in numbered_jsonl(path)]
