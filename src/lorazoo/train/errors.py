@@ -24,6 +24,8 @@ class NonFiniteMetricError(LoraZooError, FloatingPointError):
 class RunDirError(LoraZooError, RuntimeError):
     """A run dir belongs to another run, holds foreign files, or is in use by a running job."""
 
+    _lorazoo_recorded = True  # never write a failed metrics.json into a directory that is not this run's
+
 
 __all__ = ["RunDirError", "ConfigError", "DataFormatError", "DataUnavailableError", "ModelUnavailableError", "NonFiniteLossError",
            "NonFiniteMetricError"]
