@@ -17,9 +17,10 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,17 +39,42 @@ TARGETS = ["q_proj", "v_proj"]  # the GLUE setting of LoRA, VeRA, VB-LoRA and Un
 
 # SmolLM2-135M's shape (HuggingFaceTB/SmolLM2-135M config.json); weights are random, which is fine for timing
 MODELS: dict[str, dict[str, Any]] = {
-    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-                         rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
+    "smollm2-135m": dict(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-5,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+    ),
     # Llama-2-7B's shape (meta-llama/Llama-2-7b-hf config.json); used with --layers 2..4 on a GPU (gpu.sh)
-    "llama2-7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                      num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-                      rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False),
+    "llama2-7b": dict(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+    ),
     # for the smoke test only
-    "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                 tie_word_embeddings=True),
+    "tiny": dict(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    ),
 }
 
 
@@ -69,8 +95,12 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def add_device_args(p: Any) -> None:
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]: CUDA timings synchronise before and after each call")
-    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="the base model's dtype (adapters stay fp32)")
+    p.add_argument(
+        "--device", default="cpu", help="cpu or cuda[:i]: CUDA timings synchronise before and after each call"
+    )
+    p.add_argument(
+        "--dtype", default="float32", choices=sorted(DTYPES), help="the base model's dtype (adapters stay fp32)"
+    )
 
 
 def use_device(args: Any) -> None:
@@ -108,16 +138,25 @@ def shared_copy(base: nn.Module) -> nn.Module:
 
 def target_shapes(base: nn.Module, targets: Sequence[str] = TARGETS) -> list[tuple[str, int, int]]:
     """(name, in, out) of every Linear the adapters wrap."""
-    return [(n, m.in_features, m.out_features) for n, m in base.named_modules()
-            if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in targets]
+    return [
+        (n, m.in_features, m.out_features)
+        for n, m in base.named_modules()
+        if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in targets
+    ]
 
 
 def llama2_7b_shapes() -> list[tuple[str, int, int]]:
     """Llama-2-7B's linear layers (all-linear targets): 32 × (q, k, v, o 4096², gate/up 4096→11008, down)."""
     hidden, inter = 4096, 11008
-    kinds = [("self_attn.q_proj", hidden, hidden), ("self_attn.k_proj", hidden, hidden),
-             ("self_attn.v_proj", hidden, hidden), ("self_attn.o_proj", hidden, hidden),
-             ("mlp.gate_proj", hidden, inter), ("mlp.up_proj", hidden, inter), ("mlp.down_proj", inter, hidden)]
+    kinds = [
+        ("self_attn.q_proj", hidden, hidden),
+        ("self_attn.k_proj", hidden, hidden),
+        ("self_attn.v_proj", hidden, hidden),
+        ("self_attn.o_proj", hidden, hidden),
+        ("mlp.gate_proj", hidden, inter),
+        ("mlp.up_proj", hidden, inter),
+        ("mlp.down_proj", inter, hidden),
+    ]
     return [(f"model.layers.{i}.{kind}", h, o) for i in range(32) for kind, h, o in kinds]
 
 
@@ -138,8 +177,14 @@ class Setting:
         return self.projection + (f"-{self.variant}" if self.variant else "")
 
     def adapter_config(self, targets: Sequence[str] = TARGETS, seed: int = 0) -> lorazoo.AdapterConfig:
-        return lorazoo.AdapterConfig(projection=self.projection, rank=self.rank, target_modules=list(targets),
-                                     alpha=self.alpha, seed=seed, projection_kwargs=dict(self.kwargs))
+        return lorazoo.AdapterConfig(
+            projection=self.projection,
+            rank=self.rank,
+            target_modules=list(targets),
+            alpha=self.alpha,
+            seed=seed,
+            projection_kwargs=dict(self.kwargs),
+        )
 
     def describe(self) -> str:
         parts = [f"r={self.rank}"] + ([f"α={self.alpha:g}"] if self.alpha is not None else [])
@@ -170,10 +215,20 @@ class Shapes:
 
 def _gaussian(s: Shapes) -> list[Setting]:
     return [
-        Setting("gaussian", 4, {"d": s.global_d(4)}, variant="paper",
-                note="Uni-LoRA's ablation at d=23,040: P (D×d) regenerated in chunks every forward and backward"),
-        Setting("gaussian", 4, {"d": min(64, s.global_d(4))}, variant="d64",
-                note="scaled down so that the dense P fits the cache (D·d ≤ 2^24 on SmolLM2 q,v)"),
+        Setting(
+            "gaussian",
+            4,
+            {"d": s.global_d(4)},
+            variant="paper",
+            note="Uni-LoRA's ablation at d=23,040: P (D×d) regenerated in chunks every forward and backward",
+        ),
+        Setting(
+            "gaussian",
+            4,
+            {"d": min(64, s.global_d(4))},
+            variant="d64",
+            note="scaled down so that the dense P fits the cache (D·d ≤ 2^24 on SmolLM2 q,v)",
+        ),
     ]
 
 
@@ -181,14 +236,31 @@ def _gaussian(s: Shapes) -> list[Setting]:
 PAPER_SETTINGS: dict[str, Callable[[Shapes], list[Setting]]] = {
     "lora": lambda s: [Setting("lora", 8, alpha=16, note="LoRA r=8, α=16 (Hu et al. 2021, q/v)")],
     "tied": lambda s: [Setting("tied", 8, alpha=16, note="Tied-LoRA r=8: shared A, B and per-layer u, v all trained")],
-    "prolora": lambda s: [Setting("prolora", 8, {"unshared_rank": 1, "m": 2, "n": 2}, alpha=16,
-                                  note="PRoLoRA r=8, u=1, m=n=2, α=16 (authors' scripts use α=16)")],
+    "prolora": lambda s: [
+        Setting(
+            "prolora",
+            8,
+            {"unshared_rank": 1, "m": 2, "n": 2},
+            alpha=16,
+            note="PRoLoRA r=8, u=1, m=n=2, α=16 (authors' scripts use α=16)",
+        )
+    ],
     "vera": lambda s: [Setting("vera", 256, note="VeRA r=256, λ_d=0.1, shared A/B regenerated from the seed")],
-    "vblora": lambda s: [Setting("vblora", 4, {"num_vectors": 90, "vector_length": s.vector_length(256), "topk": 2},
-                                 note="VB-LoRA GLUE setting (90 vectors, top-2, r=4); length 256 cut to divide every size")],
-    "unilora": lambda s: [Setting("unilora", 4, {"d": s.global_d(4)}, note="Uni-LoRA GLUE setting: global θ_d, d=23,040, r=4")],
+    "vblora": lambda s: [
+        Setting(
+            "vblora",
+            4,
+            {"num_vectors": 90, "vector_length": s.vector_length(256), "topk": 2},
+            note="VB-LoRA GLUE setting (90 vectors, top-2, r=4); length 256 cut to divide every size",
+        )
+    ],
+    "unilora": lambda s: [
+        Setting("unilora", 4, {"d": s.global_d(4)}, note="Uni-LoRA GLUE setting: global θ_d, d=23,040, r=4")
+    ],
     "gaussian": _gaussian,
-    "fastfood": lambda s: [Setting("fastfood", 4, {"d": s.global_d(4)}, note="Uni-LoRA's Fastfood ablation, d=23,040, r=4")],
+    "fastfood": lambda s: [
+        Setting("fastfood", 4, {"d": s.global_d(4)}, note="Uni-LoRA's Fastfood ablation, d=23,040, r=4")
+    ],
 }
 
 
@@ -215,21 +287,30 @@ def peft_config(setting: Setting, targets: Sequence[str] = TARGETS, seed: int = 
     if setting.projection == "lora":
         return peft.LoraConfig(r=r, lora_alpha=setting.alpha or r, target_modules=targets, lora_dropout=0.0)
     if setting.projection == "vera":
-        return peft.VeraConfig(r=r, target_modules=targets, vera_dropout=0.0, projection_prng_key=seed,
-                               d_initial=kw.get("d_initial", 0.1))
+        return peft.VeraConfig(
+            r=r, target_modules=targets, vera_dropout=0.0, projection_prng_key=seed, d_initial=kw.get("d_initial", 0.1)
+        )
     if setting.projection == "vblora":
-        return peft.VBLoRAConfig(r=r, target_modules=targets, vblora_dropout=0.0, num_vectors=kw["num_vectors"],
-                                 vector_length=kw["vector_length"], topk=kw.get("topk", 2))
+        return peft.VBLoRAConfig(
+            r=r,
+            target_modules=targets,
+            vblora_dropout=0.0,
+            num_vectors=kw["num_vectors"],
+            vector_length=kw["vector_length"],
+            topk=kw.get("topk", 2),
+        )
     if setting.projection == "unilora" and kw.get("share", "global") == "global":
-        return peft.UniLoraConfig(r=r, target_modules=targets, unilora_dropout=0.0, theta_d_length=kw["d"],
-                                  proj_seed=seed)
+        return peft.UniLoraConfig(
+            r=r, target_modules=targets, unilora_dropout=0.0, theta_d_length=kw["d"], proj_seed=seed
+        )
     return None
 
 
 def peft_lora_baseline(rank: int) -> Setting:
     """PEFT LoRA at ``rank`` with α = 2r (the lorazoo lora setting at r = 8 is exactly this)."""
-    return Setting("lora", rank, alpha=2 * rank, variant="" if rank == 8 else f"r{rank}",
-                   note=f"PEFT LoRA baseline at r={rank}")
+    return Setting(
+        "lora", rank, alpha=2 * rank, variant="" if rank == 8 else f"r{rank}", note=f"PEFT LoRA baseline at r={rank}"
+    )
 
 
 @dataclass(frozen=True)
@@ -422,7 +503,9 @@ def machine() -> dict[str, Any]:
 
 
 def command_line() -> str:
-    return "python -m benchmarks." + Path(sys.argv[0]).stem + (" " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else "")
+    return (
+        "python -m benchmarks." + Path(sys.argv[0]).stem + (" " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else "")
+    )
 
 
 def result_name(benchmark: str, only: str) -> str:
@@ -430,8 +513,9 @@ def result_name(benchmark: str, only: str) -> str:
     return benchmark + (f"--only-{only.replace(',', '+')}" if only else "")
 
 
-def write_results(out_dir: Path, name: str, payload: dict[str, Any], report: str | Path | None = None,
-                  benchmark: str | None = None) -> Path:
+def write_results(
+    out_dir: Path, name: str, payload: dict[str, Any], report: str | Path | None = None, benchmark: str | None = None
+) -> Path:
     """Write ``<out_dir>/<name>.json`` (headed by the benchmark name, command and machine) atomically and,
     when asked, regenerate the markdown report with this file as its ``benchmark`` section.
 

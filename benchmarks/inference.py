@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +23,13 @@ from torch import nn
 from . import common
 from .common import Impl, Setting
 
-GENERATE_KEYS = ("base", "lorazoo/lora merged", "lorazoo/lora unmerged", "lorazoo/unilora unmerged", "peft/lora unmerged")
+GENERATE_KEYS = (
+    "base",
+    "lorazoo/lora merged",
+    "lorazoo/lora unmerged",
+    "lorazoo/unilora unmerged",
+    "peft/lora unmerged",
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -51,7 +58,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     default_out = args.out is None
     if args.out is None:
         args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    if args.report is None and default_out and not args.quick and not args.only and args.device == "cpu" and args.model == "smollm2-135m":
+    if (
+        args.report is None
+        and default_out
+        and not args.quick
+        and not args.only
+        and args.device == "cpu"
+        and args.model == "smollm2-135m"
+    ):
         args.report = common.REPORT_PATH
     return args
 
@@ -83,20 +97,25 @@ def build_models(args: argparse.Namespace, base: nn.Module) -> tuple[dict[str, n
     # the merged model gets its own weights: merging writes into W
     adapted = Impl("lorazoo", lora).build(copy.deepcopy(base), args.seed).eval()
     perturb(adapted, args.seed)
-    ids = torch.randint(0, base.config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(args.seed)).to(common.DEVICE)
+    ids = torch.randint(0, base.config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(args.seed)).to(
+        common.DEVICE
+    )
     with torch.no_grad():
         before = adapted(input_ids=ids).logits
         merged = adapted.merge_and_unload()
         after = merged(input_ids=ids).logits
         baseline = base(input_ids=ids).logits
-    check = (f"max |logits merged − unmerged| = {(after - before).abs().max().item():.1e} "
-             f"(vs base: {(after - baseline).abs().max().item():.1e})")
+    check = (
+        f"max |logits merged − unmerged| = {(after - before).abs().max().item():.1e} "
+        f"(vs base: {(after - baseline).abs().max().item():.1e})"
+    )
     models["lorazoo/lora merged"], used["lorazoo/lora merged"] = merged, lora
     return models, used, check
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int, cap: float,
-                dropped: dict[str, str]) -> dict[str, dict[str, float]]:
+def interleaved(
+    fns: dict[str, Callable[[], Any]], rounds: int, warmup: int, cap: float, dropped: dict[str, str]
+) -> dict[str, dict[str, float]]:
     """Round-robin timing; a model whose first call exceeds ``cap`` seconds is dropped (noted in ``dropped``)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     keys = list(fns)
@@ -127,8 +146,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return lambda: model(input_ids=batch)
 
     def generate(model: nn.Module) -> Callable[[], Any]:
-        return lambda: model.generate(input_ids=prompt, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                                      do_sample=False, pad_token_id=0)
+        return lambda: model.generate(
+            input_ids=prompt,
+            max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
 
     with torch.no_grad():
         print(f"forward: {len(models)} models", file=sys.stderr, flush=True)
@@ -136,8 +160,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         fwd = interleaved({k: forward(m) for k, m in models.items()}, args.repeats, args.warmup, args.cap, dropped)
         gen_models = {k: models[k] for k in GENERATE_KEYS if k in models}
         print(f"generate: {len(gen_models)} models", file=sys.stderr, flush=True)
-        gen_stats = interleaved({k: generate(m) for k, m in gen_models.items()}, max(args.repeats // 2, 1), 1,
-                                args.cap, dropped)
+        gen_stats = interleaved(
+            {k: generate(m) for k, m in gen_models.items()}, max(args.repeats // 2, 1), 1, args.cap, dropped
+        )
 
     records = []
     for key in models:
@@ -145,30 +170,47 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         tok_s = args.new_tokens / (g["median_ms"] / 1e3) if g else None
         base_tok_s = args.new_tokens / (gen_stats["base"]["median_ms"] / 1e3)
         if key in dropped:
-            records.append({"benchmark": "inference", "implementation": key, "status": dropped[key],
-                            "setting": settings[key].describe() if key in settings else ""})
+            records.append(
+                {
+                    "benchmark": "inference",
+                    "implementation": key,
+                    "status": dropped[key],
+                    "setting": settings[key].describe() if key in settings else "",
+                }
+            )
             continue
-        records.append({
-            "benchmark": "inference",
-            "implementation": key,
-            "status": "ok",
-            "setting": settings[key].describe() if key in settings else "",
-            **{f"forward_{k}": v for k, v in f.items()},
-            "forward_ratio_vs_base": f["median_ms"] / fwd["base"]["median_ms"],
-            **({f"generate_{k}": v for k, v in g.items()} if g else {}),
-            "generate_tokens_per_s": tok_s,
-            "generate_ratio_vs_base": tok_s / base_tok_s if tok_s else None,
-            "check": check if key == "lorazoo/lora merged" else "",
-        })
+        records.append(
+            {
+                "benchmark": "inference",
+                "implementation": key,
+                "status": "ok",
+                "setting": settings[key].describe() if key in settings else "",
+                **{f"forward_{k}": v for k, v in f.items()},
+                "forward_ratio_vs_base": f["median_ms"] / fwd["base"]["median_ms"],
+                **({f"generate_{k}": v for k, v in g.items()} if g else {}),
+                "generate_tokens_per_s": tok_s,
+                "generate_ratio_vs_base": tok_s / base_tok_s if tok_s else None,
+                "check": check if key == "lorazoo/lora merged" else "",
+            }
+        )
     payload = {
-        "model": {"shape": args.model, "layers": base.config.num_hidden_layers, "targets": common.TARGETS,
-                  "batch": args.batch, "seq": args.seq, "prompt": args.prompt, "new_tokens": args.new_tokens},
+        "model": {
+            "shape": args.model,
+            "layers": base.config.num_hidden_layers,
+            "targets": common.TARGETS,
+            "batch": args.batch,
+            "seq": args.seq,
+            "prompt": args.prompt,
+            "new_tokens": args.new_tokens,
+        },
         "repeats": args.repeats,
         "device": str(common.DEVICE),
         "dtype": str(common.DTYPE).replace("torch.", ""),
         "records": records,
     }
-    common.write_results(args.out, common.result_name("inference", args.only), payload, args.report, benchmark="inference")
+    common.write_results(
+        args.out, common.result_name("inference", args.only), payload, args.report, benchmark="inference"
+    )
     return payload
 
 

@@ -15,8 +15,9 @@ import argparse
 import gc
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -33,8 +34,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--cap", type=float, default=30.0, help="seconds a first forward/backward may take")
-    p.add_argument("--budget", type=float, default=60.0,
-                   help="seconds of timing per projection; slower ones get fewer repeats (n is reported)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=60.0,
+        help="seconds of timing per projection; slower ones get fewer repeats (n is reported)",
+    )
     p.add_argument("--only", default="")
     p.add_argument("--quick", action="store_true", help="4 blocks, 5 repeats, 10 s cap and budget")
     p.add_argument("--seed", type=int, default=0)
@@ -51,7 +56,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     default_out = args.out is None
     if args.out is None:
         args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    if args.report is None and default_out and not args.quick and not args.only and args.device == "cpu" and args.blocks == 32:
+    if (
+        args.report is None
+        and default_out
+        and not args.quick
+        and not args.only
+        and args.device == "cpu"
+        and args.blocks == 32
+    ):
         args.report = common.REPORT_PATH
     return args
 
@@ -118,18 +130,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     records = []
     for case in cases:
         f, b = common.summarize(case.forward_times), common.summarize(case.backward_times)
-        records.append({
-            "benchmark": "reconstruct",
-            "implementation": f"lorazoo/{case.setting.key}",
-            "projection": case.setting.projection,
-            "setting": case.setting.describe().replace(f"r={case.setting.rank}", f"r={args.rank}"),
-            "note": case.setting.note,
-            "trainable": case.projection.d,
-            "status": case.status,
-            "build_s": case.build_s,
-            **{f"forward_{k}": v for k, v in f.items()},
-            **{f"backward_{k}": v for k, v in b.items()},
-        })
+        records.append(
+            {
+                "benchmark": "reconstruct",
+                "implementation": f"lorazoo/{case.setting.key}",
+                "projection": case.setting.projection,
+                "setting": case.setting.describe().replace(f"r={case.setting.rank}", f"r={args.rank}"),
+                "note": case.setting.note,
+                "trainable": case.projection.d,
+                "status": case.status,
+                "build_s": case.build_s,
+                **{f"forward_{k}": v for k, v in f.items()},
+                **{f"backward_{k}": v for k, v in b.items()},
+            }
+        )
     payload = {
         "rank": args.rank,
         "blocks": args.blocks,
@@ -140,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "budget_s": args.budget,
         "records": records,
     }
-    common.write_results(args.out, common.result_name("reconstruct", args.only), payload, args.report, benchmark="reconstruct")
+    common.write_results(
+        args.out, common.result_name("reconstruct", args.only), payload, args.report, benchmark="reconstruct"
+    )
     return payload
 
 

@@ -1,6 +1,6 @@
 """results/benchmarks.md from the JSON files the three benchmarks write (plus benchmarks/discussion.md).
 
-    python -m benchmarks.report [results_dir] [report.md]
+python -m benchmarks.report [results_dir] [report.md]
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lorazoo.io import atomic_write
+
 from . import common, stats
 from .common import fmt
-from lorazoo.io import atomic_write
 
 # the issue's targets: (projection, limit) on the step-time ratio to PEFT LoRA at the same rank
 STEP_TARGETS = {"lora": 1.05, "tied": 1.05, "vera": 1.05, "prolora": 1.05, "unilora": 1.05, "vblora": 1.15}
@@ -33,8 +34,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows])
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(cell(c) for c in r) + " |" for r in rows
+    ]
 
 
 def _kib(n: int | None) -> str:
@@ -79,16 +81,47 @@ def train_section(data: dict[str, Any]) -> list[str]:
     ]
     rows = []
     for r in ordered:
-        rows.append([
-            f"`{r['implementation']}`", r["setting"], f"{r['trainable']:,}", _step_cell(r),
-            fmt(r.get("ratio_vs_peft_lora_same_rank")), fmt(r.get("ratio_vs_peft_same_method")),
-            fmt(r.get("peak_extra_mib"), ".0f"), fmt(r.get("peak_ratio_vs_peft_same_method")),
-            _kib(r.get("adapter_bytes")),
-        ])
-    lines += _table(["implementation", "setting", "trainable", "step ms", "× PEFT LoRA same r", "× PEFT same method",
-                     "peak extra MiB", "peak × PEFT same", "adapter file"], rows)
-    lines += ["", "Settings: " + "; ".join(sorted({f"`{r['projection']}{'-' + r['variant'] if r['variant'] else ''}`: "
-                                                    f"{r['note']}" for r in records if r["library"] == "lorazoo"})), ""]
+        rows.append(
+            [
+                f"`{r['implementation']}`",
+                r["setting"],
+                f"{r['trainable']:,}",
+                _step_cell(r),
+                fmt(r.get("ratio_vs_peft_lora_same_rank")),
+                fmt(r.get("ratio_vs_peft_same_method")),
+                fmt(r.get("peak_extra_mib"), ".0f"),
+                fmt(r.get("peak_ratio_vs_peft_same_method")),
+                _kib(r.get("adapter_bytes")),
+            ]
+        )
+    lines += _table(
+        [
+            "implementation",
+            "setting",
+            "trainable",
+            "step ms",
+            "× PEFT LoRA same r",
+            "× PEFT same method",
+            "peak extra MiB",
+            "peak × PEFT same",
+            "adapter file",
+        ],
+        rows,
+    )
+    lines += [
+        "",
+        "Settings: "
+        + "; ".join(
+            sorted(
+                {
+                    f"`{r['projection']}{'-' + r['variant'] if r['variant'] else ''}`: {r['note']}"
+                    for r in records
+                    if r["library"] == "lorazoo"
+                }
+            )
+        ),
+        "",
+    ]
     lines += ["### Targets", ""] + _table(["target", "value", "verdict"], _target_rows(records)) + [""]
     return lines
 
@@ -105,25 +138,45 @@ def _target_rows(records: list[dict[str, Any]]) -> list[list[str]]:
     for name, limit in STEP_TARGETS.items():
         if name in ours:
             value = ours[name].get("ratio_vs_peft_lora_same_rank")
-            rows.append([f"{name}: step × PEFT LoRA same rank ≤ {limit}", fmt(value, ".3f"),
-                         step_verdict(ours[name], value, limit)])
+            rows.append(
+                [
+                    f"{name}: step × PEFT LoRA same rank ≤ {limit}",
+                    fmt(value, ".3f"),
+                    step_verdict(ours[name], value, limit),
+                ]
+            )
     for name in ("vera", "vblora", "unilora"):
         if name in ours:
             value = ours[name].get("ratio_vs_peft_same_method")
-            rows.append([f"{name}: step × PEFT {name} ≤ {TWIN_TARGET}", fmt(value, ".3f"),
-                         step_verdict(ours[name], value, TWIN_TARGET)])
+            rows.append(
+                [
+                    f"{name}: step × PEFT {name} ≤ {TWIN_TARGET}",
+                    fmt(value, ".3f"),
+                    step_verdict(ours[name], value, TWIN_TARGET),
+                ]
+            )
             peak = ours[name].get("peak_ratio_vs_peft_same_method")
             limit = PEAK_TARGETS[name]
             rows.append([f"{name}: peak memory × PEFT {name} ≤ {limit}", fmt(peak, ".3f"), _check(peak, limit)])
     paper = next((r for r in records if r["implementation"] == "lorazoo/gaussian-paper"), None)
     if paper:
         value = paper.get("ratio_vs_peft_lora_same_rank") if paper.get("status") == "ok" else None
-        rows.append([f"gaussian-paper: completes, step × PEFT LoRA r=4 ≤ {GAUSSIAN_PAPER_LIMIT:g}",
-                     fmt(value, ".1f", missing=paper.get("status", "—")), _check(value, GAUSSIAN_PAPER_LIMIT)])
+        rows.append(
+            [
+                f"gaussian-paper: completes, step × PEFT LoRA r=4 ≤ {GAUSSIAN_PAPER_LIMIT:g}",
+                fmt(value, ".1f", missing=paper.get("status", "—")),
+                _check(value, GAUSSIAN_PAPER_LIMIT),
+            ]
+        )
     if "unilora" in ours:
         size = ours["unilora"].get("adapter_bytes")
-        rows.append(["unilora adapter file < 100 KB (d = 23,040)", _kib(size),
-                     _check(size, UNILORA_FILE_LIMIT) if size is not None else "n/a"])
+        rows.append(
+            [
+                "unilora adapter file < 100 KB (d = 23,040)",
+                _kib(size),
+                _check(size, UNILORA_FILE_LIMIT) if size is not None else "n/a",
+            ]
+        )
     return rows
 
 
@@ -157,12 +210,17 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
         "round. *Resolved*: the interval of − reference excludes 0. No interval with fewer than 5 paired rounds.",
         "",
     ]
-    ordered = sorted((r for r in records if r["implementation"] != "base"),
-                     key=lambda r: (r["library"] != "lorazoo", r["projection"], r["rank"], r["variant"]))
+    ordered = sorted(
+        (r for r in records if r["implementation"] != "base"),
+        key=lambda r: (r["library"] != "lorazoo", r["projection"], r["rank"], r["variant"]),
+    )
     for st in settings:
         bare = base["settings"].get(st["name"], {})
-        lines += [f"### {st['name']}: {st['describe']} ({st['steps']} rounds after {st['warmup']} warm-up; "
-                  f"bare base {fmt(bare.get('median_ms'), '.2f')} ms)", ""]
+        lines += [
+            f"### {st['name']}: {st['describe']} ({st['steps']} rounds after {st['warmup']} warm-up; "
+            f"bare base {fmt(bare.get('median_ms'), '.2f')} ms)",
+            "",
+        ]
         rows = []
         for r in ordered:
             entry = r["settings"].get(st["name"], {})
@@ -173,11 +231,31 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
             resolved = ("yes" if diff.get("resolved") else "no") if diff else "—"
             if diff and diff.get("n", 0) < stats.MIN_PAIRS:
                 resolved = f"n < {stats.MIN_PAIRS}"
-            rows.append([f"`{r['implementation']}`", r["setting"], f"{entry['median_ms']:.2f} (n={entry['n']})",
-                         _ci(entry.get("overhead_ms"), ".2f"), f"`{entry['reference']}`" if entry.get("reference") else "—",
-                         _ci(entry.get("overhead_ratio"), ".2f"), _ci(diff, ".2f"), resolved])
-        lines += _table(["implementation", "setting", "step ms", "overhead ms", "reference", "overhead × reference",
-                         "− reference ms", "resolved"], rows) + [""]
+            rows.append(
+                [
+                    f"`{r['implementation']}`",
+                    r["setting"],
+                    f"{entry['median_ms']:.2f} (n={entry['n']})",
+                    _ci(entry.get("overhead_ms"), ".2f"),
+                    f"`{entry['reference']}`" if entry.get("reference") else "—",
+                    _ci(entry.get("overhead_ratio"), ".2f"),
+                    _ci(diff, ".2f"),
+                    resolved,
+                ]
+            )
+        lines += _table(
+            [
+                "implementation",
+                "setting",
+                "step ms",
+                "overhead ms",
+                "reference",
+                "overhead × reference",
+                "− reference ms",
+                "resolved",
+            ],
+            rows,
+        ) + [""]
     return lines
 
 
@@ -200,10 +278,17 @@ def inference_section(data: dict[str, Any]) -> list[str]:
         if r.get("status", "ok") != "ok":
             rows.append([f"`{r['implementation']}`", r.get("setting", ""), r["status"], "—", "—", "—", ""])
             continue
-        rows.append([f"`{r['implementation']}`", r.get("setting", ""),
-                     f"{r['forward_median_ms']:.1f} [{r['forward_p25_ms']:.1f}–{r['forward_p75_ms']:.1f}]",
-                     fmt(r.get("forward_ratio_vs_base")), fmt(r.get("generate_tokens_per_s"), ".1f"),
-                     fmt(r.get("generate_ratio_vs_base")), r.get("check", "")])
+        rows.append(
+            [
+                f"`{r['implementation']}`",
+                r.get("setting", ""),
+                f"{r['forward_median_ms']:.1f} [{r['forward_p25_ms']:.1f}–{r['forward_p75_ms']:.1f}]",
+                fmt(r.get("forward_ratio_vs_base")),
+                fmt(r.get("generate_tokens_per_s"), ".1f"),
+                fmt(r.get("generate_ratio_vs_base")),
+                r.get("check", ""),
+            ]
+        )
     lines += _table(["model", "setting", "forward ms", "× base", "generate tok/s", "tok/s × base", "check"], rows)
     return lines + [""]
 
@@ -223,10 +308,17 @@ def reconstruct_section(data: dict[str, Any]) -> list[str]:
     ]
     rows = []
     for r in data["records"]:
-        rows.append([f"`{r['implementation']}`", r["setting"], f"{r.get('trainable', 0):,}",
-                     fmt(r.get("forward_median_ms"), ".1f") if r["status"] == "ok" else r["status"],
-                     fmt(r.get("backward_median_ms"), ".1f") if r["status"] == "ok" else "—",
-                     str(r.get("forward_n", 0)), fmt(r.get("build_s"), ".2f")])
+        rows.append(
+            [
+                f"`{r['implementation']}`",
+                r["setting"],
+                f"{r.get('trainable', 0):,}",
+                fmt(r.get("forward_median_ms"), ".1f") if r["status"] == "ok" else r["status"],
+                fmt(r.get("backward_median_ms"), ".1f") if r["status"] == "ok" else "—",
+                str(r.get("forward_n", 0)),
+                fmt(r.get("build_s"), ".2f"),
+            ]
+        )
     lines += _table(["projection", "setting", "trainable", "forward ms", "backward ms", "n", "build s"], rows)
     return lines + [""]
 
@@ -240,8 +332,11 @@ def machine_section(machine: dict[str, Any]) -> list[str]:
         f"{machine['transformers']}, peft {machine['peft']}, lorazoo {machine['lorazoo']}; {machine['platform']}. "
         "The machine was shared with other jobs while these ran: single timings are noisy, which is why every "
         "benchmark interleaves implementations and reports medians with quartiles"
-        + (f" (load average when written: {', '.join(f'{v:.1f}' for v in machine['load_average'])})."
-           if machine.get("load_average") else "."),
+        + (
+            f" (load average when written: {', '.join(f'{v:.1f}' for v in machine['load_average'])})."
+            if machine.get("load_average")
+            else "."
+        ),
         "",
     ]
 
@@ -279,21 +374,30 @@ def gpu_section(gpu_dir: Path) -> list[str]:
     if not found:
         return []
     device = json.loads(found[0].read_text())["machine"].get("cuda") or "unknown device"
-    return subdir_section(gpu_dir, f"## GPU: {device}",
-                          "Made by `bash benchmarks/gpu.sh` (CUDA-synchronised timings, base in bf16, adapters fp32).")
+    return subdir_section(
+        gpu_dir,
+        f"## GPU: {device}",
+        "Made by `bash benchmarks/gpu.sh` (CUDA-synchronised timings, base in bf16, adapters fp32).",
+    )
 
 
 def tokens16_section(directory: Path) -> list[str]:
-    return subdir_section(directory, "## 30 layers, 1 × 16 tokens and decode",
-                          "Same benchmark at SmolLM2-135M's full shape with few tokens (`results/benchmarks/tokens16/`): "
-                          "a 1 × 16-token training step and a one-token no-grad forward, where the adapters are a "
-                          "visible share of the call.")
+    return subdir_section(
+        directory,
+        "## 30 layers, 1 × 16 tokens and decode",
+        "Same benchmark at SmolLM2-135M's full shape with few tokens (`results/benchmarks/tokens16/`): "
+        "a 1 × 16-token training step and a one-token no-grad forward, where the adapters are a "
+        "visible share of the call.",
+    )
 
 
 def quick_section(quick_dir: Path) -> list[str]:
-    return subdir_section(quick_dir, "## The 4-layer run (`--quick`)",
-                          "Same benchmark, SmolLM2-135M's shape cut to 4 layers (`results/benchmarks/quick/`): the "
-                          "run the issues' acceptance checks name, with peak memory.")
+    return subdir_section(
+        quick_dir,
+        "## The 4-layer run (`--quick`)",
+        "Same benchmark, SmolLM2-135M's shape cut to 4 layers (`results/benchmarks/quick/`): the "
+        "run the issues' acceptance checks name, with peak memory.",
+    )
 
 
 def write_report(results_dir: Path, report_path: Path, files: dict[str, str] | None = None) -> Path:
@@ -303,9 +407,13 @@ def write_report(results_dir: Path, report_path: Path, files: dict[str, str] | N
     files = {**{name: name for name in BENCHMARKS}, **(files or {})}
     sections = {name: _load(results_dir, stem) for name, stem in files.items()}
     found = [d for d in sections.values() if d]
-    lines = ["# lorazoo benchmarks", "",
-             "Generated by `python -m benchmarks.report` from `results/benchmarks/*.json` (one record per "
-             "projection × implementation); rerun the commands below to refresh.", ""]
+    lines = [
+        "# lorazoo benchmarks",
+        "",
+        "Generated by `python -m benchmarks.report` from `results/benchmarks/*.json` (one record per "
+        "projection × implementation); rerun the commands below to refresh.",
+        "",
+    ]
     if found:
         lines += machine_section(found[0]["machine"])
     lines += _sections(sections)

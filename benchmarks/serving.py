@@ -88,7 +88,9 @@ def lorazoo_mixed_projections(base: nn.Module, k: int, seed: int) -> tuple[nn.Mo
     """k adapters, each a different projection (paper-style settings), on a shared copy of ``base``."""
     shapes = common.Shapes(common.target_shapes(base))
     settings = [common.settings_for(shapes, [name])[0] for name in MIXED_PROJECTIONS[:k]]
-    model = lorazoo.attach(common.shared_copy(base), settings[0].adapter_config(seed=seed), adapter_name=settings[0].key)
+    model = lorazoo.attach(
+        common.shared_copy(base), settings[0].adapter_config(seed=seed), adapter_name=settings[0].key
+    )
     for i, setting in enumerate(settings[1:], start=1):
         model.add_adapter(setting.key, setting.adapter_config(seed=seed + i))
     for i, setting in enumerate(settings):
@@ -99,6 +101,7 @@ def lorazoo_mixed_projections(base: nn.Module, k: int, seed: int) -> tuple[nn.Mo
 
 def sequential(model: nn.Module, names: list[str], batches: list[torch.Tensor]) -> Callable[[], Any]:
     """One single-adapter forward per adapter (its own rows), switching the active adapter in between."""
+
     def run() -> None:
         for name, ids in zip(names, batches):
             model.set_adapter(name)
@@ -107,7 +110,9 @@ def sequential(model: nn.Module, names: list[str], batches: list[torch.Tensor]) 
     return run
 
 
-def check_rows(model: nn.Module, names: list[str], row_names: list[str], ids: torch.Tensor, batches: list[torch.Tensor]) -> float:
+def check_rows(
+    model: nn.Module, names: list[str], row_names: list[str], ids: torch.Tensor, batches: list[torch.Tensor]
+) -> float:
     """max |mixed − single-adapter| logits over all rows (the mixed batch serves what each adapter alone would)."""
     mixed = model(input_ids=ids, adapter_names=row_names).logits
     worst = 0.0
@@ -138,14 +143,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "lorazoo/lora sequential": sequential(ours, lora_names, batches),
         "peft/lora mixed batch": lambda: theirs(input_ids=ids, adapter_names=lora_rows, logits_to_keep=1),
         "peft/lora sequential": sequential(theirs, lora_names, batches),
-        "lorazoo/mixed projections mixed batch": lambda: mixed_model(input_ids=ids, adapter_names=mixed_rows,
-                                                                     logits_to_keep=1),
+        "lorazoo/mixed projections mixed batch": lambda: mixed_model(
+            input_ids=ids, adapter_names=mixed_rows, logits_to_keep=1
+        ),
         "lorazoo/mixed projections sequential": sequential(mixed_model, mixed_names, batches),
     }
     with torch.no_grad():
-        checks = {"lorazoo/lora": check_rows(ours, lora_names, lora_rows, ids, batches),
-                  "peft/lora": check_rows(theirs, lora_names, lora_rows, ids, batches),
-                  "lorazoo/mixed projections": check_rows(mixed_model, mixed_names, mixed_rows, ids, batches)}
+        checks = {
+            "lorazoo/lora": check_rows(ours, lora_names, lora_rows, ids, batches),
+            "peft/lora": check_rows(theirs, lora_names, lora_rows, ids, batches),
+            "lorazoo/mixed projections": check_rows(mixed_model, mixed_names, mixed_rows, ids, batches),
+        }
         print(f"serving: {len(fns)} ways, k={k}, {rows}×{seq} tokens per adapter", file=sys.stderr, flush=True)
         dropped: dict[str, str] = {}
         stats = interleaved(fns, args.repeats, args.warmup, args.cap, dropped)
@@ -156,22 +164,41 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         family = key.rsplit(" ", 2)[0] if key.endswith("mixed batch") else key.rsplit(" ", 1)[0]
         sequential_ms = stats.get(f"{family} sequential", {}).get("median_ms")
         median = entry.get("median_ms")
-        records.append({
-            "implementation": key, "status": dropped.get(key, "ok"), **entry,
-            "tokens": tokens, "tokens_per_s": tokens / (median / 1e3) if median else None,
-            "speedup_vs_sequential": sequential_ms / median if median and sequential_ms else None,
-            "speedup_vs_peft_mixed": peft_mixed / median if median and peft_mixed else None,
-            "max_abs_diff_vs_single": checks.get(family),
-        })
-    payload = {"model": {"name": args.model, "layers": base.config.num_hidden_layers, "adapters": k, "rows": rows,
-                         "seq": seq, "rank": args.rank, "targets": common.TARGETS, "projections": mixed_names},
-               "repeats": args.repeats, "records": records}
+        records.append(
+            {
+                "implementation": key,
+                "status": dropped.get(key, "ok"),
+                **entry,
+                "tokens": tokens,
+                "tokens_per_s": tokens / (median / 1e3) if median else None,
+                "speedup_vs_sequential": sequential_ms / median if median and sequential_ms else None,
+                "speedup_vs_peft_mixed": peft_mixed / median if median and peft_mixed else None,
+                "max_abs_diff_vs_single": checks.get(family),
+            }
+        )
+    payload = {
+        "model": {
+            "name": args.model,
+            "layers": base.config.num_hidden_layers,
+            "adapters": k,
+            "rows": rows,
+            "seq": seq,
+            "rank": args.rank,
+            "targets": common.TARGETS,
+            "projections": mixed_names,
+        },
+        "repeats": args.repeats,
+        "records": records,
+    }
     path = common.write_results(args.out, "serving", payload)
     write_markdown(payload | {"command": common.command_line()}, path.with_suffix(".md"))
     for r in records:
-        print(f"{r['implementation']:40s} {common.fmt(r.get('median_ms'), '.1f'):>8} ms  "
-              f"{common.fmt(r.get('tokens_per_s'), '.0f'):>7} tok/s  × seq {common.fmt(r.get('speedup_vs_sequential'))}  "
-              f"× peft mixed {common.fmt(r.get('speedup_vs_peft_mixed'))}", file=sys.stderr)
+        print(
+            f"{r['implementation']:40s} {common.fmt(r.get('median_ms'), '.1f'):>8} ms  "
+            f"{common.fmt(r.get('tokens_per_s'), '.0f'):>7} tok/s  × seq {common.fmt(r.get('speedup_vs_sequential'))}  "
+            f"× peft mixed {common.fmt(r.get('speedup_vs_peft_mixed'))}",
+            file=sys.stderr,
+        )
     return payload
 
 
@@ -183,13 +210,15 @@ def serving_section(data: dict[str, Any]) -> list[str]:
         "",
         f"`{data['command']}`",
         "",
-        (f"{m['layers']} layers of {m['name']} (random weights), k = {m['adapters']} adapters on "
-        f"{', '.join(m['targets'])}, {m['rows']} prompts × {m['seq']} tokens per adapter, one prefill forward under "
-        "`torch.no_grad()` (last-position logits only, `logits_to_keep=1`). *Mixed batch*: all k·rows prompts in one forward with `adapter_names` (one name per row). "
-        f"*Sequential*: k forwards of one adapter's rows each, `set_adapter` in between. LoRA: r = {m['rank']}, "
-        f"α = {2 * m['rank']} in both libraries. *Mixed projections*: one adapter each of {', '.join(m['projections'])} "
-        "(paper-style settings), which only lorazoo can batch together. Medians [quartiles] over "
-        f"{data['repeats']} interleaved rounds; *check* = max |mixed − single-adapter| logits over all rows."),
+        (
+            f"{m['layers']} layers of {m['name']} (random weights), k = {m['adapters']} adapters on "
+            f"{', '.join(m['targets'])}, {m['rows']} prompts × {m['seq']} tokens per adapter, one prefill forward under "
+            "`torch.no_grad()` (last-position logits only, `logits_to_keep=1`). *Mixed batch*: all k·rows prompts in one forward with `adapter_names` (one name per row). "
+            f"*Sequential*: k forwards of one adapter's rows each, `set_adapter` in between. LoRA: r = {m['rank']}, "
+            f"α = {2 * m['rank']} in both libraries. *Mixed projections*: one adapter each of {', '.join(m['projections'])} "
+            "(paper-style settings), which only lorazoo can batch together. Medians [quartiles] over "
+            f"{data['repeats']} interleaved rounds; *check* = max |mixed − single-adapter| logits over all rows."
+        ),
         "",
     ]
     rows = []
@@ -197,9 +226,16 @@ def serving_section(data: dict[str, Any]) -> list[str]:
         if r.get("status", "ok") != "ok":
             rows.append([f"`{r['implementation']}`", r["status"], "—", "—", "—", "—"])
             continue
-        rows.append([f"`{r['implementation']}`", f"{r['median_ms']:.1f} [{r['p25_ms']:.1f}–{r['p75_ms']:.1f}]",
-                     common.fmt(r.get("tokens_per_s"), ".0f"), common.fmt(r.get("speedup_vs_sequential")),
-                     common.fmt(r.get("speedup_vs_peft_mixed")), common.fmt(r.get("max_abs_diff_vs_single"), ".1e")])
+        rows.append(
+            [
+                f"`{r['implementation']}`",
+                f"{r['median_ms']:.1f} [{r['p25_ms']:.1f}–{r['p75_ms']:.1f}]",
+                common.fmt(r.get("tokens_per_s"), ".0f"),
+                common.fmt(r.get("speedup_vs_sequential")),
+                common.fmt(r.get("speedup_vs_peft_mixed")),
+                common.fmt(r.get("max_abs_diff_vs_single"), ".1e"),
+            ]
+        )
     header = ["serving", "forward ms", "tokens/s", "× own sequential", "× PEFT mixed batch", "check"]
     cells = [header, ["---"] * len(header), *rows]
     return lines + ["| " + " | ".join(c) + " |" for c in cells] + [""]

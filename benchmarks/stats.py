@@ -46,8 +46,9 @@ def paired_difference(a: Sequence[float | None], b: Sequence[float | None], seed
     return {"median": float(np.median(diff)), "lo": lo, "hi": hi, "n": len(diff), "resolved": bool(lo > 0 or hi < 0)}
 
 
-def overhead_ratio(ours: Sequence[float | None], theirs: Sequence[float | None], bare: Sequence[float | None],
-                   seed: int = 0) -> dict[str, Any]:
+def overhead_ratio(
+    ours: Sequence[float | None], theirs: Sequence[float | None], bare: Sequence[float | None], seed: int = 0
+) -> dict[str, Any]:
     """median(ours − bare) / median(theirs − bare) over the same rounds, with its bootstrap interval.
 
     The ratio is resolved (differs from 1) when its interval excludes 1; an interval is unbounded when

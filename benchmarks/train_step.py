@@ -40,8 +40,9 @@ import select
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,11 +64,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="timed rounds (each implementation steps once per round)")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--step-cap", type=float, default=None,
-                   help="drop an implementation whose first call exceeds this (CPU s on a CPU run; default 30, --quick 300)")
-    p.add_argument("--budget", type=float, default=90.0,
-                   help="seconds (CPU seconds on a CPU run) per implementation and setting; over it: no more "
-                        "warm-up, 2 timed rounds")
+    p.add_argument(
+        "--step-cap",
+        type=float,
+        default=None,
+        help="drop an implementation whose first call exceeds this (CPU s on a CPU run; default 30, --quick 300)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=90.0,
+        help="seconds (CPU seconds on a CPU run) per implementation and setting; over it: no more "
+        "warm-up, 2 timed rounds",
+    )
     p.add_argument("--settings", default="main,small,decode", help="token settings to time (main,small,decode)")
     p.add_argument("--small", default="1x16", help="batch × seq of the small-token setting")
     p.add_argument("--small-steps", type=int, default=None, help="timed rounds of 'small' (default 2 × --steps)")
@@ -75,8 +84,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default="", help="comma-separated projection names (default: every registered one)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-implementation peak-RSS measurement")
     p.add_argument("--no-save", action="store_true", help="skip the adapter file sizes")
-    p.add_argument("--quick", action="store_true",
-                   help="4 layers, 10 steps, 2 warm-up rounds, 300 s first-call cap (gaussian-paper: ~1 min a step), 20 s budget")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="4 layers, 10 steps, 2 warm-up rounds, 300 s first-call cap (gaussian-paper: ~1 min a step), 20 s budget",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help=common.THREADS_HELP)
     common.add_device_args(p)
@@ -104,7 +116,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.out is None:
         args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
     # a partial run (--only), a run elsewhere (--out) or a GPU run never regenerates the CPU report
-    if args.report is None and default_out and not args.quick and not args.only and args.device == "cpu" and args.model == "smollm2-135m":
+    if (
+        args.report is None
+        and default_out
+        and not args.quick
+        and not args.only
+        and args.device == "cpu"
+        and args.model == "smollm2-135m"
+    ):
         args.report = common.REPORT_PATH
     return args
 
@@ -214,7 +233,11 @@ def run_timing(args: argparse.Namespace, runners: dict[str, Runner], setting: To
             if timed_round:
                 runner.times[setting.name].append(elapsed)
         gc.collect()
-        print(f"{setting.name}: round {round_index + 1}/{setting.warmup + setting.steps} done", file=sys.stderr, flush=True)
+        print(
+            f"{setting.name}: round {round_index + 1}/{setting.warmup + setting.steps} done",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _takes_part(runner: Runner, setting: TokenSetting, round_index: int, budget: float) -> bool:
@@ -226,8 +249,9 @@ def _takes_part(runner: Runner, setting: TokenSetting, round_index: int, budget:
     return sum(t is not None for t in runner.times[setting.name]) < MIN_TIMED
 
 
-def measure_memory(args: argparse.Namespace, base: nn.Module, impl: Impl | None, batch: dict[str, torch.Tensor],
-                   timeout: float) -> dict[str, Any]:
+def measure_memory(
+    args: argparse.Namespace, base: nn.Module, impl: Impl | None, batch: dict[str, torch.Tensor], timeout: float
+) -> dict[str, Any]:
     """Peak RSS of attaching ``impl`` and training it for a few steps, over the RSS before attaching.
 
     Runs in a forked child, a fresh address space that starts with the base already built (no import
@@ -248,8 +272,11 @@ def measure_memory(args: argparse.Namespace, base: nn.Module, impl: Impl | None,
             for _ in range(MEMORY_STEPS):
                 runner.step(batch)
             peak_kib = common.proc_status_kib("VmHWM")
-            result = {"rss_before_mib": base_kib / 1024, "peak_extra_mib": (peak_kib - base_kib) / 1024,
-                      "hwm_reset": reset_ok}
+            result = {
+                "rss_before_mib": base_kib / 1024,
+                "peak_extra_mib": (peak_kib - base_kib) / 1024,
+                "hwm_reset": reset_ok,
+            }
         except BaseException as exc:  # report it; never unwind into the parent's code
             result = {"memory_error": repr(exc)}
         os.write(write_fd, json.dumps(result).encode())
@@ -264,8 +291,9 @@ def measure_memory(args: argparse.Namespace, base: nn.Module, impl: Impl | None,
     return json.loads(data) if data else {"memory_error": f"no result within {timeout:g} s"}
 
 
-def _cuda_memory(args: argparse.Namespace, base: nn.Module, impl: Impl | None,
-                 batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+def _cuda_memory(
+    args: argparse.Namespace, base: nn.Module, impl: Impl | None, batch: dict[str, torch.Tensor]
+) -> dict[str, Any]:
     """On CUDA (no fork): peak allocated bytes of attaching + stepping, over the allocation before."""
     gc.collect()
     torch.cuda.empty_cache()
@@ -287,7 +315,8 @@ def adapter_sizes(runner: Runner) -> dict[str, Any]:
 
 
 def profile(args: argparse.Namespace, base: nn.Module, impls: dict[str, Impl], batch: dict[str, torch.Tensor]) -> str:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     runner = Runner(impls[args.profile], base, args.lr, args.seed)
     for _ in range(2):
@@ -312,8 +341,9 @@ def reference_of(key: str, baseline_of: dict[str, str], twin_of: dict[str, str])
     return None if reference == key else reference
 
 
-def setting_stats(runners: dict[str, Runner], key: str, reference: str | None, setting: TokenSetting,
-                  seed: int) -> dict[str, Any]:
+def setting_stats(
+    runners: dict[str, Runner], key: str, reference: str | None, setting: TokenSetting, seed: int
+) -> dict[str, Any]:
     """Median/quartiles of one implementation's calls, its overhead over the bare base, and vs its reference."""
     ms = {k: [t * 1e3 if t is not None else None for t in r.times.get(setting.name, [])] for k, r in runners.items()}
     ours = ms[key]
@@ -328,10 +358,18 @@ def setting_stats(runners: dict[str, Runner], key: str, reference: str | None, s
     return out
 
 
-def build_records(runners: dict[str, Runner], baseline_of: dict[str, str], twin_of: dict[str, str],
-                  extra: dict[str, dict[str, Any]], settings: list[TokenSetting], seed: int = 0) -> list[dict[str, Any]]:
+def build_records(
+    runners: dict[str, Runner],
+    baseline_of: dict[str, str],
+    twin_of: dict[str, str],
+    extra: dict[str, dict[str, Any]],
+    settings: list[TokenSetting],
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     main_name = settings[0].name if settings else None
-    stats_main = {k: common.summarize([t for t in r.times.get(main_name, []) if t is not None]) for k, r in runners.items()}
+    stats_main = {
+        k: common.summarize([t for t in r.times.get(main_name, []) if t is not None]) for k, r in runners.items()
+    }
     median = {k: s.get("median_ms") for k, s in stats_main.items()}
     peak = {k: extra.get(k, {}).get("peak_extra_mib") for k in runners}
     records = []
@@ -340,27 +378,41 @@ def build_records(runners: dict[str, Runner], baseline_of: dict[str, str], twin_
         reference = reference_of(key, baseline_of, twin_of)
         per_setting = {st.name: setting_stats(runners, key, reference, st, seed) for st in settings}
         if runner.impl is None:
-            identity = {"library": "base", "projection": "", "variant": "", "setting": "no adapter",
-                        "note": "bare frozen base: forward + backward to the input embeddings, no optimiser", "rank": 0}
+            identity = {
+                "library": "base",
+                "projection": "",
+                "variant": "",
+                "setting": "no adapter",
+                "note": "bare frozen base: forward + backward to the input embeddings, no optimiser",
+                "rank": 0,
+            }
         else:
             s = runner.impl.setting
-            identity = {"library": runner.impl.library, "projection": s.projection, "variant": s.variant,
-                        "setting": s.describe(), "note": s.note, "rank": s.rank}
-        records.append({
-            "benchmark": "train_step",
-            "implementation": key,
-            **identity,
-            "trainable": sum(p.numel() for p in runner.params),
-            "status": runner.status,
-            **{f"step_{k}": v for k, v in stats_main[key].items()},
-            "baseline": baseline_of.get(key),
-            "ratio_vs_peft_lora_same_rank": ratio(median[key], median.get(baseline_of.get(key))),
-            "peft_same_method": twin,
-            "ratio_vs_peft_same_method": ratio(median[key], median.get(twin)) if twin else None,
-            "peak_ratio_vs_peft_same_method": ratio(peak[key], peak.get(twin)) if twin else None,
-            "settings": per_setting,
-            **extra.get(key, {}),
-        })
+            identity = {
+                "library": runner.impl.library,
+                "projection": s.projection,
+                "variant": s.variant,
+                "setting": s.describe(),
+                "note": s.note,
+                "rank": s.rank,
+            }
+        records.append(
+            {
+                "benchmark": "train_step",
+                "implementation": key,
+                **identity,
+                "trainable": sum(p.numel() for p in runner.params),
+                "status": runner.status,
+                **{f"step_{k}": v for k, v in stats_main[key].items()},
+                "baseline": baseline_of.get(key),
+                "ratio_vs_peft_lora_same_rank": ratio(median[key], median.get(baseline_of.get(key))),
+                "peft_same_method": twin,
+                "ratio_vs_peft_same_method": ratio(median[key], median.get(twin)) if twin else None,
+                "peak_ratio_vs_peft_same_method": ratio(peak[key], peak.get(twin)) if twin else None,
+                "settings": per_setting,
+                **extra.get(key, {}),
+            }
+        )
     return records
 
 
@@ -392,22 +444,40 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 extra[key].update(measure_memory(args, base, runner.impl, batch, timeout))
 
     payload = {
-        "model": {"shape": args.model, "layers": base.config.num_hidden_layers, "targets": common.TARGETS,
-                  "batch": args.batch, "seq": args.seq, "base_params": sum(p.numel() for p in base.parameters())},
+        "model": {
+            "shape": args.model,
+            "layers": base.config.num_hidden_layers,
+            "targets": common.TARGETS,
+            "batch": args.batch,
+            "seq": args.seq,
+            "base_params": sum(p.numel() for p in base.parameters()),
+        },
         "steps": args.steps,
         "warmup": args.warmup,
         "budget_s": args.budget,
         "step_cap_s": args.step_cap,
         "only": args.only,
-        "token_settings": [{"name": st.name, "batch": st.batch, "seq": st.seq, "mode": st.mode, "steps": st.steps,
-                            "warmup": st.warmup, "describe": st.describe()} for st in settings],
+        "token_settings": [
+            {
+                "name": st.name,
+                "batch": st.batch,
+                "seq": st.seq,
+                "mode": st.mode,
+                "steps": st.steps,
+                "warmup": st.warmup,
+                "describe": st.describe(),
+            }
+            for st in settings
+        ],
         "interval": f"{int(stats.LEVEL * 100)} % percentile bootstrap over rounds ({stats.BOOTSTRAP} resamples)",
         "device": str(common.DEVICE),
         "dtype": str(common.DTYPE).replace("torch.", ""),
-        "memory_method": ("peak torch.cuda.max_memory_allocated minus the allocation before attaching, "
-                          f"{MEMORY_STEPS} training steps" if common.DEVICE.type == "cuda" else
-                          "peak RSS (VmHWM, reset via /proc/self/clear_refs) minus RSS before attaching, in a "
-                          f"forked child per implementation that holds only the built base; {MEMORY_STEPS} training steps"),
+        "memory_method": (
+            f"peak torch.cuda.max_memory_allocated minus the allocation before attaching, {MEMORY_STEPS} training steps"
+            if common.DEVICE.type == "cuda"
+            else "peak RSS (VmHWM, reset via /proc/self/clear_refs) minus RSS before attaching, in a "
+            f"forked child per implementation that holds only the built base; {MEMORY_STEPS} training steps"
+        ),
         "records": build_records(runners, baseline_of, twin_of, extra, settings, args.seed),
     }
     common.write_results(args.out, result_name(args), payload, args.report, benchmark="train_step")

@@ -24,9 +24,10 @@ import re
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -34,15 +35,34 @@ from lorazoo.io import atomic_write
 
 # Headline metric per task (the paper convention); unknown tasks fall back to the first known key they report.
 MAIN_METRIC = {
-    "tweets": "accuracy", "glue/sst2": "accuracy", "glue/qnli": "accuracy", "glue/rte": "accuracy",
-    "glue/mnli": "accuracy", "glue/mrpc": "accuracy", "glue/qqp": "accuracy", "glue/cola": "matthews_correlation",
-    "glue/stsb": "pearson", "math/gsm8k": "exact_match", "math/math": "exact_match", "instruct/alpaca": "perplexity",
+    "tweets": "accuracy",
+    "glue/sst2": "accuracy",
+    "glue/qnli": "accuracy",
+    "glue/rte": "accuracy",
+    "glue/mnli": "accuracy",
+    "glue/mrpc": "accuracy",
+    "glue/qqp": "accuracy",
+    "glue/cola": "matthews_correlation",
+    "glue/stsb": "pearson",
+    "math/gsm8k": "exact_match",
+    "math/math": "exact_match",
+    "instruct/alpaca": "perplexity",
 }
 METRIC_ORDER = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr", "exact_match", "perplexity")
 LOWER_IS_BETTER = {"perplexity", "loss"}
 # Overrides that do not change what is trained (paths, logging, launcher): runs differing only in these pool.
-NOT_SETTING = ("seed=", "hydra", "logger", "task.data_dir=", "task.data_file=", "task.train_file=",
-               "task.eval_file=", "trainer.resume=", "trainer.progress_bar=", "trainer.logging_steps=")
+NOT_SETTING = (
+    "seed=",
+    "hydra",
+    "logger",
+    "task.data_dir=",
+    "task.data_file=",
+    "task.train_file=",
+    "task.eval_file=",
+    "trainer.resume=",
+    "trainer.progress_bar=",
+    "trainer.logging_steps=",
+)
 
 
 @dataclass
@@ -60,7 +80,7 @@ class Run:
     D: int | None = None
     wall_time_s: float | None = None
     steps: int | None = None
-    command: str | None = None      # the command line that launched it (a whole sweep for multirun jobs)
+    command: str | None = None  # the command line that launched it (a whole sweep for multirun jobs)
     overrides: list[str] = field(default_factory=list)
     majority_rate: float | None = None
     error: str | None = None
@@ -69,8 +89,9 @@ class Run:
     @property
     def search_trial(self) -> bool:
         """An lr-search trial: scored on examples held out of train, not on the dev set."""
-        return any(o.startswith("task.holdout_dev=") and o.split("=", 1)[1] not in ("null", "None")
-                   for o in self.overrides)
+        return any(
+            o.startswith("task.holdout_dev=") and o.split("=", 1)[1] not in ("null", "None") for o in self.overrides
+        )
 
     @property
     def setting(self) -> tuple[str, ...]:
@@ -90,8 +111,8 @@ class Group:
     model: str
     projection: str
     runs: list[Run]
-    label: str = ""     # projection, plus the differing overrides when a projection ran in several settings
-    tag: str = ""       # the short form for plots: projection, or projection #k with several settings
+    label: str = ""  # projection, plus the differing overrides when a projection ran in several settings
+    tag: str = ""  # the short form for plots: projection, or projection #k with several settings
 
     @property
     def tuned(self) -> dict[str, Any] | None:
@@ -177,9 +198,15 @@ def load_run(run_dir: Path) -> Run:
     """A Run from metrics.json, with task/projection/model/seed filled from the resolved config if needed."""
     config = _read_yaml(run_dir / ".hydra" / "config.yaml")
     overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml") or []
-    run = Run(run_dir=run_dir, status="missing metrics.json", task=_name(config, "task"),
-              projection=_name(config, "projection"), model=_name(config, "model"),
-              seed=(config or {}).get("seed"), overrides=list(overrides))
+    run = Run(
+        run_dir=run_dir,
+        status="missing metrics.json",
+        task=_name(config, "task"),
+        projection=_name(config, "projection"),
+        model=_name(config, "model"),
+        seed=(config or {}).get("seed"),
+        overrides=list(overrides),
+    )
     path = run_dir / "metrics.json"
     if not path.is_file():
         return run
@@ -189,8 +216,19 @@ def load_run(run_dir: Path) -> Run:
         run.status, run.error = "unreadable metrics.json", str(exc)
         return run
     run.status = str(record.get("status", "unknown"))
-    for name in ("task", "projection", "model", "seed", "trainable", "D", "wall_time_s", "steps", "command",
-                 "majority_rate", "error"):
+    for name in (
+        "task",
+        "projection",
+        "model",
+        "seed",
+        "trainable",
+        "D",
+        "wall_time_s",
+        "steps",
+        "command",
+        "majority_rate",
+        "error",
+    ):
         if record.get(name) is not None:
             setattr(run, name, record[name])
     run.overrides = list(record.get("overrides") or run.overrides)
@@ -330,8 +368,9 @@ def plot_task(task: str, metric: str, groups: list[Group], path: Path) -> Path |
     majority = {r.majority_rate for g in groups for r in g.runs if r.majority_rate is not None}
     if metric == "accuracy" and len(majority) == 1:  # what always predicting the most frequent class scores
         ax.axhline(majority.pop(), color="tab:gray", linestyle="--", linewidth=1, label="majority class", zorder=1)
-    ax.set_title(f"{task}: {metric} vs trainable parameters\n({seeds_phrase([len(g.runs) for g in groups])})",
-                 fontsize=10)
+    ax.set_title(
+        f"{task}: {metric} vs trainable parameters\n({seeds_phrase([len(g.runs) for g in groups])})", fontsize=10
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -348,15 +387,34 @@ def plot_task(task: str, metric: str, groups: list[Group], path: Path) -> Path |
 def task_table(task: str, metric: str, groups: list[Group]) -> list[str]:
     keys = [k for k in METRIC_ORDER if k != metric and any(g.values(k) for g in groups)]
     keys += ["loss"] if any(g.values("loss") for g in groups) and metric != "loss" else []
-    head = ["projection", "model", "n", f"**{metric}**", *[("eval loss" if k == "loss" else k) for k in keys],
-            "trainable", "D", "train s (mean)", "steps", "tuned lr"]
+    head = [
+        "projection",
+        "model",
+        "n",
+        f"**{metric}**",
+        *[("eval loss" if k == "loss" else k) for k in keys],
+        "trainable",
+        "D",
+        "train s (mean)",
+        "steps",
+        "tuned lr",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         n = len(g.runs)
         steps = _common(r.steps for r in g.runs)
-        cells = [g.label, g.model, str(n), _fmt(g.stat(metric), n), *[_fmt(g.stat(k), n) for k in keys],
-                 _int(g.trainable), _int(g.D), f"{g.wall_time_s:.1f}" if g.wall_time_s is not None else "—",
-                 str(steps) if steps is not None else "mixed", tuned_cell(g)]
+        cells = [
+            g.label,
+            g.model,
+            str(n),
+            _fmt(g.stat(metric), n),
+            *[_fmt(g.stat(k), n) for k in keys],
+            _int(g.trainable),
+            _int(g.D),
+            f"{g.wall_time_s:.1f}" if g.wall_time_s is not None else "—",
+            str(steps) if steps is not None else "mixed",
+            tuned_cell(g),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -376,26 +434,43 @@ def search_summary(runs: list[Run]) -> list[str]:
             trials[(str(run.task), str(run.projection))].append(run)
     if not trials:
         return []
-    lines = ["## lr search trials (held-in split of train, not the dev set)", "",
-             "| task | projection | trials | completed | best held-in score | best trial's overrides |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## lr search trials (held-in split of train, not the dev set)",
+        "",
+        "| task | projection | trials | completed | best held-in score | best trial's overrides |",
+        "|---|---|---|---|---|---|",
+    ]
     for (task, projection), members in sorted(trials.items()):
-        metric = MAIN_METRIC.get(task) or next((k for k in METRIC_ORDER if any(k in r.metrics for r in members)), "loss")
+        metric = MAIN_METRIC.get(task) or next(
+            (k for k in METRIC_ORDER if any(k in r.metrics for r in members)), "loss"
+        )
         done = [r for r in members if r.status == "completed" and metric in r.metrics]
         pick = min if metric in LOWER_IS_BETTER else max
         best = pick(done, key=lambda r: r.metrics[metric]) if done else None
         lrs = " ".join(o for o in best.overrides if ".lr" in o.split("=", 1)[0]) if best else "—"
-        lines.append(f"| {task} | {projection} | {len(members)} | {len(done)} | "
-                     f"{f'{best.metrics[metric]:.4f}' if best else '—'} | `{lrs}` |")
+        lines.append(
+            f"| {task} | {projection} | {len(members)} | {len(done)} | "
+            f"{f'{best.metrics[metric]:.4f}' if best else '—'} | `{lrs}` |"
+        )
     return [*lines, ""]
 
 
-def render(per_task: dict[str, list[Group]], bad: list[Run], images: dict[str, Path | None], name: str,
-           roots: list[str], trials: list[str] | None = None) -> str:
-    lines = [f"# {name}: runs compared", "",
-             f"Generated by `python scripts/compare.py {' '.join(roots)} --name {name}`. Mean ± sample std over "
-             "seeds; `n` = completed seeds. Trainable = adapter parameters (the classifier head is not counted); "
-             "train s = training wall time per run (evaluation excluded).", ""]
+def render(
+    per_task: dict[str, list[Group]],
+    bad: list[Run],
+    images: dict[str, Path | None],
+    name: str,
+    roots: list[str],
+    trials: list[str] | None = None,
+) -> str:
+    lines = [
+        f"# {name}: runs compared",
+        "",
+        f"Generated by `python scripts/compare.py {' '.join(roots)} --name {name}`. Mean ± sample std over "
+        "seeds; `n` = completed seeds. Trainable = adapter parameters (the classifier head is not counted); "
+        "train s = training wall time per run (evaluation excluded).",
+        "",
+    ]
     for task, groups in per_task.items():
         metric = main_metric(task, groups)
         lower = metric in LOWER_IS_BETTER
@@ -415,8 +490,13 @@ def render(per_task: dict[str, list[Group]], bad: list[Run], images: dict[str, P
             lines.append(f"| `{r.run_dir}` | {r.task} | {r.projection} | {r.model} | {r.seed} | {r.status} | {error} |")
     else:
         lines.append("None: every run found completed.")
-    lines += ["", "## Commands", "", "Each group, as one command (the job overrides its runs share; `seed=` lists "
-              "the seeds found):", ""]
+    lines += [
+        "",
+        "## Commands",
+        "",
+        "Each group, as one command (the job overrides its runs share; `seed=` lists the seeds found):",
+        "",
+    ]
     for task, groups in per_task.items():
         for g in groups:
             lines.append(f"- {task} / {g.model} / {g.label}: `{g.command()}`")
@@ -432,16 +512,23 @@ def compare(roots: list[str | Path], out: str | Path = "results", name: str = "c
     out = Path(out)
     runs = [load_run(d) for d in find_run_dirs(roots)]
     per_task, bad = group_runs(runs)
-    images = {task: plot_task(task, main_metric(task, groups), groups, out / f"{name}_{slug(task)}.png")
-              for task, groups in per_task.items()}
+    images = {
+        task: plot_task(task, main_metric(task, groups), groups, out / f"{name}_{slug(task)}.png")
+        for task, groups in per_task.items()
+    }
     text = render(per_task, bad, images, name, [str(r) for r in roots], search_summary(runs))
 
     def write(tmp: str) -> None:
         Path(tmp).write_text(text)
 
     table = atomic_write(out / f"{name}.md", write)
-    return {"table": table, "images": {t: p for t, p in images.items() if p}, "groups": per_task, "failed": bad,
-            "runs": runs}
+    return {
+        "table": table,
+        "images": {t: p for t, p in images.items() if p},
+        "groups": per_task,
+        "failed": bad,
+        "runs": runs,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -455,8 +542,10 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         parser.error(str(exc))
     n_ok = sum(len(g.runs) for gs in result["groups"].values() for g in gs)
-    print(f"{n_ok} completed runs in {sum(map(len, result['groups'].values()))} groups, {len(result['failed'])} "
-          f"failed/incomplete -> {result['table']}" + "".join(f"\n  {p}" for p in result["images"].values()))
+    print(
+        f"{n_ok} completed runs in {sum(map(len, result['groups'].values()))} groups, {len(result['failed'])} "
+        f"failed/incomplete -> {result['table']}" + "".join(f"\n  {p}" for p in result["images"].values())
+    )
     return 0
 
 

@@ -55,8 +55,13 @@ class Row:
 
     def command(self) -> str:
         targets = self.resolved_targets()
-        parts = ["python scripts/count_params.py", f"--model {self.model}", f"--projection {self.projection}",
-                 f"--rank {self.rank}", f"--targets {targets if isinstance(targets, str) else ','.join(targets)}"]
+        parts = [
+            "python scripts/count_params.py",
+            f"--model {self.model}",
+            f"--projection {self.projection}",
+            f"--rank {self.rank}",
+            f"--targets {targets if isinstance(targets, str) else ','.join(targets)}",
+        ]
         if self.kwargs:
             parts.append("--kwargs " + format_kwargs(self.kwargs))
         return " ".join(parts)
@@ -76,36 +81,139 @@ def paper_rows() -> list[Row]:
     rows = [
         Row(VBLORA, "roberta-base", "lora", 8, qv, paper="0.295M", note=HEAD_NOTE),
         Row(VBLORA, "roberta-base", "vera", 1024, qv, paper="0.043M", note=f"{HEAD_NOTE}; d = Σ_l (r + out_l)"),
-        Row(VBLORA, "roberta-base", "tied", 8, qv, paper="0.043M",
-            note="the paper does not state its Tied-LoRA setting; ours: r = 8, one tied group per module kind, lorazoo's tied defaults"),
-        Row(VBLORA, "roberta-base", "vblora", 4, qv, vb, paper="0.023M (stored)",
-            note="paper counts stored numel: bank 90×256 + top-k indices (¼ float each) and k−1 weights; trainable adds the logits"),
+        Row(
+            VBLORA,
+            "roberta-base",
+            "tied",
+            8,
+            qv,
+            paper="0.043M",
+            note="the paper does not state its Tied-LoRA setting; ours: r = 8, one tied group per module kind, lorazoo's tied defaults",
+        ),
+        Row(
+            VBLORA,
+            "roberta-base",
+            "vblora",
+            4,
+            qv,
+            vb,
+            paper="0.023M (stored)",
+            note="paper counts stored numel: bank 90×256 + top-k indices (¼ float each) and k−1 weights; trainable adds the logits",
+        ),
         Row(LORA, "roberta-large", "lora", 8, qv, paper="0.8M", note=HEAD_NOTE),
         Row(VERA, "roberta-large", "vera", 256, qv, paper="0.061M", note=HEAD_NOTE),
-        Row(f"{UNILORA} GLUE", "roberta-base", "unilora", 4, qv, {"d": 23040}, paper="0.023M",
-            note="θ_d = d; D = r·Σ(in + out) of the 24 q,v layers"),
-        Row(f"{UNILORA} GLUE", "roberta-large", "unilora", 4, qv, {"d": 23040}, paper="0.023M",
-            note="same d for large; D of the 48 q,v layers"),
-        Row(f"{UNILORA} ablation", "roberta-base", "gaussian", 4, qv, {"d": 23040},
-            note="dense Gaussian P at Uni-LoRA's d (regenerated from the seed, never stored)"),
-        Row(f"{UNILORA} ablation", "roberta-base", "fastfood", 4, qv, {"d": 23040},
-            note="Fastfood P at Uni-LoRA's d (O(D log d), structures regenerated from the seed)"),
-        Row(f"{UNILORA} math", "gemma-7b", "lora", 4, all_linear, paper="D = 12,500,992",
-            note="all 7 linear kinds × 28 layers, lm_head excluded (D = r · Σ(in + out) from the model config)"),
-        Row(f"{UNILORA} math", "gemma-7b", "unilora", 4, all_linear, {"d": 524288}, paper="0.52M",
-            note="d = 2^19 over D = 12,500,992"),
-        Row(f"{UNILORA} math", "mistral-7b", "lora", 4, all_linear, paper="D = 10,485,760",
-            note="all 7 linear kinds × 32 layers, GQA k/v out = 1024 (D = r · Σ(in + out) from the model config)"),
-        Row(f"{UNILORA} math", "mistral-7b", "unilora", 4, all_linear, {"d": 524288}, paper="0.52M",
-            note="d = 2^19 over D = 10,485,760"),
-        Row("Llama-2-7B all-linear", "llama-2-7b", "lora", 4, all_linear, paper="D = 9,994,240",
-            note="all 7 linear kinds × 32 layers, lm_head excluded (D = r · Σ(in + out) from the model config)"),
-        Row(PROLORA, "llama-2-7b", "lora", 8, all_linear,
-            note="the LoRA baseline rank of PRoLoRA's comparisons on all linear layers (authors' scripts: --lora_modules all, α = 16)"),
-        Row(PROLORA, "llama-2-7b", "prolora", 8, all_linear, {"unshared_rank": 1, "m": 2, "n": 2}, paper="≈ ½ of LoRA r = 8",
-            note="the abstract's claim of 'one time less trainable parameters' than LoRA; exact table numbers not verified offline, not quoted"),
-        Row(PROLORA, "llama-2-7b", "prolora", 4, all_linear, {"unshared_rank": 1, "m": 2, "n": 3},
-            note="the paper's Figure 1 setting (r = 4, u = 1, m = 2, n = 3); ⌈h/m⌉, ⌈o/n⌉ since 3 ∤ 4096"),
+        Row(
+            f"{UNILORA} GLUE",
+            "roberta-base",
+            "unilora",
+            4,
+            qv,
+            {"d": 23040},
+            paper="0.023M",
+            note="θ_d = d; D = r·Σ(in + out) of the 24 q,v layers",
+        ),
+        Row(
+            f"{UNILORA} GLUE",
+            "roberta-large",
+            "unilora",
+            4,
+            qv,
+            {"d": 23040},
+            paper="0.023M",
+            note="same d for large; D of the 48 q,v layers",
+        ),
+        Row(
+            f"{UNILORA} ablation",
+            "roberta-base",
+            "gaussian",
+            4,
+            qv,
+            {"d": 23040},
+            note="dense Gaussian P at Uni-LoRA's d (regenerated from the seed, never stored)",
+        ),
+        Row(
+            f"{UNILORA} ablation",
+            "roberta-base",
+            "fastfood",
+            4,
+            qv,
+            {"d": 23040},
+            note="Fastfood P at Uni-LoRA's d (O(D log d), structures regenerated from the seed)",
+        ),
+        Row(
+            f"{UNILORA} math",
+            "gemma-7b",
+            "lora",
+            4,
+            all_linear,
+            paper="D = 12,500,992",
+            note="all 7 linear kinds × 28 layers, lm_head excluded (D = r · Σ(in + out) from the model config)",
+        ),
+        Row(
+            f"{UNILORA} math",
+            "gemma-7b",
+            "unilora",
+            4,
+            all_linear,
+            {"d": 524288},
+            paper="0.52M",
+            note="d = 2^19 over D = 12,500,992",
+        ),
+        Row(
+            f"{UNILORA} math",
+            "mistral-7b",
+            "lora",
+            4,
+            all_linear,
+            paper="D = 10,485,760",
+            note="all 7 linear kinds × 32 layers, GQA k/v out = 1024 (D = r · Σ(in + out) from the model config)",
+        ),
+        Row(
+            f"{UNILORA} math",
+            "mistral-7b",
+            "unilora",
+            4,
+            all_linear,
+            {"d": 524288},
+            paper="0.52M",
+            note="d = 2^19 over D = 10,485,760",
+        ),
+        Row(
+            "Llama-2-7B all-linear",
+            "llama-2-7b",
+            "lora",
+            4,
+            all_linear,
+            paper="D = 9,994,240",
+            note="all 7 linear kinds × 32 layers, lm_head excluded (D = r · Σ(in + out) from the model config)",
+        ),
+        Row(
+            PROLORA,
+            "llama-2-7b",
+            "lora",
+            8,
+            all_linear,
+            note="the LoRA baseline rank of PRoLoRA's comparisons on all linear layers (authors' scripts: --lora_modules all, α = 16)",
+        ),
+        Row(
+            PROLORA,
+            "llama-2-7b",
+            "prolora",
+            8,
+            all_linear,
+            {"unshared_rank": 1, "m": 2, "n": 2},
+            paper="≈ ½ of LoRA r = 8",
+            note="the abstract's claim of 'one time less trainable parameters' than LoRA; exact table numbers not verified offline, not quoted",
+        ),
+        Row(
+            PROLORA,
+            "llama-2-7b",
+            "prolora",
+            4,
+            all_linear,
+            {"unshared_rank": 1, "m": 2, "n": 3},
+            note="the paper's Figure 1 setting (r = 4, u = 1, m = 2, n = 3); ⌈h/m⌉, ⌈o/n⌉ since 3 ∤ 4096",
+        ),
     ]
     return rows + machine_rows()
 
@@ -127,15 +235,29 @@ def machine_rows() -> list[Row]:
             rank, kwargs = projection_defaults(name)
             defaults = get_projection_class(name).defaults
             kwargs = {k: v for k, v in kwargs.items() if k not in defaults or defaults[k] != v}  # show what differs
-            rows.append(Row(f"This machine ({model}, configs/projection defaults)", model, name, rank, None, kwargs,
-                            note="targets and head from configs/model; rank and non-default kwargs from configs/projection"))
+            rows.append(
+                Row(
+                    f"This machine ({model}, configs/projection defaults)",
+                    model,
+                    name,
+                    rank,
+                    None,
+                    kwargs,
+                    note="targets and head from configs/model; rank and non-default kwargs from configs/projection",
+                )
+            )
     return rows
 
 
 def count_row(row: Row) -> dict[str, Any]:
     spec = load_model_spec(row.model)
-    cfg = AdapterConfig(projection=row.projection, rank=row.rank, target_modules=row.resolved_targets(),
-                        projection_kwargs=row.kwargs, modules_to_save=list(spec.get("modules_to_save") or []))
+    cfg = AdapterConfig(
+        projection=row.projection,
+        rank=row.rank,
+        target_modules=row.resolved_targets(),
+        projection_kwargs=row.kwargs,
+        modules_to_save=list(spec.get("modules_to_save") or []),
+    )
     return count_parameters(row.model, cfg)
 
 
@@ -203,12 +325,18 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="a name in configs/model (roberta-base, llama-2-7b, ...); omit for the whole table")
+    parser.add_argument(
+        "--model", help="a name in configs/model (roberta-base, llama-2-7b, ...); omit for the whole table"
+    )
     parser.add_argument("--projection", default="lora")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--targets", help="comma-separated module names or 'all-linear' (default: the model yaml's)")
-    parser.add_argument("--kwargs", help="projection_kwargs as key=value,key=value (values parsed as YAML) or a JSON object")
-    parser.add_argument("--out", type=Path, help=f"markdown output (default for the whole table: {DEFAULT_OUT.relative_to(REPO)})")
+    parser.add_argument(
+        "--kwargs", help="projection_kwargs as key=value,key=value (values parsed as YAML) or a JSON object"
+    )
+    parser.add_argument(
+        "--out", type=Path, help=f"markdown output (default for the whole table: {DEFAULT_OUT.relative_to(REPO)})"
+    )
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -218,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
             targets = args.targets if args.targets == "all-linear" else args.targets.split(",")
         rows = [Row("command line", args.model, args.projection, args.rank, targets, parse_kwargs(args.kwargs))]
         if args.projection not in projection_names():
-            print(f"error: projection {args.projection!r} is not registered; registered: {projection_names()}", file=sys.stderr)
+            print(
+                f"error: projection {args.projection!r} is not registered; registered: {projection_names()}",
+                file=sys.stderr,
+            )
             return 2
         out = args.out
     else:

@@ -35,8 +35,12 @@ def model_options(run_dir: Path, adapter_dir: Path, base: str | None) -> tuple[A
         cfg = OmegaConf.load(hydra_config)
         opts, seed = from_node(ModelOptions, cfg.model, f"{hydra_config} model"), int(cfg.get("seed", config.seed))
     else:
-        opts = ModelOptions(name="base", pretrained=config.base_model_name_or_path or "", task_type="causal_lm",
-                            target_modules=config.target_modules)
+        opts = ModelOptions(
+            name="base",
+            pretrained=config.base_model_name_or_path or "",
+            task_type="causal_lm",
+            target_modules=config.target_modules,
+        )
         seed = config.seed
     if base:
         opts.pretrained, opts.tokenizer, opts.gguf_file = base, None, None
@@ -84,17 +88,27 @@ def main(argv: list[str] | None = None) -> int:
             raise LoraZooError(f"{out} exists; results files are never overwritten (pass another --out)")
         limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
         batch = int(args.batch_size) if args.batch_size.isdigit() else args.batch_size
-        options = LmEvalOptions(tasks=args.tasks, num_fewshot=args.num_fewshot, limit=limit, batch_size=batch,
-                                include_path=args.include_path, include_defaults=not args.no_default_tasks,
-                                log_samples=args.log_samples, confirm_run_unsafe_code=args.confirm_run_unsafe_code)
+        options = LmEvalOptions(
+            tasks=args.tasks,
+            num_fewshot=args.num_fewshot,
+            limit=limit,
+            batch_size=batch,
+            include_path=args.include_path,
+            include_defaults=not args.no_default_tasks,
+            log_samples=args.log_samples,
+            confirm_run_unsafe_code=args.confirm_run_unsafe_code,
+        )
         harness = Harness(options)
         harness.check_data()  # before the model loads: a bad name or missing data costs seconds
         model, tokenizer, source = load_run_model(args.run_dir, args.base)
         summary = harness.evaluate(model, tokenizer, out.parent if args.log_samples else None)
         out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"run_dir": str(args.run_dir.resolve()), "base": source,
-                  "command": " ".join(shlex.quote(a) for a in ["python", "scripts/evaluate.py", *(argv or sys.argv[1:])]),
-                  "lm_eval": summary}
+        record = {
+            "run_dir": str(args.run_dir.resolve()),
+            "base": source,
+            "command": " ".join(shlex.quote(a) for a in ["python", "scripts/evaluate.py", *(argv or sys.argv[1:])]),
+            "lm_eval": summary,
+        }
         with open(out, "x", encoding="utf-8") as fh:  # exclusive create: never replaces a file
             json.dump(record, fh, indent=2)
     except (LoraZooError, OSError) as exc:

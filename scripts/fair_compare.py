@@ -68,28 +68,54 @@ def completed_seeds(final_dir: Path, params: dict[str, Any]) -> set[int]:
 def compare_one(projection: str, args: argparse.Namespace, extra: list[str]) -> None:
     root = Path(args.out) / slug(args.task) / projection
     search_dir, final_dir = root / "search", root / "final"
-    method = [f"experiment={args.experiment_prefix}{projection}"] if args.experiment_prefix else [f"projection={projection}"]
+    method = (
+        [f"experiment={args.experiment_prefix}{projection}"] if args.experiment_prefix else [f"projection={projection}"]
+    )
     common = [*method, f"task={args.task}", *extra]
     result = best_params(search_dir)
     if result is None:
-        run_py([f"hydra/sweeper=lr_{projection}", *common, f"task.holdout_dev={args.holdout}",
-                f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweep.dir={search_dir}"], args.dry_run)
+        run_py(
+            [
+                f"hydra/sweeper=lr_{projection}",
+                *common,
+                f"task.holdout_dev={args.holdout}",
+                f"hydra.sweeper.n_trials={args.trials}",
+                f"hydra.sweep.dir={search_dir}",
+            ],
+            args.dry_run,
+        )
         result = best_params(search_dir) or {"best_params": {}, "best_value": None}
     params = dict(result["best_params"])
     seeds = [s for s in args.seeds if s not in completed_seeds(final_dir, params)]
-    tuning = {"projection": projection, "task": args.task, "best_params": params, "best_value": result["best_value"],
-              "trials": args.trials, "holdout_dev": args.holdout, "search_dir": str(search_dir)}
+    tuning = {
+        "projection": projection,
+        "task": args.task,
+        "best_params": params,
+        "best_value": result["best_value"],
+        "trials": args.trials,
+        "holdout_dev": args.holdout,
+        "search_dir": str(search_dir),
+    }
     if not args.dry_run:
         atomic_write_json(final_dir / "tuning.json", tuning)
     if seeds:
-        run_py([*common, *(f"{k}={v}" for k, v in params.items()), "seed=" + ",".join(map(str, seeds)),
-                "trainer.resume=true", f"hydra.sweep.dir={final_dir}", "hydra.sweep.subdir=seed_${seed}"], args.dry_run)
+        run_py(
+            [
+                *common,
+                *(f"{k}={v}" for k, v in params.items()),
+                "seed=" + ",".join(map(str, seeds)),
+                "trainer.resume=true",
+                f"hydra.sweep.dir={final_dir}",
+                "hydra.sweep.subdir=seed_${seed}",
+            ],
+            args.dry_run,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", required=True, help="task option, e.g. glue/sst2")
     parser.add_argument("--projections", required=True, help="comma-separated, e.g. lora,vera,unilora")
@@ -97,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the final runs at the best lr")
     parser.add_argument("--holdout", type=int, default=200, help="held-in dev examples carved from train")
     parser.add_argument("--out", default="runs/fair", help="root of the search and final sweep dirs")
-    parser.add_argument("--experiment-prefix", default="",
-                        help="use experiment=<prefix><projection> for each method's settings (e.g. cpu_study_)")
+    parser.add_argument(
+        "--experiment-prefix",
+        default="",
+        help="use experiment=<prefix><projection> for each method's settings (e.g. cpu_study_)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the run.py commands only")
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s != ""]

@@ -28,8 +28,15 @@ def tiny_bert(seed: int = 0, num_labels: int = 2):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=num_labels)
+    config = BertConfig(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+    )
     return BertForSequenceClassification(config).eval()
 
 
@@ -37,9 +44,16 @@ def tiny_llama(seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -48,15 +62,18 @@ def tiny_gpt2(seed: int = 0):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0,
-                        eos_token_id=0)
+    config = GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0)
     return GPT2LMHeadModel(config).eval()
 
 
 # "llama_embed": an embedding target beside a Linear one (the embedding merges: Llama's are untied here)
 TINY_MODELS = {"bert": tiny_bert, "llama": tiny_llama, "gpt2": tiny_gpt2, "llama_embed": tiny_llama}
-TINY_TARGETS = {"bert": ["query", "value"], "llama": "all-linear", "gpt2": "all-linear",
-                "llama_embed": ["embed_tokens", "q_proj"]}
+TINY_TARGETS = {
+    "bert": ["query", "value"],
+    "llama": "all-linear",
+    "gpt2": "all-linear",
+    "llama_embed": ["embed_tokens", "q_proj"],
+}
 
 
 def registered_cases() -> list[str]:
@@ -66,7 +83,10 @@ def registered_cases() -> list[str]:
 @pytest.fixture
 def bert_inputs():
     g = torch.Generator().manual_seed(1)
-    return {"input_ids": torch.randint(0, 128, (3, 9), generator=g), "attention_mask": torch.ones(3, 9, dtype=torch.long)}
+    return {
+        "input_ids": torch.randint(0, 128, (3, 9), generator=g),
+        "attention_mask": torch.ones(3, 9, dtype=torch.long),
+    }
 
 
 @pytest.fixture
@@ -78,7 +98,10 @@ def llama_inputs():
 def model_inputs(kind: str) -> dict:
     g = torch.Generator().manual_seed(3)
     if kind == "bert":
-        return {"input_ids": torch.randint(0, 128, (3, 9), generator=g), "attention_mask": torch.ones(3, 9, dtype=torch.long)}
+        return {
+            "input_ids": torch.randint(0, 128, (3, 9), generator=g),
+            "attention_mask": torch.ones(3, 9, dtype=torch.long),
+        }
     return {"input_ids": torch.randint(0, 128, (2, 11), generator=g)}
 
 

@@ -26,8 +26,13 @@ from lorazoo.sharding import full
 
 
 def check(projection: str, out: Path, rank: int, world: int) -> dict[str, float | bool]:
-    config = AdapterConfig(projection=projection, rank=2, target_modules="all-linear", seed=1,
-                           projection_kwargs=PROJECTION_CASES[projection])
+    config = AdapterConfig(
+        projection=projection,
+        rank=2,
+        target_modules="all-linear",
+        seed=1,
+        projection_kwargs=PROJECTION_CASES[projection],
+    )
     model, reference = (attach(tiny_llama(), config) for _ in range(2))  # the same seeds: identical twins
     for twin in (model, reference):
         perturb(twin)  # ΔW ≠ 0, so merge and the gradients of every factor are non-trivial
@@ -39,7 +44,7 @@ def check(projection: str, out: Path, rank: int, world: int) -> dict[str, float 
     for layer in model.base_model.model.layers:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    mine = ids[2 * rank: 2 * rank + 2]  # equal-length rows: the mean of rank means is the batch mean
+    mine = ids[2 * rank : 2 * rank + 2]  # equal-length rows: the mean of rank means is the batch mean
     model(input_ids=mine, labels=mine).loss.backward()
     grads = {n: full(p.grad) for n, p in model.named_parameters() if p.requires_grad}
     result: dict[str, float | bool] = {

@@ -17,7 +17,13 @@ PACKAGE = SRC / "lorazoo"
 # Lower layers never import higher ones. io is pure serialization of (config, layout, tensors), so it
 # sits below the lifecycle that calls it (model.save_adapter / load_adapter) and knows no model.
 LAYERS: list[tuple[str, ...]] = [
-    ("lorazoo.version", "lorazoo.errors", "lorazoo.jsonsafe", "lorazoo.sharding", "lorazoo.interop"),  # sharding, interop: torch / transformers only
+    (
+        "lorazoo.version",
+        "lorazoo.errors",
+        "lorazoo.jsonsafe",
+        "lorazoo.sharding",
+        "lorazoo.interop",
+    ),  # sharding, interop: torch / transformers only
     ("lorazoo.packaged",),  # packaged model directories (no torch)
     ("lorazoo.config",),
     ("lorazoo.layout",),
@@ -104,7 +110,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if nxt not in graph:
                 continue
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import stats
+from benchmarks import stats  # noqa: E402  (after the sys.path insert above)
 
 
 def test_paired_difference_removes_round_noise():

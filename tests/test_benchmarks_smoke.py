@@ -12,10 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import lorazoo  # noqa: E402
 from benchmarks import common, inference, reconstruct, train_step  # noqa: E402
 from benchmarks.report import write_report  # noqa: E402
-
-import lorazoo  # noqa: E402
 
 
 def test_settings_cover_every_registered_projection():
@@ -36,8 +35,26 @@ def test_implementations_pair_each_projection_with_peft():
 
 
 def test_train_step_runs(tmp_path):
-    payload = train_step.main(["--model", "tiny", "--only", "lora,unilora", "--steps", "2", "--warmup", "1",
-                               "--batch", "1", "--seq", "8", "--out", str(tmp_path), "--report", str(tmp_path / "b.md")])
+    payload = train_step.main(
+        [
+            "--model",
+            "tiny",
+            "--only",
+            "lora,unilora",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--batch",
+            "1",
+            "--seq",
+            "8",
+            "--out",
+            str(tmp_path),
+            "--report",
+            str(tmp_path / "b.md"),
+        ]
+    )
     records = {r["implementation"]: r for r in payload["records"]}
     assert set(records) == {"base", "lorazoo/lora", "peft/lora", "lorazoo/unilora", "peft/unilora", "peft/lora-r4"}
     ours = records["lorazoo/unilora"]
@@ -69,8 +86,22 @@ def test_partial_run_never_regenerates_the_report():
 
 
 def test_train_step_drops_an_implementation_over_the_cap(tmp_path):
-    args = train_step.parse_args(["--model", "tiny", "--only", "lora", "--steps", "1", "--warmup", "1",
-                                  "--step-cap", "1e-6", "--out", str(tmp_path)])
+    args = train_step.parse_args(
+        [
+            "--model",
+            "tiny",
+            "--only",
+            "lora",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--step-cap",
+            "1e-6",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     base = common.build_base("tiny")
     impls, _, _ = train_step.plan(args, base)
     runners = {i.key: train_step.Runner(i, base, 1e-4, 0) for i in impls}
@@ -79,8 +110,9 @@ def test_train_step_drops_an_implementation_over_the_cap(tmp_path):
 
 
 def test_implementation_over_budget_gets_two_timed_rounds(tmp_path):
-    args = train_step.parse_args(["--model", "tiny", "--only", "lora", "--steps", "5", "--warmup", "2",
-                                  "--budget", "0", "--out", str(tmp_path)])
+    args = train_step.parse_args(
+        ["--model", "tiny", "--only", "lora", "--steps", "5", "--warmup", "2", "--budget", "0", "--out", str(tmp_path)]
+    )
     base = common.build_base("tiny")
     runners = {"base": train_step.Runner(None, base, 1e-4, 0)}
     train_step.run_timing(args, runners, train_step.token_settings(args)[1], 256)
@@ -89,18 +121,43 @@ def test_implementation_over_budget_gets_two_timed_rounds(tmp_path):
 
 
 def test_inference_runs(tmp_path):
-    payload = inference.main(["--model", "tiny", "--only", "lora,vblora", "--repeats", "2", "--warmup", "0",
-                              "--seq", "8", "--prompt", "4", "--new-tokens", "3", "--out", str(tmp_path)])
+    payload = inference.main(
+        [
+            "--model",
+            "tiny",
+            "--only",
+            "lora,vblora",
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--seq",
+            "8",
+            "--prompt",
+            "4",
+            "--new-tokens",
+            "3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     records = {r["implementation"]: r for r in payload["records"]}
-    assert {"base", "lorazoo/lora merged", "lorazoo/lora unmerged", "lorazoo/vblora unmerged", "peft/lora unmerged"} <= set(records)
+    assert {
+        "base",
+        "lorazoo/lora merged",
+        "lorazoo/lora unmerged",
+        "lorazoo/vblora unmerged",
+        "peft/lora unmerged",
+    } <= set(records)
     assert records["lorazoo/lora merged"]["generate_tokens_per_s"] > 0
     diff = float(records["lorazoo/lora merged"]["check"].split("= ")[1].split()[0])
     assert diff < 1e-4  # the merged model computes what the unmerged one does
 
 
 def test_reconstruct_runs(tmp_path):
-    payload = reconstruct.main(["--blocks", "1", "--only", "lora,unilora,vblora", "--repeats", "1", "--warmup", "0",
-                                "--out", str(tmp_path)])
+    payload = reconstruct.main(
+        ["--blocks", "1", "--only", "lora,unilora,vblora", "--repeats", "1", "--warmup", "0", "--out", str(tmp_path)]
+    )
     assert payload["D"] == 9_994_240 // 32
     assert {r["implementation"] for r in payload["records"]} == {"lorazoo/lora", "lorazoo/unilora", "lorazoo/vblora"}
     assert all(r["status"] == "ok" and r["forward_n"] == 1 for r in payload["records"])
@@ -119,11 +176,33 @@ def test_time_limit_interrupts_python_loops():
 def test_serving_runs_and_mixed_rows_match_single_adapters(tmp_path):
     from benchmarks import serving
 
-    payload = serving.main(["--model", "tiny", "--layers", "1", "--adapters", "3", "--rows", "1", "--seq", "8",
-                            "--repeats", "1", "--warmup", "0", "--out", str(tmp_path)])
+    payload = serving.main(
+        [
+            "--model",
+            "tiny",
+            "--layers",
+            "1",
+            "--adapters",
+            "3",
+            "--rows",
+            "1",
+            "--seq",
+            "8",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     records = {r["implementation"]: r for r in payload["records"]}
-    assert {"lorazoo/lora mixed batch", "lorazoo/lora sequential", "peft/lora mixed batch",
-            "lorazoo/mixed projections mixed batch"} <= set(records)
+    assert {
+        "lorazoo/lora mixed batch",
+        "lorazoo/lora sequential",
+        "peft/lora mixed batch",
+        "lorazoo/mixed projections mixed batch",
+    } <= set(records)
     assert all(r["max_abs_diff_vs_single"] <= 1e-5 for r in records.values())
     assert (tmp_path / "serving.json").is_file() and "mixed-adapter batch" in (tmp_path / "serving.md").read_text()
     write_report(tmp_path, tmp_path / "report.md")

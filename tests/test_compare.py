@@ -41,17 +41,30 @@ def fake_run(root: Path, name: str, projection: str, seed: int, record: dict | N
     overrides = [f"projection={projection}", f"seed={seed}", "trainer.max_steps=20", f"hydra.run.dir={run}"]
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if record is not None:
-        base = {"task": "tweets", "projection": projection, "model": "minilm", "seed": seed, "overrides": overrides,
-                "command": "python run.py -m projection=lora,unilora seed=0,1", "majority_rate": 0.415}
+        base = {
+            "task": "tweets",
+            "projection": projection,
+            "model": "minilm",
+            "seed": seed,
+            "overrides": overrides,
+            "command": "python run.py -m projection=lora,unilora seed=0,1",
+            "majority_rate": 0.415,
+        }
         (run / "metrics.json").write_text(json.dumps({**base, **record}))
     return run
 
 
 def completed(projection: str, seed: int) -> dict:
     acc = ACCURACY[(projection, seed)]
-    return {"status": "completed", "accuracy": acc, "metrics": {"accuracy": acc, "loss": 1.0 - acc},
-            "trainable": TRAINABLE[projection], "D": 73728 if projection == "lora" else 36864,
-            "wall_time_s": 10.0 + seed, "steps": 20}
+    return {
+        "status": "completed",
+        "accuracy": acc,
+        "metrics": {"accuracy": acc, "loss": 1.0 - acc},
+        "trainable": TRAINABLE[projection],
+        "D": 73728 if projection == "lora" else 36864,
+        "wall_time_s": 10.0 + seed,
+        "steps": 20,
+    }
 
 
 def assert_png(path: Path) -> None:
@@ -127,19 +140,57 @@ def test_pareto_front(lower: bool):
 def test_real_tiny_sweep(tmp_path: Path):
     # lora and vera: neither has a d that must fit the tiny model's D (unilora's default d = 23,040 does not)
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": "1",
+    }
     out = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "-m", "projection=lora,vera", "projection.rank=4", "seed=0,1", "model=tiny_bert",
-         "task=tweets", "trainer.max_steps=2", "trainer.batch_size=8", "task.max_train_samples=32",
-         "task.max_eval_samples=16", "trainer.progress_bar=false", "logger=none", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "-m",
+            "projection=lora,vera",
+            "projection.rank=4",
+            "seed=0,1",
+            "model=tiny_bert",
+            "task=tweets",
+            "trainer.max_steps=2",
+            "trainer.batch_size=8",
+            "task.max_train_samples=32",
+            "task.max_eval_samples=16",
+            "trainer.progress_bar=false",
+            "logger=none",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    script = subprocess.run([sys.executable, str(REPO / "scripts" / "compare.py"), str(sweep), "--out",
-                             str(tmp_path / "results"), "--name", "tiny"], capture_output=True, text=True, timeout=120)
+    script = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "compare.py"),
+            str(sweep),
+            "--out",
+            str(tmp_path / "results"),
+            "--name",
+            "tiny",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert script.returncode == 0, script.stderr[-2000:]
     text = (tmp_path / "results" / "tiny.md").read_text()
-    records = {(r["projection"], r["seed"]): r for r in map(json.loads, map(Path.read_text, sweep.rglob("metrics.json")))}
+    records = {
+        (r["projection"], r["seed"]): r for r in map(json.loads, map(Path.read_text, sweep.rglob("metrics.json")))
+    }
     assert len(records) == 4
     for projection in ("lora", "vera"):
         cells = row(text, projection)

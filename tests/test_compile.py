@@ -8,14 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from test_distributed import NO_DROPOUT, step_losses, train_in_process
 
 
 @pytest.mark.slow
 def test_torch_compile_trains_like_eager(tmp_path: Path):
-    args = ["model=tiny_bert", "projection=unilora", "projection.kwargs.d=64", "task.max_train_samples=32",
-            "task.max_eval_samples=8", "task.max_length=16", *NO_DROPOUT]
+    args = [
+        "model=tiny_bert",
+        "projection=unilora",
+        "projection.kwargs.d=64",
+        "task.max_train_samples=32",
+        "task.max_eval_samples=8",
+        "task.max_length=16",
+        *NO_DROPOUT,
+    ]
     eager = train_in_process(tmp_path / "eager", *args, "trainer.batch_size=8")
     compiled = train_in_process(tmp_path / "compiled", *args, "trainer.batch_size=8", "trainer.torch_compile=true")
     assert compiled["status"] == "completed" and len(step_losses(tmp_path / "compiled")) == 3

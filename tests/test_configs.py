@@ -34,11 +34,16 @@ def compose_with(*overrides: str, hydra: bool = False):
 
 def check_schema(cfg) -> None:
     """What the runner does first: typed options for each group (unknown keys in a yaml fail here)."""
-    for cls, key in ((ProjectionOptions, "projection"), (OptimizerOptions, "optimizer"), (ModelOptions, "model"),
-                     (TrainerOptions, "trainer"), (LoggerOptions, "logger")):
+    for cls, key in (
+        (ProjectionOptions, "projection"),
+        (OptimizerOptions, "optimizer"),
+        (ModelOptions, "model"),
+        (TrainerOptions, "trainer"),
+        (LoggerOptions, "logger"),
+    ):
         from_node(cls, cfg[key], key)
     build_task(cfg.task, cfg.seed)
-    for name in (OmegaConf.to_container(cfg.task_overrides) or {}):
+    for name in OmegaConf.to_container(cfg.task_overrides) or {}:
         patched, _ = apply_task_overrides(OmegaConf.merge(cfg, {"task": {"name": name}}), [])
         from_node(TrainerOptions, patched.trainer, "trainer")
         from_node(OptimizerOptions, patched.optimizer, "optimizer")
@@ -50,7 +55,14 @@ def test_groups_exist_and_have_options():
     assert {f"glue/{t}" for t in ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")} <= set(options("task"))
     assert {"tweets", "math/gsm8k", "instruct/alpaca"} <= set(options("task"))
     assert {"joblib", "submitit_slurm"} <= set(options("hydra/launcher"))
-    assert {"unilora_glue_base", "unilora_glue_large", "unilora_math", "vblora_glue", "vera_glue", "prolora_instruct"} <= set(options("experiment"))
+    assert {
+        "unilora_glue_base",
+        "unilora_glue_large",
+        "unilora_math",
+        "vblora_glue",
+        "vera_glue",
+        "prolora_instruct",
+    } <= set(options("experiment"))
 
 
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
@@ -67,7 +79,13 @@ def test_every_option_composes(group: str, option: str):
 
 def test_default_is_the_offline_demo():
     cfg = compose_with()
-    assert (cfg.projection.name, cfg.model.name, cfg.task.name, cfg.logger.name, cfg.seed) == ("unilora", "minilm", "tweets", "wandb", 0)
+    assert (cfg.projection.name, cfg.model.name, cfg.task.name, cfg.logger.name, cfg.seed) == (
+        "unilora",
+        "minilm",
+        "tweets",
+        "wandb",
+        0,
+    )
 
 
 def test_math_and_instruct_default_to_smollm2_but_model_override_wins():
@@ -84,7 +102,9 @@ def test_experiment_task_table_and_command_line_precedence():
     assert applied == {"optimizer.groups.head.lr": 5.0e-4, "trainer.num_epochs": 160}  # the Uni-LoRA RTE script
     assert patched.optimizer.groups.head.weight_decay == 0.1  # the experiment's head decay is kept beside it
     patched, applied = apply_task_overrides(cfg, ["optimizer.groups.head.lr=0.1"])
-    assert applied == {"trainer.num_epochs": 160} and patched.optimizer.groups.head.get("lr") == cfg.optimizer.groups.head.get("lr")
+    assert applied == {"trainer.num_epochs": 160} and patched.optimizer.groups.head.get(
+        "lr"
+    ) == cfg.optimizer.groups.head.get("lr")
 
 
 def test_unknown_group_option_lists_valid_ones():
@@ -121,12 +141,16 @@ def test_projection_option_defaults_live_in_the_class_only(name: str):
     defaults = get_projection_class(name).defaults
     composed = OmegaConf.to_container(compose_with(f"projection={name}").projection.kwargs)
     assert composed == defaults
-    written = (yaml.safe_load((CONFIGS / "projection" / f"{name}.yaml").read_text())["projection"] or {}).get("kwargs") or {}
+    written = (yaml.safe_load((CONFIGS / "projection" / f"{name}.yaml").read_text())["projection"] or {}).get(
+        "kwargs"
+    ) or {}
     restated = sorted(k for k, v in written.items() if defaults.get(k) == v)
     assert not restated, f"{name}.yaml restates the class defaults of {restated}"
 
 
 def test_command_line_overrides_a_projection_option():
-    assert compose_with("projection=vblora", "projection.kwargs.vector_length=128").projection.kwargs.vector_length == 128
+    assert (
+        compose_with("projection=vblora", "projection.kwargs.vector_length=128").projection.kwargs.vector_length == 128
+    )
     with pytest.raises(ConfigCompositionException):
         compose_with("projection=vblora", "projection.kwargs.vector_lenght=128")

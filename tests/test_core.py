@@ -7,13 +7,22 @@ import json
 
 import pytest
 import torch
+from conftest import model_inputs, perturb, tiny_bert, tiny_llama
 
 import lorazoo
-from lorazoo import (AdapterConfig, AdapterFileError, ConfigError, Layout, LayoutMismatchError, LoraZooError,
-                     TargetModulesError, UnknownProjectionError, attach, load_adapter)
+from lorazoo import (
+    AdapterConfig,
+    AdapterFileError,
+    ConfigError,
+    Layout,
+    LayoutMismatchError,
+    LoraZooError,
+    TargetModulesError,
+    UnknownProjectionError,
+    attach,
+    load_adapter,
+)
 from lorazoo.wrappers import layout_from_model, match_target_modules
-
-from conftest import model_inputs, perturb, tiny_bert, tiny_llama
 
 
 # ----------------------------------------------------------------------------- layout
@@ -40,9 +49,19 @@ def test_layout_offsets_and_D():
 def test_paper_D_cross_checks():
     roberta_qv = Layout.from_shapes([(f"l{i}.{k}", 768, 768) for i in range(12) for k in ("query", "value")], rank=8)
     assert roberta_qv.D == 294_912
-    llama = [(f"{i}.{n}", h, o) for i in range(32) for n, h, o in
-             [("q", 4096, 4096), ("k", 4096, 4096), ("v", 4096, 4096), ("o", 4096, 4096),
-              ("gate", 4096, 11008), ("up", 4096, 11008), ("down", 11008, 4096)]]
+    llama = [
+        (f"{i}.{n}", h, o)
+        for i in range(32)
+        for n, h, o in [
+            ("q", 4096, 4096),
+            ("k", 4096, 4096),
+            ("v", 4096, 4096),
+            ("o", 4096, 4096),
+            ("gate", 4096, 11008),
+            ("up", 4096, 11008),
+            ("down", 11008, 4096),
+        ]
+    ]
     assert Layout.from_shapes(llama, rank=4).D == 9_994_240
 
 
@@ -56,7 +75,11 @@ def test_paper_D_cross_checks():
         ({"alpha": -1.0}, ConfigError, "alpha"),
         ({"projection": "unilora", "projection_kwargs": {"d": 0}}, ConfigError, "d=0"),
         ({"projection": "unilora", "projection_kwargs": {"d": 10**9}}, ConfigError, "d=1000000000"),
-        ({"projection": "unilora", "projection_kwargs": {"d": 64, "share": "both"}}, ConfigError, "['global', 'local']"),
+        (
+            {"projection": "unilora", "projection_kwargs": {"d": 64, "share": "both"}},
+            ConfigError,
+            "['global', 'local']",
+        ),
         ({"projection": "lora", "projection_kwargs": {"d": 3}}, ConfigError, "unknown option(s) ['d']"),
         ({"target_modules": ["nonexistent"]}, TargetModulesError, "query"),
     ],
@@ -74,8 +97,12 @@ def test_bad_input_is_a_one_line_lorazoo_error(kwargs, error, fragment):
 # ----------------------------------------------------------------------------- Uni-LoRA structure
 @pytest.mark.parametrize("share", ["global", "local"])
 def test_unilora_is_isometric_with_one_nonzero_per_row(share):
-    model = attach(tiny_llama(), AdapterConfig(projection="unilora", rank=4, target_modules="all-linear",
-                                               projection_kwargs={"d": 500, "share": share}))
+    model = attach(
+        tiny_llama(),
+        AdapterConfig(
+            projection="unilora", rank=4, target_modules="all-linear", projection_kwargs={"d": 500, "share": share}
+        ),
+    )
     P = model.projection.matrix().to_dense()
     assert P.shape == (model.layout.D, 500)
     assert torch.equal((P != 0).sum(dim=1), torch.ones(model.layout.D, dtype=torch.long))
@@ -95,7 +122,9 @@ def test_unilora_indices_golden_checksum():
     layout = Layout.from_shapes([("a", 32, 48), ("b", 64, 32)], rank=4)
     from lorazoo.projections.unilora import UniLoRAProjection
 
-    proj = UniLoRAProjection(layout, AdapterConfig(projection="unilora", rank=4, seed=1234, projection_kwargs={"d": 100}))
+    proj = UniLoRAProjection(
+        layout, AdapterConfig(projection="unilora", rank=4, seed=1234, projection_kwargs={"d": 100})
+    )
     digest = hashlib.sha256(proj.indices.numpy().astype("<i8").tobytes()).hexdigest()
     theta = hashlib.sha256(proj.theta.detach().numpy().astype("<f4").tobytes()).hexdigest()
     assert digest == GOLDEN_UNILORA_INDICES, digest
@@ -117,7 +146,9 @@ def test_lora_matches_peft_forward_and_backward():
     inputs = model_inputs("llama")
     ours = attach(tiny_llama(), AdapterConfig(projection="lora", rank=4, alpha=8, target_modules="all-linear"))
     perturb(ours)
-    peft_model = get_peft_model(tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+    peft_model = get_peft_model(
+        tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0)
+    )
     factors = ours.lora_factors()
     theta = ours.projection()
     from lorazoo.reconstructor import factors_from_theta
@@ -148,7 +179,10 @@ def test_unilora_matches_peft_with_the_same_indices():
 
     inputs = model_inputs("bert")
     d = 200
-    ours = attach(tiny_bert(), AdapterConfig(projection="unilora", rank=4, target_modules=["query", "value"], projection_kwargs={"d": d}))
+    ours = attach(
+        tiny_bert(),
+        AdapterConfig(projection="unilora", rank=4, target_modules=["query", "value"], projection_kwargs={"d": d}),
+    )
     peft_model = get_peft_model(tiny_bert(), UniLoraConfig(r=4, theta_d_length=d, target_modules=["query", "value"]))
     proj = ours.projection
     idx, scale = proj.indices, proj.column_scale[proj.indices]
@@ -169,7 +203,9 @@ def test_unilora_matches_peft_with_the_same_indices():
     torch.testing.assert_close(out_ours, out_peft, atol=1e-5, rtol=0)
     out_ours.pow(2).mean().backward()
     out_peft.pow(2).mean().backward()
-    torch.testing.assert_close(proj.theta.grad, peft_model.base_model.unilora_theta_d["default"].grad, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(
+        proj.theta.grad, peft_model.base_model.unilora_theta_d["default"].grad, atol=1e-6, rtol=1e-4
+    )
 
 
 # ----------------------------------------------------------------------------- reconstruction
@@ -181,8 +217,15 @@ def _count_projection_calls(model):
 
 @pytest.mark.parametrize("projection", ["lora", "unilora"])
 def test_theta_is_reconstructed_once_per_forward(projection):
-    model = attach(tiny_llama(), AdapterConfig(projection=projection, rank=4, target_modules="all-linear",
-                                               projection_kwargs={"d": 64} if projection == "unilora" else {}))
+    model = attach(
+        tiny_llama(),
+        AdapterConfig(
+            projection=projection,
+            rank=4,
+            target_modules="all-linear",
+            projection_kwargs={"d": 64} if projection == "unilora" else {},
+        ),
+    )
     calls = _count_projection_calls(model)
     model(**model_inputs("llama")).logits.sum().backward()
     assert len(calls) == 1
@@ -191,7 +234,10 @@ def test_theta_is_reconstructed_once_per_forward(projection):
 
 
 def test_generate_under_no_grad_reuses_theta_and_equals_merged():
-    model = attach(tiny_llama(), AdapterConfig(projection="unilora", rank=4, target_modules="all-linear", projection_kwargs={"d": 64}))
+    model = attach(
+        tiny_llama(),
+        AdapterConfig(projection="unilora", rank=4, target_modules="all-linear", projection_kwargs={"d": 64}),
+    )
     perturb(model, scale=0.5)
     calls = _count_projection_calls(model)
     prompt = model_inputs("llama")["input_ids"][:1, :5]
@@ -235,8 +281,9 @@ def test_load_into_a_different_base_names_the_module(tmp_path):
     path = _saved(tmp_path)
     from transformers import BertConfig, BertForSequenceClassification
 
-    other = BertForSequenceClassification(BertConfig(vocab_size=128, hidden_size=48, num_hidden_layers=2,
-                                                     num_attention_heads=2, intermediate_size=64))
+    other = BertForSequenceClassification(
+        BertConfig(vocab_size=128, hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    )
     with pytest.raises(LayoutMismatchError, match=r"bert\.encoder\.layer\.0\.attention\.self\.query.*in=32.*in=48"):
         load_adapter(other, path)
 
@@ -284,8 +331,14 @@ def _train_a_few_steps(model, steps=3, seed=0):
 
 def test_switching_adapters_matches_single_adapter_twins():
     cfg_a = AdapterConfig(projection="lora", rank=4, modules_to_save=["classifier"])
-    cfg_b = AdapterConfig(projection="unilora", rank=2, target_modules="all-linear", projection_kwargs={"d": 40},
-                          modules_to_save=["classifier"], seed=3)
+    cfg_b = AdapterConfig(
+        projection="unilora",
+        rank=2,
+        target_modules="all-linear",
+        projection_kwargs={"d": 40},
+        modules_to_save=["classifier"],
+        seed=3,
+    )
     twin_a, twin_b = attach(tiny_bert(), cfg_a), attach(tiny_bert(), cfg_b)
     _train_a_few_steps(twin_a, seed=1)
     _train_a_few_steps(twin_b, seed=2)
@@ -333,7 +386,10 @@ def test_real_minilm_round_trip(tmp_path):
         torch.manual_seed(0)
         return AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=3).eval()
 
-    model = attach(base(), AdapterConfig(projection="unilora", rank=4, projection_kwargs={"d": 23040}, modules_to_save=["classifier"]))
+    model = attach(
+        base(),
+        AdapterConfig(projection="unilora", rank=4, projection_kwargs={"d": 23040}, modules_to_save=["classifier"]),
+    )
     assert model.num_parameters()["trainable"] == 23040
     perturb(model)
     ids = torch.randint(0, 30000, (2, 16), generator=torch.Generator().manual_seed(0))

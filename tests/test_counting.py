@@ -8,11 +8,10 @@ import sys
 import time
 
 import pytest
+from conftest import REPO_ROOT
 
 from lorazoo import AdapterConfig, ConfigError, count_parameters, projection_names
 from lorazoo.counting import meta_model, model_config_dirs
-
-from conftest import REPO_ROOT
 
 ALL = "all-linear"
 
@@ -23,7 +22,9 @@ def needs(name: str) -> None:
 
 
 def test_roberta_base_lora_query_value_r8():
-    counts = count_parameters("roberta-base", AdapterConfig(projection="lora", rank=8, target_modules=["query", "value"]))
+    counts = count_parameters(
+        "roberta-base", AdapterConfig(projection="lora", rank=8, target_modules=["query", "value"])
+    )
     # 12 layers × 2 modules × r (768 + 768)
     assert counts["trainable"] == counts["D"] == counts["stored"] == 294_912 == 12 * 2 * 8 * 1536
     assert counts["num_modules"] == 24 and counts["modules"] == ["query", "value"]
@@ -31,7 +32,9 @@ def test_roberta_base_lora_query_value_r8():
 
 def test_roberta_base_vera_r1024():
     needs("vera")
-    counts = count_parameters("roberta-base", AdapterConfig(projection="vera", rank=1024, target_modules=["query", "value"]))
+    counts = count_parameters(
+        "roberta-base", AdapterConfig(projection="vera", rank=1024, target_modules=["query", "value"])
+    )
     assert counts["trainable"] == 43_008 == 24 * (1024 + 768)
 
 
@@ -63,15 +66,23 @@ def test_models_are_built_on_the_meta_device():
 def test_config_object_and_dict_give_the_same_counts():
     from transformers import RobertaConfig
 
-    dims = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                vocab_size=50265, max_position_embeddings=514, type_vocab_size=1)
+    dims = dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        vocab_size=50265,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+    )
     cfg = AdapterConfig(projection="lora", rank=8, target_modules=["query", "value"], modules_to_save=["classifier"])
     by_name = count_parameters("roberta-base", cfg)
     by_config = count_parameters(RobertaConfig(architectures=["RobertaForSequenceClassification"], **dims), cfg)
     by_dict = count_parameters({"model_type": "roberta", "task_type": "seq_cls", **dims}, cfg)
     for counts in (by_config, by_dict):
-        assert {k: counts[k] for k in ("trainable", "D", "stored", "modules_to_save", "base")} == \
-               {k: by_name[k] for k in ("trainable", "D", "stored", "modules_to_save", "base")}
+        assert {k: counts[k] for k in ("trainable", "D", "stored", "modules_to_save", "base")} == {
+            k: by_name[k] for k in ("trainable", "D", "stored", "modules_to_save", "base")
+        }
     assert by_name["modules_to_save"] == 768 * 768 + 768 + 768 * 2 + 2  # RoBERTa's classification head
 
 
@@ -112,11 +123,26 @@ def test_script_writes_the_whole_table(tmp_path, capsys):
 
 def test_script_single_row_command(tmp_path):
     out = tmp_path / "one.md"
-    cmd = [sys.executable, "scripts/count_params.py", "--model", "roberta-base", "--projection", "unilora", "--rank", "4",
-           "--targets", "query,value", "--kwargs", "d=23040", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "scripts/count_params.py",
+        "--model",
+        "roberta-base",
+        "--projection",
+        "unilora",
+        "--rank",
+        "4",
+        "--targets",
+        "query,value",
+        "--kwargs",
+        "d=23040",
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "| roberta-base | unilora | 4 | d=23040 | 23,040 | 147,456 | 23,040 |" in out.read_text()
+
 
 def test_script_rejects_an_unregistered_projection(capsys):
     assert load_script().main(["--model", "roberta-base", "--projection", "nope"]) == 2
@@ -127,7 +153,11 @@ def test_script_kwargs_round_trip_through_the_command_line():
     import shlex
 
     script = load_script()
-    for kwargs in ({"d": 23040, "share": "global"}, {"train": ["shared", "u"], "x": 0.5}, {"num_vectors": 90, "topk": 2}):
+    for kwargs in (
+        {"d": 23040, "share": "global"},
+        {"train": ["shared", "u"], "x": 0.5},
+        {"num_vectors": 90, "topk": 2},
+    ):
         command = script.Row("s", "roberta-base", "lora", 8, ["query"], kwargs).command()
         argv = shlex.split(command)[2:]
         assert script.parse_kwargs(argv[argv.index("--kwargs") + 1]) == kwargs

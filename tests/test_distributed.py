@@ -30,8 +30,16 @@ from lorazoo.train.options import TrainerOptions
 
 REPO = Path(__file__).resolve().parents[1]
 NO_DROPOUT = ["+model.dims.hidden_dropout_prob=0", "+model.dims.attention_probs_dropout_prob=0"]  # masks are per rank
-COMMON = ["logger=none", "trainer.logging_steps=1", "trainer.progress_bar=false", "trainer.max_steps=3",
-          "trainer.save_steps=3", "trainer.eval_batch_size=4", "trainer.warmup_ratio=0", "seed=3"]
+COMMON = [
+    "logger=none",
+    "trainer.logging_steps=1",
+    "trainer.progress_bar=false",
+    "trainer.max_steps=3",
+    "trainer.save_steps=3",
+    "trainer.eval_batch_size=4",
+    "trainer.warmup_ratio=0",
+    "seed=3",
+]
 
 
 def gsm8k_files(folder: Path) -> Path:
@@ -44,11 +52,24 @@ def gsm8k_files(folder: Path) -> Path:
 
 def case_overrides(case: str, tmp: Path) -> list[str]:
     if case == "classification":
-        return ["model=tiny_bert", "projection=unilora", "projection.kwargs.d=64", "task.max_train_samples=48",
-                "task.max_eval_samples=16", *NO_DROPOUT]
+        return [
+            "model=tiny_bert",
+            "projection=unilora",
+            "projection.kwargs.d=64",
+            "task.max_train_samples=48",
+            "task.max_eval_samples=16",
+            *NO_DROPOUT,
+        ]
     data = gsm8k_files(tmp / "gsm8k")
-    return ["model=tiny_llama", "projection=vera", "task=math/gsm8k", f"task.data_dir={data}", "task.max_eval_samples=4",
-            "task.max_new_tokens=2", "task.max_length=48"]
+    return [
+        "model=tiny_llama",
+        "projection=vera",
+        "task=math/gsm8k",
+        f"task.data_dir={data}",
+        "task.max_eval_samples=4",
+        "task.max_new_tokens=2",
+        "task.max_length=48",
+    ]
 
 
 def train_in_process(out: Path, *overrides: str) -> dict:
@@ -69,7 +90,10 @@ def assert_same_run(one: Path, two: Path) -> None:
     assert step_losses(one) == pytest.approx(step_losses(two), abs=1e-5)
     assert a["train"]["train_loss"] == pytest.approx(b["train"]["train_loss"], abs=1e-5)
     assert a["metrics"]["loss"] == pytest.approx(b["metrics"]["loss"], abs=1e-5)
-    ta, tb = load_file(str(one / "adapter" / "adapter.safetensors")), load_file(str(two / "adapter" / "adapter.safetensors"))
+    ta, tb = (
+        load_file(str(one / "adapter" / "adapter.safetensors")),
+        load_file(str(two / "adapter" / "adapter.safetensors")),
+    )
     assert ta.keys() == tb.keys()
     for key in ta:
         assert torch.allclose(ta[key], tb[key], atol=1e-5, rtol=0), key
@@ -80,19 +104,38 @@ def assert_same_run(one: Path, two: Path) -> None:
 def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(tmp_path: Path, case: str):
     overrides = case_overrides(case, tmp_path)
     train_in_process(tmp_path / "one", *overrides, "trainer.batch_size=8")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
     two = tmp_path / "two"
     # no hydra.run.dir: each rank's Hydra would pick its own time-stamped dir; rank 0's must be the only one
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "run.py"), *COMMON, *overrides, "trainer.batch_size=4", f"hydra.run.dir={two}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "run.py"),
+        *COMMON,
+        *overrides,
+        "trainer.batch_size=4",
+        f"hydra.run.dir={two}",
+    ]
     done = subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("metrics.json")) == ["one/metrics.json", "two/metrics.json"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("metrics.json")) == [
+        "one/metrics.json",
+        "two/metrics.json",
+    ]
     assert [p.name for p in (two / "checkpoints").iterdir()] == ["checkpoint-3"]
     assert not list(cwd.iterdir())  # rank 1 left no stray run directory behind
     assert done.stdout.count("[lorazoo]") == 1  # one summary line: rank 0's
@@ -148,8 +191,15 @@ def test_ranks_after_the_first_get_a_scratch_hydra_dir(monkeypatch):
 
 
 def test_scale_options_reach_training_arguments():
-    kwargs = scale_arguments(TrainerOptions(use_cpu=False, ddp_backend="nccl", ddp_find_unused_parameters=False,
-                                            fsdp="full_shard auto_wrap", fsdp_config={"fsdp_version": 2}))
+    kwargs = scale_arguments(
+        TrainerOptions(
+            use_cpu=False,
+            ddp_backend="nccl",
+            ddp_find_unused_parameters=False,
+            fsdp="full_shard auto_wrap",
+            fsdp_config={"fsdp_version": 2},
+        )
+    )
     assert not kwargs["use_cpu"] and kwargs["ddp_backend"] == "nccl" and kwargs["ddp_find_unused_parameters"] is False
     assert kwargs["fsdp"] == "full_shard auto_wrap" and kwargs["fsdp_config"] == {"fsdp_version": 2}
     assert scale_arguments(TrainerOptions(use_cpu=True, ddp_backend="gloo"))["use_cpu"]
@@ -171,8 +221,9 @@ def test_fsdp_or_deepspeed_on_cpu_is_refused_not_quietly_ddp(engine: dict):
 
 def test_an_engine_trainer_did_not_set_up_is_refused():
     t = TrainerOptions(fsdp="full_shard auto_wrap")
-    trainer = SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=False,
-                              accelerator=SimpleNamespace(distributed_type="MULTI_CPU"))
+    trainer = SimpleNamespace(
+        is_fsdp_enabled=False, is_deepspeed_enabled=False, accelerator=SimpleNamespace(distributed_type="MULTI_CPU")
+    )
     with pytest.raises(ConfigError, match="not taken up"):
         check_engine(trainer, t)
     check_engine(SimpleNamespace(is_fsdp_enabled=True, is_deepspeed_enabled=False), t)

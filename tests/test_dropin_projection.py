@@ -51,7 +51,7 @@ DROPIN = textwrap.dedent('''
             return self.theta * self.opts.scale
 ''')
 
-CHECK = textwrap.dedent('''
+CHECK = textwrap.dedent("""
     import sys
     import lorazoo
     from lorazoo import AdapterConfig, ConfigError, attach
@@ -67,7 +67,7 @@ CHECK = textwrap.dedent('''
             print("ERROR", exc)
         else:
             raise SystemExit(f"{kwargs} was accepted")
-''')
+""")
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +83,15 @@ def _env(src: Path) -> dict[str, str]:
 
 
 def test_dropped_in_file_is_registered_and_validated(package_copy):
-    result = subprocess.run([sys.executable, "-c", CHECK, str(package_copy)], env=_env(package_copy),
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK, str(package_copy)],
+        env=_env(package_copy),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    errors = [line[len("ERROR "):] for line in result.stdout.splitlines() if line.startswith("ERROR ")]
+    errors = [line[len("ERROR ") :] for line in result.stdout.splitlines() if line.startswith("ERROR ")]
     assert errors == [
         "dropin: scale=-1.0 is invalid; valid: a finite number > 0",
         "dropin: copies=9 is invalid; valid: 1..4 (rank)",
@@ -97,10 +102,24 @@ def test_dropped_in_file_is_registered_and_validated(package_copy):
 
 @pytest.mark.slow
 def test_dropped_in_file_runs_the_invariant_matrix(package_copy):
-    command = [sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "test_invariants.py"), "-k", "dropin",
-               "-q", "-n", "0", "-p", "no:cacheprovider", "-p", "no:randomly"]
-    result = subprocess.run(command, env=_env(package_copy), cwd=package_copy.parent, capture_output=True,
-                            text=True, timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(REPO_ROOT / "tests" / "test_invariants.py"),
+        "-k",
+        "dropin",
+        "-q",
+        "-n",
+        "0",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+    ]
+    result = subprocess.run(
+        command, env=_env(package_copy), cwd=package_copy.parent, capture_output=True, text=True, timeout=600
+    )
     tail = result.stdout[-3000:] + result.stderr[-2000:]
     assert result.returncode == 0, tail
     passed = re.search(r"(\d+) passed", result.stdout)

@@ -18,8 +18,16 @@ from lorazoo.train.runner import apply_task_overrides
 SOURCES = Path(CONFIG_DIR) / "experiment" / "SOURCES.md"
 HEADING = re.compile(r"^## `([\w/.-]+)`")
 # keys that decide a paper result: every GLUE experiment must pin each of them
-GLUE_REQUIRED = {"projection.rank", "task.max_length", "trainer.num_epochs", "trainer.batch_size", "trainer.grad_accum",
-                 "trainer.warmup_ratio", "trainer.lr_scheduler", "optimizer.weight_decay"}
+GLUE_REQUIRED = {
+    "projection.rank",
+    "task.max_length",
+    "trainer.num_epochs",
+    "trainer.batch_size",
+    "trainer.grad_accum",
+    "trainer.warmup_ratio",
+    "trainer.lr_scheduler",
+    "optimizer.weight_decay",
+}
 
 
 def _cell(text: str):
@@ -71,9 +79,12 @@ def resolved(experiment: str, task: str):
 
 
 def test_every_experiment_is_pinned():
-    on_disk = {p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml")
-               if not p.stem.startswith("cpu_study")}  # the CPU study is a budget, not a paper's setting
-    assert on_disk == set(PINNED), f"not pinned: {sorted(on_disk - set(PINNED))}; stale: {sorted(set(PINNED) - on_disk)}"
+    on_disk = {
+        p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml") if not p.stem.startswith("cpu_study")
+    }  # the CPU study is a budget, not a paper's setting
+    assert on_disk == set(PINNED), (
+        f"not pinned: {sorted(on_disk - set(PINNED))}; stale: {sorted(set(PINNED) - on_disk)}"
+    )
 
 
 @pytest.mark.parametrize("experiment,task", CASES, ids=[f"{e}:{t}" for e, t in CASES])
@@ -81,8 +92,12 @@ def test_resolved_config_equals_the_pinned_table(experiment: str, task: str):
     spec = PINNED[experiment]
     expected = {**spec["common"], **spec["rows"].get(task, {})}
     cfg = resolved(experiment, task)
-    got = {key: OmegaConf.to_container(v) if OmegaConf.is_config(v := OmegaConf.select(cfg, key, default="<missing>"))
-           else v for key in expected}
+    got = {
+        key: OmegaConf.to_container(v)
+        if OmegaConf.is_config(v := OmegaConf.select(cfg, key, default="<missing>"))
+        else v
+        for key in expected
+    }
     assert got == expected
     if task.startswith("glue/"):
         assert GLUE_REQUIRED <= set(expected), f"{experiment} does not pin {sorted(GLUE_REQUIRED - set(expected))}"
@@ -108,8 +123,14 @@ def test_every_key_an_experiment_sets_is_pinned(experiment: str):
     for entry in (raw.get("task_overrides") or {}).values():
         set_keys.update(entry)
     pinned = set(PINNED[experiment]["common"]) | {k for row in PINNED[experiment]["rows"].values() for k in row}
-    free = {"trainer.eval_strategy", "trainer.eval_batch_size", "trainer.save_steps", "trainer.logging_steps",
-            "task.source", "task.eval"}  # bookkeeping, not a paper value (task.source is pinned where it matters)
+    free = {
+        "trainer.eval_strategy",
+        "trainer.eval_batch_size",
+        "trainer.save_steps",
+        "trainer.logging_steps",
+        "task.source",
+        "task.eval",
+    }  # bookkeeping, not a paper value (task.source is pinned where it matters)
     assert not (set_keys - pinned - free), f"{experiment} sets unpinned keys {sorted(set_keys - pinned - free)}"
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+from conftest import REPO_ROOT, model_inputs, perturb, tiny_bert
 
 from lorazoo import AdapterConfig, attach
-
-from conftest import REPO_ROOT, model_inputs, perturb, tiny_bert
 
 
 def _script():
@@ -24,16 +23,19 @@ def test_export_cli_round_trip(tmp_path, capsys):
 
     base_dir = tmp_path / "base"
     tiny_bert().save_pretrained(base_dir)
-    model = attach(BertForSequenceClassification.from_pretrained(base_dir).eval(),
-                   AdapterConfig(projection="vera", rank=8, modules_to_save=["classifier"],
-                                 base_model_name_or_path=str(base_dir)))
+    model = attach(
+        BertForSequenceClassification.from_pretrained(base_dir).eval(),
+        AdapterConfig(projection="vera", rank=8, modules_to_save=["classifier"], base_model_name_or_path=str(base_dir)),
+    )
     perturb(model)
     with torch.no_grad():
         expected = model(**model_inputs("bert")).logits
     model.save_adapter(tmp_path / "adapter")
 
     assert _script().main([str(tmp_path / "adapter"), str(tmp_path / "peft")]) == 0
-    served = PeftModel.from_pretrained(BertForSequenceClassification.from_pretrained(base_dir), tmp_path / "peft").eval()
+    served = PeftModel.from_pretrained(
+        BertForSequenceClassification.from_pretrained(base_dir), tmp_path / "peft"
+    ).eval()
     with torch.no_grad():
         torch.testing.assert_close(served(**model_inputs("bert")).logits, expected, atol=1e-5, rtol=0)
 

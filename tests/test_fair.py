@@ -14,8 +14,15 @@ from lorazoo.cli import CONFIG_DIR
 from lorazoo.errors import ConfigError
 from lorazoo.train import build_task, run
 
-TINY = ["logger=none", "model=tiny_bert", "trainer.batch_size=8", "trainer.eval_batch_size=16",
-        "trainer.progress_bar=false", "task.max_train_samples=32", "task.max_eval_samples=16"]
+TINY = [
+    "logger=none",
+    "model=tiny_bert",
+    "trainer.batch_size=8",
+    "trainer.eval_batch_size=16",
+    "trainer.progress_bar=false",
+    "task.max_train_samples=32",
+    "task.max_eval_samples=16",
+]
 
 
 def compose_cfg(*overrides: str):
@@ -47,8 +54,9 @@ def test_holdout_dev_is_carved_from_train_and_seeded(tmp_path: Path):
     again = build_task(cfg.task, 5)  # the training seed does not move the split; task.split_seed does
     again.load()
     assert [r[0] for r in again.eval_rows] == held
-    other = build_task(compose_cfg("task=glue/sst2", f"task.data_dir={data}", "task.holdout_dev=10",
-                                   "task.split_seed=1").task, 0)
+    other = build_task(
+        compose_cfg("task=glue/sst2", f"task.data_dir={data}", "task.holdout_dev=10", "task.split_seed=1").task, 0
+    )
     other.load()
     assert [r[0] for r in other.eval_rows] != held
     plain = build_task(compose_cfg("task=glue/sst2", f"task.data_dir={data}").task, 0)
@@ -71,8 +79,15 @@ def test_init_adapter_starts_theta_from_saved_adapter_head_fresh(tmp_path: Path,
     first = train(tmp_path / "a", f"projection={projection}", "projection.rank=4", "trainer.max_steps=2")
     saved = load_file(str(tmp_path / "a" / "adapter" / "adapter.safetensors"))
     # one step inside the linear warmup runs at lr 0: the second run's final adapter is exactly its starting point
-    second = train(tmp_path / "b", f"projection={projection}", "projection.rank=4", "trainer.max_steps=1", "seed=3",
-                   "trainer.warmup_ratio=0.5", f"trainer.init_adapter={tmp_path / 'a' / 'adapter'}")
+    second = train(
+        tmp_path / "b",
+        f"projection={projection}",
+        "projection.rank=4",
+        "trainer.max_steps=1",
+        "seed=3",
+        "trainer.warmup_ratio=0.5",
+        f"trainer.init_adapter={tmp_path / 'a' / 'adapter'}",
+    )
     assert first["status"] == second["status"] == "completed"
     started = load_file(str(tmp_path / "b" / "adapter" / "adapter.safetensors"))
     projection_keys = [k for k in saved if k.startswith("projection.")]
@@ -87,8 +102,13 @@ def test_init_adapter_starts_theta_from_saved_adapter_head_fresh(tmp_path: Path,
 def test_init_adapter_mismatch_names_the_field(tmp_path: Path):
     train(tmp_path / "a", "projection=lora", "projection.rank=4", "trainer.max_steps=1")
     with pytest.raises(ConfigError, match=r"has rank=4 but this run has rank=8"):
-        train(tmp_path / "b", "projection=lora", "projection.rank=8", "trainer.max_steps=1",
-              f"trainer.init_adapter={tmp_path / 'a' / 'adapter'}")
+        train(
+            tmp_path / "b",
+            "projection=lora",
+            "projection.rank=8",
+            "trainer.max_steps=1",
+            f"trainer.init_adapter={tmp_path / 'a' / 'adapter'}",
+        )
     with pytest.raises(ConfigError, match="is not a directory"):
         train(tmp_path / "c", "projection=lora", f"trainer.init_adapter={tmp_path / 'missing'}")
     assert not (tmp_path / "b" / "adapter").exists()  # refused before anything trained

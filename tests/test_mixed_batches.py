@@ -23,10 +23,23 @@ BASE = "__base__"
 
 def two_adapters(first: str, second: str, seed: int = 0):
     """Adapter "a" (all-linear) and "b" (q_proj, v_proj only: a different layout) on one tiny Llama."""
-    model = attach(tiny_llama(0), AdapterConfig(projection=first, rank=4, target_modules="all-linear", seed=seed,
-                                                projection_kwargs=PROJECTION_CASES[first]), adapter_name="a")
-    model.add_adapter("b", AdapterConfig(projection=second, rank=4, target_modules=["q_proj", "v_proj"], seed=seed + 1,
-                                         projection_kwargs=PROJECTION_CASES[second]))
+    model = attach(
+        tiny_llama(0),
+        AdapterConfig(
+            projection=first, rank=4, target_modules="all-linear", seed=seed, projection_kwargs=PROJECTION_CASES[first]
+        ),
+        adapter_name="a",
+    )
+    model.add_adapter(
+        "b",
+        AdapterConfig(
+            projection=second,
+            rank=4,
+            target_modules=["q_proj", "v_proj"],
+            seed=seed + 1,
+            projection_kwargs=PROJECTION_CASES[second],
+        ),
+    )
     for name in ("a", "b"):
         model.set_adapter(name)
         perturb(model, seed=11 if name == "a" else 12)
@@ -102,10 +115,22 @@ def test_generate_keeps_each_row_on_its_adapter():
 
 def test_trained_heads_follow_their_rows():
     """BERT classifier heads (modules_to_save) are per adapter: each row's logits come from its own head."""
-    model = attach(tiny_bert(0), AdapterConfig(projection="lora", rank=4, target_modules=["query", "value"],
-                                               modules_to_save=["classifier"]), adapter_name="a")
-    model.add_adapter("b", AdapterConfig(projection="vblora", rank=4, target_modules=["query"], seed=3,
-                                         projection_kwargs=PROJECTION_CASES["vblora"], modules_to_save=["classifier"]))
+    model = attach(
+        tiny_bert(0),
+        AdapterConfig(projection="lora", rank=4, target_modules=["query", "value"], modules_to_save=["classifier"]),
+        adapter_name="a",
+    )
+    model.add_adapter(
+        "b",
+        AdapterConfig(
+            projection="vblora",
+            rank=4,
+            target_modules=["query"],
+            seed=3,
+            projection_kwargs=PROJECTION_CASES["vblora"],
+            modules_to_save=["classifier"],
+        ),
+    )
     for name in ("a", "b"):
         model.set_adapter(name)
         perturb(model, seed=21 if name == "a" else 22)

@@ -14,42 +14,71 @@ def tiny_opt(seed: int = 0):
     from transformers import OPTConfig, OPTForCausalLM
 
     torch.manual_seed(seed)
-    return OPTForCausalLM(OPTConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=2,
-                                    max_position_embeddings=64, word_embed_proj_dim=32)).eval()
+    return OPTForCausalLM(
+        OPTConfig(
+            vocab_size=128,
+            hidden_size=32,
+            num_hidden_layers=2,
+            ffn_dim=64,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+            word_embed_proj_dim=32,
+        )
+    ).eval()
 
 
 def tiny_qwen2(seed: int = 0):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    return Qwen2ForCausalLM(Qwen2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                        tie_word_embeddings=False)).eval()
+    return Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            tie_word_embeddings=False,
+        )
+    ).eval()
 
 
 def tiny_mistral(seed: int = 0):
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(seed)
-    return MistralForCausalLM(MistralConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                            tie_word_embeddings=False)).eval()
+    return MistralForCausalLM(
+        MistralConfig(
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            tie_word_embeddings=False,
+        )
+    ).eval()
 
 
 def tiny_t5(seed: int = 0):
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(seed)
-    return T5ForConditionalGeneration(T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                                               decoder_start_token_id=0)).eval()
+    return T5ForConditionalGeneration(
+        T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, decoder_start_token_id=0)
+    ).eval()
 
 
 def tiny_distilbert(seed: int = 0):
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
     torch.manual_seed(seed)
-    return DistilBertForSequenceClassification(DistilBertConfig(vocab_size=128, dim=32, n_layers=2, n_heads=2,
-                                                                hidden_dim=64, max_position_embeddings=64)).eval()
+    return DistilBertForSequenceClassification(
+        DistilBertConfig(vocab_size=128, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64)
+    ).eval()
 
 
 # family: (builder, target_modules, how many modules the targets must adapt)
@@ -82,8 +111,12 @@ def test_family(family, projection, tmp_path):
     from peft import PeftModel
 
     build, targets, modules = FAMILIES[family]
-    model = attach(build(0), AdapterConfig(projection=projection, rank=4, target_modules=targets,
-                                           projection_kwargs=PROJECTION_CASES[projection]))
+    model = attach(
+        build(0),
+        AdapterConfig(
+            projection=projection, rank=4, target_modules=targets, projection_kwargs=PROJECTION_CASES[projection]
+        ),
+    )
     assert len(model.layout) == modules
     perturb(model, scale=0.5 if projection == "unilora" else 0.05)  # unilora: d = 64 entries spread over all of θ_D
     expected, base = outputs(model, family), outputs(build(0), family)

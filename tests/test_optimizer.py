@@ -12,8 +12,13 @@ from lorazoo.train.optimizer import OptimizerOptions, build_optimizer
 
 
 def model(projection: str = "lora", **kwargs):
-    cfg = AdapterConfig(projection=projection, rank=4, target_modules=["query", "value"],
-                        modules_to_save=["classifier"], projection_kwargs=kwargs)
+    cfg = AdapterConfig(
+        projection=projection,
+        rank=4,
+        target_modules=["query", "value"],
+        modules_to_save=["classifier"],
+        projection_kwargs=kwargs,
+    )
     return attach(tiny_bert(), cfg)
 
 
@@ -23,8 +28,9 @@ def by_name(optimizer: torch.optim.Optimizer) -> dict[str, dict]:
 
 def test_group_lrs_and_decay_with_bias_excluded():
     m = model()
-    opts = OptimizerOptions(lr=1e-3, weight_decay=0.01, betas=[0.8, 0.99], eps=1e-6,
-                            groups={"head": {"lr": 5e-2, "weight_decay": 0.1}})
+    opts = OptimizerOptions(
+        lr=1e-3, weight_decay=0.01, betas=[0.8, 0.99], eps=1e-6, groups={"head": {"lr": 5e-2, "weight_decay": 0.1}}
+    )
     groups = by_name(build_optimizer(m, opts))
     assert set(groups) == {"projection", "head", "head/no_decay"}
     assert (groups["projection"]["lr"], groups["projection"]["weight_decay"]) == (1e-3, 0.01)
@@ -60,14 +66,17 @@ def test_trainer_uses_the_spec_not_training_arguments(tmp_path):
     assert {(g["lr"], g["weight_decay"]) for g in optimizer.param_groups} == {(2e-3, 0.0)}
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"lr": 0.0}, "optimizer.lr=0.0 is invalid; valid: a finite number > 0"),
-    ({"weight_decay": -1}, "optimizer.weight_decay=-1 is invalid"),
-    ({"betas": [0.9]}, "optimizer.betas=[0.9] is invalid; valid: two numbers in [0, 1)"),
-    ({"name": "sgd"}, "optimizer.name='sgd' is not valid; choose one of ['adamw']"),
-    ({"groups": {"head": {"lr": -1}}}, "optimizer.groups.head.lr=-1 is invalid"),
-    ({"groups": {"head": {"learning_rate": 1}}}, "unknown key(s) ['learning_rate'] in optimizer.groups.head"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"lr": 0.0}, "optimizer.lr=0.0 is invalid; valid: a finite number > 0"),
+        ({"weight_decay": -1}, "optimizer.weight_decay=-1 is invalid"),
+        ({"betas": [0.9]}, "optimizer.betas=[0.9] is invalid; valid: two numbers in [0, 1)"),
+        ({"name": "sgd"}, "optimizer.name='sgd' is not valid; choose one of ['adamw']"),
+        ({"groups": {"head": {"lr": -1}}}, "optimizer.groups.head.lr=-1 is invalid"),
+        ({"groups": {"head": {"learning_rate": 1}}}, "unknown key(s) ['learning_rate'] in optimizer.groups.head"),
+    ],
+)
 def test_bad_spec_is_a_one_line_error(kwargs, fragment):
     with pytest.raises(ConfigError) as info:
         OptimizerOptions(**kwargs)
@@ -75,5 +84,7 @@ def test_bad_spec_is_a_one_line_error(kwargs, fragment):
 
 
 def test_unknown_group_names_the_adapters_groups():
-    with pytest.raises(ConfigError, match=r"unknown group\(s\) \['bank'\]; this adapter's groups: \['head', 'projection'\]"):
+    with pytest.raises(
+        ConfigError, match=r"unknown group\(s\) \['bank'\]; this adapter's groups: \['head', 'projection'\]"
+    ):
         build_optimizer(model(), OptimizerOptions(groups={"bank": {"lr": 1e-2}}))

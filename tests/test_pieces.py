@@ -12,12 +12,15 @@ from lorazoo.projections import build_projection
 from lorazoo.projections.sharing import RowScale
 
 # two kinds, shapes that differ inside a kind's neighbours, layers interleaved (q, v, q, v, o)
-LAYOUT = Layout.from_shapes([("l0.q", 16, 16), ("l0.v", 16, 8), ("l1.q", 16, 16), ("l1.v", 16, 8), ("l1.o", 8, 16)], rank=2)
+LAYOUT = Layout.from_shapes(
+    [("l0.q", 16, 16), ("l0.v", 16, 8), ("l1.q", 16, 16), ("l1.v", 16, 8), ("l1.o", 8, 16)], rank=2
+)
 
 
 def build(name: str, seed: int = 0):
-    projection = build_projection(LAYOUT, AdapterConfig(projection=name, rank=2, seed=seed,
-                                                        projection_kwargs=dict(PROJECTION_CASES[name])))
+    projection = build_projection(
+        LAYOUT, AdapterConfig(projection=name, rank=2, seed=seed, projection_kwargs=dict(PROJECTION_CASES[name]))
+    )
     with torch.no_grad():  # off the init (ΔW = 0 zeroes some gradients), reproducibly
         gen = torch.Generator().manual_seed(seed + 1)
         for p in projection.trainable_parameters():

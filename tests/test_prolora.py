@@ -7,18 +7,19 @@ import math
 
 import pytest
 import torch
+from conftest import model_inputs, perturb, tiny_bert, tiny_llama
 
 from lorazoo import AdapterConfig, ConfigError, Layout, attach
 from lorazoo.projections import build_projection
-
-from conftest import model_inputs, perturb, tiny_bert, tiny_llama
 
 MODELS = {"bert": (tiny_bert, ["query", "value"]), "llama": (tiny_llama, "all-linear")}
 
 
 def make(kind: str = "bert", rank: int = 4, alpha: float | None = None, seed: int = 0, **kwargs):
     factory, targets = MODELS[kind]
-    cfg = AdapterConfig(projection="prolora", rank=rank, alpha=alpha, target_modules=targets, seed=seed, projection_kwargs=kwargs)
+    cfg = AdapterConfig(
+        projection="prolora", rank=rank, alpha=alpha, target_modules=targets, seed=seed, projection_kwargs=kwargs
+    )
     return attach(factory(0), cfg)
 
 
@@ -37,13 +38,16 @@ def layer_numel(h: int, o: int, r: int, u: int, m: int, n: int) -> int:
     return u * (h + o) + (r - u) * (math.ceil(h / m) + math.ceil(o / n))
 
 
-@pytest.mark.parametrize("kind, rank, u, m, n", [
-    ("bert", 4, 1, 2, 2),
-    ("bert", 8, 2, 3, 5),    # ⌈32/3⌉ = 11, ⌈32/5⌉ = 7: chunks cut back to h, o
-    ("llama", 4, 1, 2, 2),   # GQA k/v: out 16
-    ("llama", 6, 0, 4, 3),   # no unshared rank; s_A = 1, s_B = 2
-    ("llama", 4, 2, 1, 1),   # no broadcast: partial sharing only
-])
+@pytest.mark.parametrize(
+    "kind, rank, u, m, n",
+    [
+        ("bert", 4, 1, 2, 2),
+        ("bert", 8, 2, 3, 5),  # ⌈32/3⌉ = 11, ⌈32/5⌉ = 7: chunks cut back to h, o
+        ("llama", 4, 1, 2, 2),  # GQA k/v: out 16
+        ("llama", 6, 0, 4, 3),  # no unshared rank; s_A = 1, s_B = 2
+        ("llama", 4, 2, 1, 1),  # no broadcast: partial sharing only
+    ],
+)
 def test_delta_weight_equals_paper_formula(kind, rank, u, m, n):
     model = make(kind, rank=rank, alpha=2.0 * rank + 1, unshared_rank=u, m=m, n=n)
     perturb(model, scale=0.3)
@@ -52,7 +56,7 @@ def test_delta_weight_equals_paper_formula(kind, rank, u, m, n):
     start = 0
     for e in model.layout:
         size = layer_numel(e.in_features, e.out_features, rank, u, m, n)
-        a, b = paper_factors(theta[start:start + size], e.in_features, e.out_features, rank, u, m, n)
+        a, b = paper_factors(theta[start : start + size], e.in_features, e.out_features, rank, u, m, n)
         start += size
         with torch.no_grad():
             torch.testing.assert_close(model.delta_weight(e.name), scale * b @ a, atol=1e-6, rtol=1e-5)
@@ -62,8 +66,9 @@ def test_delta_weight_equals_paper_formula(kind, rank, u, m, n):
 def test_parameter_formula_and_roberta_base_count():
     shapes = [(f"layer.{i}.{kind}", 768, 768) for i in range(12) for kind in ("query", "value")]
     layout = Layout.from_shapes(shapes, rank=8)
-    projection = build_projection(layout, AdapterConfig(projection="prolora", rank=8,
-                                                        projection_kwargs={"unshared_rank": 1, "m": 2, "n": 2}))
+    projection = build_projection(
+        layout, AdapterConfig(projection="prolora", rank=8, projection_kwargs={"unshared_rank": 1, "m": 2, "n": 2})
+    )
     assert projection.d == 24 * (1 * 1536 + 7 * (384 + 384)) == 165_888  # LoRA r = 8: 294,912
     llama = make("llama", rank=4, unshared_rank=1, m=3, n=5)
     assert llama.projection.d == sum(layer_numel(e.in_features, e.out_features, 4, 1, 3, 5) for e in llama.layout)
@@ -77,7 +82,7 @@ def test_zero_delta_and_rectified_init():
     h = o = 32
     R, ca = 6, 8  # shared rank r − u, A_0 columns ⌈h/m⌉
     first = theta[: layer_numel(h, o, 8, 2, 4, 2)]
-    a_part, b_part = first[: R * ca + 2 * h], first[R * ca + 2 * h:]
+    a_part, b_part = first[: R * ca + 2 * h], first[R * ca + 2 * h :]
     bound = 1 / math.sqrt(h)  # FULL h, not h/m: 1/√8 would be twice as wide
     assert a_part.abs().max() <= bound and a_part.abs().max() > 0.8 * bound
     assert torch.count_nonzero(b_part) == 0
@@ -91,13 +96,21 @@ def test_unshared_rank_equal_to_rank_is_lora_bit_for_bit():
     kwargs = {"unshared_rank": 4, "m": 3, "n": 2}
     models = {}
     for projection in ("lora", "prolora"):
-        cfg = AdapterConfig(projection=projection, rank=4, alpha=8, target_modules="all-linear", seed=3,
-                            projection_kwargs=kwargs if projection == "prolora" else {})
+        cfg = AdapterConfig(
+            projection=projection,
+            rank=4,
+            alpha=8,
+            target_modules="all-linear",
+            seed=3,
+            projection_kwargs=kwargs if projection == "prolora" else {},
+        )
         models[projection] = attach(tiny_llama(0), cfg)
     lora, pro = models["lora"], models["prolora"]
     assert pro.projection.identity and pro.projection.d == lora.projection.d
     assert torch.equal(pro.projection(), lora.projection())
-    optimizers = {k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2) for k, m in models.items()}
+    optimizers = {
+        k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2) for k, m in models.items()
+    }
     for _ in range(2):
         outputs = {}
         for key, model in models.items():
@@ -125,14 +138,17 @@ def test_shared_parts_receive_summed_gradients():
     assert set(dense.sum(0).unique().tolist()) == {1.0, 2.0}  # A_u, B_u once; A_0 m = 2 times, B_0 n = 2 times
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"unshared_rank": 5}, r"unshared_rank=5 .*0\.\.4"),
-    ({"unshared_rank": -1}, "unshared_rank=-1"),
-    ({"unshared_rank": 1.0}, "unshared_rank=1.0"),
-    ({"m": 0}, "m=0"),
-    ({"n": "2"}, "n='2'"),
-    ({"k": 2}, "unknown option"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"unshared_rank": 5}, r"unshared_rank=5 .*0\.\.4"),
+        ({"unshared_rank": -1}, "unshared_rank=-1"),
+        ({"unshared_rank": 1.0}, "unshared_rank=1.0"),
+        ({"m": 0}, "m=0"),
+        ({"n": "2"}, "n='2'"),
+        ({"k": 2}, "unknown option"),
+    ],
+)
 def test_bad_options_are_config_errors(kwargs, fragment):
     with pytest.raises(ConfigError, match=fragment):
         make("bert", rank=4, **kwargs)

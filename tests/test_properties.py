@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import PROJECTION_CASES, perturb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lorazoo import AdapterConfig, Layout, attach, load_adapter, projection_names
+from lorazoo import AdapterConfig, attach, load_adapter, projection_names
 from lorazoo.projections import get_projection_class
 from lorazoo.wrappers import layout_from_model
-
-from conftest import PROJECTION_CASES, perturb
 
 WIDTHS = st.sampled_from([8, 16, 24, 32])
 
@@ -43,13 +42,15 @@ class Stack(nn.Module):
         return self.head(x)
 
 
-LAYOUTS = st.fixed_dictionaries({
-    "widths": st.lists(WIDTHS, min_size=3, max_size=3),
-    "depth": st.integers(1, 3),
-    "rank": st.integers(1, 4),
-    "targets": st.sampled_from([["up"], ["mid", "down"], ["up", "mid", "down"], "all-linear", r".*\.(up|down)"]),
-    "seed": st.integers(0, 2**16),
-})
+LAYOUTS = st.fixed_dictionaries(
+    {
+        "widths": st.lists(WIDTHS, min_size=3, max_size=3),
+        "depth": st.integers(1, 3),
+        "rank": st.integers(1, 4),
+        "targets": st.sampled_from([["up"], ["mid", "down"], ["up", "mid", "down"], "all-linear", r".*\.(up|down)"]),
+        "seed": st.integers(0, 2**16),
+    }
+)
 
 
 def _kwargs(projection: str, rank: int, D: int) -> dict:
@@ -62,15 +63,26 @@ def _kwargs(projection: str, rank: int, D: int) -> dict:
 
 
 @pytest.mark.parametrize("projection", projection_names())
-@settings(max_examples=12, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(layout=LAYOUTS)
 def test_invariants_hold_on_random_layouts(projection, layout, tmp_path_factory):
     def base():
         return Stack(layout["widths"], layout["depth"], seed=1).eval()
 
     D = layout_from_model(base(), layout["targets"], layout["rank"]).D
-    cfg = AdapterConfig(projection=projection, rank=layout["rank"], target_modules=layout["targets"], seed=layout["seed"],
-                        projection_kwargs=_kwargs(projection, layout["rank"], D))
+    cfg = AdapterConfig(
+        projection=projection,
+        rank=layout["rank"],
+        target_modules=layout["targets"],
+        seed=layout["seed"],
+        projection_kwargs=_kwargs(projection, layout["rank"], D),
+    )
     model = attach(base(), cfg)
     perturb(model, seed=layout["seed"])
     theta_D = model.projection()

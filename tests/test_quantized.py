@@ -25,8 +25,12 @@ def _quantization_config(mode: str):
 
     if mode == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.float32)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +46,20 @@ def quantized_base(path: Path, mode: str):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return AutoModelForCausalLM.from_pretrained(path, quantization_config=_quantization_config(mode),
-                                                        dtype=torch.float32).eval()
+            return AutoModelForCausalLM.from_pretrained(
+                path, quantization_config=_quantization_config(mode), dtype=torch.float32
+            ).eval()
     except (ImportError, RuntimeError, ValueError) as exc:  # no usable bitsandbytes backend on this machine
         pytest.skip(f"bitsandbytes cannot quantise here: {exc}")
 
 
 def adapted(base, projection: str = "lora"):
-    model = attach(base, AdapterConfig(projection=projection, rank=4, target_modules="all-linear",
-                                       projection_kwargs=PROJECTION_CASES[projection]))
+    model = attach(
+        base,
+        AdapterConfig(
+            projection=projection, rank=4, target_modules="all-linear", projection_kwargs=PROJECTION_CASES[projection]
+        ),
+    )
     perturb(model, scale=0.2 if projection == "lora" else 2.0)  # unilora's d = 64 entries each reach many factors
     return model
 
@@ -104,7 +113,9 @@ def test_merge_requantises_within_the_stated_bound_and_is_never_a_no_op(saved_ba
         assert bool((error <= requantization_bound(layer.base_layer, exact) + 1e-6).all()), name
         assert model.merge_errors[name] == pytest.approx(float(error.max()), abs=1e-6)
     # a merged forward no longer adds the adapter but reproduces it through the weights
-    assert float((merged - unmerged).abs().max()) < 0.5 * float((unmerged - tiny_llama(0)(input_ids=IDS).logits).abs().max())
+    assert float((merged - unmerged).abs().max()) < 0.5 * float(
+        (unmerged - tiny_llama(0)(input_ids=IDS).logits).abs().max()
+    )
     with torch.no_grad():
         model.unmerge()
         for layer in layers:
@@ -133,11 +144,24 @@ def test_runner_trains_on_a_quantised_tiny_llama(tmp_path, mode):
     records = [{"instruction": f"Repeat the word number {i}.", "input": "", "output": f"word{i}"} for i in range(12)]
     data = tmp_path / "alpaca.json"
     data.write_text(json.dumps(records))
-    overrides = ["logger=none", "trainer.batch_size=4", "trainer.eval_batch_size=4", "trainer.logging_steps=1",
-                 "trainer.progress_bar=false", "model=tiny_llama", f"model.quantization={mode}",
-                 "model.bnb_4bit_compute_dtype=float32", "projection=lora", "task=instruct/alpaca",
-                 f"task.data_file={data}", "task.eval_size=4", "task.num_generations=1", "task.max_new_tokens=2",
-                 "task.max_length=48", "trainer.max_steps=2"]
+    overrides = [
+        "logger=none",
+        "trainer.batch_size=4",
+        "trainer.eval_batch_size=4",
+        "trainer.logging_steps=1",
+        "trainer.progress_bar=false",
+        "model=tiny_llama",
+        f"model.quantization={mode}",
+        "model.bnb_4bit_compute_dtype=float32",
+        "projection=lora",
+        "task=instruct/alpaca",
+        f"task.data_file={data}",
+        "task.eval_size=4",
+        "task.num_generations=1",
+        "task.max_new_tokens=2",
+        "task.max_length=48",
+        "trainer.max_steps=2",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     record = run(cfg, output_dir=tmp_path / "run")
@@ -155,5 +179,7 @@ def test_bad_quantization_option_is_a_one_line_error():
     from lorazoo.train.errors import ConfigError
     from lorazoo.train.options import ModelOptions
 
-    with pytest.raises(ConfigError, match=r"model.quantization='3bit' is not valid; choose one of \['none', '8bit', '4bit'\]"):
+    with pytest.raises(
+        ConfigError, match=r"model.quantization='3bit' is not valid; choose one of \['none', '8bit', '4bit'\]"
+    ):
         ModelOptions(name="x", pretrained="tiny:llama", quantization="3bit")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO_ROOT, model_inputs, perturb, tiny_bert
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
@@ -26,14 +27,25 @@ from lorazoo import AdapterConfig, LoraZooError, attach, load_adapter
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.errors import AdapterFileError
 
-from conftest import REPO_ROOT, model_inputs, perturb, tiny_bert
-
-TINY = ["logger=none", "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.logging_steps=1",
-        "trainer.progress_bar=false"]
+TINY = [
+    "logger=none",
+    "trainer.batch_size=8",
+    "trainer.eval_batch_size=16",
+    "trainer.logging_steps=1",
+    "trainer.progress_bar=false",
+]
 # 48 optimiser steps (one epoch of 384 tweets), a checkpoint every 3: long enough to be killed mid-way
 STEPS = 48
-RUN = ["model=tiny_bert", "projection=unilora", "projection.kwargs.d=64", "task.max_train_samples=384",
-       "task.max_eval_samples=16", "task.max_length=32", f"trainer.max_steps={STEPS}", "trainer.save_steps=3"]
+RUN = [
+    "model=tiny_bert",
+    "projection=unilora",
+    "projection.kwargs.d=64",
+    "task.max_train_samples=384",
+    "task.max_eval_samples=16",
+    "task.max_length=32",
+    f"trainer.max_steps={STEPS}",
+    "trainer.save_steps=3",
+]
 SEED = 7
 
 
@@ -96,8 +108,15 @@ def test_source_runs_no_code_from_files():
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
-                if any(n and (n.split(".")[0] in ("pickle", "dill", "cloudpickle", "marshal") or n == "instantiate"
-                              or n == "hydra.utils") for n in names):
+                if any(
+                    n
+                    and (
+                        n.split(".")[0] in ("pickle", "dill", "cloudpickle", "marshal")
+                        or n == "instantiate"
+                        or n == "hydra.utils"
+                    )
+                    for n in names
+                ):
                     problems.append(f"{where}:{node.lineno}: imports {names}")
             if isinstance(node, ast.Constant) and node.value == "_target_" and path.name != "io.py":
                 problems.append(f"{where}:{node.lineno}: mentions '_target_' (only io.py may, to refuse it)")
@@ -115,7 +134,9 @@ def test_source_runs_no_code_from_files():
 
 
 def _saved_adapter(tmp_path: Path) -> Path:
-    model = attach(tiny_bert(), AdapterConfig(projection="lora", rank=4, base_model_name_or_path=str(tmp_path / "base")))
+    model = attach(
+        tiny_bert(), AdapterConfig(projection="lora", rank=4, base_model_name_or_path=str(tmp_path / "base"))
+    )
     return model.save_adapter(tmp_path / "adapter")
 
 
@@ -164,8 +185,13 @@ def test_export_script_refuses_malicious_config(tmp_path: Path):
     (path / "adapter_config.json").write_text(json.dumps(raw))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    out = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "export_peft.py"), str(path), str(tmp_path / "peft")],
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "export_peft.py"), str(path), str(tmp_path / "peft")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and "_target_" in lines[-1] and "Traceback" not in out.stderr
@@ -272,7 +298,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def _cli_env() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": "1",
+    }
     env.pop("HYDRA_FULL_ERROR", None)
     return env
 
@@ -322,14 +354,17 @@ def test_same_seed_same_metrics_and_adapter(runs: dict):
 
 
 # ============================================================================ 1. early failure
-@pytest.mark.parametrize("override,match", [
-    ("projection.rank=0", "rank must be a positive integer, got 0"),
-    ("projection.alpha=-1", "alpha must be .*got -1"),
-    ("projection.dropout=1.5", "dropout must be in"),
-    ("task.data_file=EMPTY", "is empty"),
-    ("task.data_file=BAD", r"bad\.csv:3: sentiment 'angry'"),
-    ("task=glue/sst2", "task.data_dir="),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("projection.rank=0", "rank must be a positive integer, got 0"),
+        ("projection.alpha=-1", "alpha must be .*got -1"),
+        ("projection.dropout=1.5", "dropout must be in"),
+        ("task.data_file=EMPTY", "is empty"),
+        ("task.data_file=BAD", r"bad\.csv:3: sentiment 'angry'"),
+        ("task=glue/sst2", "task.data_dir="),
+    ],
+)
 def test_bad_input_fails_before_the_model_loads(tmp_path: Path, monkeypatch, override: str, match: str):
     """Config and data errors surface in seconds: the base model is never loaded."""
     from lorazoo.train import runner
@@ -349,7 +384,9 @@ def test_bad_input_fails_before_the_model_loads(tmp_path: Path, monkeypatch, ove
 def _finite_step(model, batch: dict, labels: torch.Tensor, what: str) -> None:
     model.zero_grad(set_to_none=True)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable and all(p.dtype == torch.float32 for _, p in trainable), f"{what}: adapter parameters must stay fp32"
+    assert trainable and all(p.dtype == torch.float32 for _, p in trainable), (
+        f"{what}: adapter parameters must stay fp32"
+    )
     loss = model(**batch, labels=labels).loss
     assert torch.isfinite(loss), f"{what}: loss {loss}"
     loss.backward()
@@ -363,8 +400,9 @@ def _bf16_lora_and_unilora(model_name: str, max_load_s: float | None = None) -> 
     from lorazoo.train.models import load_adapted_model
     from lorazoo.train.options import ModelOptions, ProjectionOptions, from_node
 
-    model_opts = dataclasses.replace(from_node(ModelOptions, compose_cfg(f"model={model_name}").model, "model"),
-                                     dtype="bfloat16")
+    model_opts = dataclasses.replace(
+        from_node(ModelOptions, compose_cfg(f"model={model_name}").model, "model"), dtype="bfloat16"
+    )
     started = time.perf_counter()
     loaded = load_adapted_model(model_opts, ProjectionOptions(name="lora", rank=4), 0, 3)
     load_s = time.perf_counter() - started
@@ -376,8 +414,16 @@ def _bf16_lora_and_unilora(model_name: str, max_load_s: float | None = None) -> 
     batch = dict(loaded.tokenizer(texts, return_tensors="pt", padding=True))
     labels = torch.tensor([0, 2, 1, 0]) if model_opts.task_type == "seq_cls" else batch["input_ids"]
     _finite_step(model, batch, labels, f"{model_name}/lora")
-    model.add_adapter("uni", AdapterConfig(projection="unilora", rank=4, target_modules=model_opts.target_modules,
-                                           projection_kwargs={"d": 4096}, modules_to_save=model.adapter_config.modules_to_save))
+    model.add_adapter(
+        "uni",
+        AdapterConfig(
+            projection="unilora",
+            rank=4,
+            target_modules=model_opts.target_modules,
+            projection_kwargs={"d": 4096},
+            modules_to_save=model.adapter_config.modules_to_save,
+        ),
+    )
     model.set_adapter("uni")
     _finite_step(model, batch, labels, f"{model_name}/unilora")
 
@@ -386,8 +432,9 @@ def test_bf16_base_trains_fp32_head_and_theta(tmp_path: Path):
     """On a bf16 base, θ and the trained head copy are fp32 (a bf16 head would round small updates away);
     the forward hands the base bf16 back, and merge_and_unload returns a bf16 model with the trained head."""
     base = tiny_bert().to(torch.bfloat16)
-    model = attach(base, AdapterConfig(projection="unilora", rank=4, projection_kwargs={"d": 64},
-                                       modules_to_save=["classifier"]))
+    model = attach(
+        base, AdapterConfig(projection="unilora", rank=4, projection_kwargs={"d": 64}, modules_to_save=["classifier"])
+    )
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
     model.train()
     inputs = model_inputs("bert")

@@ -21,39 +21,79 @@ BASE = ["model=tiny_bert", "logger=none", "trainer.progress_bar=false"]
 CASES: dict[str, tuple[list[str], str, str]] = {
     "unknown projection": (["projection=unilorra"], r"Could not find 'projection/unilorra'.*\n\tfastfood\n", "hydra"),
     "unknown task": (["task=tweetz"], r"Could not find 'task/tweetz'.*\n\ttweets\n", "hydra"),
-    "unknown model": (["model=tiny_bertt"], r"Could not find 'model/tiny_bertt'.*\n\tsmollm2-135m\n\ttiny_bert\n", "hydra"),
-    "misspelled key": (["trainer.max_stepz=3"], r"Could not override 'trainer.max_stepz'.*\nKey 'max_stepz' is not in struct"
-                       r".*\nerror: unknown key 'trainer.max_stepz'; did you mean trainer.max_steps\? valid keys under "
-                       r"trainer: trainer.max_steps, ", "hydra"),
+    "unknown model": (
+        ["model=tiny_bertt"],
+        r"Could not find 'model/tiny_bertt'.*\n\tsmollm2-135m\n\ttiny_bert\n",
+        "hydra",
+    ),
+    "misspelled key": (
+        ["trainer.max_stepz=3"],
+        r"Could not override 'trainer.max_stepz'.*\nKey 'max_stepz' is not in struct"
+        r".*\nerror: unknown key 'trainer.max_stepz'; did you mean trainer.max_steps\? valid keys under "
+        r"trainer: trainer.max_steps, ",
+        "hydra",
+    ),
     "rank 0": (["projection.rank=0"], r"^error: rank must be a positive integer, got 0$", ""),
     "alpha < 0": (["projection=lora", "projection.alpha=-1"], r"^error: alpha must be .* got -1$", ""),
     "d = 0": (["projection.kwargs.d=0"], r"^error: unilora: d=0 is invalid; valid: 1\.\.1,024", ""),
-    "d > D": (["projection.kwargs.d=1025"],
-              r"^error: projection\.kwargs\.d=1025 exceeds D=1,024 .*a value that works: projection\.kwargs\.d=160$", ""),
-    "vblora vector_length": (["projection=vblora", "projection.kwargs.vector_length=7"],
-                             r"^error: projection\.kwargs\.vector_length=7 does not divide every adapted size of model "
-                             r"tiny_bert \[32\]; a value that works: projection\.kwargs\.vector_length=4", ""),
+    "d > D": (
+        ["projection.kwargs.d=1025"],
+        r"^error: projection\.kwargs\.d=1025 exceeds D=1,024 .*a value that works: projection\.kwargs\.d=160$",
+        "",
+    ),
+    "vblora vector_length": (
+        ["projection=vblora", "projection.kwargs.vector_length=7"],
+        r"^error: projection\.kwargs\.vector_length=7 does not divide every adapted size of model "
+        r"tiny_bert \[32\]; a value that works: projection\.kwargs\.vector_length=4",
+        "",
+    ),
     "prolora m = 0": (["projection=prolora", "projection.kwargs.m=0"], r"^error: prolora: m=0 is invalid; valid:", ""),
-    "targets match nothing": (["model.target_modules=[qeury]"],
-                              r"^error: target_modules=\['qeury'\] matched no adaptable module .*'query'.*'all-linear'", ""),
+    "targets match nothing": (
+        ["model.target_modules=[qeury]"],
+        r"^error: target_modules=\['qeury'\] matched no adaptable module .*'query'.*'all-linear'",
+        "",
+    ),
     "empty data file": (["task.data_file={tmp}/empty.csv"], r"^error: data file '.*/empty\.csv' is empty$", ""),
-    "malformed data file": (["task.data_file={tmp}/bad.csv"],
-                            r"^error: .*/bad\.csv:3: sentiment 'angry' is not one of \['negative', 'neutral', 'positive'\]$", ""),
-    "hub unreachable": (["task=glue/sst2"], r"^error: cannot download nyu-mll/glue/sst2 \(cannot reach .*task\.data_dir=", ""),
+    "malformed data file": (
+        ["task.data_file={tmp}/bad.csv"],
+        r"^error: .*/bad\.csv:3: sentiment 'angry' is not one of \['negative', 'neutral', 'positive'\]$",
+        "",
+    ),
+    "hub unreachable": (
+        ["task=glue/sst2"],
+        r"^error: cannot download nyu-mll/glue/sst2 \(cannot reach .*task\.data_dir=",
+        "",
+    ),
     # issue 13: each of these was a traceback
     "negative lr": (["optimizer.lr=-0.1"], r"^error: optimizer\.lr=-0\.1 is invalid; valid: a finite number > 0$", ""),
     "max_length 0": (["task.max_length=0"], r"^error: task\.max_length=0 is invalid; valid: a positive integer$", ""),
-    "max_length > positions": (["task.max_length=513"],
-                               r"^error: task\.max_length=513 is invalid; valid: 1\.\.512 \(the positions of model='tiny_bert'\)$", ""),
-    "deeply nested override": (["projection.kwargs=" + "{a:" * 300 + "1" + "}" * 300],
-                               r"^error: override 'projection\.kwargs=\{a:.*' is nested 300 levels deep; valid: at most 32$", ""),
-    "modules_to_save string": (["model.modules_to_save=classifier"],
-                               r"^error: model\.modules_to_save='classifier' is invalid; valid: a list of module names", ""),
-    "symlink to /dev/zero": (["task.data_file={tmp}/zero.csv"],
-                             r"^error: data file '.*/zero\.csv' is not a regular file \(it resolves to '/dev/zero'\)", ""),
+    "max_length > positions": (
+        ["task.max_length=513"],
+        r"^error: task\.max_length=513 is invalid; valid: 1\.\.512 \(the positions of model='tiny_bert'\)$",
+        "",
+    ),
+    "deeply nested override": (
+        ["projection.kwargs=" + "{a:" * 300 + "1" + "}" * 300],
+        r"^error: override 'projection\.kwargs=\{a:.*' is nested 300 levels deep; valid: at most 32$",
+        "",
+    ),
+    "modules_to_save string": (
+        ["model.modules_to_save=classifier"],
+        r"^error: model\.modules_to_save='classifier' is invalid; valid: a list of module names",
+        "",
+    ),
+    "symlink to /dev/zero": (
+        ["task.data_file={tmp}/zero.csv"],
+        r"^error: data file '.*/zero\.csv' is not a regular file \(it resolves to '/dev/zero'\)",
+        "",
+    ),
 }
 if not torch.cuda.is_available():  # where bf16 is supported the run is valid
-    CASES["bf16 unsupported"] = (["trainer.precision=bf16"], r"^error: trainer\.precision=bf16 is not supported here", "")
+    CASES["bf16 unsupported"] = (
+        ["trainer.precision=bf16"],
+        r"^error: trainer\.precision=bf16 is not supported here",
+        "",
+    )
 FULL_ERROR = "HYDRA_FULL_ERROR=1"
 
 
@@ -74,8 +114,14 @@ def _env(case: str) -> dict[str, str]:
 def _run(case: str, overrides: list[str], tmp: Path) -> subprocess.CompletedProcess:
     args = [o.replace("{tmp}", str(tmp)) for o in overrides]
     run_dir = tmp / "runs" / re.sub(r"\W+", "_", case)  # a name Hydra's override grammar accepts
-    return subprocess.run([sys.executable, str(REPO / "run.py"), *BASE, *args, f"hydra.run.dir={run_dir}"],
-                          cwd=tmp, env=_env(case), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *BASE, *args, f"hydra.run.dir={run_dir}"],
+        cwd=tmp,
+        env=_env(case),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +149,9 @@ def test_bad_input_is_one_clear_line(results: dict, case: str):
         return
     assert out.returncode == 2, out.stderr[-2000:]
     errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and errors[0] == lines[-1], f"{case}: expected one final 'error:' line\n{out.stderr[-2000:]}"
+    assert len(errors) == 1 and errors[0] == lines[-1], (
+        f"{case}: expected one final 'error:' line\n{out.stderr[-2000:]}"
+    )
     assert re.search(pattern, lines[-1]), f"{case}: {lines[-1]!r} !~ {pattern!r}"
     assert "\n" not in lines[-1] and len(lines[-1]) < 400
 
@@ -120,12 +168,31 @@ def test_joblib_multirun_one_intact_dir_per_job(tmp_path: Path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     out = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-         "projection=lora,unilora,vera", "seed=0,1", "model=tiny_bert", "projection.rank=32",
-         "model.target_modules=all-linear",  # D = 30,720 ≥ Uni-LoRA's default d, so one set of kwargs fits all three
-         "task.max_train_samples=16", "task.max_eval_samples=8", "trainer.max_steps=2", "trainer.batch_size=8",
-         "trainer.progress_bar=false", "logger=none", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "projection=lora,unilora,vera",
+            "seed=0,1",
+            "model=tiny_bert",
+            "projection.rank=32",
+            "model.target_modules=all-linear",  # D = 30,720 ≥ Uni-LoRA's default d, so one set of kwargs fits all three
+            "task.max_train_samples=16",
+            "task.max_eval_samples=8",
+            "trainer.max_steps=2",
+            "trainer.batch_size=8",
+            "trainer.progress_bar=false",
+            "logger=none",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     dirs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert len(dirs) == 6, [p.name for p in dirs]

@@ -60,8 +60,13 @@ def test_normals_are_box_muller_of_the_two_streams():
 
 def test_any_slice_of_a_stream_is_generated_on_its_own():
     whole = rng.normal_torch(0, "s", 1000)
-    assert torch.equal(torch.cat([rng.normal_torch(0, "s", 300, start=s) for s in range(0, 900, 300)]
-                                 + [rng.normal_torch(0, "s", 100, start=900)]), whole)
+    assert torch.equal(
+        torch.cat(
+            [rng.normal_torch(0, "s", 300, start=s) for s in range(0, 900, 300)]
+            + [rng.normal_torch(0, "s", 100, start=900)]
+        ),
+        whole,
+    )
 
 
 def test_counter_range_is_checked():
@@ -80,8 +85,12 @@ def test_generation_follows_the_requested_device():
 def test_gaussian_streams_chunks_in_forward_and_backward(monkeypatch):
     """Forward and backward each regenerate P chunk by chunk; no request ever covers the whole D × d."""
     layout = Layout.from_shapes([(f"l{i}.q", 16, 16) for i in range(4)], rank=2)  # D = 256
-    p = build_projection(layout, AdapterConfig(projection="gaussian", rank=2,
-                                               projection_kwargs={"d": 40, "cache_max_elements": 0, "chunk_rows": 32}))
+    p = build_projection(
+        layout,
+        AdapterConfig(
+            projection="gaussian", rank=2, projection_kwargs={"d": 40, "cache_max_elements": 0, "chunk_rows": 32}
+        ),
+    )
     dense = p.matrix()
     sizes: list[int] = []
     original = type(p).rows

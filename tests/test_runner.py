@@ -21,10 +21,29 @@ from lorazoo.train.trainer import COMPLETE_MARKER, LoraZooTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-TINY = ["logger=none", "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.logging_steps=1",
-        "trainer.progress_bar=false"]
-BASE_KEYS = {"status", "task", "projection", "model", "seed", "metrics", "parameters", "trainable", "D", "steps",
-             "wall_time_s", "command", "argv", "adapter_dir"}
+TINY = [
+    "logger=none",
+    "trainer.batch_size=8",
+    "trainer.eval_batch_size=16",
+    "trainer.logging_steps=1",
+    "trainer.progress_bar=false",
+]
+BASE_KEYS = {
+    "status",
+    "task",
+    "projection",
+    "model",
+    "seed",
+    "metrics",
+    "parameters",
+    "trainable",
+    "D",
+    "steps",
+    "wall_time_s",
+    "command",
+    "argv",
+    "adapter_dir",
+}
 
 
 def train(tmp: Path, *overrides: str) -> dict:
@@ -49,15 +68,29 @@ def adapter_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_tweets_tiny_bert(tmp_path: Path):
-    record = train(tmp_path, "model=tiny_bert", "projection=lora", "task.max_train_samples=48",
-                   "task.max_eval_samples=32", "trainer.max_steps=3", "trainer.save_steps=2")
+    record = train(
+        tmp_path,
+        "model=tiny_bert",
+        "projection=lora",
+        "task.max_train_samples=48",
+        "task.max_eval_samples=32",
+        "trainer.max_steps=3",
+        "trainer.save_steps=2",
+    )
     check_record(record, tmp_path, {"accuracy", "majority_rate"}, steps=3)
     assert record["accuracy"] == record["metrics"]["accuracy"] and 0 < record["majority_rate"] < 1
     checkpoint = tmp_path / "checkpoints" / "checkpoint-2"
     files = {p.name for p in checkpoint.iterdir()}
     # adapter-only checkpoints: the adapter + Trainer's resume state, never the base weights
-    assert {"adapter.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "rng_state.pth",
-            "trainer_state.json", COMPLETE_MARKER} <= files
+    assert {
+        "adapter.safetensors",
+        "adapter_config.json",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng_state.pth",
+        "trainer_state.json",
+        COMPLETE_MARKER,
+    } <= files
     assert not files & {"model.safetensors", "pytorch_model.bin", "training_args.bin"}
     saved = adapter_tensors(checkpoint)
     assert sum(t.numel() for k, t in saved.items() if k.startswith("projection.")) == record["trainable"]
@@ -68,34 +101,65 @@ def test_glue_from_local_tsv(tmp_path: Path, subset: str, keys: set[str]):
     folder = SHARED / "glue" / {"sst2": "SST-2", "stsb": "STS-B"}[subset]
     if not (folder / "dev.tsv").exists():
         pytest.skip(f"{folder} absent")
-    record = train(tmp_path, "model=tiny_bert", "projection=lora", f"task=glue/{subset}", f"task.data_dir={folder}",
-                   "task.max_train_samples=32", "task.max_eval_samples=32", "trainer.max_steps=2")
+    record = train(
+        tmp_path,
+        "model=tiny_bert",
+        "projection=lora",
+        f"task=glue/{subset}",
+        f"task.data_dir={folder}",
+        "task.max_train_samples=32",
+        "task.max_eval_samples=32",
+        "trainer.max_steps=2",
+    )
     check_record(record, tmp_path, keys, steps=2)
 
 
 def test_gsm8k_tiny_llama(tmp_path: Path):
     data = tmp_path / "data"
     data.mkdir()
-    rows = [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = <<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}"} for i in range(12)]
+    rows = [
+        {"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = <<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}"}
+        for i in range(12)
+    ]
     for split in ("train", "test"):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    record = train(out, "model=tiny_llama", "projection=lora", "task=math/gsm8k", f"task.data_dir={data}",
-                   "task.max_eval_samples=3", "task.max_new_tokens=4", "task.max_length=64", "trainer.max_steps=2")
+    record = train(
+        out,
+        "model=tiny_llama",
+        "projection=lora",
+        "task=math/gsm8k",
+        f"task.data_dir={data}",
+        "task.max_eval_samples=3",
+        "task.max_new_tokens=4",
+        "task.max_length=64",
+        "trainer.max_steps=2",
+    )
     check_record(record, out, {"exact_match", "loss"}, steps=2)
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 3 and {"generation", "prediction", "reference", "correct"} <= set(predictions[0])
 
 
 def test_alpaca_tiny_llama(tmp_path: Path):
-    records = [{"instruction": f"Repeat the word number {i}.", "input": "" if i % 2 else f"word{i}", "output": f"word{i}"}
-               for i in range(20)]
+    records = [
+        {"instruction": f"Repeat the word number {i}.", "input": "" if i % 2 else f"word{i}", "output": f"word{i}"}
+        for i in range(20)
+    ]
     data = tmp_path / "alpaca.json"
     data.write_text(json.dumps(records))
     out = tmp_path / "run"
-    record = train(out, "model=tiny_llama", "projection=lora", "task=instruct/alpaca", f"task.data_file={data}",
-                   "task.eval_size=4", "task.num_generations=2", "task.max_new_tokens=4", "task.max_length=96",
-                   "trainer.max_steps=2")
+    record = train(
+        out,
+        "model=tiny_llama",
+        "projection=lora",
+        "task=instruct/alpaca",
+        f"task.data_file={data}",
+        "task.eval_size=4",
+        "task.num_generations=2",
+        "task.max_new_tokens=4",
+        "task.max_length=96",
+        "trainer.max_steps=2",
+    )
     check_record(record, out, {"perplexity", "loss"}, steps=2)
     assert record["metrics"]["perplexity"] == pytest.approx(math.exp(record["metrics"]["loss"]), rel=1e-6)
     assert len((out / "generations.jsonl").read_text().splitlines()) == 2
@@ -106,8 +170,16 @@ class _Killed(BaseException):
 
 
 def test_resume_is_bit_equal_to_an_uninterrupted_run(tmp_path: Path, monkeypatch):
-    args = ["model=tiny_bert", "projection=lora", "task.max_train_samples=40", "task.max_eval_samples=16",
-            "trainer.max_steps=6", "trainer.save_steps=2", "projection.dropout=0.1", "seed=5"]
+    args = [
+        "model=tiny_bert",
+        "projection=lora",
+        "task.max_train_samples=40",
+        "task.max_eval_samples=16",
+        "trainer.max_steps=6",
+        "trainer.save_steps=2",
+        "projection.dropout=0.1",
+        "seed=5",
+    ]
     train(tmp_path / "straight", *args)
 
     original = LoraZooTrainer.training_step
@@ -138,8 +210,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monke
 
     monkeypatch.setattr(LoraZooTrainer, "compute_loss", poisoned)
     with pytest.raises(NonFiniteLossError, match="step 3.*checkpoint-2"):
-        train(tmp_path, "model=tiny_bert", "projection=lora", "task.max_train_samples=40", "task.max_eval_samples=8",
-              "trainer.max_steps=5", "trainer.save_steps=2")
+        train(
+            tmp_path,
+            "model=tiny_bert",
+            "projection=lora",
+            "task.max_train_samples=40",
+            "task.max_eval_samples=8",
+            "trainer.max_steps=5",
+            "trainer.save_steps=2",
+        )
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "failed" and "NonFiniteLossError" in record["error"]
     good = tmp_path / "checkpoints" / "checkpoint-2"
@@ -150,8 +229,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monke
 def test_wandb_offline_run(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    record = train(tmp_path, "model=tiny_bert", "projection=lora", "task.max_train_samples=16", "task.max_eval_samples=8",
-                   "trainer.max_steps=1", "logger=wandb")
+    record = train(
+        tmp_path,
+        "model=tiny_bert",
+        "projection=lora",
+        "task.max_train_samples=16",
+        "task.max_eval_samples=8",
+        "trainer.max_steps=1",
+        "logger=wandb",
+    )
     assert record["status"] == "completed"
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
@@ -161,8 +247,9 @@ def test_wandb_offline_run(tmp_path: Path, monkeypatch):
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_errors_are_one_line(tmp_path: Path):
@@ -176,9 +263,20 @@ def test_cli_errors_are_one_line(tmp_path: Path):
 
 def test_multirun_one_dir_and_metrics_per_job(tmp_path: Path):
     sweep = tmp_path / "sweep"
-    out = cli("-m", "projection=lora,vera", "projection.rank=4", "model=tiny_bert", "task.max_train_samples=16",
-              "task.max_eval_samples=8", "trainer.max_steps=1", "trainer.batch_size=8", "trainer.progress_bar=false",
-              "logger=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    out = cli(
+        "-m",
+        "projection=lora,vera",
+        "projection.rank=4",
+        "model=tiny_bert",
+        "task.max_train_samples=16",
+        "task.max_eval_samples=8",
+        "trainer.max_steps=1",
+        "trainer.batch_size=8",
+        "trainer.progress_bar=false",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     records = sorted(sweep.glob("*/metrics.json"))
     assert len(records) == 2
@@ -189,8 +287,16 @@ def test_multirun_one_dir_and_metrics_per_job(tmp_path: Path):
 @pytest.mark.slow
 def test_multirun_minilm_lora_unilora(tmp_path: Path):
     sweep = tmp_path / "sweep"
-    out = cli("-m", "projection=lora,unilora", "task.max_train_samples=32", "task.max_eval_samples=32",
-              "trainer.max_steps=2", "logger=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    out = cli(
+        "-m",
+        "projection=lora,unilora",
+        "task.max_train_samples=32",
+        "task.max_eval_samples=32",
+        "trainer.max_steps=2",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
     assert [r["projection"] for r in records] == ["lora", "unilora"] and all(r["model"] == "minilm" for r in records)

@@ -43,13 +43,26 @@ def test_one_gpu_per_job_and_one_process_per_gpu():
     assert multi.partition is None and multi.setup is None  # the rest comes from the single-GPU preset
 
 
-SLURM_TASK = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2", "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0",
-              "SLURM_JOB_NODELIST": "localhost"}
+SLURM_TASK = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_NTASKS": "2",
+    "SLURM_JOB_NUM_NODES": "1",
+    "SLURM_NODEID": "0",
+    "SLURM_JOB_NODELIST": "localhost",
+}
 
 
 def test_slurm_tasks_become_ranks(monkeypatch):
     pytest.importorskip("submitit")
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SUBMITIT_EXECUTOR"):
+    for var in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "SUBMITIT_EXECUTOR",
+    ):
         monkeypatch.delenv(var, raising=False)
     for key, value in {**SLURM_TASK, "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}.items():
         monkeypatch.setenv(key, value)
@@ -86,12 +99,30 @@ def test_two_slurm_tasks_train_like_one_process(tmp_path: Path):
     train_in_process(tmp_path / "one", *case, "trainer.batch_size=8")
     args = [*COMMON, *case]
     job = tmp_path / "job"  # submitit gives every task of a job the same Hydra job dir
-    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    base.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1",
-                PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]), **SLURM_TASK)
-    tasks = [subprocess.Popen([sys.executable, str(REPO / "run.py"), *args, "trainer.batch_size=4", f"hydra.run.dir={job}"],
-                              env={**base, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)}, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    base.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        WANDB_MODE="disabled",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+        **SLURM_TASK,
+    )
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, str(REPO / "run.py"), *args, "trainer.batch_size=4", f"hydra.run.dir={job}"],
+            env={**base, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
     outputs = [t.communicate(timeout=500) for t in tasks]
     assert [t.returncode for t in tasks] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
     assert json.loads((job / "metrics.json").read_text())["world_size"] == 2

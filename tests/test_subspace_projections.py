@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from conftest import model_inputs, tiny_bert
 
 from lorazoo import AdapterConfig, ConfigError, Layout, attach
 from lorazoo.projections import build_projection
 from lorazoo.projections import rng as zrandom
 from lorazoo.projections.fastfood import fastfood_structures, walsh_hadamard
 from lorazoo.projections.gaussian import _ChunkedMatVec
-
-from conftest import model_inputs, tiny_bert
 
 # D = 2·(32+32) + 2·(32+48) + 2·(32+32) = 416: not a multiple of the fastfood block (64)
 SMALL = Layout.from_shapes([("l0.q", 32, 32), ("l0.v", 32, 48), ("l1.q", 32, 32)], rank=2)
@@ -26,7 +25,9 @@ EVEN = Layout.from_shapes([("l0.q", 64, 64), ("l1.q", 64, 64)], rank=2)
 
 def make(name: str, layout: Layout = SMALL, seed: int = 0, **kwargs):
     kwargs.setdefault("d", 48)
-    return build_projection(layout, AdapterConfig(projection=name, rank=layout[0].rank, seed=seed, projection_kwargs=kwargs))
+    return build_projection(
+        layout, AdapterConfig(projection=name, rank=layout[0].rank, seed=seed, projection_kwargs=kwargs)
+    )
 
 
 # ----------------------------------------------------------------------------- gaussian
@@ -66,7 +67,9 @@ def test_gaussian_gradient_is_p_transpose_g(cache):
 
 
 def test_gaussian_chunked_function_passes_gradcheck():
-    p = make("gaussian", layout=Layout.from_shapes([("q", 4, 4)], rank=1), d=3, cache_max_elements=0, chunk_rows=3).double()
+    p = make(
+        "gaussian", layout=Layout.from_shapes([("q", 4, 4)], rank=1), d=3, cache_max_elements=0, chunk_rows=3
+    ).double()
     theta = torch.randn(3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: _ChunkedMatVec.apply(t, p), (theta,))
 
@@ -74,7 +77,10 @@ def test_gaussian_chunked_function_passes_gradcheck():
 def test_gaussian_golden_checksum_and_seeds():
     p = make("gaussian")
     block = p.rows(5, 9, dtype=torch.float64).numpy()  # rounded: robust to last-ulp libm differences
-    assert hashlib.sha256(np.round(block, 6).tobytes()).hexdigest() == "e3d2008093c9bed324423274f0d900a0cd962c3e8961ae90ee9b11badba58851"
+    assert (
+        hashlib.sha256(np.round(block, 6).tobytes()).hexdigest()
+        == "e3d2008093c9bed324423274f0d900a0cd962c3e8961ae90ee9b11badba58851"
+    )
     assert torch.equal(make("gaussian").matrix(), p.matrix()) and torch.equal(make("gaussian").theta, p.theta)
     other = make("gaussian", seed=1)
     assert not torch.allclose(other.matrix(), p.matrix()) and not torch.allclose(other.theta, p.theta)
@@ -167,7 +173,10 @@ def test_fastfood_construction_is_lazy_and_cheap():
 @pytest.mark.parametrize("name", ["gaussian", "fastfood"])
 def test_projection_drives_the_model_and_trains(name):
     torch.manual_seed(0)
-    model = attach(tiny_bert(), AdapterConfig(projection=name, rank=2, target_modules=["query", "value"], projection_kwargs={"d": 48}))
+    model = attach(
+        tiny_bert(),
+        AdapterConfig(projection=name, rank=2, target_modules=["query", "value"], projection_kwargs={"d": 48}),
+    )
     inputs = model_inputs("bert")
     base = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     with model.disabled():
@@ -177,6 +186,8 @@ def test_projection_drives_the_model_and_trains(name):
     out.square().sum().backward()
     grad = model.projection.theta.grad
     assert grad is not None and grad.abs().sum() > 0
-    assert [n for n, p in model.named_parameters() if p.requires_grad] == [n for n, p in model.named_parameters() if p.grad is not None]
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [
+        n for n, p in model.named_parameters() if p.grad is not None
+    ]
     assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if n in base)
     assert model.num_parameters()["trainable"] == 48

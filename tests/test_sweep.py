@@ -20,19 +20,42 @@ from lorazoo.cli import CONFIG_DIR
 from lorazoo.train.objective import main_metric, objective
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_SWEEP = ["model=tiny_bert", "projection=lora", "task.max_train_samples=32", "task.max_eval_samples=16",
-              "trainer.max_steps=4", "trainer.batch_size=8", "trainer.progress_bar=false", "logger=none"]
+TINY_SWEEP = [
+    "model=tiny_bert",
+    "projection=lora",
+    "task.max_train_samples=32",
+    "task.max_eval_samples=16",
+    "trainer.max_steps=4",
+    "trainer.batch_size=8",
+    "trainer.progress_bar=false",
+    "logger=none",
+]
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], check=False, cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
-@pytest.mark.parametrize("task,metric", [("tweets", "accuracy"), ("glue/cola", "matthews_correlation"),
-                                         ("glue/stsb", "pearson"), ("glue/mrpc", "accuracy"),
-                                         ("math/gsm8k", "exact_match"), ("instruct/alpaca", "perplexity")])
+@pytest.mark.parametrize(
+    "task,metric",
+    [
+        ("tweets", "accuracy"),
+        ("glue/cola", "matthews_correlation"),
+        ("glue/stsb", "pearson"),
+        ("glue/mrpc", "accuracy"),
+        ("math/gsm8k", "exact_match"),
+        ("instruct/alpaca", "perplexity"),
+    ],
+)
 def test_main_metric_per_task(task: str, metric: str):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"task={task}"])
@@ -43,16 +66,22 @@ def test_objective_orients_and_fails():
     assert objective({"status": "completed", "accuracy": 0.75}, "accuracy") == 0.75
     assert objective({"status": "completed", "perplexity": 12.5}, "perplexity") == -12.5  # maximised
     assert objective({"status": "completed", "metrics": {"pearson": 0.5}}, "pearson") == 0.5
-    for bad in ({"status": "failed", "accuracy": 0.9}, {"status": "running"}, None,
-                {"status": "completed", "accuracy": float("nan")}, {"status": "completed"}):
+    for bad in (
+        {"status": "failed", "accuracy": 0.9},
+        {"status": "running"},
+        None,
+        {"status": "completed", "accuracy": float("nan")},
+        {"status": "completed"},
+    ):
         assert objective(bad, "accuracy") is None  # the sweeper records None as a failed trial
 
 
 @pytest.mark.slow
 def test_optuna_preset_prints_best_value(tmp_path: Path):
     sweep = tmp_path / "sweep"
-    out = cli("-m", "hydra/sweeper=lr_lora", *TINY_SWEEP, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}",
-              cwd=tmp_path)
+    out = cli(
+        "-m", "hydra/sweeper=lr_lora", *TINY_SWEEP, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Best value:" in out.stdout + out.stderr
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
@@ -68,8 +97,15 @@ def test_failed_trial_is_failed_not_a_crash(tmp_path: Path):
     """lr = 1e20 diverges (NaN stop): that trial fails, the other completes, the sweep reports a best value.
     The preset's seeded TPE draws 1e20 first, then 1e-3, from this two-value space."""
     sweep = tmp_path / "sweep"
-    out = cli("-m", "hydra/sweeper=lr_lora", *TINY_SWEEP, "hydra.sweeper.n_trials=2",
-              "optimizer.lr=choice(0.001,1e20)", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    out = cli(
+        "-m",
+        "hydra/sweeper=lr_lora",
+        *TINY_SWEEP,
+        "hydra.sweeper.n_trials=2",
+        "optimizer.lr=choice(0.001,1e20)",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     log = out.stdout + out.stderr
     assert "Failed experiment" in log and "Best value:" in log
@@ -90,8 +126,9 @@ def _interval(spec: str) -> tuple[float, float]:
 def test_every_projection_has_an_lr_preset_around_its_lr(projection: str):
     """lr_<projection> searches every lr key it names, log-uniform from 1/10 to 100 × the configured value."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"hydra/sweeper=lr_{projection}", f"projection={projection}"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "config", overrides=[f"hydra/sweeper=lr_{projection}", f"projection={projection}"], return_hydra_config=True
+        )
     sweeper = cfg.hydra.sweeper
     assert sweeper.direction == "maximize" and sweeper.n_trials > 0 and sweeper.sampler.seed == 0
     assert sweeper.max_failure_rate == 1.0  # a failed trial is a FAIL, never the end of the sweep

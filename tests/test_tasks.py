@@ -22,15 +22,33 @@ SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 TSV = {
     "cola": ("train.tsv", "gj04\t1\t\tOur friends won't buy this analysis.\ngj04\t0\t*\tThey drank the pub.\n"),
     "sst2": ("train.tsv", "sentence\tlabel\na gripping film \t1\ndull and slow \t0\n"),
-    "mrpc": ("train.tsv", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tA cat sat.\tThe cat sat.\n0\t3\t4\tIt rains.\tStocks fell.\n"),
-    "qqp": ("train.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n0\t1\t2\tHow?\tHow so?\t1\n1\t3\t4\tWhy?\tWhen?\t0\n"),
-    "stsb": ("train.tsv", "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-                          "0\tg\tf\t2012\t0\tn\tn\tA man runs.\tA man is running.\t4.750\n1\tg\tf\t2012\t1\tn\tn\tA dog.\tA car.\t0\n"),
-    "mnli": ("train.tsv", "index\tpromptID\tpairID\tgenre\ts1bp\ts2bp\ts1p\ts2p\tsentence1\tsentence2\tlabel1\tgold_label\n"
-                          "0\t1\t1e\tgov\tx\tx\tx\tx\tHe left.\tHe is gone.\tentailment\tentailment\n"
-                          "1\t2\t2c\tgov\tx\tx\tx\tx\tHe left.\tHe stayed.\tcontradiction\tcontradiction\n"),
-    "qnli": ("train.tsv", "index\tquestion\tsentence\tlabel\n0\tWho?\tShe did.\tentailment\n1\tWhere?\tNo idea.\tnot_entailment\n"),
-    "rte": ("train.tsv", "index\tsentence1\tsentence2\tlabel\n0\tA is B.\tB is A.\tentailment\n1\tA.\tC.\tnot_entailment\n"),
+    "mrpc": (
+        "train.tsv",
+        "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tA cat sat.\tThe cat sat.\n0\t3\t4\tIt rains.\tStocks fell.\n",
+    ),
+    "qqp": (
+        "train.tsv",
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n0\t1\t2\tHow?\tHow so?\t1\n1\t3\t4\tWhy?\tWhen?\t0\n",
+    ),
+    "stsb": (
+        "train.tsv",
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+        "0\tg\tf\t2012\t0\tn\tn\tA man runs.\tA man is running.\t4.750\n1\tg\tf\t2012\t1\tn\tn\tA dog.\tA car.\t0\n",
+    ),
+    "mnli": (
+        "train.tsv",
+        "index\tpromptID\tpairID\tgenre\ts1bp\ts2bp\ts1p\ts2p\tsentence1\tsentence2\tlabel1\tgold_label\n"
+        "0\t1\t1e\tgov\tx\tx\tx\tx\tHe left.\tHe is gone.\tentailment\tentailment\n"
+        "1\t2\t2c\tgov\tx\tx\tx\tx\tHe left.\tHe stayed.\tcontradiction\tcontradiction\n",
+    ),
+    "qnli": (
+        "train.tsv",
+        "index\tquestion\tsentence\tlabel\n0\tWho?\tShe did.\tentailment\n1\tWhere?\tNo idea.\tnot_entailment\n",
+    ),
+    "rte": (
+        "train.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\tA is B.\tB is A.\tentailment\n1\tA.\tC.\tnot_entailment\n",
+    ),
 }
 EXPECTED = {  # (text_a of row 1, text_b of row 1, labels)
     "cola": ("Our friends won't buy this analysis.", None, [1, 0]),
@@ -121,15 +139,24 @@ def test_metrics_match_independent_formulas():
     y = 2 * x + 0.1 * rng.random(50)
     reg = compute(["pearson", "spearmanr"], x, y)
     assert reg["pearson"] == pytest.approx(np.corrcoef(x, y)[0, 1])
-    ranks = lambda v: np.argsort(np.argsort(v))
+
+    def ranks(v):
+        return np.argsort(np.argsort(v))
+
     assert reg["spearmanr"] == pytest.approx(np.corrcoef(ranks(x), ranks(y))[0, 1])
     assert majority_rate([0, 1, 1, 2]) == 0.5
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("She has 3 + 4 = <<3+4=7>>7 apples.\n#### 7", "7"), ("#### 1,234", "1234"), ("The answer is 12.", "12"),
-    ("so -3.50 dollars", "-3.5"), ("18.0", "18"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("She has 3 + 4 = <<3+4=7>>7 apples.\n#### 7", "7"),
+        ("#### 1,234", "1234"),
+        ("The answer is 12.", "12"),
+        ("so -3.50 dollars", "-3.5"),
+        ("18.0", "18"),
+    ],
+)
 def test_gsm8k_final_answer(text, expected):
     assert is_equivalent(extract_prediction(text), parse_answer(expected))
     assert not extract_prediction("no number")
@@ -140,7 +167,9 @@ def test_tweets_split_is_fixed_and_beatable():
     task.load()
     again = build_task(OmegaConf.create({"name": "tweets", "max_train_samples": 100, "max_eval_samples": 500}), seed=9)
     again.load()
-    assert task.train_rows == again.train_rows and task.eval_rows == again.eval_rows  # the training seed does not move it
+    assert (
+        task.train_rows == again.train_rows and task.eval_rows == again.eval_rows
+    )  # the training seed does not move it
     assert len(task.train_rows) == 100 and len(task.eval_rows) == 500
     assert 0.33 < task.summary()["majority_rate"] < 0.6
 

@@ -21,10 +21,24 @@ from lorazoo.train import run
 from lorazoo.train.checkpoints import COMPLETE_MARKER, WRITING_MARKER, complete_checkpoints, resume_point, rotate
 from lorazoo.train.run_dir import UNFINGERPRINTED, RunDirError, claim, fingerprint, identity
 
-TINY = ["logger=none", "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.logging_steps=1",
-        "trainer.progress_bar=false"]
-RUN = ["model=tiny_bert", "projection=unilora", "projection.kwargs.d=64", "task.max_train_samples=48",
-       "task.max_eval_samples=16", "task.max_length=32", "trainer.max_steps=4", "trainer.save_steps=2", "seed=1"]
+TINY = [
+    "logger=none",
+    "trainer.batch_size=8",
+    "trainer.eval_batch_size=16",
+    "trainer.logging_steps=1",
+    "trainer.progress_bar=false",
+]
+RUN = [
+    "model=tiny_bert",
+    "projection=unilora",
+    "projection.kwargs.d=64",
+    "task.max_train_samples=48",
+    "task.max_eval_samples=16",
+    "task.max_length=32",
+    "trainer.max_steps=4",
+    "trainer.save_steps=2",
+    "seed=1",
+]
 
 
 def cfg_of(*overrides: str):
@@ -73,10 +87,17 @@ def unfinished(run_dir: Path) -> Path:
 # ============================================================================ run identity
 def test_fingerprint_ignores_only_logging_and_budget_keys():
     base = identity(json.loads(json.dumps(_plain(*RUN))))
-    assert fingerprint(base) == fingerprint(identity(_plain(*RUN, "trainer.logging_steps=5", "logger=wandb",
-                                                             "trainer.save_steps=1", "trainer.resume=true")))
-    for change in ("projection.rank=8", "seed=2", "trainer.max_steps=5", "projection.kwargs.d=32",
-                   "model.target_modules=[query]", "task.max_train_samples=40"):
+    assert fingerprint(base) == fingerprint(
+        identity(_plain(*RUN, "trainer.logging_steps=5", "logger=wandb", "trainer.save_steps=1", "trainer.resume=true"))
+    )
+    for change in (
+        "projection.rank=8",
+        "seed=2",
+        "trainer.max_steps=5",
+        "projection.kwargs.d=32",
+        "model.target_modules=[query]",
+        "task.max_train_samples=40",
+    ):
         assert fingerprint(identity(_plain(*RUN, change))) != fingerprint(base), change
     assert "lorazoo.generator_version" in base and not any(k.startswith(("logger.", "trainer.resume")) for k in base)
     assert "trainer.logging_steps" in UNFINGERPRINTED
@@ -93,19 +114,24 @@ def test_run_dir_of_another_run_is_refused(earlier: Path, resume: bool):
     """Another projection in a used dir: refused before training, naming the key; the old run is untouched."""
     before = snapshot(earlier)
     other = [o for o in RUN if not o.startswith("projection")] + ["projection=lora"]
-    with pytest.raises(RunDirError, match=r"holds another run \(first differing key projection\.name: 'unilora' → 'lora'"):
+    with pytest.raises(
+        RunDirError, match=r"holds another run \(first differing key projection\.name: 'unilora' → 'lora'"
+    ):
         train(earlier, *other, f"trainer.resume={str(resume).lower()}")
     assert snapshot(earlier) == before
 
 
-@pytest.mark.parametrize("change,key", [
-    ("projection.rank=8", "projection.rank"),
-    ("seed=3", "seed"),
-    ("model.target_modules=[query]", "model.target_modules"),
-    ("projection.kwargs.share=local", "projection.kwargs.share"),
-    ("projection.kwargs.d=32", "projection.kwargs.d"),
-    ("projection=vera", "projection.name"),
-])
+@pytest.mark.parametrize(
+    "change,key",
+    [
+        ("projection.rank=8", "projection.rank"),
+        ("seed=3", "seed"),
+        ("model.target_modules=[query]", "model.target_modules"),
+        ("projection.kwargs.share=local", "projection.kwargs.share"),
+        ("projection.kwargs.d=32", "projection.kwargs.d"),
+        ("projection=vera", "projection.name"),
+    ],
+)
 def test_resume_with_a_changed_setting_is_refused(earlier: Path, change: str, key: str):
     run_dir = unfinished(earlier)
     before = snapshot(run_dir)
@@ -182,7 +208,10 @@ def test_resume_from_the_final_checkpoint_takes_no_extra_step(earlier: Path, fin
     assert [p.name for p in complete_checkpoints(earlier / "checkpoints")] == ["checkpoint-2", "checkpoint-4"]
     reference = json.loads((finished / "metrics.json").read_text())
     assert record["metrics"]["accuracy"] == reference["metrics"]["accuracy"]
-    a, b = load_file(str(earlier / "adapter" / "adapter.safetensors")), load_file(str(finished / "adapter" / "adapter.safetensors"))
+    a, b = (
+        load_file(str(earlier / "adapter" / "adapter.safetensors")),
+        load_file(str(finished / "adapter" / "adapter.safetensors")),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -213,16 +242,29 @@ def test_errors_are_lorazoo_errors():
 
 
 # ============================================================================ divergence and NaN metrics
-DIVERGING = ["model=tiny_bert", "projection=lora", "optimizer.lr=10", "optimizer.groups.head.lr=10", "trainer.max_grad_norm=1e9",
-             "trainer.warmup_ratio=0", "task.max_train_samples=160", "task.max_eval_samples=16", "task.max_length=32",
-             "trainer.max_steps=20", "trainer.save_steps=1", "seed=0"]
+DIVERGING = [
+    "model=tiny_bert",
+    "projection=lora",
+    "optimizer.lr=10",
+    "optimizer.groups.head.lr=10",
+    "trainer.max_grad_norm=1e9",
+    "trainer.warmup_ratio=0",
+    "task.max_train_samples=160",
+    "task.max_eval_samples=16",
+    "task.max_length=32",
+    "trainer.max_steps=20",
+    "trainer.save_steps=1",
+    "seed=0",
+]
 
 
 def test_diverged_run_is_failed_and_keeps_the_last_good_checkpoint(tmp_path: Path):
     """lr = 10 on the head: loss 1.1 → 30; reported `failed: diverged`, never `completed`."""
     from lorazoo.train.divergence import DivergedError
 
-    with pytest.raises(DivergedError, match=r"^diverged: smoothed train loss .* > 4 × initial 1\.09\d* for 3 logging steps"):
+    with pytest.raises(
+        DivergedError, match=r"^diverged: smoothed train loss .* > 4 × initial 1\.09\d* for 3 logging steps"
+    ):
         train(tmp_path, *DIVERGING)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "failed" and record["reason"] == "diverged"

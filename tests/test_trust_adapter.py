@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import model_inputs, perturb, tiny_bert
 from safetensors.torch import load_file, save_file
 
 from lorazoo import AdapterConfig, attach, load_adapter
 from lorazoo.errors import AdapterFileError, AdapterStateError
-
-from conftest import model_inputs, perturb, tiny_bert
 
 SEEDED = {  # projections whose ΔW depends on structures regenerated from the seed (not stored)
     "vera": {},
@@ -27,8 +26,13 @@ SEEDED = {  # projections whose ΔW depends on structures regenerated from the s
 
 
 def saved(tmp_path: Path, projection: str = "unilora", num_labels: int = 2, **kwargs) -> Path:
-    cfg = AdapterConfig(projection=projection, rank=4, seed=3, projection_kwargs=kwargs or dict(SEEDED.get(projection, {})),
-                        modules_to_save=["classifier"])
+    cfg = AdapterConfig(
+        projection=projection,
+        rank=4,
+        seed=3,
+        projection_kwargs=kwargs or dict(SEEDED.get(projection, {})),
+        modules_to_save=["classifier"],
+    )
     model = attach(tiny_bert(num_labels=num_labels), cfg)
     perturb(model)
     return model.save_adapter(tmp_path / f"{projection}-{num_labels}")
@@ -44,8 +48,12 @@ def rewrite_tensor(path: Path, key: str, change) -> None:
     tensors = load_file(str(path / "adapter.safetensors"))
     tensors[key] = change(tensors[key])
     save_file(tensors, str(path / "adapter.safetensors"), metadata={"format": "lorazoo-adapter"})
-    edit(path, lambda raw: raw["checksums"]["tensors"].__setitem__(
-        key, {"dtype": str(tensors[key].dtype).removeprefix("torch."), "shape": list(tensors[key].shape)}))
+    edit(
+        path,
+        lambda raw: raw["checksums"]["tensors"].__setitem__(
+            key, {"dtype": str(tensors[key].dtype).removeprefix("torch."), "shape": list(tensors[key].shape)}
+        ),
+    )
 
 
 def state(model) -> dict[str, torch.Tensor]:
@@ -57,7 +65,9 @@ def state(model) -> dict[str, torch.Tensor]:
 def test_edited_seed_is_refused_naming_it(tmp_path: Path, projection: str):
     path = saved(tmp_path, projection)
     edit(path, lambda raw: raw["config"].__setitem__("seed", 4))
-    with pytest.raises(AdapterFileError, match=r"regenerated structure '.*' differs .*\(seed: trained with 3, the config now says 4\)"):
+    with pytest.raises(
+        AdapterFileError, match=r"regenerated structure '.*' differs .*\(seed: trained with 3, the config now says 4\)"
+    ):
         load_adapter(tiny_bert(), path)
 
 
@@ -93,10 +103,21 @@ def test_unchanged_structures_load_bit_exactly(tmp_path: Path):
 
 
 # ============================================================================ tensor checks
-@pytest.mark.parametrize("key,value,match", [
-    ("projection.theta", float("nan"), r"tensor 'projection\.theta' holds 1 NaN/inf value\(s\); valid: finite values only"),
-    ("modules_to_save.classifier/weight", float("inf"), r"tensor 'modules_to_save\.classifier/weight' holds 1 NaN/inf"),
-])
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        (
+            "projection.theta",
+            float("nan"),
+            r"tensor 'projection\.theta' holds 1 NaN/inf value\(s\); valid: finite values only",
+        ),
+        (
+            "modules_to_save.classifier/weight",
+            float("inf"),
+            r"tensor 'modules_to_save\.classifier/weight' holds 1 NaN/inf",
+        ),
+    ],
+)
 def test_non_finite_tensors_are_refused(tmp_path: Path, key: str, value: float, match: str):
     path = saved(tmp_path, "unilora")
 
@@ -115,7 +136,10 @@ def test_non_finite_tensors_are_refused(tmp_path: Path, key: str, value: float, 
 def test_integer_and_bool_tensors_are_refused(tmp_path: Path, key: str, dtype: torch.dtype):
     path = saved(tmp_path, "unilora")
     rewrite_tensor(path, key, lambda t: (t * 1000).to(dtype))
-    with pytest.raises(AdapterFileError, match=rf"tensor '{key.replace('.', '[.]')}' has dtype torch\.{str(dtype)[6:]}; valid: a floating dtype"):
+    with pytest.raises(
+        AdapterFileError,
+        match=rf"tensor '{key.replace('.', '[.]')}' has dtype torch\.{str(dtype)[6:]}; valid: a floating dtype",
+    ):
         load_adapter(tiny_bert(), path)
 
 
@@ -124,7 +148,9 @@ def test_tensor_not_matching_the_header_record_is_refused(tmp_path: Path):
     tensors = load_file(str(path / "adapter.safetensors"))
     tensors["projection.theta"] = tensors["projection.theta"][:-1].clone()
     save_file(tensors, str(path / "adapter.safetensors"))
-    with pytest.raises(AdapterFileError, match=r"tensor 'projection\.theta' is float32\[\d+\] in the weights file but was saved as"):
+    with pytest.raises(
+        AdapterFileError, match=r"tensor 'projection\.theta' is float32\[\d+\] in the weights file but was saved as"
+    ):
         load_adapter(tiny_bert(), path)
 
 
@@ -154,8 +180,12 @@ def test_deeply_nested_adapter_config_is_one_line(tmp_path: Path):
     path = saved(tmp_path, "lora")
     edit(path, lambda raw: raw["config"].__setitem__("projection_kwargs", {}))
     text = (path / "adapter_config.json").read_text()
-    (path / "adapter_config.json").write_text(text.replace('"projection_kwargs": {}', '"projection_kwargs": ' + "[" * 3000 + "]" * 3000))
-    with pytest.raises(AdapterFileError, match=r"adapter_config\.json: JSON nested 300\d levels deep; valid: at most 64"):
+    (path / "adapter_config.json").write_text(
+        text.replace('"projection_kwargs": {}', '"projection_kwargs": ' + "[" * 3000 + "]" * 3000)
+    )
+    with pytest.raises(
+        AdapterFileError, match=r"adapter_config\.json: JSON nested 300\d levels deep; valid: at most 64"
+    ):
         load_adapter(tiny_bert(), path)
 
 
@@ -168,7 +198,9 @@ def test_failed_load_leaves_the_model_as_before_and_a_retry_works(tmp_path: Path
     with torch.no_grad():
         logits = model(**model_inputs("bert")).logits
     wrong = saved(tmp_path, "vera", num_labels=3)
-    with pytest.raises(AdapterFileError, match=r"classifier/(bias|weight) has shape \(3,( 32)?\); this base model's is \(2,( 32)?\)"):
+    with pytest.raises(
+        AdapterFileError, match=r"classifier/(bias|weight) has shape \(3,( 32)?\); this base model's is \(2,( 32)?\)"
+    ):
         model.load_adapter(wrong, "other")
     after = state(model)
     assert list(model.adapters) == ["default"] and [n for n, _ in model.named_modules()] == modules
@@ -197,8 +229,10 @@ def test_loading_weights_into_a_merged_adapter_keeps_the_base_exact(tmp_path: Pa
     cfg = AdapterConfig(projection="lora", rank=4, modules_to_save=["classifier"])
     model = attach(tiny_bert(), cfg)
     perturb(model)
-    original = {n: layer.base_layer.weight.detach().clone() for n, layer in
-                ((layer.module_name, layer) for layer in model.adapted_layers())}
+    original = {
+        n: layer.base_layer.weight.detach().clone()
+        for n, layer in ((layer.module_name, layer) for layer in model.adapted_layers())
+    }
     other = attach(tiny_bert(), cfg)
     perturb(other, seed=11)
     path = other.save_adapter(tmp_path / "other")
@@ -222,7 +256,9 @@ def test_set_adapter_during_training_is_refused(tmp_path: Path):
     seen = []
 
     def switches(self, *args, **kwargs):
-        with pytest.raises(AdapterStateError, match=r"set_adapter\('other'\) during LoraZooTrainer\.train\(\) is refused"):
+        with pytest.raises(
+            AdapterStateError, match=r"set_adapter\('other'\) during LoraZooTrainer\.train\(\) is refused"
+        ):
             self.model.set_adapter("other")
         seen.append(self.model.active_adapter)
         return {}

@@ -11,19 +11,35 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-JOB = ["model=tiny_bert", "logger=none", "trainer.progress_bar=false", "projection=lora", "task.max_train_samples=16",
-       "task.max_eval_samples=8", "task.max_length=32", "trainer.batch_size=8", "trainer.save_steps=1"]
+JOB = [
+    "model=tiny_bert",
+    "logger=none",
+    "trainer.progress_bar=false",
+    "projection=lora",
+    "task.max_train_samples=16",
+    "task.max_eval_samples=8",
+    "task.max_length=32",
+    "trainer.batch_size=8",
+    "trainer.save_steps=1",
+]
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": "1",
+    }
     env.pop("HYDRA_FULL_ERROR", None)
     return env
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=400)
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=400
+    )
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -33,9 +49,21 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def test_two_runs_in_one_dir_at_once(tmp_path: Path):
     """The second run fails within seconds with one line; the first finishes and its files are its own."""
     run_dir = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, str(REPO / "run.py"), *JOB, "trainer.max_steps=400", "trainer.save_steps=100",
-                              f"hydra.run.dir={run_dir}"],
-                             cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            *JOB,
+            "trainer.max_steps=400",
+            "trainer.save_steps=100",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (run_dir / "lorazoo_run.json").exists():
@@ -49,7 +77,9 @@ def test_two_runs_in_one_dir_at_once(tmp_path: Path):
         first.wait(timeout=400)
     assert second.returncode == 2 and "Traceback" not in second.stderr
     last = [line for line in second.stderr.splitlines() if line.strip()][-1]
-    assert last.startswith("error: run dir ") and "is in use by another lorazoo run (pid " in last, second.stderr[-2000:]
+    assert last.startswith("error: run dir ") and "is in use by another lorazoo run (pid " in last, second.stderr[
+        -2000:
+    ]
     assert first.returncode == 0, first.stderr.read()[-2000:]
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "completed" and record["projection"] == "lora" and record["steps"] == 400
@@ -67,7 +97,11 @@ def test_another_run_in_a_used_dir_leaves_it_byte_identical(tmp_path: Path):
     for extra in (["projection=vera"], ["projection=vera", "trainer.resume=true"], ["projection.rank=2"]):
         out = cli(*JOB, "trainer.max_steps=3", *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
         last = [line for line in out.stderr.splitlines() if line.strip()][-1]
-        assert out.returncode == 2 and last.startswith("error: run dir ") and "holds another run (first differing key" in last
+        assert (
+            out.returncode == 2
+            and last.startswith("error: run dir ")
+            and "holds another run (first differing key" in last
+        )
         assert snapshot(run_dir) == before, extra
 
 

@@ -7,12 +7,11 @@ import hashlib
 
 import pytest
 import torch
+from conftest import model_inputs, perturb, tiny_bert, tiny_llama
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, ConfigError, Layout, attach, load_adapter
 from lorazoo.projections import build_projection
-
-from conftest import model_inputs, perturb, tiny_bert, tiny_llama
 
 MODELS = {"bert": (tiny_bert, ["query", "value"]), "llama": (tiny_llama, "all-linear")}
 KWARGS = {"num_vectors": 16, "vector_length": 8, "topk": 2}
@@ -21,13 +20,19 @@ GOLDEN_SEED0_BERT = "64bcc6d07dbaa1fa"  # sha256 prefix of seed-0 bank ‖ logit
 
 def make(kind: str = "bert", seed: int = 0, **kwargs) -> torch.nn.Module:
     factory, targets = MODELS[kind]
-    cfg = AdapterConfig(projection="vblora", rank=4, target_modules=targets, seed=seed, projection_kwargs={**KWARGS, **kwargs})
+    cfg = AdapterConfig(
+        projection="vblora", rank=4, target_modules=targets, seed=seed, projection_kwargs={**KWARGS, **kwargs}
+    )
     return attach(factory(0), cfg)
 
 
 def peft_layers(peft_model) -> dict[str, torch.nn.Module]:
     prefix = "base_model.model."
-    return {n[len(prefix):]: m for n, m in peft_model.named_modules() if hasattr(m, "vblora_logits_A") and n.startswith(prefix)}
+    return {
+        n[len(prefix) :]: m
+        for n, m in peft_model.named_modules()
+        if hasattr(m, "vblora_logits_A") and n.startswith(prefix)
+    }
 
 
 def paired_models(kind: str):
@@ -50,9 +55,15 @@ def paired_models(kind: str):
     n = ours.projection.bank.shape[0]
     with torch.no_grad():
         ours.projection.bank.copy_(bank)
-        ours.projection.logits.copy_(torch.cat([
-            t.reshape(-1, n) for layer in layers.values() for t in (layer.vblora_logits_A["default"], layer.vblora_logits_B["default"])
-        ]))
+        ours.projection.logits.copy_(
+            torch.cat(
+                [
+                    t.reshape(-1, n)
+                    for layer in layers.values()
+                    for t in (layer.vblora_logits_A["default"], layer.vblora_logits_B["default"])
+                ]
+            )
+        )
     ours.cache.invalidate()
     return ours, peft_model, layers, bank
 
@@ -72,9 +83,13 @@ def test_matches_peft_vblora_delta_logits_and_gradients(kind):
     peft_out.pow(2).mean().backward()
     torch.testing.assert_close(ours.projection.bank.grad, bank.grad, atol=1e-5, rtol=1e-4)
     n = bank.shape[0]
-    peft_grads = torch.cat([
-        t.grad.reshape(-1, n) for layer in layers.values() for t in (layer.vblora_logits_A["default"], layer.vblora_logits_B["default"])
-    ])
+    peft_grads = torch.cat(
+        [
+            t.grad.reshape(-1, n)
+            for layer in layers.values()
+            for t in (layer.vblora_logits_A["default"], layer.vblora_logits_B["default"])
+        ]
+    )
     assert peft_grads.abs().max() > 0
     torch.testing.assert_close(ours.projection.logits.grad, peft_grads, atol=1e-5, rtol=1e-4)
 
@@ -82,8 +97,12 @@ def test_matches_peft_vblora_delta_logits_and_gradients(kind):
 def test_stored_count_matches_peft_savable_count():
     from peft import VBLoRAConfig, get_peft_model
 
-    peft_model = get_peft_model(tiny_llama(), VBLoRAConfig(r=4, target_modules="all-linear", num_vectors=16, vector_length=8,
-                                                           topk=2, save_only_topk_weights=True))
+    peft_model = get_peft_model(
+        tiny_llama(),
+        VBLoRAConfig(
+            r=4, target_modules="all-linear", num_vectors=16, vector_length=8, topk=2, save_only_topk_weights=True
+        ),
+    )
     savable, _ = peft_model.get_nb_savable_parameters()
     ours = make("llama")
     assert ours.projection.stored_numel() == savable
@@ -115,15 +134,18 @@ def test_vector_length_must_divide_every_size():
         make("llama", vector_length=32)
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"topk": 17}, "topk=17"),
-    ({"topk": 0}, "topk=0"),
-    ({"num_vectors": 0}, "num_vectors=0"),
-    ({"init_bank": -0.1}, "init_bank=-0.1"),
-    ({"init_logits_std": "x"}, "init_logits_std='x'"),
-    ({"save_topk_only": "yes"}, "save_topk_only='yes'"),
-    ({"bank_size": 3}, "bank_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"topk": 17}, "topk=17"),
+        ({"topk": 0}, "topk=0"),
+        ({"num_vectors": 0}, "num_vectors=0"),
+        ({"init_bank": -0.1}, "init_bank=-0.1"),
+        ({"init_logits_std": "x"}, "init_logits_std='x'"),
+        ({"save_topk_only": "yes"}, "save_topk_only='yes'"),
+        ({"bank_size": 3}, "bank_size"),
+    ],
+)
 def test_bad_options_are_config_errors(kwargs, fragment):
     with pytest.raises(ConfigError, match=fragment):
         make("bert", **kwargs)
@@ -133,7 +155,9 @@ def test_init_distributions_and_golden_checksum():
     projection = make("bert").projection
     assert projection.bank.abs().max() <= 0.02
     assert abs(projection.logits.std().item() - 0.1) < 0.01
-    digest = hashlib.sha256(projection.bank.detach().numpy().tobytes() + projection.logits.detach().numpy().tobytes()).hexdigest()
+    digest = hashlib.sha256(
+        projection.bank.detach().numpy().tobytes() + projection.logits.detach().numpy().tobytes()
+    ).hexdigest()
     assert digest[:16] == GOLDEN_SEED0_BERT
     assert not torch.equal(projection.logits, make("bert", seed=1).projection.logits)
 
@@ -150,8 +174,10 @@ def test_forward_is_topk_softmax_mix_of_bank_rows():
     vectors, start, pieces = torch.stack(rows), 0, []
     for e in model.layout:
         na, nb = e.a_numel // b, e.b_numel // b
-        pieces.append(vectors[start:start + na].reshape(-1))
-        pieces.append(vectors[start + na:start + na + nb].view(e.out_features // b, e.rank, b).transpose(1, 2).reshape(-1))
+        pieces.append(vectors[start : start + na].reshape(-1))
+        pieces.append(
+            vectors[start + na : start + na + nb].view(e.out_features // b, e.rank, b).transpose(1, 2).reshape(-1)
+        )
         start += na + nb
     torch.testing.assert_close(p().detach(), torch.cat(pieces), atol=1e-7, rtol=1e-6)
 
@@ -166,7 +192,10 @@ def test_save_topk_only_is_small_and_reloads_identical_theta(tmp_path):
     tensors = load_file(str(tmp_path / "adapter.safetensors"))
     assert sorted(tensors) == ["projection.bank", "projection.topk_indices", "projection.topk_logit_gaps"]
     S = model.projection.num_subvectors
-    assert tensors["projection.topk_indices"].dtype == torch.uint8 and tensors["projection.topk_indices"].shape == (S, 2)
+    assert tensors["projection.topk_indices"].dtype == torch.uint8 and tensors["projection.topk_indices"].shape == (
+        S,
+        2,
+    )
     assert tensors["projection.topk_logit_gaps"].shape == (S, 1)
     assert sum(t.numel() for t in tensors.values()) < model.projection.d / 4
 

@@ -7,12 +7,11 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from conftest import model_inputs, perturb, tiny_bert, tiny_llama
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, ConfigError, Layout, LoraZooError, attach, load_adapter
 from lorazoo.projections.vera import VeRAProjection
-
-from conftest import model_inputs, perturb, tiny_bert, tiny_llama
 
 GOLDEN_SEED0_R8_LLAMA = "ee85825f6627fe5a"  # sha256 prefix of seed-0 vera_A ‖ vera_B (float32 bytes)
 MODELS = {"bert": (tiny_bert, ["query", "value"]), "llama": (tiny_llama, "all-linear")}
@@ -22,14 +21,19 @@ def peft_vera(kind: str, rank: int):
     from peft import VeraConfig, get_peft_model
 
     factory, targets = MODELS[kind]
-    config = VeraConfig(r=rank, target_modules=targets, projection_prng_key=0, save_projection=True, d_initial=0.1,
-                        vera_dropout=0.0)
+    config = VeraConfig(
+        r=rank, target_modules=targets, projection_prng_key=0, save_projection=True, d_initial=0.1, vera_dropout=0.0
+    )
     return get_peft_model(factory(0), config)
 
 
 def peft_layers(peft_model) -> dict[str, torch.nn.Module]:
     prefix = "base_model.model."
-    return {n[len(prefix):]: m for n, m in peft_model.named_modules() if hasattr(m, "vera_lambda_d") and n.startswith(prefix)}
+    return {
+        n[len(prefix) :]: m
+        for n, m in peft_model.named_modules()
+        if hasattr(m, "vera_lambda_d") and n.startswith(prefix)
+    }
 
 
 def paired_models(kind: str, rank: int = 4):
@@ -107,7 +111,6 @@ def test_frozen_matrices_are_kaiming_uniform_with_gain_sqrt2_and_pinned():
     assert digest == GOLDEN_SEED0_R8_LLAMA, digest
 
 
-
 def test_init_lambdas_and_zero_delta():
     model = attach(tiny_bert(), AdapterConfig(projection="vera", rank=4, projection_kwargs={"d_initial": 0.5}))
     assert torch.all(model.projection.lambda_d == 0.5) and torch.all(model.projection.lambda_b == 0)
@@ -137,11 +140,14 @@ def test_save_projection_controls_what_is_saved(tmp_path, save_projection):
         torch.testing.assert_close(loaded(**model_inputs("bert")).logits, expected, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"save_projection": "yes"}, "save_projection='yes'"),
-    ({"d_initial": "big"}, "d_initial='big'"),
-    ({"projection_prng_key": 1}, "unknown option(s) ['projection_prng_key']"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"save_projection": "yes"}, "save_projection='yes'"),
+        ({"d_initial": "big"}, "d_initial='big'"),
+        ({"projection_prng_key": 1}, "unknown option(s) ['projection_prng_key']"),
+    ],
+)
 def test_bad_options(kwargs, fragment):
     with pytest.raises(ConfigError) as info:
         attach(tiny_bert(), AdapterConfig(projection="vera", rank=4, projection_kwargs=kwargs))

@@ -62,8 +62,10 @@ def check_argv(argv: list[str]) -> None:
         depth = nesting_depth(arg.replace("'", '"'))
         if depth > MAX_OVERRIDE_DEPTH:
             shown = arg if len(arg) <= 40 else arg[:37] + "..."
-            print(f"error: override {shown!r} is nested {depth} levels deep; valid: at most {MAX_OVERRIDE_DEPTH}",
-                  file=sys.stderr)
+            print(
+                f"error: override {shown!r} is nested {depth} levels deep; valid: at most {MAX_OVERRIDE_DEPTH}",
+                file=sys.stderr,
+            )
             sys.exit(2)
 
 

@@ -40,7 +40,12 @@ def unknown_key_hint(overrides: list[str], config_dir: str) -> str | None:
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             cfg = compose("config", overrides=[c.split(",", 1)[0] for c in _group_choices(overrides)])
-    except (HydraException, OmegaConfBaseException, ValueError, OSError):  # the group choices themselves are wrong: Hydra's message already says so
+    except (
+        HydraException,
+        OmegaConfBaseException,
+        ValueError,
+        OSError,
+    ):  # the group choices themselves are wrong: Hydra's message already says so
         return None
     for key in keys:
         if OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:

@@ -48,8 +48,10 @@ class AdapterConfig:
         self.projection_kwargs = dict(self.projection_kwargs or {})
         if isinstance(self.modules_to_save, str) or not isinstance(self.modules_to_save, (list, tuple, type(None))):
             # a bare string would be read character by character
-            raise ConfigError(f"modules_to_save={self.modules_to_save!r} is invalid; valid: a list of module names, "
-                              "e.g. ['classifier']")
+            raise ConfigError(
+                f"modules_to_save={self.modules_to_save!r} is invalid; valid: a list of module names, "
+                "e.g. ['classifier']"
+            )
         self.modules_to_save = [str(m) for m in (self.modules_to_save or [])]
 
     @property
@@ -60,7 +62,7 @@ class AdapterConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AdapterConfig":
+    def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
         """Build from plain data (a JSON file, a Hydra node); unknown keys are an error, not ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)

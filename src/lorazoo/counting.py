@@ -48,7 +48,9 @@ def load_model_spec(name: str) -> dict[str, Any]:
             return spec
     known = known_model_names() or list(KNOWN_MODELS)
     searched = ", ".join(str(f) for f in model_config_dirs())
-    raise ConfigError(f"unknown model {name!r}; known: {known} (looked in {searched}); or pass a transformers config or a dict of its fields")
+    raise ConfigError(
+        f"unknown model {name!r}; known: {known} (looked in {searched}); or pass a transformers config or a dict of its fields"
+    )
 
 
 def _transformers_config(model_config: Any) -> tuple[Any, str, str]:
@@ -56,7 +58,11 @@ def _transformers_config(model_config: Any) -> tuple[Any, str, str]:
     from transformers import AutoConfig, PretrainedConfig
 
     if isinstance(model_config, PretrainedConfig):
-        return model_config, _guess_task_type(model_config), getattr(model_config, "name_or_path", "") or model_config.model_type
+        return (
+            model_config,
+            _guess_task_type(model_config),
+            getattr(model_config, "name_or_path", "") or model_config.model_type,
+        )
     if isinstance(model_config, str):
         spec = load_model_spec(model_config)
         fields = dict(spec["dims"])
@@ -68,7 +74,9 @@ def _transformers_config(model_config: Any) -> tuple[Any, str, str]:
         task_type = fields.pop("task_type", "base")
         model_type = fields.pop("model_type")
         return AutoConfig.for_model(model_type, **fields), task_type, model_type
-    raise ConfigError(f"model_config must be a transformers PretrainedConfig, a dict of its fields or a known name {list(KNOWN_MODELS)}, got {type(model_config).__name__}")
+    raise ConfigError(
+        f"model_config must be a transformers PretrainedConfig, a dict of its fields or a known name {list(KNOWN_MODELS)}, got {type(model_config).__name__}"
+    )
 
 
 def _guess_task_type(config: Any) -> str:

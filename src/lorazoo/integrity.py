@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -59,32 +60,49 @@ def describe(projection: Any, config: AdapterConfig, tensors: Mapping[str, torch
         "seed": config.seed,
         "projection_kwargs": dict(config.projection_kwargs),
         "layout": layout_digest(projection.layout),
-        "structures": {name: {"shape": list(t.shape), "sample": _sample(t)} for name, t in regenerated(projection).items()},
-        "tensors": {key: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)} for key, t in tensors.items()},
+        "structures": {
+            name: {"shape": list(t.shape), "sample": _sample(t)} for name, t in regenerated(projection).items()
+        },
+        "tensors": {
+            key: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)} for key, t in tensors.items()
+        },
     }
 
 
-def check_declared(config: AdapterConfig, layout: Layout, header: Mapping[str, tuple[str, list[int]]],
-                   checksums: Mapping[str, Any] | None, where: str) -> None:
+def check_declared(
+    config: AdapterConfig,
+    layout: Layout,
+    header: Mapping[str, tuple[str, list[int]]],
+    checksums: Mapping[str, Any] | None,
+    where: str,
+) -> None:
     """Sizes the config declares against the layout and the file's tensor header (no tensor data read)."""
     for entry in layout:
         if entry.rank != config.rank:
-            raise AdapterFileError(f"{where}: config declares rank={config.rank} but module {entry.name!r} was saved with "
-                                   f"rank {entry.rank}; the config was edited or belongs to another adapter")
+            raise AdapterFileError(
+                f"{where}: config declares rank={config.rank} but module {entry.name!r} was saved with "
+                f"rank {entry.rank}; the config was edited or belongs to another adapter"
+            )
     if not checksums:
         return  # saved before checksums existed
     if checksums.get("layout") != layout_digest(layout):
-        raise AdapterFileError(f"{where}: the layout (module names, shapes, rank) differs from the one saved with the "
-                               "weights; the file was edited")
+        raise AdapterFileError(
+            f"{where}: the layout (module names, shapes, rank) differs from the one saved with the "
+            "weights; the file was edited"
+        )
     recorded = checksums.get("tensors") or {}
     for key in sorted(set(recorded) | set(header)):
         if key not in header or key not in recorded:
-            raise AdapterFileError(f"{where}: tensor {key!r} is {'missing from' if key not in header else 'not recorded in'} "
-                                   "the weights file; it does not belong to this config")
+            raise AdapterFileError(
+                f"{where}: tensor {key!r} is {'missing from' if key not in header else 'not recorded in'} "
+                "the weights file; it does not belong to this config"
+            )
         dtype, shape = header[key]
         if [dtype, list(shape)] != [recorded[key]["dtype"], recorded[key]["shape"]]:
-            raise AdapterFileError(f"{where}: tensor {key!r} is {dtype}{list(shape)} in the weights file but was saved as "
-                                   f"{recorded[key]['dtype']}{recorded[key]['shape']}")
+            raise AdapterFileError(
+                f"{where}: tensor {key!r} is {dtype}{list(shape)} in the weights file but was saved as "
+                f"{recorded[key]['dtype']}{recorded[key]['shape']}"
+            )
 
 
 def check_values(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], where: str) -> None:
@@ -92,8 +110,10 @@ def check_values(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, tor
     for key, value in tensors.items():
         own = expected.get(key)
         if own is not None and own.is_floating_point() != value.is_floating_point():
-            raise AdapterFileError(f"{where}: tensor {key!r} has dtype {value.dtype}; valid: "
-                                   f"{'a floating dtype' if own.is_floating_point() else own.dtype}")
+            raise AdapterFileError(
+                f"{where}: tensor {key!r} has dtype {value.dtype}; valid: "
+                f"{'a floating dtype' if own.is_floating_point() else own.dtype}"
+            )
         if own is None and not value.is_floating_point() and key.startswith("modules_to_save."):
             raise AdapterFileError(f"{where}: tensor {key!r} has dtype {value.dtype}; valid: a floating dtype")
         if value.is_floating_point() and not torch.isfinite(value).all():
@@ -107,11 +127,15 @@ def check_structures(projection: Any, config: AdapterConfig, checksums: Mapping[
         return
     recorded = checksums["structures"]
     current = {name: {"shape": list(t.shape), "sample": _sample(t)} for name, t in regenerated(projection).items()}
-    differing = [name for name in sorted(set(recorded) | set(current)) if not _same(recorded.get(name), current.get(name))]
+    differing = [
+        name for name in sorted(set(recorded) | set(current)) if not _same(recorded.get(name), current.get(name))
+    ]
     if not differing:
         return
-    raise AdapterFileError(f"{where}: regenerated structure {differing[0]!r} differs from the one this adapter was "
-                           f"trained with ({_cause(config, checksums)}); loading it would give another ΔW")
+    raise AdapterFileError(
+        f"{where}: regenerated structure {differing[0]!r} differs from the one this adapter was "
+        f"trained with ({_cause(config, checksums)}); loading it would give another ΔW"
+    )
 
 
 def same_structures(a: Any, b: Any) -> bool:

@@ -69,7 +69,9 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write(path, write)
 
 
-def atomic_save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+def atomic_save_safetensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Path:
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(contiguous, tmp, metadata=metadata))
 
@@ -107,7 +109,9 @@ def _refuse_code(node: Any, where: str) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
             if key in ("_target_", "_partial_", "_args_"):
-                raise AdapterFileError(f"{where} contains {key!r}: adapter configs are data and may not name code to run")
+                raise AdapterFileError(
+                    f"{where} contains {key!r}: adapter configs are data and may not name code to run"
+                )
             _refuse_code(value, where)
     elif isinstance(node, list):
         for value in node:
@@ -122,7 +126,9 @@ def read_adapter_config(path: str | Path) -> tuple[AdapterConfig, Layout]:
         raise AdapterFileError(f"adapter directory {str(path)!r} does not exist")
     if not config_path.is_file():
         present = sorted(p.name for p in path.iterdir())
-        raise AdapterFileError(f"{str(config_path)!r} is missing; an adapter directory holds {CONFIG_NAME} and {WEIGHTS_NAME} (found {present})")
+        raise AdapterFileError(
+            f"{str(config_path)!r} is missing; an adapter directory holds {CONFIG_NAME} and {WEIGHTS_NAME} (found {present})"
+        )
     try:
         text = config_path.read_text()
     except UnicodeDecodeError as exc:
@@ -130,7 +136,9 @@ def read_adapter_config(path: str | Path) -> tuple[AdapterConfig, Layout]:
     raw = jsonsafe.loads(text, str(config_path), AdapterFileError)
     _refuse_code(raw, str(config_path))
     if not isinstance(raw, dict) or raw.get("format") != FORMAT or "config" not in raw or "layout" not in raw:
-        raise AdapterFileError(f"{str(config_path)!r} is not a lorazoo adapter config (expected format={FORMAT!r} with config and layout)")
+        raise AdapterFileError(
+            f"{str(config_path)!r} is not a lorazoo adapter config (expected format={FORMAT!r} with config and layout)"
+        )
     try:
         config = AdapterConfig.from_dict(raw["config"])
         get_projection_class(config.projection)
@@ -149,7 +157,9 @@ def read_adapter_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise AdapterFileError(f"{str(weights_path)!r} is truncated or corrupt ({exc}); re-save or re-download it") from None
+        raise AdapterFileError(
+            f"{str(weights_path)!r} is truncated or corrupt ({exc}); re-save or re-download it"
+        ) from None
 
 
 def read_tensor_header(path: str | Path) -> dict[str, tuple[str, list[int]]]:
@@ -167,12 +177,24 @@ def read_tensor_header(path: str | Path) -> dict[str, tuple[str, list[int]]]:
                 header[key] = (_DTYPES.get(piece.get_dtype(), piece.get_dtype().lower()), list(piece.get_shape()))
             return header
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise AdapterFileError(f"{str(weights_path)!r} is truncated or corrupt ({exc}); re-save or re-download it") from None
+        raise AdapterFileError(
+            f"{str(weights_path)!r} is truncated or corrupt ({exc}); re-save or re-download it"
+        ) from None
 
 
 # safetensors dtype names → torch's
-_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
-           "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
 
 
 def read_checksums(path: str | Path) -> dict[str, Any] | None:

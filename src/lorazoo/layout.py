@@ -153,4 +153,6 @@ def select_targets(names: Sequence[str], head_names: set[str], target_modules: S
 
 
 def is_all_linear(target_modules: Sequence[str] | str) -> bool:
-    return target_modules == ALL_LINEAR or (not isinstance(target_modules, str) and list(target_modules) == [ALL_LINEAR])
+    return target_modules == ALL_LINEAR or (
+        not isinstance(target_modules, str) and list(target_modules) == [ALL_LINEAR]
+    )

@@ -28,23 +28,33 @@ DECORATOR_KWARGS = frozenset({"return_dict"})
 def plan_mixed_batch(model: Any, adapter_names: Any, expandable: bool = False) -> MixedBatch:
     """Validate ``adapter_names`` against ``model`` (an AdaptedModel) and build the batch plan."""
     if isinstance(adapter_names, str) or not isinstance(adapter_names, Sequence) or not adapter_names:
-        raise ConfigError(f"adapter_names must be a non-empty list with one adapter name per row, got {adapter_names!r}")
+        raise ConfigError(
+            f"adapter_names must be a non-empty list with one adapter name per row, got {adapter_names!r}"
+        )
     names = list(adapter_names)
     bad = sorted({repr(n) for n in names if not isinstance(n, str)})
     if bad:
         raise ConfigError(f"adapter_names entries must be adapter names (str), got {', '.join(bad)}")
     if BASE_ADAPTER in model.adapters:
-        raise AdapterStateError(f"an adapter is named {BASE_ADAPTER!r}, the reserved name for base-model rows; rename it")
+        raise AdapterStateError(
+            f"an adapter is named {BASE_ADAPTER!r}, the reserved name for base-model rows; rename it"
+        )
     unknown = sorted(set(names) - set(model.adapters) - {BASE_ADAPTER})
     if unknown:
-        raise AdapterStateError(f"unknown adapter name(s) {unknown} in adapter_names; existing: {list(model.adapters)}, "
-                                f"or {BASE_ADAPTER!r} for the base model")
+        raise AdapterStateError(
+            f"unknown adapter name(s) {unknown} in adapter_names; existing: {list(model.adapters)}, "
+            f"or {BASE_ADAPTER!r} for the base model"
+        )
     if model.merged_adapter is not None:
-        raise AdapterStateError(f"adapter {model.merged_adapter!r} is merged into the base weights, so rows cannot use "
-                                "other adapters; unmerge() before a mixed-adapter batch")
+        raise AdapterStateError(
+            f"adapter {model.merged_adapter!r} is merged into the base weights, so rows cannot use "
+            "other adapters; unmerge() before a mixed-adapter batch"
+        )
     if model.cache.disabled:
         raise AdapterStateError("adapter_names given inside disabled(); the base model has no adapters to mix there")
-    slots: dict[str, dict[str, LayerSlot]] = {n: model.layer_slots(n) for n in dict.fromkeys(names) if n != BASE_ADAPTER}
+    slots: dict[str, dict[str, LayerSlot]] = {
+        n: model.layer_slots(n) for n in dict.fromkeys(names) if n != BASE_ADAPTER
+    }
     return MixedBatch(names, slots, expandable=expandable)
 
 
@@ -60,7 +70,11 @@ def accepted_kwargs(forward: Callable[..., Any]) -> frozenset[str] | None:
         return frozenset(named)  # Python itself refuses anything else
     try:
         hint = typing.get_type_hints(forward, include_extras=True).get(var_kw.name)
-    except (NameError, TypeError, AttributeError):  # unresolvable annotations: be permissive rather than refuse valid calls
+    except (
+        NameError,
+        TypeError,
+        AttributeError,
+    ):  # unresolvable annotations: be permissive rather than refuse valid calls
         return None
     typed = next((getattr(arg, "__annotations__", None) for arg in typing.get_args(hint)), None)
     if not isinstance(typed, dict):
@@ -74,5 +88,7 @@ def check_forward_kwargs(accepted: frozenset[str] | None, kwargs: dict[str, Any]
         return
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise ConfigError(f"forward got unknown keyword argument(s) {unknown} (the base model would ignore them); "
-                          f"valid: adapter_names and {sorted(accepted)}")
+        raise ConfigError(
+            f"forward got unknown keyword argument(s) {unknown} (the base model would ignore them); "
+            f"valid: adapter_names and {sorted(accepted)}"
+        )

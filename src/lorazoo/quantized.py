@@ -67,8 +67,9 @@ def requantize_(module: nn.Module, value: torch.Tensor) -> None:
         dtype = getattr(module, "compute_dtype", None) or torch.float32
         module.weight = bnb.nn.Params4bit(value.to("cpu", dtype), **options).to(device)
     elif kind == "8bit":
-        module.weight = bnb.nn.Int8Params(value.to("cpu", torch.float16), requires_grad=False,
-                                          has_fp16_weights=weight.has_fp16_weights).to(device)
+        module.weight = bnb.nn.Int8Params(
+            value.to("cpu", torch.float16), requires_grad=False, has_fp16_weights=weight.has_fp16_weights
+        ).to(device)
         module.state.CB, module.state.SCB = None, None
         module.state.reset_grads()
     else:

@@ -35,7 +35,7 @@ class LayerSlot:
     dropout: float
 
     @classmethod
-    def from_entry(cls, index: int, entry: LayoutEntry, scaling: float, dropout: float) -> "LayerSlot":
+    def from_entry(cls, index: int, entry: LayoutEntry, scaling: float, dropout: float) -> LayerSlot:
         return cls(2 * index, entry.rank, entry.in_features, entry.out_features, scaling, dropout)
 
 
@@ -66,8 +66,9 @@ class MixedBatch:
             by_name: dict[str, list[int]] = {}
             for row, name in enumerate(names):
                 by_name.setdefault(name, []).append(row)
-            self._groups[key] = [(name, torch.tensor(index, device=device)) for name, index in by_name.items()
-                                 if name in self.slots]
+            self._groups[key] = [
+                (name, torch.tensor(index, device=device)) for name, index in by_name.items() if name in self.slots
+            ]
         return self._groups[key]
 
 

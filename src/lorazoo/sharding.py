@@ -12,7 +12,8 @@ it by hand, which is the home-made loop this project avoids.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -82,7 +83,9 @@ def copy_into(target: torch.Tensor, value: torch.Tensor) -> None:
     if is_sharded(target):
         from torch.distributed.tensor import distribute_tensor
 
-        value = distribute_tensor(value.to(device=target.device, dtype=target.dtype), target.device_mesh, target.placements)
+        value = distribute_tensor(
+            value.to(device=target.device, dtype=target.dtype), target.device_mesh, target.placements
+        )
     target.copy_(value)
 
 

@@ -65,11 +65,15 @@ class ModuleCopies(nn.Module):
         """Mixed-adapter batch: each adapter's copy on its own rows, the original on the rest."""
         x = args[0] if len(args) == 1 and not kwargs else None
         if not isinstance(x, torch.Tensor):
-            raise AdapterStateError("a mixed-adapter batch through a saved module (modules_to_save) needs it to take one "
-                                    "tensor input with rows first")
+            raise AdapterStateError(
+                "a mixed-adapter batch through a saved module (modules_to_save) needs it to take one "
+                "tensor input with rows first"
+            )
         out = self._run(self.original, x)
         if not isinstance(out, torch.Tensor):
-            raise AdapterStateError(f"a mixed-adapter batch needs saved modules that return a tensor, got {type(out).__name__}")
+            raise AdapterStateError(
+                f"a mixed-adapter batch needs saved modules that return a tensor, got {type(out).__name__}"
+            )
         for name, rows in mixed.groups(x.shape[0], x.device, "a saved module"):
             if name in self.copies:
                 out = out.index_copy(0, rows, self._run(self.copies[name], x.index_select(0, rows)).to(out.dtype))

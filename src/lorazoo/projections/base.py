@@ -47,7 +47,9 @@ def get_projection_class(name: str) -> type[Projection]:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise UnknownProjectionError(f"unknown projection {name!r}; registered: {', '.join(projection_names())}") from None
+        raise UnknownProjectionError(
+            f"unknown projection {name!r}; registered: {', '.join(projection_names())}"
+        ) from None
 
 
 def build_projection(layout: Layout, config: AdapterConfig) -> Projection:
@@ -171,19 +173,25 @@ class Projection(nn.Module):
         expected = self.adapter_state_dict()
         missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         if missing or unexpected:
-            raise ValueError(f"adapter tensors do not fit projection {self.name!r}: missing {missing}, unexpected {unexpected}")
+            raise ValueError(
+                f"adapter tensors do not fit projection {self.name!r}: missing {missing}, unexpected {unexpected}"
+            )
         own = dict(self.named_parameters()) | dict(self.named_buffers())
         with torch.no_grad():
             for key, value in tensors.items():
                 if tuple(value.shape) != shape_of(own[key]):
-                    raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, projection expects {shape_of(own[key])}")
+                    raise ValueError(
+                        f"tensor {key!r} has shape {tuple(value.shape)}, projection expects {shape_of(own[key])}"
+                    )
                 copy_into(own[key], value)  # a sharded (FSDP) parameter keeps its own shard
 
     # ----------------------------------------------------------------- helpers for subclasses
     def small_uniform_theta(self, size: int) -> nn.Parameter:
         """θ_d ~ U(±init_range) (PEFT's Uni-LoRA init); θ_d = 0 would give A = B = 0 and zero gradients."""
         bound = float(self.options["init_range"])
-        return nn.Parameter(zrandom.as_tensor(zrandom.uniform(self.config.seed, f"{self.name}/theta", size, -bound, bound)))
+        return nn.Parameter(
+            zrandom.as_tensor(zrandom.uniform(self.config.seed, f"{self.name}/theta", size, -bound, bound))
+        )
 
     def lora_init(self, purpose: str = "lora_init") -> torch.Tensor:
         """θ_D initialised like PEFT LoRA: A ~ U(±1/√in) (kaiming-uniform, a=√5), B = 0."""
@@ -192,7 +200,11 @@ class Projection(nn.Module):
 
 def lora_style_init(layout: Layout, seed: int, purpose: str = "lora_init") -> torch.Tensor:
     """Flat θ_D with A entries U(±1/√in_l) and B entries 0, from the counter-based generator."""
-    bounds = np.concatenate(
-        [np.concatenate([np.full(e.a_numel, 1.0 / np.sqrt(e.in_features)), np.zeros(e.b_numel)]) for e in layout]
-    ) if len(layout) else np.zeros(0)
+    bounds = (
+        np.concatenate(
+            [np.concatenate([np.full(e.a_numel, 1.0 / np.sqrt(e.in_features)), np.zeros(e.b_numel)]) for e in layout]
+        )
+        if len(layout)
+        else np.zeros(0)
+    )
     return zrandom.as_tensor(zrandom.uniform(seed, purpose, layout.D, -1.0, 1.0) * bounds)

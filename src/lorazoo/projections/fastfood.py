@@ -64,7 +64,9 @@ def fastfood_structures(seed: int, D: int, block: int) -> tuple[np.ndarray, np.n
 
 @dataclass(frozen=True)
 class FastfoodOptions:
-    d: int = option(23040, positive=True, high="D", high_name="D, the number of LoRA factor entries")  # unilora's GLUE d
+    d: int = option(
+        23040, positive=True, high="D", high_name="D, the number of LoRA factor entries"
+    )  # unilora's GLUE d
     # θ_d ~ U(±0.02) as unilora (θ_d = 0 would give A_l = B_l = 0 and zero gradients)
     init_range: float = option(0.02, positive=True)
 

@@ -39,7 +39,9 @@ _AUTO_CHUNK_ELEMENTS_DEVICE = 1 << 24
 
 @dataclass(frozen=True)
 class GaussianOptions:
-    d: int = option(23040, positive=True, high="D", high_name="D, the number of LoRA factor entries")  # unilora's GLUE d
+    d: int = option(
+        23040, positive=True, high="D", high_name="D, the number of LoRA factor entries"
+    )  # unilora's GLUE d
     # θ_d ~ U(±0.02) as unilora/PEFT (θ_d = 0 would make every A_l = B_l = 0 and BA has zero gradient there)
     init_range: float = option(0.02, positive=True)
     chunk_rows: int = option(0, low=0)  # 0 = auto (about 64K entries per chunk on a CPU, 16M on a GPU)
@@ -63,11 +65,14 @@ class GaussianProjection(Projection):
     def cached(self) -> bool:
         return self.D * self.theta.numel() <= self.opts.cache_max_elements
 
-    def rows(self, start: int, stop: int, dtype: torch.dtype | None = None, device: torch.device | None = None) -> torch.Tensor:
+    def rows(
+        self, start: int, stop: int, dtype: torch.dtype | None = None, device: torch.device | None = None
+    ) -> torch.Tensor:
         """Rows [start, stop) of P, identical however the rows are chunked."""
         d = self.theta.numel()
-        values = zrandom.normal_torch(self.config.seed, _STREAM, (stop - start) * d, start=start * d,
-                                      device=device or self.theta.device)
+        values = zrandom.normal_torch(
+            self.config.seed, _STREAM, (stop - start) * d, start=start * d, device=device or self.theta.device
+        )
         return values.div_(math.sqrt(self.D)).view(stop - start, d).to(dtype or self.theta.dtype)
 
     @property

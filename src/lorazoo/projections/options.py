@@ -37,8 +37,15 @@ def option(
     layout is (``"D"``, ``"rank"``) or an earlier option (``"num_vectors"``). ``positive`` means > 0,
     ``choices`` a fixed set, ``parse(projection_name, value)`` a custom check that returns the value.
     """
-    meta = {"low": low, "high": high, "high_name": high_name, "positive": positive,
-            "choices": list(choices) if choices is not None else None, "parse": parse, "hint": hint}
+    meta = {
+        "low": low,
+        "high": high,
+        "high_name": high_name,
+        "positive": positive,
+        "choices": list(choices) if choices is not None else None,
+        "parse": parse,
+        "hint": hint,
+    }
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata={_META: meta})
     return dataclasses.field(default=default, metadata={_META: meta})
@@ -60,12 +67,16 @@ def parse_options(projection: str, options_cls: type, values: Mapping[str, Any],
     known = [f.name for f in fields]
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for projection {projection!r}; valid: {sorted(known) or 'none'}")
+        raise ConfigError(
+            f"unknown option(s) {unknown} for projection {projection!r}; valid: {sorted(known) or 'none'}"
+        )
     hints = typing.get_type_hints(options_cls)
     resolved: dict[str, Any] = {}
     for f in fields:
         value = values[f.name] if f.name in values else _default(f)
-        resolved[f.name] = _check(projection, f.name, value, hints[f.name], f.metadata.get(_META, {}), {**context, **resolved})
+        resolved[f.name] = _check(
+            projection, f.name, value, hints[f.name], f.metadata.get(_META, {}), {**context, **resolved}
+        )
     return options_cls(**resolved)
 
 
@@ -77,7 +88,9 @@ def _default(f: dataclasses.Field) -> Any:
     raise TypeError(f"option {f.name} has no default: every projection option needs one")
 
 
-def _check(projection: str, key: str, value: Any, kind: Any, meta: Mapping[str, Any], context: Mapping[str, Any]) -> Any:
+def _check(
+    projection: str, key: str, value: Any, kind: Any, meta: Mapping[str, Any], context: Mapping[str, Any]
+) -> Any:
     def fail(valid: str) -> ConfigError:
         return ConfigError(f"{projection}: {key}={value!r} is invalid; valid: {valid}")
 
@@ -104,7 +117,9 @@ def _check(projection: str, key: str, value: Any, kind: Any, meta: Mapping[str, 
         ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
         low = meta.get("low")
         if not ok or (meta.get("positive") and value <= 0) or (low is not None and value < low):
-            valid = "a finite number" + (" > 0" if meta.get("positive") else "") + (f" >= {low}" if low is not None else "")
+            valid = (
+                "a finite number" + (" > 0" if meta.get("positive") else "") + (f" >= {low}" if low is not None else "")
+            )
             raise fail(valid + hint)
         return float(value)
     if kind is str:

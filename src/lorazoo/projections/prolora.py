@@ -66,7 +66,14 @@ class LayerPlan:
         e, R = self.entry, self.R
         a = theta_D[e.a_offset : e.a_offset + e.a_numel].view(e.rank, e.in_features)
         b = theta_D[e.b_offset : e.b_offset + e.b_numel].view(e.out_features, e.rank)
-        return torch.cat([a[:R, : self.chunk_a].reshape(-1), a[R:].reshape(-1), b[: self.chunk_b, :R].reshape(-1), b[:, R:].reshape(-1)])
+        return torch.cat(
+            [
+                a[:R, : self.chunk_a].reshape(-1),
+                a[R:].reshape(-1),
+                b[: self.chunk_b, :R].reshape(-1),
+                b[:, R:].reshape(-1),
+            ]
+        )
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,9 @@ def _bits_from(hashed: torch.Tensor, seed: int, purpose: str) -> torch.Tensor:
     return _splitmix64_(hashed.clone().add_(stream_key(seed, purpose)))
 
 
-def random_bits_torch(seed: int, purpose: str, count: int, start: int = 0,
-                      device: torch.device | str | None = None) -> torch.Tensor:
+def random_bits_torch(
+    seed: int, purpose: str, count: int, start: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
     """The 64-bit words of positions [start, start + count) of one stream, as int64 (same bits as uint64)."""
     return _bits_from(_counter_hash(count, start, device), seed, purpose)
 
@@ -79,14 +80,22 @@ def _unit(bits: torch.Tensor) -> torch.Tensor:
     return _shr(bits, 11).to(torch.float64).mul_(2.0**-53)
 
 
-def uniform_torch(seed: int, purpose: str, count: int, low: float = 0.0, high: float = 1.0, start: int = 0,
-                  device: torch.device | str | None = None) -> torch.Tensor:
+def uniform_torch(
+    seed: int,
+    purpose: str,
+    count: int,
+    low: float = 0.0,
+    high: float = 1.0,
+    start: int = 0,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """float64 values in [low, high), 53 random bits each: low + (high − low) · unit."""
     return _unit(random_bits_torch(seed, purpose, count, start, device)).mul_(high - low).add_(low)
 
 
-def normal_torch(seed: int, purpose: str, count: int, start: int = 0,
-                 device: torch.device | str | None = None) -> torch.Tensor:
+def normal_torch(
+    seed: int, purpose: str, count: int, start: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Standard normal float64 values by Box–Muller (cos branch); value i depends only on (seed, purpose, start + i).
 
     Integer stream and uniforms are exact on every device; log1p and cos are the device's float64 libm, so

@@ -65,8 +65,9 @@ class RowScale(torch.autograd.Function):
         return grad_scale, grad_matrix
 
 
-def scaled_factor_pieces(a_scale: torch.Tensor, a: torch.Tensor, b_scale: torch.Tensor,
-                         b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def scaled_factor_pieces(
+    a_scale: torch.Tensor, a: torch.Tensor, b_scale: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """vec(diag(a_scale) a) and vec(diag(b_scale) b): one layer's A_l, B_l as flat θ_D segments."""
     return RowScale.apply(a_scale, a).reshape(-1), RowScale.apply(b_scale, b).reshape(-1)
 

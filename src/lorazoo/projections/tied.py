@@ -53,8 +53,17 @@ def parse_train_option(value: Any) -> frozenset[str]:
 class TiedGroup(nn.Module):
     """Shared A (r × h), B (o × r) and per-layer u (k × r), v (k × o) of one module kind."""
 
-    def __init__(self, kind: str, k: int, in_features: int, out_features: int, rank: int, seed: int,
-                 train: frozenset[str], zero: str):
+    def __init__(
+        self,
+        kind: str,
+        k: int,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        seed: int,
+        train: frozenset[str],
+        zero: str,
+    ):
         super().__init__()
         self.kind = kind
         values = {
@@ -73,7 +82,6 @@ class TiedGroup(nn.Module):
     def pieces(self, row: int) -> tuple[torch.Tensor, torch.Tensor]:
         """vec(diag(u_l) A), vec(diag(v_l) B) of the group's ``row``-th layer."""
         return scaled_factor_pieces(self.u[row], self.A, self.v[row], self.B)
-
 
 
 @dataclass(frozen=True)
@@ -97,8 +105,9 @@ class TiedProjection(Projection):
         self.groups = nn.ModuleList()
         for kind, entries in zip(self.grouping.keys, self.grouping.entries):
             in_features, out_features = _common_shape(str(kind), entries)
-            self.groups.append(TiedGroup(str(kind), len(entries), in_features, out_features, config.rank,
-                                         config.seed, train, zero))
+            self.groups.append(
+                TiedGroup(str(kind), len(entries), in_features, out_features, config.rank, config.seed, train, zero)
+            )
 
     def pieces(self) -> tuple[torch.Tensor, ...]:
         """[A_1, B_1, A_2, ...] in layout order, one RowScale per factor (see sharing.py)."""

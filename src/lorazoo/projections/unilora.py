@@ -56,7 +56,9 @@ def split_proportionally(total: int, sizes: list[int]) -> list[int]:
 
 @dataclass(frozen=True)
 class UniLoRAOptions:
-    d: int = option(23040, positive=True, high="D", high_name="D, the number of LoRA factor entries")  # paper GLUE setting (RoBERTa q,v, r = 4)
+    d: int = option(
+        23040, positive=True, high="D", high_name="D, the number of LoRA factor entries"
+    )  # paper GLUE setting (RoBERTa q,v, r = 4)
     share: str = option("global", choices=["global", "local"])  # global = the paper's one θ for the model
     init_range: float = option(0.02, positive=True)  # θ_d ~ U(±0.02), as PEFT
     save_indices: bool = option(False)
@@ -90,7 +92,9 @@ class UniLoRAProjection(Projection):
     def matrix(self) -> torch.Tensor:
         rows = torch.arange(self.D, device=self.indices.device)
         values = self.column_scale[self.indices].to(self.theta.dtype)
-        return torch.sparse_coo_tensor(torch.stack([rows, self.indices]), values, (self.D, self.theta.numel())).coalesce()
+        return torch.sparse_coo_tensor(
+            torch.stack([rows, self.indices]), values, (self.D, self.theta.numel())
+        ).coalesce()
 
     def saved_buffer_names(self) -> set[str]:
         return {"indices"} if self.opts.save_indices else set()

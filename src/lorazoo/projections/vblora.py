@@ -97,7 +97,6 @@ class VBLoRAProjection(Projection):
         self.logits = nn.Parameter(zrandom.as_tensor(logits).view(self.num_subvectors, num_vectors))
         self.register_buffer("order", torch.from_numpy(subvector_order(layout, b)), persistent=False)
 
-
     @staticmethod
     def _check_divisible(layout: Layout, b: int) -> None:
         sizes = [s for e in layout for s in (e.in_features, e.out_features)]
@@ -146,8 +145,11 @@ class VBLoRAProjection(Projection):
         if sorted(tensors) != sorted(TOPK_KEYS):
             raise ValueError(f"vblora top-k adapter needs tensors {list(TOPK_KEYS)}, got {sorted(tensors)}")
         bank, indices, gaps = (tensors[k] for k in TOPK_KEYS)
-        expected = {"bank": tuple(self.bank.shape), "topk_indices": (self.num_subvectors, self.topk),
-                    "topk_logit_gaps": (self.num_subvectors, self.topk - 1)}
+        expected = {
+            "bank": tuple(self.bank.shape),
+            "topk_indices": (self.num_subvectors, self.topk),
+            "topk_logit_gaps": (self.num_subvectors, self.topk - 1),
+        }
         for key, shape in expected.items():
             if tuple(tensors[key].shape) != shape:
                 raise ValueError(f"tensor {key!r} has shape {tuple(tensors[key].shape)}, projection expects {shape}")
@@ -158,8 +160,9 @@ class VBLoRAProjection(Projection):
         if self.topk > 1 and (indices.sort(dim=-1).values.diff(dim=-1) == 0).any():
             raise ValueError("topk_indices repeat a bank vector within one sub-vector")
         top_logits = torch.cat([torch.zeros(self.num_subvectors, 1, dtype=gaps.dtype), gaps], dim=-1)
-        logits = torch.full_like(self.logits, float("-inf")).scatter(-1, indices.to(self.logits.device),
-                                                                     top_logits.to(self.logits))
+        logits = torch.full_like(self.logits, float("-inf")).scatter(
+            -1, indices.to(self.logits.device), top_logits.to(self.logits)
+        )
         with torch.no_grad():
             copy_into(self.bank, bank)
             copy_into(self.logits, logits)

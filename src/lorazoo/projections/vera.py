@@ -49,8 +49,12 @@ class VeRAProjection(Projection):
         r = config.rank
         h_max = max(e.in_features for e in layout)
         o_max = max(e.out_features for e in layout)
-        self.register_buffer("vera_A", uniform_matrix(config.seed, "vera/A", (r, h_max), np.sqrt(6.0 / h_max)), persistent=False)
-        self.register_buffer("vera_B", uniform_matrix(config.seed, "vera/B", (o_max, r), np.sqrt(6.0 / r)), persistent=False)
+        self.register_buffer(
+            "vera_A", uniform_matrix(config.seed, "vera/A", (r, h_max), np.sqrt(6.0 / h_max)), persistent=False
+        )
+        self.register_buffer(
+            "vera_B", uniform_matrix(config.seed, "vera/B", (o_max, r), np.sqrt(6.0 / r)), persistent=False
+        )
         self.lambda_d = nn.Parameter(torch.full((len(layout) * r,), float(d_initial)))
         self.lambda_b = nn.Parameter(torch.zeros(sum(e.out_features for e in layout)))
         self.out_sizes = [e.out_features for e in layout]
@@ -59,12 +63,16 @@ class VeRAProjection(Projection):
         """[A_1, B_1, A_2, ...] with A_l = diag(λ_d,l) A_sh[:, :h_l], B_l = diag(λ_b,l) B_sh[:o_l, :]."""
         lambda_d = self.lambda_d.view(len(self.layout), self.config.rank).unbind(0)
         lambda_b = self.lambda_b.split(self.out_sizes)
-        return tuple(piece for i, e in enumerate(self.layout) for piece in scaled_factor_pieces(
-            lambda_d[i], self.vera_A[:, : e.in_features], lambda_b[i], self.vera_B[: e.out_features, :]))
+        return tuple(
+            piece
+            for i, e in enumerate(self.layout)
+            for piece in scaled_factor_pieces(
+                lambda_d[i], self.vera_A[:, : e.in_features], lambda_b[i], self.vera_B[: e.out_features, :]
+            )
+        )
 
     def forward(self) -> torch.Tensor:
         return torch.cat(self.pieces())
 
     def saved_buffer_names(self) -> set[str]:
         return {"vera_A", "vera_B"} if self.opts.save_projection else set()
-

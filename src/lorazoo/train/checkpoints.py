@@ -63,8 +63,10 @@ def marker_fingerprint(folder: Path) -> str | None:
 def mark_writing(folder: Path, fingerprint: str | None) -> None:
     """Claim ``folder`` before Trainer writes into it; refuse to write into a foreign folder."""
     if folder.exists() and kind(folder) == "foreign":
-        raise RunDirError(f"{str(folder)!r} exists and was not written by lorazoo; it is left alone: move it "
-                          "away and resume with trainer.resume=true")
+        raise RunDirError(
+            f"{str(folder)!r} exists and was not written by lorazoo; it is left alone: move it "
+            "away and resume with trainer.resume=true"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / COMPLETE_MARKER).unlink(missing_ok=True)
     (folder / WRITING_MARKER).write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
@@ -125,8 +127,10 @@ def resume_point(directory: str | Path, fingerprint: str | None, adapter_config:
         saved = marker_fingerprint(folder)
         diff = _config_difference(folder, adapter_config) if adapter_config is not None else None
         if (saved is not None and fingerprint is not None and saved != fingerprint) or diff:
-            raise RunDirError(f"checkpoint {str(folder)!r} belongs to another run ({diff or 'fingerprint ' + saved} "
-                              "differs); resume only with the settings it was trained with, or pick another hydra.run.dir")
+            raise RunDirError(
+                f"checkpoint {str(folder)!r} belongs to another run ({diff or 'fingerprint ' + saved} "
+                "differs); resume only with the settings it was trained with, or pick another hydra.run.dir"
+            )
         problem = _readable(folder)
         if problem is None:
             if skipped:

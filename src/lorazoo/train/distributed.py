@@ -47,8 +47,10 @@ def resolve_deepspeed(path: str) -> str:
         if candidate.is_file():
             return str(candidate.resolve())
     shipped = sorted(p.name for p in (CONFIGS / "deepspeed").glob("*.json"))
-    raise ConfigError(f"trainer.deepspeed={path!r} is not a file; give a DeepSpeed JSON path or one of the shipped "
-                      f"configs/deepspeed/{{{','.join(shipped)}}}")
+    raise ConfigError(
+        f"trainer.deepspeed={path!r} is not a file; give a DeepSpeed JSON path or one of the shipped "
+        f"configs/deepspeed/{{{','.join(shipped)}}}"
+    )
 
 
 def scale_arguments(t: Any) -> dict[str, Any]:
@@ -56,7 +58,9 @@ def scale_arguments(t: Any) -> dict[str, Any]:
     import torch
 
     if t.ddp_backend is not None and t.ddp_backend not in DDP_BACKENDS:
-        raise ConfigError(f"trainer.ddp_backend={t.ddp_backend!r} is not valid; choose one of {list(DDP_BACKENDS)} or null")
+        raise ConfigError(
+            f"trainer.ddp_backend={t.ddp_backend!r} is not valid; choose one of {list(DDP_BACKENDS)} or null"
+        )
     fsdp = _fsdp_value(t.fsdp)
     if fsdp and t.deepspeed:
         raise ConfigError("trainer.fsdp and trainer.deepspeed are both set; pick one sharding engine")
@@ -65,8 +69,10 @@ def scale_arguments(t: Any) -> dict[str, Any]:
     if use_cpu and (fsdp or t.deepspeed):
         # accelerate runs FSDP / DeepSpeed only on accelerators; on CPU Trainer would quietly fall back to DDP
         engine = f"trainer.fsdp={fsdp!r}" if fsdp else f"trainer.deepspeed={t.deepspeed!r}"
-        raise ConfigError(f"{engine} needs GPUs, but this job runs on CPU (trainer.use_cpu={t.use_cpu!r}, "
-                          f"CUDA available: {torch.cuda.is_available()}); drop it on CPU (plain DDP shards nothing)")
+        raise ConfigError(
+            f"{engine} needs GPUs, but this job runs on CPU (trainer.use_cpu={t.use_cpu!r}, "
+            f"CUDA available: {torch.cuda.is_available()}); drop it on CPU (plain DDP shards nothing)"
+        )
     kwargs: dict[str, Any] = {
         "use_cpu": use_cpu,
         "ddp_backend": t.ddp_backend,
@@ -100,11 +106,15 @@ def check_data_parallel(args: Any) -> None:
 def check_engine(trainer: Any, t: Any) -> None:
     """The sharding engine asked for is the one Trainer set up (it falls back to DDP without saying so)."""
     if _fsdp_value(t.fsdp) and not trainer.is_fsdp_enabled:
-        raise ConfigError(f"trainer.fsdp={t.fsdp!r} was not taken up by Trainer/accelerate "
-                          f"(distributed type {trainer.accelerator.distributed_type}); launch with torchrun on GPUs")
+        raise ConfigError(
+            f"trainer.fsdp={t.fsdp!r} was not taken up by Trainer/accelerate "
+            f"(distributed type {trainer.accelerator.distributed_type}); launch with torchrun on GPUs"
+        )
     if t.deepspeed and not trainer.is_deepspeed_enabled:
-        raise ConfigError(f"trainer.deepspeed={t.deepspeed!r} was not taken up by Trainer/accelerate "
-                          f"(distributed type {trainer.accelerator.distributed_type}); launch with torchrun/deepspeed on GPUs")
+        raise ConfigError(
+            f"trainer.deepspeed={t.deepspeed!r} was not taken up by Trainer/accelerate "
+            f"(distributed type {trainer.accelerator.distributed_type}); launch with torchrun/deepspeed on GPUs"
+        )
 
 
 # ----------------------------------------------------------------------------- Slurm tasks as ranks
@@ -117,8 +127,9 @@ def adopt_slurm_environment() -> bool:
     try:
         from submitit.helpers import TorchDistributedEnvironment
     except ImportError:
-        raise ConfigError(f"this Slurm job has {tasks} tasks; mapping them to ranks needs submitit "
-                          "(pip install 'lorazoo[slurm]')") from None
+        raise ConfigError(
+            f"this Slurm job has {tasks} tasks; mapping them to ranks needs submitit (pip install 'lorazoo[slurm]')"
+        ) from None
     os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # submitit's JobEnvironment reads SLURM_* under this tag
     # each task sees all of the node's GPUs (gpus_per_node) and takes cuda:LOCAL_RANK, as under torchrun
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
@@ -148,4 +159,3 @@ def follower_overrides(argv: list[str]) -> list[str]:
     mine = ("hydra.run.dir=", "hydra.sweep.dir=", "hydra.output_subdir=")
     kept = [a for a in argv if not a.lstrip("+").startswith(mine)]
     return [*kept, f"hydra.run.dir={scratch}/run", f"hydra.sweep.dir={scratch}/sweep", "hydra.output_subdir=null"]
-

@@ -27,5 +27,12 @@ class RunDirError(LoraZooError, RuntimeError):
     _lorazoo_recorded = True  # never write a failed metrics.json into a directory that is not this run's
 
 
-__all__ = ["RunDirError", "ConfigError", "DataFormatError", "DataUnavailableError", "ModelUnavailableError", "NonFiniteLossError",
-           "NonFiniteMetricError"]
+__all__ = [
+    "RunDirError",
+    "ConfigError",
+    "DataFormatError",
+    "DataUnavailableError",
+    "ModelUnavailableError",
+    "NonFiniteLossError",
+    "NonFiniteMetricError",
+]

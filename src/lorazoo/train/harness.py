@@ -25,8 +25,10 @@ from .hub import hub_unreachable_reason
 from .options import from_node
 
 INSTALL_HINT = "pip install 'lorazoo[eval]' (lm-eval)"
-LOCAL_COPY_HINT = ("point lm-eval at a local copy: eval.lm_eval.include_path=<dir of task yamls whose dataset_path "
-                   "is a local dir or json files> (README: 'lm-eval offline')")
+LOCAL_COPY_HINT = (
+    "point lm-eval at a local copy: eval.lm_eval.include_path=<dir of task yamls whose dataset_path "
+    "is a local dir or json files> (README: 'lm-eval offline')"
+)
 
 
 @dataclass
@@ -89,14 +91,17 @@ class Harness:
         try:
             from lm_eval.tasks import TaskManager
         except ImportError as exc:
-            raise ConfigError(f"eval.lm_eval.tasks={options.tasks} needs lm-eval, which is not installed: "
-                              f"{INSTALL_HINT}") from exc
+            raise ConfigError(
+                f"eval.lm_eval.tasks={options.tasks} needs lm-eval, which is not installed: {INSTALL_HINT}"
+            ) from exc
         for bad in ("num_fewshot",):
             value = getattr(options, bad)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ConfigError(f"eval.lm_eval.{bad}={value!r} is not valid; valid: null or an integer >= 0")
         if options.limit is not None and not (isinstance(options.limit, (int, float)) and options.limit > 0):
-            raise ConfigError(f"eval.lm_eval.limit={options.limit!r} is not valid; valid: null, a count, or a fraction < 1")
+            raise ConfigError(
+                f"eval.lm_eval.limit={options.limit!r} is not valid; valid: null, a count, or a fraction < 1"
+            )
         paths = [options.include_path] if isinstance(options.include_path, str) else list(options.include_path or [])
         for path in paths:
             if not Path(path).is_dir():
@@ -106,8 +111,10 @@ class Harness:
         if unknown:
             near = sorted({m for name in unknown for m in difflib.get_close_matches(name, self.manager.all_tasks, 3)})
             where = "" if options.include_defaults else " (eval.lm_eval.include_defaults=false: only include_path)"
-            raise ConfigError(f"unknown lm-eval task(s) {unknown}{where}; close matches: {near or 'none'}; "
-                              f"list them with `lm-eval ls tasks`")
+            raise ConfigError(
+                f"unknown lm-eval task(s) {unknown}{where}; close matches: {near or 'none'}; "
+                f"list them with `lm-eval ls tasks`"
+            )
 
     def check_data(self) -> None:
         """Load every task's data now (the hub's, or local files) so a missing data set fails before training."""
@@ -119,8 +126,9 @@ class Harness:
                 except Exception as exc:
                     first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
                     offline = f" (the hub is unreachable: {reason})" if reason else ""
-                    raise DataUnavailableError(f"lm-eval task {name!r} cannot load its data{offline}: {first}; "
-                                               f"{LOCAL_COPY_HINT}") from exc
+                    raise DataUnavailableError(
+                        f"lm-eval task {name!r} cannot load its data{offline}: {first}; {LOCAL_COPY_HINT}"
+                    ) from exc
                 self._check_unsafe(name, loaded.get("tasks") or {})
 
     def _check_unsafe(self, name: str, tasks: dict[str, Any]) -> None:
@@ -129,9 +137,11 @@ class Harness:
         if not unsafe:
             return
         if not self.options.confirm_run_unsafe_code:
-            raise ConfigError(f"lm-eval task {name!r} executes model-written code ({unsafe}); allow it with "
-                              f"eval.lm_eval.confirm_run_unsafe_code=true (ideally in a sandbox) or drop it from "
-                              f"eval.lm_eval.tasks")
+            raise ConfigError(
+                f"lm-eval task {name!r} executes model-written code ({unsafe}); allow it with "
+                f"eval.lm_eval.confirm_run_unsafe_code=true (ideally in a sandbox) or drop it from "
+                f"eval.lm_eval.tasks"
+            )
         os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")  # the code_eval metric's own opt-in, given by the user
 
     def evaluate(self, model: Any, tokenizer: Any, output_dir: Path | None) -> dict[str, Any]:
@@ -146,10 +156,16 @@ class Harness:
             extra = {"max_length": opts.max_length} if opts.max_length else {}
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=opts.batch_size, **extra)
             with _offline_when_unreachable():
-                raw = simple_evaluate(model=lm, tasks=list(opts.tasks), num_fewshot=opts.num_fewshot, limit=opts.limit,
-                                      task_manager=self.manager, log_samples=opts.log_samples,
-                                      apply_chat_template=opts.apply_chat_template,
-                                      confirm_run_unsafe_code=opts.confirm_run_unsafe_code)
+                raw = simple_evaluate(
+                    model=lm,
+                    tasks=list(opts.tasks),
+                    num_fewshot=opts.num_fewshot,
+                    limit=opts.limit,
+                    task_manager=self.manager,
+                    log_samples=opts.log_samples,
+                    apply_chat_template=opts.apply_chat_template,
+                    confirm_run_unsafe_code=opts.confirm_run_unsafe_code,
+                )
         finally:
             model.train(was_training)
         if raw is None:  # not rank 0 of a distributed evaluation
@@ -164,8 +180,9 @@ class Harness:
 def summarize(raw: dict[str, Any], options: LmEvalOptions) -> dict[str, Any]:
     """The part of lm-eval's output worth keeping in metrics.json (no per-example samples)."""
     keep = ("results", "groups", "group_subtasks", "n-shot", "higher_is_better", "versions", "n-samples")
-    return jsonable({**{k: raw[k] for k in keep if k in raw}, "settings": asdict(options),
-                     "lm_eval_version": _version()})
+    return jsonable(
+        {**{k: raw[k] for k in keep if k in raw}, "settings": asdict(options), "lm_eval_version": _version()}
+    )
 
 
 def flat_scores(summary: dict[str, Any]) -> dict[str, float]:

@@ -25,8 +25,10 @@ _FREE = ("seed", "modules_to_save", "base_model_name_or_path")
 def read_init_config(path: str | Path) -> AdapterConfig:
     """The saved adapter's config (its files are checked by the io layer: missing/corrupt → AdapterFileError)."""
     if not Path(path).is_dir():
-        raise ConfigError(f"trainer.init_adapter={str(path)!r} is not a directory; give a saved adapter dir "
-                          "(a run's <run dir>/adapter)")
+        raise ConfigError(
+            f"trainer.init_adapter={str(path)!r} is not a directory; give a saved adapter dir "
+            "(a run's <run dir>/adapter)"
+        )
     return read_adapter_config(path)[0]
 
 
@@ -37,8 +39,10 @@ def check_compatible(saved: AdapterConfig, wanted: AdapterConfig, path: str | Pa
             continue
         a, b = getattr(saved, f.name), getattr(wanted, f.name)
         if a != b:
-            raise ConfigError(f"trainer.init_adapter={str(path)!r} has {f.name}={a!r} but this run has {f.name}={b!r}; "
-                              "start from an adapter of the same projection settings")
+            raise ConfigError(
+                f"trainer.init_adapter={str(path)!r} has {f.name}={a!r} but this run has {f.name}={b!r}; "
+                "start from an adapter of the same projection settings"
+            )
 
 
 def load_projection_weights(model: Any, path: str | Path) -> None:

@@ -47,8 +47,10 @@ class Change:
     why: str
 
     def line(self, model: str) -> str:
-        return (f"[lorazoo] {self.key}: {self.old} → {self.new} to fit model {model} ({self.why}); "
-                f"set {self.key}=<value> to choose yourself")
+        return (
+            f"[lorazoo] {self.key}: {self.old} → {self.new} to fit model {model} ({self.why}); "
+            f"set {self.key}=<value> to choose yourself"
+        )
 
 
 def explicit_keys(overrides: list[str]) -> set[str]:
@@ -94,8 +96,9 @@ def _largest_divisor(n: int, at_most: int) -> int:
     return max(k for k in range(1, min(n, at_most) + 1) if n % k == 0)
 
 
-def fit_projection(opts: ProjectionOptions, layout: Layout, model: str,
-                   explicit: set[str]) -> tuple[ProjectionOptions, list[Change]]:
+def fit_projection(
+    opts: ProjectionOptions, layout: Layout, model: str, explicit: set[str]
+) -> tuple[ProjectionOptions, list[Change]]:
     """``opts`` with defaults scaled to ``layout`` (see the module docstring) and the changes made."""
     kwargs = {**get_projection_class(opts.name).defaults, **opts.kwargs}
     explicit = set(explicit) | set_elsewhere(opts)
@@ -116,11 +119,16 @@ def fit_projection(opts: ProjectionOptions, layout: Layout, model: str,
                 kwargs["d"] = limit
                 changes.append(Change(key, d, limit, why))
             elif d > D:
-                raise ConfigError(f"{key}={d} exceeds D={D:,} (the LoRA factor entries of model {model}); "
-                                  f"a value that works: {key}={limit}")
+                raise ConfigError(
+                    f"{key}={d} exceeds D={D:,} (the LoRA factor entries of model {model}); "
+                    f"a value that works: {key}={limit}"
+                )
             elif opts.name == "gaussian":
-                print(f"[lorazoo] warning: {key}={d} regenerates P ({D * d:,} normals) twice per step; "
-                      f"{key}={limit} keeps it cached", file=sys.stderr)
+                print(
+                    f"[lorazoo] warning: {key}={d} regenerates P ({D * d:,} normals) twice per step; "
+                    f"{key}={limit} keeps it cached",
+                    file=sys.stderr,
+                )
     if opts.name == "vblora":
         b, key = int(kwargs["vector_length"]), "projection.kwargs.vector_length"
         sizes = sorted({e.in_features for e in layout} | {e.out_features for e in layout})
@@ -128,8 +136,10 @@ def fit_projection(opts: ProjectionOptions, layout: Layout, model: str,
         if g % b:
             fit = _largest_divisor(g, b)
             if _is_explicit(key, explicit):
-                raise ConfigError(f"{key}={b} does not divide every adapted size of model {model} {sizes}; "
-                                  f"a value that works: {key}={fit} (any divisor of {g})")
+                raise ConfigError(
+                    f"{key}={b} does not divide every adapted size of model {model} {sizes}; "
+                    f"a value that works: {key}={fit} (any divisor of {g})"
+                )
             kwargs["vector_length"] = fit
             changes.append(Change(key, b, fit, f"the largest divisor ≤ {b} of every adapted size {sizes}"))
     if opts.name == "vera" and len(layout):

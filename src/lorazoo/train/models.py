@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import AdapterConfig, attach
-from .errors import ConfigError, ModelUnavailableError
 from ..packaged import package_dir, resolve_source  # noqa: F401  (package_dir: re-exported)
+from .errors import ConfigError, ModelUnavailableError
 from .hub import hub_unreachable_reason
 from .options import ModelOptions, ProjectionOptions
 from .quantization import bnb_config, quantize_in_memory
 
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
-    "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 max_position_embeddings=512),
-    "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False),
+    "bert": dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512
+    ),
+    "llama": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+    ),
 }
 
 
@@ -135,8 +142,9 @@ def adapter_config(projection: ProjectionOptions, model: ModelOptions, seed: int
     )
 
 
-def load_adapted_model(model_opts: ModelOptions, projection: ProjectionOptions, seed: int, num_labels: int,
-                       adapter_seed: int | None = None) -> LoadedModel:
+def load_adapted_model(
+    model_opts: ModelOptions, projection: ProjectionOptions, seed: int, num_labels: int, adapter_seed: int | None = None
+) -> LoadedModel:
     """Base model + tokenizer + adapter attached (the base frozen). ``adapter_seed`` (default ``seed``) seeds
     the adapter's random structure and init: a run started from a saved adapter uses that adapter's seed."""
     from transformers import set_seed

@@ -51,10 +51,14 @@ class OptimizerOptions:
         _check_number("optimizer.eps", self.eps, positive=True)
         betas = list(self.betas) if isinstance(self.betas, (list, tuple)) else None
         if betas is None or len(betas) != 2 or not all(_is_real(b) and 0.0 <= b < 1.0 for b in betas):
-            raise ConfigError(f"optimizer.betas={self.betas!r} is invalid; valid: two numbers in [0, 1), e.g. [0.9, 0.999]")
+            raise ConfigError(
+                f"optimizer.betas={self.betas!r} is invalid; valid: two numbers in [0, 1), e.g. [0.9, 0.999]"
+            )
         self.betas = [float(b) for b in betas]
         if not isinstance(self.no_decay, (list, tuple)) or not all(isinstance(p, str) for p in self.no_decay):
-            raise ConfigError(f"optimizer.no_decay={self.no_decay!r} is invalid; valid: a list of parameter-name patterns")
+            raise ConfigError(
+                f"optimizer.no_decay={self.no_decay!r} is invalid; valid: a list of parameter-name patterns"
+            )
         self.no_decay = list(self.no_decay)
         if not isinstance(self.groups, dict):
             raise ConfigError(f"optimizer.groups={self.groups!r} is invalid; valid: {{<group>: {{lr, weight_decay}}}}")
@@ -100,7 +104,9 @@ def _group(name: str, value: Any) -> GroupOptions:
     if isinstance(value, GroupOptions):
         return value
     if not isinstance(value, dict):
-        raise ConfigError(f"optimizer.groups.{name}={value!r} is invalid; valid: {{lr: <float>, weight_decay: <float>}}")
+        raise ConfigError(
+            f"optimizer.groups.{name}={value!r} is invalid; valid: {{lr: <float>, weight_decay: <float>}}"
+        )
     known = [f.name for f in dataclasses.fields(GroupOptions)]
     unknown = sorted(set(value) - set(known))
     if unknown:

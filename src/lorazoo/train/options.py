@@ -89,8 +89,9 @@ class ModelOptions:
 
         check_choice(self.task_type, ("seq_cls", "causal_lm"), "model.task_type")
         check_choice(self.dtype, ("float32", "bfloat16"), "model.dtype")
-        check_quantization(self.quantization, self.bnb_4bit_quant_type, self.bnb_4bit_use_double_quant,
-                           self.bnb_4bit_compute_dtype)
+        check_quantization(
+            self.quantization, self.bnb_4bit_quant_type, self.bnb_4bit_use_double_quant, self.bnb_4bit_compute_dtype
+        )
         check_name_list(self.modules_to_save, "model.modules_to_save")
 
 
@@ -135,8 +136,19 @@ class TrainerOptions:
     def __post_init__(self) -> None:
         check_choice(self.precision, ("fp32", "bf16"), "trainer.precision")
         check_choice(self.eval_strategy, ("epoch", "steps", "no"), "trainer.eval_strategy")
-        check_choice(self.lr_scheduler, ("linear", "cosine", "constant", "constant_with_warmup",
-                                         "cosine_with_restarts", "polynomial", "inverse_sqrt"), "trainer.lr_scheduler")
+        check_choice(
+            self.lr_scheduler,
+            (
+                "linear",
+                "cosine",
+                "constant",
+                "constant_with_warmup",
+                "cosine_with_restarts",
+                "polynomial",
+                "inverse_sqrt",
+            ),
+            "trainer.lr_scheduler",
+        )
         for key in ("batch_size", "eval_batch_size", "grad_accum", "save_steps", "logging_steps"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -152,10 +164,14 @@ class TrainerOptions:
             raise ConfigError(f"trainer.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if self.divergence_factor is not None:
             check_number(self.divergence_factor, "trainer.divergence_factor", minimum=1.0)
-        if isinstance(self.divergence_patience, bool) or not isinstance(self.divergence_patience, int) \
-                or self.divergence_patience <= 0:
-            raise ConfigError(f"trainer.divergence_patience={self.divergence_patience!r} is invalid; "
-                              "valid: a positive integer")
+        if (
+            isinstance(self.divergence_patience, bool)
+            or not isinstance(self.divergence_patience, int)
+            or self.divergence_patience <= 0
+        ):
+            raise ConfigError(
+                f"trainer.divergence_patience={self.divergence_patience!r} is invalid; valid: a positive integer"
+            )
 
 
 @dataclass

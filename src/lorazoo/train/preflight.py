@@ -22,8 +22,10 @@ def check_precision(trainer: TrainerOptions) -> None:
     from transformers.utils import is_torch_bf16_gpu_available
 
     if not is_torch_bf16_gpu_available():
-        raise ConfigError("trainer.precision=bf16 is not supported here (no CUDA device with bf16); valid: fp32, "
-                          "or bf16 on a GPU that supports it (model.dtype=bfloat16 still stores the base in bf16)")
+        raise ConfigError(
+            "trainer.precision=bf16 is not supported here (no CUDA device with bf16); valid: fp32, "
+            "or bf16 on a GPU that supports it (model.dtype=bfloat16 still stores the base in bf16)"
+        )
 
 
 def model_positions(model: ModelOptions) -> int | None:
@@ -56,5 +58,6 @@ def check_max_length(max_length: Any, model: ModelOptions) -> None:
         raise ConfigError(f"task.max_length={max_length!r} is invalid; valid: a positive integer")
     positions = model_positions(model)
     if positions is not None and max_length > positions:
-        raise ConfigError(f"task.max_length={max_length} is invalid; valid: 1..{positions} "
-                          f"(the positions of model={model.name!r})")
+        raise ConfigError(
+            f"task.max_length={max_length} is invalid; valid: 1..{positions} (the positions of model={model.name!r})"
+        )

@@ -29,8 +29,10 @@ def check_quantization(mode: str, quant_type: str, double_quant: Any, compute_dt
     if not isinstance(double_quant, bool):
         raise ConfigError(f"model.bnb_4bit_use_double_quant={double_quant!r} is not valid; use true or false")
     if compute_dtype is not None and compute_dtype not in ("float32", "bfloat16", "float16"):
-        raise ConfigError(f"model.bnb_4bit_compute_dtype={compute_dtype!r} is not valid; choose float32, bfloat16, "
-                          "float16 or null (= model.dtype)")
+        raise ConfigError(
+            f"model.bnb_4bit_compute_dtype={compute_dtype!r} is not valid; choose float32, bfloat16, "
+            "float16 or null (= model.dtype)"
+        )
     if mode != "none" and importlib.util.find_spec("bitsandbytes") is None:
         raise ModelUnavailableError(f"model.quantization={mode} needs bitsandbytes: pip install 'bitsandbytes>=0.45'")
 
@@ -46,9 +48,13 @@ def bnb_config(opts: Any) -> Any:
     if opts.quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     compute = getattr(torch, opts.bnb_4bit_compute_dtype or opts.dtype)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=opts.bnb_4bit_quant_type,
-                              bnb_4bit_use_double_quant=opts.bnb_4bit_use_double_quant,
-                              bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=opts.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=opts.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=compute,
+        llm_int8_skip_modules=skip,
+    )
 
 
 def quantize_in_memory(model: Any, quantization_config: Any, **kwargs: Any) -> Any:

@@ -16,9 +16,10 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..io import atomic_write_json
 from ..projections.rng import GENERATOR_VERSION
@@ -94,8 +95,10 @@ def _lock(directory: Path) -> tuple[int, bool]:
         os.close(fd)
         if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             holder = path.read_text().strip() or "unknown"
-            raise RunDirError(f"run dir {str(directory)!r} is in use by another lorazoo run ({holder}); wait for it "
-                              "to finish or pick another hydra.run.dir") from None
+            raise RunDirError(
+                f"run dir {str(directory)!r} is in use by another lorazoo run ({holder}); wait for it "
+                "to finish or pick another hydra.run.dir"
+            ) from None
         raise
     return fd, created
 
@@ -103,9 +106,14 @@ def _lock(directory: Path) -> tuple[int, bool]:
 def _outputs(directory: Path) -> list[str]:
     """Entries that are some run's output: everything but the lock, Hydra's folders, logs, lorazoo_run.json and
     the metrics.json of a run that failed during setup (it trained nothing; run_record.write_failure)."""
-    return sorted(p.name for p in directory.iterdir()
-                  if p.name not in _HARMLESS and p.name != RUN_FILE and not p.name.endswith(".log")
-                  and not (p.name == METRICS_FILE and _setup_failure(p)))
+    return sorted(
+        p.name
+        for p in directory.iterdir()
+        if p.name not in _HARMLESS
+        and p.name != RUN_FILE
+        and not p.name.endswith(".log")
+        and not (p.name == METRICS_FILE and _setup_failure(p))
+    )
 
 
 def _setup_failure(path: Path) -> bool:
@@ -157,21 +165,26 @@ def _check_owner(directory: Path, ident: dict[str, Any], fp: str, resume: bool) 
             raise RunDirError(f"{str(directory / RUN_FILE)!r} is unreadable; {pick}")
         foreign = _outputs(directory)
         if foreign:
-            raise RunDirError(f"run dir {str(directory)!r} is not empty and holds no lorazoo run "
-                              f"(found {foreign[:5]}); {pick}")
+            raise RunDirError(
+                f"run dir {str(directory)!r} is not empty and holds no lorazoo run (found {foreign[:5]}); {pick}"
+            )
         return None
     if record.get("fingerprint") != fp:
         if not _outputs(directory):
             return None  # that attempt stopped before it wrote anything (a bad model path, say): nothing to lose
         diff = first_difference(record.get("identity") or {}, ident)
-        raise RunDirError(f"run dir {str(directory)!r} holds another run (first differing key {diff}); {pick}, "
-                          "or restore that setting to resume it")
+        raise RunDirError(
+            f"run dir {str(directory)!r} holds another run (first differing key {diff}); {pick}, "
+            "or restore that setting to resume it"
+        )
     metrics = read_json(directory / METRICS_FILE)
     if metrics and metrics.get("status") == "completed" and metrics.get("fingerprint") == fp:
         return metrics
     if complete_checkpoints(directory / "checkpoints") and not resume:
-        raise RunDirError(f"run dir {str(directory)!r} holds an unfinished run of this config; add trainer.resume=true "
-                          f"to continue it, or {pick}")
+        raise RunDirError(
+            f"run dir {str(directory)!r} holds an unfinished run of this config; add trainer.resume=true "
+            f"to continue it, or {pick}"
+        )
     return None
 
 
@@ -188,5 +201,9 @@ def save_hydra_files(directory: Path, cfg: Any) -> None:
         return
     folder = directory / ".hydra"
     folder.mkdir(exist_ok=True)
-    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
+    for name, node in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", hydra_cfg),
+        ("overrides.yaml", hydra_cfg.hydra.overrides.task),
+    ):
         OmegaConf.save(node, folder / name)

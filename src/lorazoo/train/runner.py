@@ -15,31 +15,48 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..version import __version__
 from ..errors import LoraZooError
 from ..io import atomic_write_json
 from ..projections import get_projection_class
-from .errors import ConfigError, NonFiniteMetricError
-from .distributed import (adopt_slurm_environment, agree_on_output_dir, check_data_parallel, check_engine,
-                          scale_arguments, world_size)
+from ..version import __version__
 from . import preflight, run_dir
 from .checkpoints import foreign_checkpoints, resume_point
-from .tracking import RunLogger, is_rank_zero
-from .models import adapter_config, load_adapted_model
-from .optimizer import OptimizerOptions, check_groups
-from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node, to_plain
+from .data_root import apply_data_root
+from .distributed import (
+    adopt_slurm_environment,
+    agree_on_output_dir,
+    check_data_parallel,
+    check_engine,
+    scale_arguments,
+    world_size,
+)
+from .errors import ConfigError, NonFiniteMetricError
 from .harness import eval_options, flat_scores
 from .harness import prepare as prepare_lm_eval
-from .tasks import build_task
-from .data_root import apply_data_root
 from .model_fit import explicit_keys, fit_projection, meta_layout
+from .models import adapter_config, load_adapted_model
 from .naming import register_resolvers, run_name, wandb_group
+from .optimizer import OptimizerOptions, check_groups
+from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node, to_plain
 from .run_record import prior_train_time, write_failure
+from .tasks import build_task
+from .tracking import RunLogger, is_rank_zero
 
 register_resolvers()
 
-TOP_LEVEL = ("projection", "optimizer", "task", "model", "trainer", "logger", "seed", "name", "task_overrides", "eval",
-             "data_root")
+TOP_LEVEL = (
+    "projection",
+    "optimizer",
+    "task",
+    "model",
+    "trainer",
+    "logger",
+    "seed",
+    "name",
+    "task_overrides",
+    "eval",
+    "data_root",
+)
 _MISSING = object()
 TIMING = ("runtime", "samples_per_second", "steps_per_second", "epoch")
 
@@ -52,8 +69,12 @@ def _hydra_context() -> dict[str, Any]:
         return {}
     hc = HydraConfig.get()
     multirun = str(hc.mode) == "RunMode.MULTIRUN"
-    return {"output_dir": hc.runtime.output_dir, "overrides": list(hc.overrides.task),
-            "experiment": hc.runtime.choices.get("experiment"), "sweep_dir": hc.sweep.dir if multirun else None}
+    return {
+        "output_dir": hc.runtime.output_dir,
+        "overrides": list(hc.overrides.task),
+        "experiment": hc.runtime.choices.get("experiment"),
+        "sweep_dir": hc.sweep.dir if multirun else None,
+    }
 
 
 def _check_top_level(cfg: DictConfig) -> None:
@@ -70,8 +91,10 @@ def apply_task_overrides(cfg: DictConfig, explicit: list[str]) -> tuple[DictConf
     ``cfg``; keys also given on the command line keep the command-line value."""
     table = to_plain(cfg.get("task_overrides")) or {}
     if table and str(cfg.task.name) not in table:  # a paper's table without this task: its defaults are no setting
-        raise ConfigError(f"experiment {cfg.get('name')!r} has no settings for task {str(cfg.task.name)!r}; "
-                          f"its tasks: {sorted(table)}")
+        raise ConfigError(
+            f"experiment {cfg.get('name')!r} has no settings for task {str(cfg.task.name)!r}; "
+            f"its tasks: {sorted(table)}"
+        )
     entry = table.get(str(cfg.task.name)) or {}
     given = {o.split("=", 1)[0].lstrip("+~") for o in explicit}
     cfg = copy.deepcopy(cfg)
@@ -93,25 +116,46 @@ def training_arguments(t: TrainerOptions, out: Path, seed: int, report_to: list[
     from transformers import TrainingArguments
 
     args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=t.grad_accum, num_train_epochs=t.num_epochs, max_steps=t.max_steps,
-        lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio, max_grad_norm=t.max_grad_norm,
-        bf16=t.precision == "bf16", activation_checkpointing=t.gradient_checkpointing,
+        output_dir=str(out),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,
+        max_grad_norm=t.max_grad_norm,
+        bf16=t.precision == "bf16",
+        activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
-        eval_strategy=t.eval_strategy, eval_steps=t.eval_steps, save_strategy="steps", save_steps=t.save_steps,
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
         save_total_limit=None,  # rotation is checkpoints.rotate: it deletes lorazoo's own folders only
-        logging_strategy="steps", logging_steps=t.logging_steps,
-        report_to=report_to, seed=seed, data_seed=seed, full_determinism=t.deterministic,
-        dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=not t.progress_bar, remove_unused_columns=False,
-        label_names=["labels"], prediction_loss_only=loss_only, push_to_hub=False, save_only_model=False,
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        report_to=report_to,
+        seed=seed,
+        data_seed=seed,
+        full_determinism=t.deterministic,
+        dataloader_num_workers=t.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=not t.progress_bar,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        prediction_loss_only=loss_only,
+        push_to_hub=False,
+        save_only_model=False,
         **scale_arguments(t),
     )
     check_data_parallel(args)
     return args
 
 
-def _resume_point(checkpoints: Path, resume: bool, fingerprint: str | None = None,
-                  adapter: dict[str, Any] | None = None) -> str | None:
+def _resume_point(
+    checkpoints: Path, resume: bool, fingerprint: str | None = None, adapter: dict[str, Any] | None = None
+) -> str | None:
     """The last complete checkpoint of this run (see checkpoints.resume_point); None when not resuming."""
     if not resume:
         for folder in foreign_checkpoints(checkpoints):
@@ -123,8 +167,10 @@ def _resume_point(checkpoints: Path, resume: bool, fingerprint: str | None = Non
         from .trainer import last_complete_checkpoint
 
         last = last_complete_checkpoint(checkpoints)
-    print(f"resuming from {last}" if last else f"trainer.resume=true but no checkpoint in {checkpoints}; starting fresh",
-          file=sys.stderr)
+    print(
+        f"resuming from {last}" if last else f"trainer.resume=true but no checkpoint in {checkpoints}; starting fresh",
+        file=sys.stderr,
+    )
     return last
 
 
@@ -149,13 +195,22 @@ def _final_eval(trainer: Any) -> dict[str, float]:
 
 def _early_record(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
     """What is known about a run before its options are checked (for a failed metrics.json)."""
+
     def name(group: str) -> Any:
         node = cfg.get(group)
         return node.get("name") if hasattr(node, "get") else None
 
-    return {"task": name("task"), "projection": name("projection"), "model": name("model"), "seed": cfg.get("seed"),
-            "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "argv": list(sys.argv),
-            "overrides": hydra.get("overrides", []), "output_dir": str(out), "lorazoo_version": __version__}
+    return {
+        "task": name("task"),
+        "projection": name("projection"),
+        "model": name("model"),
+        "seed": cfg.get("seed"),
+        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "argv": list(sys.argv),
+        "overrides": hydra.get("overrides", []),
+        "output_dir": str(out),
+        "lorazoo_version": __version__,
+    }
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
@@ -188,8 +243,11 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     out = agree_on_output_dir(out, trainer_opts.ddp_backend)  # every rank: rank 0's run dir
     claim = stack.enter_context(run_dir.claimed(out, to_plain(cfg), trainer_opts.resume, owner=is_rank_zero()))
     if claim.completed is not None:  # resumable sweeps: this exact config already finished here
-        print(f"[lorazoo] {out}: this config already completed (fingerprint {claim.fingerprint}); result reused, "
-              "nothing trained (delete the dir to retrain)", file=sys.stderr)
+        print(
+            f"[lorazoo] {out}: this config already completed (fingerprint {claim.fingerprint}); result reused, "
+            "nothing trained (delete the dir to retrain)",
+            file=sys.stderr,
+        )
         return claim.completed
     if is_rank_zero():
         claim.record_identity()
@@ -202,12 +260,16 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
 
     task = build_task(cfg.task, seed)
     if task.task_type != model_opts.task_type:
-        raise ConfigError(f"task {task.name!r} needs a {task.task_type} model but model={model_opts.name!r} is "
-                          f"{model_opts.task_type}; pick a matching model= option")
+        raise ConfigError(
+            f"task {task.name!r} needs a {task.task_type} model but model={model_opts.name!r} is "
+            f"{model_opts.task_type}; pick a matching model= option"
+        )
     layout = meta_layout(model_opts, projection, task.num_labels)  # shapes only: seconds, no weights
     changes = []
     if layout is not None:
-        projection, changes = fit_projection(projection, layout, model_opts.name, explicit_keys(hydra.get("overrides", [])))
+        projection, changes = fit_projection(
+            projection, layout, model_opts.name, explicit_keys(hydra.get("overrides", []))
+        )
         for change in changes:
             print(change.line(model_opts.name), file=sys.stderr)
     task.load()  # data errors surface before a model is loaded
@@ -234,34 +296,57 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     check_groups(loaded.model, optimizer_opts)  # a misspelled optimizer.groups key fails before training
     counts = loaded.model.num_parameters()
     checkpoints = out / "checkpoints"
-    resume_from = _resume_point(checkpoints, trainer_opts.resume, claim.fingerprint,
-                                adapter_config(projection, model_opts, seed).to_dict())
-    from .trainer import LoraZooTrainer  # transformers' Trainer takes seconds to import: after every input check
+    resume_from = _resume_point(
+        checkpoints, trainer_opts.resume, claim.fingerprint, adapter_config(projection, model_opts, seed).to_dict()
+    )
     from .train_time import TrainTimeCallback
+    from .trainer import LoraZooTrainer  # transformers' Trainer takes seconds to import: after every input check
 
     clock = TrainTimeCallback(out, prior_train_time(out, resume_from), write=is_rank_zero())
     trainer = LoraZooTrainer(
-        model=loaded.model, args=training_arguments(trainer_opts, checkpoints, seed, logger.report_to(),
-                                                    task.prediction_loss_only),
-        train_dataset=train_set, eval_dataset=eval_set, data_collator=task.collator(loaded.tokenizer),
-        processing_class=loaded.tokenizer, compute_metrics=None if task.prediction_loss_only else task.compute_metrics,
-        optimizer_options=optimizer_opts, callbacks=[clock], trainer_options=trainer_opts,
+        model=loaded.model,
+        args=training_arguments(trainer_opts, checkpoints, seed, logger.report_to(), task.prediction_loss_only),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=task.collator(loaded.tokenizer),
+        processing_class=loaded.tokenizer,
+        compute_metrics=None if task.prediction_loss_only else task.compute_metrics,
+        optimizer_options=optimizer_opts,
+        callbacks=[clock],
+        trainer_options=trainer_opts,
         run_fingerprint=claim.fingerprint,
     )
     check_engine(trainer, trainer_opts)  # the FSDP/DeepSpeed asked for is what Trainer set up (it can fall back to DDP)
     record: dict[str, Any] = {
-        "status": "running", "task": task.name, "projection": projection.name, "model": model_opts.name, "seed": seed,
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "argv": list(sys.argv),
-        "overrides": hydra.get("overrides", []), "output_dir": str(out), "lorazoo_version": __version__,
-        "model_source": loaded.source, "parameters": counts, "trainable": counts["trainable"], "D": counts["D"],
-        "task_overrides_applied": applied, "world_size": world_size(), "data_from": data_from,
+        "status": "running",
+        "task": task.name,
+        "projection": projection.name,
+        "model": model_opts.name,
+        "seed": seed,
+        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "argv": list(sys.argv),
+        "overrides": hydra.get("overrides", []),
+        "output_dir": str(out),
+        "lorazoo_version": __version__,
+        "model_source": loaded.source,
+        "parameters": counts,
+        "trainable": counts["trainable"],
+        "D": counts["D"],
+        "task_overrides_applied": applied,
+        "world_size": world_size(),
+        "data_from": data_from,
         "fitted_to_model": {c.key: {"from": c.old, "to": c.new, "why": c.why} for c in changes},
-        "fingerprint": claim.fingerprint, **task.summary(),
+        "fingerprint": claim.fingerprint,
+        **task.summary(),
     }
-    logger.start(out, {**to_plain(cfg), "parameters": counts},
-                 group=wandb_group(cfg.get("name"), hydra.get("experiment"), hydra.get("sweep_dir")),
-                 job_type=task.name, name=run_name(projection.name, task.name, model_opts.name, seed),
-                 resume=resume_from is not None or trainer_opts.resume)
+    logger.start(
+        out,
+        {**to_plain(cfg), "parameters": counts},
+        group=wandb_group(cfg.get("name"), hydra.get("experiment"), hydra.get("sweep_dir")),
+        job_type=task.name,
+        name=run_name(projection.name, task.name, model_opts.name, seed),
+        resume=resume_from is not None or trainer_opts.resume,
+    )
     try:
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=resume_from)
@@ -283,9 +368,20 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     record.update(
         status="completed",
         **{k: metrics[k] for k in task.metric_keys() if k in metrics},
-        metrics=metrics, **task.report(), **({"lm_eval": lm_eval} if lm_eval else {}), eval_timing=timing, steps=trainer.state.global_step, wall_time_s=round(wall, 3),
-        train={"steps": trainer.state.global_step, "epochs": trainer.state.epoch, "wall_time_s": round(wall, 3),
-               "this_session_s": round(session, 3), "train_loss": result.training_loss, "resumed_from": resume_from},
+        metrics=metrics,
+        **task.report(),
+        **({"lm_eval": lm_eval} if lm_eval else {}),
+        eval_timing=timing,
+        steps=trainer.state.global_step,
+        wall_time_s=round(wall, 3),
+        train={
+            "steps": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "wall_time_s": round(wall, 3),
+            "this_session_s": round(session, 3),
+            "train_loss": result.training_loss,
+            "resumed_from": resume_from,
+        },
         adapter_dir=str(adapter_dir),
     )
     if is_rank_zero():
@@ -301,8 +397,10 @@ def _require_finite(metrics: dict[str, Any]) -> None:
     """A NaN/inf metric is no result: the run fails naming it (a constant prediction, a NaN label...)."""
     bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
     if bad:
-        raise NonFiniteMetricError(f"non-finite final metric(s) {bad}; the run is failed, not reported (check the "
-                                   "eval data for NaN labels and the predictions for a constant output)")
+        raise NonFiniteMetricError(
+            f"non-finite final metric(s) {bad}; the run is failed, not reported (check the "
+            "eval data for NaN labels and the predictions for a constant output)"
+        )
 
 
 def _failure_reason(exc: BaseException) -> str:
@@ -310,18 +408,27 @@ def _failure_reason(exc: BaseException) -> str:
     from .divergence import DivergedError
     from .errors import NonFiniteLossError
 
-    for cls, reason in ((DivergedError, "diverged"), (NonFiniteLossError, "non-finite loss"),
-                        (NonFiniteMetricError, "non-finite metric"), (KeyboardInterrupt, "interrupted")):
+    for cls, reason in (
+        (DivergedError, "diverged"),
+        (NonFiniteLossError, "non-finite loss"),
+        (NonFiniteMetricError, "non-finite metric"),
+        (KeyboardInterrupt, "interrupted"),
+    ):
         if isinstance(exc, cls):
             return reason
     return type(exc).__name__
 
 
 def _print_summary(record: dict[str, Any], out: Path) -> None:
-    shown = [f"{k}={record[k]:.4f}" for k in ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr",
-                                              "exact_match", "perplexity") if isinstance(record.get(k), float)]
+    shown = [
+        f"{k}={record[k]:.4f}"
+        for k in ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr", "exact_match", "perplexity")
+        if isinstance(record.get(k), float)
+    ]
     if "majority_rate" in record:
         shown.append(f"majority_rate={record['majority_rate']:.4f}")
-    print(f"[lorazoo] {record['task']} / {record['projection']} / {record['model']} (seed {record['seed']}): "
-          f"dev {' '.join(shown)} | trainable {record['trainable']:,} of D {record['D']:,} | "
-          f"{record['steps']} steps in {record['wall_time_s']:.1f} s | {out / 'metrics.json'}")
+    print(
+        f"[lorazoo] {record['task']} / {record['projection']} / {record['model']} (seed {record['seed']}): "
+        f"dev {' '.join(shown)} | trainable {record['trainable']:,} of D {record['D']:,} | "
+        f"{record['steps']} steps in {record['wall_time_s']:.1f} s | {out / 'metrics.json'}"
+    )

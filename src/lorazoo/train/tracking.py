@@ -37,8 +37,15 @@ class RunLogger:
     def report_to(self) -> list[str]:
         return ["wandb"] if self.active else []
 
-    def start(self, output_dir: Path, config: dict[str, Any], group: str | None, job_type: str, name: str,
-              resume: bool = False) -> None:
+    def start(
+        self,
+        output_dir: Path,
+        config: dict[str, Any],
+        group: str | None,
+        job_type: str,
+        name: str,
+        resume: bool = False,
+    ) -> None:
         """One W&B run per run dir: ``trainer.resume=true`` continues the W&B run whose id the dir stores."""
         if not self.active:
             return
@@ -57,9 +64,20 @@ class RunLogger:
             atomic_write(id_file, lambda tmp: Path(tmp).write_text(run_id + "\n"))
         # the .wandb file is flushed every FLUSH_S seconds, so a kill -9 loses at most that much history
         settings = wandb.Settings(x_transaction_log_flush_interval=FLUSH_S)
-        self.run = wandb.init(project=opts.project, entity=opts.entity, group=opts.group or group, job_type=job_type,
-                              name=name, tags=list(opts.tags), config=config, dir=str(output_dir), mode=mode,
-                              id=run_id, resume="allow" if resume else None, settings=settings)
+        self.run = wandb.init(
+            project=opts.project,
+            entity=opts.entity,
+            group=opts.group or group,
+            job_type=job_type,
+            name=name,
+            tags=list(opts.tags),
+            config=config,
+            dir=str(output_dir),
+            mode=mode,
+            id=run_id,
+            resume="allow" if resume else None,
+            settings=settings,
+        )
 
     def summary(self, values: dict[str, Any]) -> None:
         if self.run is not None:

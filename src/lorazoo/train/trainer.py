@@ -48,8 +48,10 @@ class NonFiniteGuard(TrainerCallback):
             return
         for name, param in model.named_parameters():
             if param.grad is not None and not torch.isfinite(param.grad).all():
-                raise NonFiniteLossError(f"non-finite gradient in {name} at step {state.global_step + 1}; "
-                                         f"stopped before the update ({_last_good(args.output_dir)})")
+                raise NonFiniteLossError(
+                    f"non-finite gradient in {name} at step {state.global_step + 1}; "
+                    f"stopped before the update ({_last_good(args.output_dir)})"
+                )
 
 
 def _last_good(output_dir: str) -> str:
@@ -64,15 +66,26 @@ class LoraZooTrainer(Trainer):
     optimizer, scheduler, RNG and trainer state; a ``checkpoint_complete`` marker is written last.
     """
 
-    def __init__(self, *args: Any, optimizer_options: OptimizerOptions, trainer_options: TrainerOptions | None = None,
-                 run_fingerprint: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        optimizer_options: OptimizerOptions,
+        trainer_options: TrainerOptions | None = None,
+        run_fingerprint: str | None = None,
+        **kwargs: Any,
+    ):
         self.optimizer_options = optimizer_options
         self.trainer_options = trainer_options or TrainerOptions()
         self.run_fingerprint = run_fingerprint
         super().__init__(*args, **kwargs)
         self.add_callback(NonFiniteGuard())
-        self.add_callback(DivergenceStop(self.trainer_options.divergence_factor, self.trainer_options.divergence_patience,
-                                         lambda: _last_good(self.args.output_dir)))
+        self.add_callback(
+            DivergenceStop(
+                self.trainer_options.divergence_factor,
+                self.trainer_options.divergence_patience,
+                lambda: _last_good(self.args.output_dir),
+            )
+        )
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         """Trainer.train, with the adapter lifecycle told that training is on (set_adapter is refused meanwhile)."""
@@ -117,8 +130,10 @@ class LoraZooTrainer(Trainer):
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not math.isfinite(float(loss)):
-            raise NonFiniteLossError(f"loss is {float(loss)} at step {self.state.global_step + 1}; "
-                                     f"stopped before the update ({_last_good(self.args.output_dir)})")
+            raise NonFiniteLossError(
+                f"loss is {float(loss)} at step {self.state.global_step + 1}; "
+                f"stopped before the update ({_last_good(self.args.output_dir)})"
+            )
         return loss
 
     # ------------------------------------------------------------------ adapter-only checkpoints

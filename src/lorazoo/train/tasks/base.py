@@ -80,8 +80,10 @@ class Task:
             if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout <= 0:
                 raise ConfigError(f"task.holdout_dev must be a positive integer or null, got {holdout!r}")
             if not self.supports_holdout:
-                raise ConfigError(f"task.holdout_dev is not supported by task {options.name!r}; "
-                                  "it is available for the classification tasks (glue/*, tweets)")
+                raise ConfigError(
+                    f"task.holdout_dev is not supported by task {options.name!r}; "
+                    "it is available for the classification tasks (glue/*, tweets)"
+                )
 
     @property
     def name(self) -> str:
@@ -157,8 +159,9 @@ def require_file(path: Path, hint: str) -> Path:
     """A regular, non-empty file; a broken symlink or a device (a link to /dev/zero) is named as such."""
     if not path.exists():
         if path.is_symlink():
-            raise DataUnavailableError(f"data file {str(path)!r} is a broken symlink to {os.readlink(path)!r}; "
-                                       f"valid: a regular file; {hint}")
+            raise DataUnavailableError(
+                f"data file {str(path)!r} is a broken symlink to {os.readlink(path)!r}; valid: a regular file; {hint}"
+            )
         raise DataUnavailableError(f"data file {str(path)!r} not found; {hint}")
     if not path.is_file():
         target = f" (it resolves to {str(path.resolve())!r})" if path.is_symlink() else ""
@@ -169,8 +172,13 @@ def require_file(path: Path, hint: str) -> Path:
     return path
 
 
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 def read_text(path: Path) -> str:
@@ -182,8 +190,10 @@ def read_text(path: Path) -> str:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise DataFormatError(f"{path}:{line}: byte {raw[exc.start:exc.start + 1]!r} is not valid {encoding}; "
-                              "valid: a UTF-8 text file (re-save it as UTF-8)") from None
+        raise DataFormatError(
+            f"{path}:{line}: byte {raw[exc.start : exc.start + 1]!r} is not valid {encoding}; "
+            "valid: a UTF-8 text file (re-save it as UTF-8)"
+        ) from None
 
 
 def lines_of(path: Path) -> list[str]:

@@ -38,7 +38,9 @@ class CausalLMTask(Task):
             return {key: [row[key] for row in rows] for key in ("input_ids", "attention_mask", "labels")}
 
         return tuple(  # type: ignore[return-value]
-            encode_columns({"prompt": [p for p, _ in pairs], "answer": [a for _, a in pairs]}, encode, drop=["prompt", "answer"])
+            encode_columns(
+                {"prompt": [p for p, _ in pairs], "answer": [a for _, a in pairs]}, encode, drop=["prompt", "answer"]
+            )
             for pairs in (self.train_pairs, self.eval_pairs)
         )
 
@@ -54,8 +56,15 @@ class CausalLMTask(Task):
 
 
 @torch.no_grad()
-def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
-             do_sample: bool = False, seed: int = 0) -> list[str]:
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    do_sample: bool = False,
+    seed: int = 0,
+) -> list[str]:
     """Completions (new text only) for each prompt; left padding so every prompt ends where generation starts."""
     was_training = model.training
     model.eval()
@@ -64,17 +73,21 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     outputs: list[str] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True)
+            enc = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
             enc = {key: enc[key].to(device) for key in ("input_ids", "attention_mask")}
-            kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
-                                      "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+            kwargs: dict[str, Any] = {
+                "max_new_tokens": max_new_tokens,
+                "do_sample": do_sample,
+                "pad_token_id": tokenizer.pad_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+            }
             if do_sample:
                 torch.manual_seed(seed + start)
                 kwargs.update(top_p=0.9, temperature=0.7)
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
             out = model.generate(**enc, **kwargs)
-            outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side
         model.train(was_training)

@@ -59,8 +59,9 @@ class ClassificationTask(Task):
             columns["text_b"] = [r[1] for r in rows]
 
         def encode(batch: dict[str, list[Any]]) -> Any:
-            return tokenizer(batch["text_a"], batch["text_b"] if pair else None, truncation=True,
-                             max_length=self.options.max_length)
+            return tokenizer(
+                batch["text_a"], batch["text_b"] if pair else None, truncation=True, max_length=self.options.max_length
+            )
 
         return encode_columns(columns, encode, drop=[c for c in columns if c != "labels"])
 

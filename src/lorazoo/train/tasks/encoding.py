@@ -24,8 +24,9 @@ def _quiet_progress() -> Iterator[None]:
             enable_progress_bar()
 
 
-def encode_columns(columns: dict[str, list[Any]], encode: Callable[[dict[str, list[Any]]], dict[str, Any]],
-                   drop: list[str]) -> Any:
+def encode_columns(
+    columns: dict[str, list[Any]], encode: Callable[[dict[str, list[Any]]], dict[str, Any]], drop: list[str]
+) -> Any:
     """``Dataset.from_dict(columns).map(encode, batched=True)`` in memory, without the raw ``drop`` columns."""
     from datasets import Dataset
 

@@ -36,11 +36,23 @@ ENTAIL = ("entailment", "not_entailment")
 GLUE: dict[str, GlueSpec] = {
     "cola": GlueSpec(BINARY, ("matthews_correlation",), (3, 1), ("sentence", "label"), header=False),
     "sst2": GlueSpec(BINARY, ("accuracy",), ("sentence", "label"), ("sentence", "label")),
-    "mrpc": GlueSpec(BINARY, ("accuracy", "f1"), ("#1 String", "#2 String", "Quality"), ("sentence1", "sentence2", "label")),
-    "qqp": GlueSpec(BINARY, ("accuracy", "f1"), ("question1", "question2", "is_duplicate"), ("question1", "question2", "label")),
-    "stsb": GlueSpec((), ("pearson", "spearmanr"), ("sentence1", "sentence2", "score"), ("sentence1", "sentence2", "label")),
-    "mnli": GlueSpec(("entailment", "neutral", "contradiction"), ("accuracy",), ("sentence1", "sentence2", "gold_label"),
-                     ("premise", "hypothesis", "label"), dev_file="dev_matched.tsv", hub_dev_split="validation_matched"),
+    "mrpc": GlueSpec(
+        BINARY, ("accuracy", "f1"), ("#1 String", "#2 String", "Quality"), ("sentence1", "sentence2", "label")
+    ),
+    "qqp": GlueSpec(
+        BINARY, ("accuracy", "f1"), ("question1", "question2", "is_duplicate"), ("question1", "question2", "label")
+    ),
+    "stsb": GlueSpec(
+        (), ("pearson", "spearmanr"), ("sentence1", "sentence2", "score"), ("sentence1", "sentence2", "label")
+    ),
+    "mnli": GlueSpec(
+        ("entailment", "neutral", "contradiction"),
+        ("accuracy",),
+        ("sentence1", "sentence2", "gold_label"),
+        ("premise", "hypothesis", "label"),
+        dev_file="dev_matched.tsv",
+        hub_dev_split="validation_matched",
+    ),
     "qnli": GlueSpec(ENTAIL, ("accuracy",), ("question", "sentence", "label"), ("question", "sentence", "label")),
     "rte": GlueSpec(ENTAIL, ("accuracy",), ("sentence1", "sentence2", "label"), ("sentence1", "sentence2", "label")),
 }
@@ -131,15 +143,22 @@ class GlueTask(ClassificationTask):
         opts = self.options
         if opts.data_dir:
             return self._read_local(Path(opts.data_dir))
-        hint = (f"download GLUE and set task.data_dir=<dir with train.tsv and {self.spec.dev_file}> "
-                f"(e.g. task.data_dir=data/glue/{_glue_dir(self.subset)})")
-        return tuple(self._from_hub(load_hub_split(opts.hub_id, self.subset, split, hint), split)  # type: ignore
-                     for split in ("train", self.spec.hub_dev_split))
+        hint = (
+            f"download GLUE and set task.data_dir=<dir with train.tsv and {self.spec.dev_file}> "
+            f"(e.g. task.data_dir=data/glue/{_glue_dir(self.subset)})"
+        )
+        return tuple(
+            self._from_hub(load_hub_split(opts.hub_id, self.subset, split, hint), split)  # type: ignore
+            for split in ("train", self.spec.hub_dev_split)
+        )
 
     def _read_local(self, root: Path) -> tuple[list[Row], list[Row]]:
         opts = self.options
         out = []
-        for given, default, key in ((opts.train_file, "train.tsv", "train_file"), (opts.eval_file, self.spec.dev_file, "eval_file")):
+        for given, default, key in (
+            (opts.train_file, "train.tsv", "train_file"),
+            (opts.eval_file, self.spec.dev_file, "eval_file"),
+        ):
             path = root / (given or default)
             hint = f"task.data_dir={str(root)!r} must hold {default} (or set task.{key}=<file name>)"
             out.append(read_tsv(require_file(path, hint), self.spec, opts.skip_malformed))
@@ -151,7 +170,11 @@ class GlueTask(ClassificationTask):
         rows: list[Row] = []
         for i, raw in enumerate(split[cols[-1]]):
             # hub labels are ids (ClassLabel) or scores; -1 marks an unlabelled (test) row
-            value = self.spec.labels[raw] if self.spec.labels and isinstance(raw, int) and 0 <= raw < len(self.spec.labels) else raw
+            value = (
+                self.spec.labels[raw]
+                if self.spec.labels and isinstance(raw, int) and 0 <= raw < len(self.spec.labels)
+                else raw
+            )
             label, problem = parse_label(value, self.spec)
             if problem is not None:
                 if self.options.skip_malformed:
@@ -162,5 +185,13 @@ class GlueTask(ClassificationTask):
 
 
 def _glue_dir(subset: str) -> str:
-    return {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B", "mnli": "MNLI",
-            "qnli": "QNLI", "rte": "RTE"}[subset]
+    return {
+        "cola": "CoLA",
+        "sst2": "SST-2",
+        "mrpc": "MRPC",
+        "qqp": "QQP",
+        "stsb": "STS-B",
+        "mnli": "MNLI",
+        "qnli": "QNLI",
+        "rte": "RTE",
+    }[subset]

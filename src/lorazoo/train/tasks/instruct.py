@@ -15,16 +15,28 @@ from typing import Any
 from ... import jsonsafe
 from ...io import atomic_write
 from ..errors import DataFormatError
-from .base import (TaskOptions, load_hub_split, read_jsonl, read_text, register_task, require_file, require_keys,
-                   subsample)
+from .base import (
+    TaskOptions,
+    load_hub_split,
+    read_jsonl,
+    read_text,
+    register_task,
+    require_file,
+    require_keys,
+    subsample,
+)
 from .causal import CausalLMTask, generate
 
 # The Stanford Alpaca prompt templates (github.com/tatsu-lab/stanford_alpaca, train.py).
-WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
-              "Write a response that appropriately completes the request.\n\n"
-              "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
-NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
-            "### Instruction:\n{instruction}\n\n### Response:\n")
+WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
 FIELDS = ("instruction", "output")
 
 
@@ -71,7 +83,9 @@ class AlpacaTask(CausalLMTask):
             records = read_records(require_file(Path(opts.data_file), "set task.data_file=<Alpaca json>"))
         elif opts.data_dir:
             path = Path(opts.data_dir) / "alpaca_data.json"
-            records = read_records(require_file(path, "task.data_dir must hold alpaca_data.json (or set task.data_file)"))
+            records = read_records(
+                require_file(path, "task.data_dir must hold alpaca_data.json (or set task.data_file)")
+            )
         else:
             records = list(load_hub_split(opts.hub_id, None, "train", "set task.data_file=<Alpaca-format json>"))
         pairs = [(prompt_of(r), r["output"].strip()) for r in records]
@@ -87,8 +101,15 @@ class AlpacaTask(CausalLMTask):
     def final_evaluate(self, trainer: Any, model: Any, tokenizer: Any, output_dir: Path) -> dict[str, float]:
         opts = self.options
         chosen = self.eval_pairs[: opts.num_generations]
-        texts = generate(model, tokenizer, [p for p, _ in chosen], opts.max_new_tokens,
-                         trainer.args.per_device_eval_batch_size, do_sample=opts.do_sample, seed=self.seed)
+        texts = generate(
+            model,
+            tokenizer,
+            [p for p, _ in chosen],
+            opts.max_new_tokens,
+            trainer.args.per_device_eval_batch_size,
+            do_sample=opts.do_sample,
+            seed=self.seed,
+        )
         lines = [json.dumps({"prompt": p, "reference": r, "generation": t}) for (p, r), t in zip(chosen, texts)]
         atomic_write(output_dir / "generations.jsonl", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
         return {"num_generations": len(texts)}

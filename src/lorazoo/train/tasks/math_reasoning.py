@@ -52,14 +52,25 @@ PROMPTS = {
     # MetaMath's Alpaca template, as the Uni-LoRA math scripts train and score with it
     # (KaiyangLi1992/Uni-LoRA@e622e78:math_instruction_tuning/intruction_tuning_unilora.py PROMPT, target = output;
     # instruction_tuning_eval/MATH_eval.py and gsm8k_eval.py add " Let's think step by step." when scoring)
-    "alpaca": ("Below is an instruction that describes a task. Write a response that appropriately completes the "
-               "request.\n\n### Instruction:\n{question}\n\n### Response:", " Let's think step by step.", ""),
+    "alpaca": (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the "
+        "request.\n\n### Instruction:\n{question}\n\n### Response:",
+        " Let's think step by step.",
+        "",
+    ),
 }
 SOURCES = ("gsm8k", "metamathqa", "math_train", "math_rest")
 EVAL_SETS = {"gsm8k": ("gsm8k",), "math": ("math",), "both": ("gsm8k", "math")}
 # The seven MATH subjects, as the hub configs of EleutherAI/hendrycks_math name them.
-MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
-                 "prealgebra", "precalculus")
+MATH_SUBJECTS = (
+    "algebra",
+    "counting_and_probability",
+    "geometry",
+    "intermediate_algebra",
+    "number_theory",
+    "prealgebra",
+    "precalculus",
+)
 
 
 @dataclass
@@ -98,7 +109,9 @@ def _level(value: Any) -> str | None:
     return str(value).removeprefix("Level").strip() or None
 
 
-def _hub_rows(hub_id: str, subset: str | None, split: str, hint: str, fields: tuple[str, ...]) -> list[tuple[str, dict]]:
+def _hub_rows(
+    hub_id: str, subset: str | None, split: str, hint: str, fields: tuple[str, ...]
+) -> list[tuple[str, dict]]:
     rows = []
     for i, row in enumerate(load_hub_split(hub_id, subset, split, hint), 1):
         where = f"{hub_id}{'/' + subset if subset else ''} {split} record {i}"
@@ -120,8 +133,14 @@ def math_problem(row: dict, where: str) -> Problem:
         reference = last_boxed(solution)
     if reference is None or not str(reference).strip():
         raise DataFormatError(f"{where}: MATH record has no 'answer' and no \\boxed{{}} answer in its 'solution'")
-    return Problem(row["problem"].strip(), solution, str(reference).strip(), where,
-                   subject=row.get("subject") or row.get("type"), level=_level(row.get("level")))
+    return Problem(
+        row["problem"].strip(),
+        solution,
+        str(reference).strip(),
+        where,
+        subject=row.get("subject") or row.get("type"),
+        level=_level(row.get("level")),
+    )
 
 
 @register_task("math/gsm8k", "math/math", "math")
@@ -161,10 +180,14 @@ class MathTask(CausalLMTask):
         else:
             hint = "set task.data_file=<MATH jsonl with problem, answer, subject, level (MATH-500 layout)>"
             subsets = list(opts.math_hub_subsets or [None])
-            rows = [row for subset in subsets for row in _hub_rows(opts.math_hub_id, subset, "test", hint, ("problem",))]
+            rows = [
+                row for subset in subsets for row in _hub_rows(opts.math_hub_id, subset, "test", hint, ("problem",))
+            ]
         return [math_problem(row, where) for where, row in rows]
 
-    def _train_file_or_hub(self, fields: tuple[str, ...], hub: list[tuple[str, str | None]], hint: str) -> list[tuple[str, dict]]:
+    def _train_file_or_hub(
+        self, fields: tuple[str, ...], hub: list[tuple[str, str | None]], hint: str
+    ) -> list[tuple[str, dict]]:
         if self.options.train_file:
             return located_records(require_file(Path(self.options.train_file), hint), fields)
         return [row for hub_id, subset in hub for row in _hub_rows(hub_id, subset, "train", hint, fields)]
@@ -174,29 +197,38 @@ class MathTask(CausalLMTask):
         if opts.source == "gsm8k":
             return self._gsm8k("train")
         if opts.source == "metamathqa":
-            rows = self._train_file_or_hub(("query", "response"), [(opts.metamath_hub_id, None)],
-                                           "set task.train_file=<MetaMathQA json/jsonl with query, response>")
-            return [Problem(r["query"].strip(), r["response"].strip(), "", where)
-                    for where, r in rows]
+            rows = self._train_file_or_hub(
+                ("query", "response"),
+                [(opts.metamath_hub_id, None)],
+                "set task.train_file=<MetaMathQA json/jsonl with query, response>",
+            )
+            return [Problem(r["query"].strip(), r["response"].strip(), "", where) for where, r in rows]
         if opts.source == "math_train":
-            rows = self._train_file_or_hub(("problem", "solution"), [(opts.math_train_hub_id, s) for s in MATH_SUBJECTS],
-                                           "set task.train_file=<MATH train jsonl with problem, solution>")
+            rows = self._train_file_or_hub(
+                ("problem", "solution"),
+                [(opts.math_train_hub_id, s) for s in MATH_SUBJECTS],
+                "set task.train_file=<MATH train jsonl with problem, solution>",
+            )
             return [math_problem(row, where) for where, row in rows]
         assert math_eval is not None  # math_rest: the problems of the MATH eval data left out of evaluation
         evaluated = {p.where for p in self.eval_sets["math"]}
         rest = [p for p in math_eval if p.where not in evaluated]
         if not rest:
-            raise ConfigError(f"task.source=math_rest trains on the MATH problems that are not evaluated, but all "
-                              f"{len(math_eval)} are: set task.max_eval_samples below {len(math_eval)}, or "
-                              f"task.source to one of {[s for s in SOURCES if s != 'math_rest']}")
+            raise ConfigError(
+                f"task.source=math_rest trains on the MATH problems that are not evaluated, but all "
+                f"{len(math_eval)} are: set task.max_eval_samples below {len(math_eval)}, or "
+                f"task.source to one of {[s for s in SOURCES if s != 'math_rest']}"
+            )
         return rest
 
     def load(self) -> None:
         opts = self.options
         names = EVAL_SETS[opts.eval]
         if opts.source == "math_rest" and "math" not in names:
-            raise ConfigError(f"task.source=math_rest needs MATH evaluation data; task.eval={opts.eval!r} has none "
-                              f"(use task.eval=math or both)")
+            raise ConfigError(
+                f"task.source=math_rest needs MATH evaluation data; task.eval={opts.eval!r} has none "
+                f"(use task.eval=math or both)"
+            )
         full: dict[str, list[Problem]] = {}
         for offset, name in enumerate(names):
             full[name] = self._gsm8k("test") if name == "gsm8k" else self._math_eval()
@@ -208,8 +240,9 @@ class MathTask(CausalLMTask):
             self.references[name] = [parse_answer(p.reference) for p in problems]
             for problem, parsed in zip(problems, self.references[name]):
                 if not parsed:
-                    raise DataFormatError(f"{problem.where}: math-verify cannot parse the reference answer "
-                                          f"{problem.reference!r}")
+                    raise DataFormatError(
+                        f"{problem.where}: math-verify cannot parse the reference answer {problem.reference!r}"
+                    )
 
     def pair(self, problem: Problem) -> tuple[str, str]:
         """(prompt, target) in the training format of ``task.prompt``."""
@@ -226,8 +259,11 @@ class MathTask(CausalLMTask):
         return ["exact_match"] if len(names) == 1 else [f"{name}_exact_match" for name in names]
 
     def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "train_source": self.options.source,
-                "eval_sets": {name: len(problems) for name, problems in self.eval_sets.items()}}
+        return {
+            **super().summary(),
+            "train_source": self.options.source,
+            "eval_sets": {name: len(problems) for name, problems in self.eval_sets.items()},
+        }
 
     def report(self) -> dict[str, Any]:
         return {"breakdowns": self.breakdowns} if self.breakdowns else {}
@@ -238,16 +274,29 @@ class MathTask(CausalLMTask):
         single = len(self.eval_sets) == 1
         for name, problems in self.eval_sets.items():
             prompts = [self.generation_prompt(p) for p in problems]
-            texts = generate(model, tokenizer, prompts, self.options.max_new_tokens,
-                             trainer.args.per_device_eval_batch_size)
+            texts = generate(
+                model, tokenizer, prompts, self.options.max_new_tokens, trainer.args.per_device_eval_batch_size
+            )
             predictions = [extract_prediction(t) for t in texts]
             correct = [is_equivalent(pred, ref) for pred, ref in zip(predictions, self.references[name])]
             metrics["exact_match" if single else f"{name}_exact_match"] = sum(correct) / max(len(correct), 1)
             if name == "math":
                 self.breakdowns["math"] = {key: breakdown(problems, correct, key) for key in ("subject", "level")}
-            lines += [json.dumps({"set": name, "prompt": q, "generation": t, "prediction": shown(pred),
-                                  "reference": p.reference, "correct": c, "subject": p.subject, "level": p.level})
-                      for p, q, t, pred, c in zip(problems, prompts, texts, predictions, correct)]
+            lines += [
+                json.dumps(
+                    {
+                        "set": name,
+                        "prompt": q,
+                        "generation": t,
+                        "prediction": shown(pred),
+                        "reference": p.reference,
+                        "correct": c,
+                        "subject": p.subject,
+                        "level": p.level,
+                    }
+                )
+                for p, q, t, pred, c in zip(problems, prompts, texts, predictions, correct)
+            ]
         if self.options.save_predictions:
             atomic_write(output_dir / "predictions.jsonl", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
         return metrics
