@@ -128,7 +128,7 @@ def resume_point(directory: str | Path, fingerprint: str | None, adapter_config:
         diff = _config_difference(folder, adapter_config) if adapter_config is not None else None
         if (saved is not None and fingerprint is not None and saved != fingerprint) or diff:
             raise RunDirError(
-                f"checkpoint {str(folder)!r} belongs to another run ({diff or 'fingerprint ' + saved} "
+                f"checkpoint {str(folder)!r} belongs to another run ({diff or f'fingerprint {saved}'} "
                 "differs); resume only with the settings it was trained with, or pick another hydra.run.dir"
             )
         problem = _readable(folder)

@@ -37,7 +37,7 @@ class DivergenceStop(TrainerCallback):
         loss = (logs or {}).get("loss")
         if self.factor is None or loss is None or not math.isfinite(loss):
             return  # a non-finite loss is NonFiniteGuard's to report
-        if self.initial is None:
+        if self.initial is None or self.smoothed is None:
             self.initial = self.smoothed = float(loss)
             return
         self.smoothed = SMOOTHING * float(loss) + (1 - SMOOTHING) * float(self.smoothed)

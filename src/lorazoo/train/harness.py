@@ -173,7 +173,11 @@ class Harness:
         if opts.log_samples and output_dir is not None:
             for task, samples in (raw.get("samples") or {}).items():
                 lines = "".join(json.dumps(jsonable(s)) + "\n" for s in samples)
-                atomic_write(output_dir / f"lm_eval_samples_{task}.jsonl", lambda tmp, t=lines: Path(tmp).write_text(t))
+
+                def write_samples(tmp: str, text: str = lines) -> None:
+                    Path(tmp).write_text(text)
+
+                atomic_write(output_dir / f"lm_eval_samples_{task}.jsonl", write_samples)
         return summarize(raw, opts)
 
 

@@ -53,8 +53,8 @@ def sweep_stamp(sweep_dir: str | Path) -> str:
 def wandb_group(name: str | None, experiment: str | None, sweep_dir: str | Path | None) -> str | None:
     """``<experiment or sweep name>_<date>``; None for a single run with no name (W&B then groups nothing)."""
     if sweep_dir is not None:
-        label = name or experiment or _sweep_label(Path(sweep_dir))
-        return f"{slug(label)}_{sweep_stamp(sweep_dir)}"
+        sweep_label = name or experiment or _sweep_label(Path(sweep_dir))
+        return f"{slug(sweep_label)}_{sweep_stamp(sweep_dir)}"
     label = name or experiment
     return f"{slug(label)}_{time.strftime('%Y-%m-%d')}" if label else None
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 T = TypeVar("T")
 
@@ -28,7 +31,7 @@ def to_plain(node: Any) -> Any:
 def from_node(cls: type[T], node: Any, where: str) -> T:
     """Build dataclass ``cls`` from a config node; unknown keys raise ConfigError naming the valid ones."""
     data = to_plain(node) or {}
-    known = [f.name for f in dataclasses.fields(cls)]
+    known = [f.name for f in dataclasses.fields(cast("type[DataclassInstance]", cls))]
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {known}")

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..io import atomic_write_json
 from ..projections.rng import GENERATOR_VERSION
@@ -118,7 +118,9 @@ def _outputs(directory: Path) -> list[str]:
 
 def _setup_failure(path: Path) -> bool:
     record = read_json(path)
-    return bool(record) and record.get("status") == "failed" and record.get("failed_stage") == "setup"
+    if not record:
+        return False
+    return record.get("status") == "failed" and record.get("failed_stage") == "setup"
 
 
 @contextlib.contextmanager
@@ -194,9 +196,10 @@ def save_hydra_files(directory: Path, cfg: Any) -> None:
     configs/config.yaml sets ``hydra.output_subdir: null`` so Hydra itself writes nothing before the
     ownership check: a refused launch leaves an earlier run's .hydra/ byte-identical."""
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
-    hydra_cfg = HydraConfig.instance().cfg
+    # the full config (hydra node included), not the HydraConf its annotation claims
+    hydra_cfg = cast("DictConfig | None", HydraConfig.instance().cfg)
     if hydra_cfg is None:
         return
     folder = directory / ".hydra"

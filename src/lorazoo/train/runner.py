@@ -10,7 +10,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -33,7 +33,7 @@ from .distributed import (
 from .errors import ConfigError, NonFiniteMetricError
 from .harness import eval_options, flat_scores
 from .harness import prepare as prepare_lm_eval
-from .model_fit import explicit_keys, fit_projection, meta_layout
+from .model_fit import Change, explicit_keys, fit_projection, meta_layout
 from .models import adapter_config, load_adapted_model
 from .naming import register_resolvers, run_name, wandb_group
 from .optimizer import OptimizerOptions, check_groups
@@ -41,6 +41,9 @@ from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOpti
 from .run_record import prior_train_time, write_failure
 from .tasks import build_task
 from .tracking import RunLogger, is_rank_zero
+
+if TYPE_CHECKING:
+    from ..model import AdaptedModel
 
 register_resolvers()
 
@@ -78,7 +81,7 @@ def _hydra_context() -> dict[str, Any]:
 
 
 def _check_top_level(cfg: DictConfig) -> None:
-    unknown = sorted(set(cfg.keys()) - set(TOP_LEVEL))
+    unknown = sorted(set(cfg.keys()) - set(TOP_LEVEL), key=str)
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {unknown}; valid: {list(TOP_LEVEL)}")
     seed = cfg.get("seed")
@@ -176,7 +179,8 @@ def _resume_point(
 
 def _split_metrics(raw: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
     """Trainer's eval_* dict → (metrics without the prefix, timing numbers)."""
-    metrics, timing = {}, {}
+    metrics: dict[str, float] = {}
+    timing: dict[str, float] = {}
     for key, value in raw.items():
         if key == "step":
             continue
@@ -265,7 +269,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
             f"{model_opts.task_type}; pick a matching model= option"
         )
     layout = meta_layout(model_opts, projection, task.num_labels)  # shapes only: seconds, no weights
-    changes = []
+    changes: list[Change] = []
     if layout is not None:
         projection, changes = fit_projection(
             projection, layout, model_opts.name, explicit_keys(hydra.get("overrides", []))
@@ -294,7 +298,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         load_projection_weights(loaded.model, init_from)
     train_set, eval_set = task.datasets(loaded.tokenizer)
     check_groups(loaded.model, optimizer_opts)  # a misspelled optimizer.groups key fails before training
-    counts = loaded.model.num_parameters()
+    counts = cast("AdaptedModel", loaded.model).num_parameters()
     checkpoints = out / "checkpoints"
     resume_from = _resume_point(
         checkpoints, trainer_opts.resume, claim.fingerprint, adapter_config(projection, model_opts, seed).to_dict()
@@ -364,7 +368,9 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         logger.finish(exit_code=1)
         exc._lorazoo_recorded = True  # type: ignore[attr-defined]
         raise
-    adapter_dir = loaded.model.save_adapter(out / "adapter")  # every rank (a sharded θ is gathered); rank 0 writes
+    adapter_dir = cast("AdaptedModel", loaded.model).save_adapter(
+        out / "adapter"
+    )  # every rank (a sharded θ is gathered); rank 0 writes
     record.update(
         status="completed",
         **{k: metrics[k] for k in task.metric_keys() if k in metrics},

@@ -6,7 +6,7 @@ import os
 import secrets
 import string
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from ..io import atomic_write
 from .options import LoggerOptions
@@ -61,7 +61,11 @@ class RunLogger:
         run_id = id_file.read_text().strip() if resume and id_file.is_file() else ""
         if not run_id:
             run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-            atomic_write(id_file, lambda tmp: Path(tmp).write_text(run_id + "\n"))
+
+            def write_id(tmp: str) -> None:
+                Path(tmp).write_text(run_id + "\n")
+
+            atomic_write(id_file, write_id)
         # the .wandb file is flushed every FLUSH_S seconds, so a kill -9 loses at most that much history
         settings = wandb.Settings(x_transaction_log_flush_interval=FLUSH_S)
         self.run = wandb.init(
@@ -73,7 +77,7 @@ class RunLogger:
             tags=list(opts.tags),
             config=config,
             dir=str(output_dir),
-            mode=mode,
+            mode=cast(Literal["online", "offline", "disabled", "shared"], mode),
             id=run_id,
             resume="allow" if resume else None,
             settings=settings,

@@ -54,8 +54,8 @@ class NonFiniteGuard(TrainerCallback):
                 )
 
 
-def _last_good(output_dir: str) -> str:
-    last = last_complete_checkpoint(output_dir)
+def _last_good(output_dir: str | None) -> str:
+    last = last_complete_checkpoint(output_dir) if output_dir is not None else None
     return f"last good checkpoint: {last}" if last else "no checkpoint was saved yet"
 
 

@@ -37,7 +37,7 @@ class CausalLMTask(Task):
             rows = [self.encode(p, a, tokenizer) for p, a in zip(batch["prompt"], batch["answer"])]
             return {key: [row[key] for row in rows] for key in ("input_ids", "attention_mask", "labels")}
 
-        return tuple(  # type: ignore[return-value]
+        return tuple(
             encode_columns(
                 {"prompt": [p for p, _ in pairs], "answer": [a for _, a in pairs]}, encode, drop=["prompt", "answer"]
             )

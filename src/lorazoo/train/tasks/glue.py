@@ -66,6 +66,13 @@ class GlueOptions(TaskOptions):
     skip_malformed: bool = False  # skip (rather than reject) TSV lines with missing fields or bad labels
 
 
+def _column_index(column: str | int) -> int:
+    """A headerless file's column: an index (a name needs a header to look it up in)."""
+    if not isinstance(column, int):
+        raise TypeError(f"column {column!r} of a headerless GLUE file must be an index")
+    return column
+
+
 def read_tsv(path: Path, spec: GlueSpec, skip_malformed: bool) -> list[Row]:
     """Rows of a GLUE TSV exactly as GLUE distributes it: split on tabs with no quote processing (GLUE text
     holds unbalanced quotes), UTF-8 with or without a byte-order mark (MRPC's header has one), a header or
@@ -74,24 +81,27 @@ def read_tsv(path: Path, spec: GlueSpec, skip_malformed: bool) -> list[Row]:
     if not lines:
         raise DataFormatError(f"data file {str(path)!r} is empty")
     start = 0
-    columns = spec.tsv_columns
+    columns: tuple[int, ...]
     if spec.header:
         header = [name.strip().lstrip("\ufeff") for name in lines[0].split("\t")]
-        missing = [c for c in columns if c not in header]
+        missing = [c for c in spec.tsv_columns if c not in header]
         if missing:
             raise DataFormatError(f"{path}:1: header lacks column(s) {missing}; got {header}")
-        columns = tuple(header.index(c) for c in columns)
+        # nothing is missing, so every column is one of the header's names
+        columns = tuple(header.index(c) for c in spec.tsv_columns if isinstance(c, str))
         start = 1
+    else:
+        columns = tuple(_column_index(c) for c in spec.tsv_columns)
     rows: list[Row] = []
     for lineno, line in enumerate(lines[start:], start + 1):
         if not line.strip():
             continue
         fields = line.split("\t")
         problem = None
-        if len(fields) <= max(columns):  # type: ignore[type-var]
-            problem = f"{len(fields)} tab-separated fields, expected at least {max(columns) + 1}"  # type: ignore
+        if len(fields) <= max(columns):
+            problem = f"{len(fields)} tab-separated fields, expected at least {max(columns) + 1}"
         else:
-            values = [fields[i] for i in columns]  # type: ignore[index]
+            values = [fields[i] for i in columns]
             label, problem = parse_label(values[-1].strip(), spec)
         if problem is not None:
             if skip_malformed:

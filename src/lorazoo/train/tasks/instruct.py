@@ -111,5 +111,9 @@ class AlpacaTask(CausalLMTask):
             seed=self.seed,
         )
         lines = [json.dumps({"prompt": p, "reference": r, "generation": t}) for (p, r), t in zip(chosen, texts)]
-        atomic_write(output_dir / "generations.jsonl", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+
+        def write_lines(tmp: str) -> None:
+            Path(tmp).write_text("\n".join(lines) + "\n")
+
+        atomic_write(output_dir / "generations.jsonl", write_lines)
         return {"num_generations": len(texts)}

@@ -298,7 +298,11 @@ class MathTask(CausalLMTask):
                 for p, q, t, pred, c in zip(problems, prompts, texts, predictions, correct)
             ]
         if self.options.save_predictions:
-            atomic_write(output_dir / "predictions.jsonl", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+
+            def write_lines(tmp: str) -> None:
+                Path(tmp).write_text("\n".join(lines) + "\n")
+
+            atomic_write(output_dir / "predictions.jsonl", write_lines)
         return metrics
 
 
