@@ -14,7 +14,8 @@ An AdaptedModel forwards to its base, so the Trainer must treat it exactly as it
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from torch import nn
 
@@ -35,7 +36,7 @@ def accepts_loss_kwargs(base: nn.Module) -> bool:
         return False
     loss = LOSS_MAPPING.get(loss_type) if isinstance(loss_type, str) else None
     # no known loss: a plain mean is the safe reading (the Trainer then averages per batch, which is exact)
-    return loss is not None and "num_items_in_batch" in inspect.signature(loss).parameters
+    return loss is not None and "num_items_in_batch" in inspect.signature(cast(Callable[..., Any], loss)).parameters
 
 
 def count_parameters_like_transformers(model: nn.Module, only_trainable: bool, exclude_embeddings: bool) -> int:

@@ -7,7 +7,7 @@ import functools
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -116,7 +116,7 @@ class AdaptedModel(nn.Module):
     def _refresh_theta(self, module: nn.Module, args: Any) -> None:
         mixed = self._mixed_request
         if mixed is not None:
-            self.cache.refresh_mixed(mixed, {name: self.adapters[name] for name in mixed.slots})
+            self.cache.refresh_mixed(mixed, {name: cast(Projection, self.adapters[name]) for name in mixed.slots})
         elif self.active_adapter is not None and self.merged_adapter is None and not self.cache.disabled:
             if is_fsdp_managed(self):
                 self.cache.invalidate()  # FSDP reuses the gathered θ's storage across steps: never trust the no-grad key
@@ -137,10 +137,11 @@ class AdaptedModel(nn.Module):
 
     def generate(self, *args: Any, adapter_names: Any = None, **kwargs: Any) -> Any:
         """The base's ``generate``; ``adapter_names`` (one per prompt row) serves a mixed-adapter batch."""
+        base: Any = self.base_model  # a transformers model: ``generate`` is not on nn.Module
         if adapter_names is None:
-            return self.base_model.generate(*args, **kwargs)
+            return base.generate(*args, **kwargs)
         with self._mixed_batch(adapter_names, expandable=True):
-            return self.base_model.generate(*args, **kwargs)
+            return base.generate(*args, **kwargs)
 
     # ----------------------------------------------------------------- adapters
     @property
@@ -149,7 +150,7 @@ class AdaptedModel(nn.Module):
 
     @property
     def projection(self) -> Projection:
-        return self.adapters[self._require_active()]
+        return cast(Projection, self.adapters[self._require_active()])
 
     @property
     def layout(self) -> Layout:
@@ -217,7 +218,7 @@ class AdaptedModel(nn.Module):
         for layer in self.adapted_layers():
             layer.slot = slots.get(layer.module_name)
         for other_name, other in self.adapters.items():
-            other.set_active(other_name == name)
+            cast(Projection, other).set_active(other_name == name)
         for module in self._module_copies():
             for copy_name, module_copy in module.copies.items():
                 module_copy.requires_grad_(copy_name == name)
@@ -226,7 +227,7 @@ class AdaptedModel(nn.Module):
 
     def layer_slots(self, name: str) -> dict[str, LayerSlot]:
         """Where adapter ``name``'s factors sit in its split θ_D, and its scale and dropout, per module."""
-        projection, config = self.adapters[name], self.adapter_configs[name]
+        projection, config = cast(Projection, self.adapters[name]), self.adapter_configs[name]
         return {
             e.name: LayerSlot.from_entry(i, e, projection.scaling, config.dropout)
             for i, e in enumerate(projection.layout)
@@ -306,6 +307,8 @@ class AdaptedModel(nn.Module):
     def _head_parameters(self) -> list[nn.Parameter]:
         """Parameters of the active adapter's copies of ``modules_to_save`` (its trained heads)."""
         name = self.active_adapter
+        if name is None:  # no active adapter: no copy holds it
+            return []
         return [p for m in self._module_copies() if name in m.copies for p in m.copies[name].parameters()]
 
     def delta_weight(self, name: str) -> torch.Tensor:
@@ -473,10 +476,11 @@ class AdaptedModel(nn.Module):
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a saved adapter holds: projection tensors + the active copies of saved modules."""
+        active = self.active_adapter
         heads = {
-            name: module.copies[self.active_adapter]
+            name: module.copies[active]
             for name, module in self.base_model.named_modules()
-            if isinstance(module, ModuleCopies) and self.active_adapter in module.copies
+            if isinstance(module, ModuleCopies) and active is not None and active in module.copies
         }
         params = [*self.projection.parameters(), *(p for head in heads.values() for p in head.parameters())]
         with gathered(params):  # ZeRO-3: whole tensors for the duration (FSDP's DTensors: full() below)
@@ -490,7 +494,7 @@ class AdaptedModel(nn.Module):
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         """Non-reentrant checkpointing: recomputed layers read the same θ_D pieces (reentrant cannot)."""
         kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
-        self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        cast(Any, self.base_model).gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def _base_device(self) -> torch.device:
         return next(self.base_model.parameters()).device

@@ -17,7 +17,7 @@ Unmerging requantises again, so merge → unmerge restores W only within twice t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -34,8 +34,8 @@ def quantization_of(module: nn.Module) -> str | None:
 def _int8_scales(module: nn.Module) -> torch.Tensor:
     scb = getattr(module.weight, "SCB", None)
     if scb is None:  # bitsandbytes moves CB/SCB to the layer state on the first forward
-        scb = module.state.SCB
-    return scb
+        scb = cast(Any, module.state).SCB
+    return cast(torch.Tensor, scb)
 
 
 def dequantized_weight(module: nn.Module) -> torch.Tensor:
@@ -43,7 +43,7 @@ def dequantized_weight(module: nn.Module) -> torch.Tensor:
     import bitsandbytes as bnb
 
     kind = quantization_of(module)
-    weight = module.weight
+    weight: Any = module.weight  # a bitsandbytes Params4bit/Int8Params, or a plain Parameter
     if kind == "4bit":
         return bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
     if kind == "8bit":
@@ -57,7 +57,7 @@ def requantize_(module: nn.Module, value: torch.Tensor) -> None:
     import bitsandbytes as bnb
 
     kind = quantization_of(module)
-    weight = module.weight
+    weight: Any = module.weight  # a bitsandbytes Params4bit/Int8Params
     device = weight.device
     if kind == "4bit":
         options: dict[str, Any] = {k: v for k, v in weight.__dict__.items() if not k.startswith("_")}
@@ -65,13 +65,16 @@ def requantize_(module: nn.Module, value: torch.Tensor) -> None:
         for key in ("data", "quant_state"):
             options.pop(key, None)
         dtype = getattr(module, "compute_dtype", None) or torch.float32
-        module.weight = bnb.nn.Params4bit(value.to("cpu", dtype), **options).to(device)
+        params4: Any = bnb.nn.Params4bit(value.to("cpu", dtype), **options)
+        module.weight = params4.to(device)
     elif kind == "8bit":
-        module.weight = bnb.nn.Int8Params(
+        params8: Any = bnb.nn.Int8Params(
             value.to("cpu", torch.float16), requires_grad=False, has_fp16_weights=weight.has_fp16_weights
-        ).to(device)
-        module.state.CB, module.state.SCB = None, None
-        module.state.reset_grads()
+        )
+        module.weight = params8.to(device)
+        state: Any = module.state
+        state.CB, state.SCB = None, None
+        state.reset_grads()
     else:
         raise TypeError(f"{type(module).__name__} is not a bitsandbytes-quantised layer")
 
@@ -84,7 +87,7 @@ def requantization_bound(module: nn.Module, value: torch.Tensor) -> torch.Tensor
         absmax = value.abs().amax(dim=1, keepdim=True)
         return absmax / 254 + value.abs() * 2.0**-10  # half a code step, plus fp16 rounding of the input
     if kind == "4bit":
-        state = module.weight.quant_state
+        state: Any = cast(Any, module.weight).quant_state
         code = state.code.float().sort().values
         half_gap = float((code[1:] - code[:-1]).max()) / 2
         blocks = value.reshape(-1, state.blocksize)

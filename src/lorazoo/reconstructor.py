@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -168,7 +169,7 @@ class AdaptedLayer(nn.Module):
     # transformers code sometimes reads these off the module it thinks is the original layer
     @property
     def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
+        return cast(torch.Tensor, self.base_layer.weight)
 
     @property
     def bias(self) -> torch.Tensor | None:
@@ -189,7 +190,8 @@ class AdaptedLayer(nn.Module):
             exact = dequantized_weight(self.base_layer) + self.weight_delta(delta).to(self.weight.device)
             requantize_(self.base_layer, exact)
             return float((dequantized_weight(self.base_layer) - exact).abs().max())
-        add_into(self.base_layer.weight, self.weight_delta(delta))  # a sharded (FSDP) weight: each rank its shard
+        # a sharded (FSDP) weight: each rank its shard
+        add_into(cast(torch.Tensor, self.base_layer.weight), self.weight_delta(delta))
         return None
 
     def lora_output(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, slot: LayerSlot) -> torch.Tensor:
@@ -235,15 +237,16 @@ class AdaptedLinear(AdaptedLayer):
 
     @staticmethod
     def features(module: nn.Module) -> tuple[int, int]:
-        return module.in_features, module.out_features
+        linear = cast(nn.Linear, module)
+        return linear.in_features, linear.out_features
 
     @property
     def in_features(self) -> int:
-        return self.base_layer.in_features
+        return cast(nn.Linear, self.base_layer).in_features
 
     @property
     def out_features(self) -> int:
-        return self.base_layer.out_features
+        return cast(nn.Linear, self.base_layer).out_features
 
 
 class AdaptedConv1D(AdaptedLayer):
@@ -256,7 +259,7 @@ class AdaptedConv1D(AdaptedLayer):
 
     @staticmethod
     def features(module: nn.Module) -> tuple[int, int]:
-        in_features, out_features = module.weight.shape
+        in_features, out_features = cast(torch.Tensor, module.weight).shape
         return int(in_features), int(out_features)
 
     def weight_delta(self, delta: torch.Tensor) -> torch.Tensor:
@@ -276,13 +279,14 @@ class AdaptedEmbedding(AdaptedLayer):
 
     @staticmethod
     def features(module: nn.Module) -> tuple[int, int]:
-        return module.num_embeddings, module.embedding_dim
+        embedding = cast(nn.Embedding, module)
+        return embedding.num_embeddings, embedding.embedding_dim
 
     def weight_delta(self, delta: torch.Tensor) -> torch.Tensor:
         return delta.T
 
     def lora_output(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, slot: LayerSlot) -> torch.Tensor:
-        base = self.base_layer
+        base = cast(nn.Embedding, self.base_layer)
         after_a = F.embedding(x, a.T, padding_idx=base.padding_idx, scale_grad_by_freq=base.scale_grad_by_freq)
         return (after_a @ b.T) * slot.scaling
 

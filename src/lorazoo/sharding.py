@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ def is_sharded(tensor: Any) -> bool:
 
 def full(tensor: torch.Tensor) -> torch.Tensor:
     """The whole tensor: a DTensor is gathered (collective on its mesh), anything else returned as is."""
-    return tensor.full_tensor() if is_sharded(tensor) else tensor
+    return cast(Any, tensor).full_tensor() if is_sharded(tensor) else tensor  # Any: a DTensor
 
 
 def is_zero3_partitioned(tensor: Any) -> bool:
@@ -83,8 +83,9 @@ def copy_into(target: torch.Tensor, value: torch.Tensor) -> None:
     if is_sharded(target):
         from torch.distributed.tensor import distribute_tensor
 
+        dtarget: Any = target  # a DTensor
         value = distribute_tensor(
-            value.to(device=target.device, dtype=target.dtype), target.device_mesh, target.placements
+            value.to(device=target.device, dtype=target.dtype), dtarget.device_mesh, dtarget.placements
         )
     target.copy_(value)
 
@@ -94,7 +95,8 @@ def add_into(target: torch.Tensor, delta: torch.Tensor) -> None:
     if is_sharded(target):
         from torch.distributed.tensor import distribute_tensor
 
-        delta = distribute_tensor(delta.to(device=target.device), target.device_mesh, target.placements)
+        dtarget: Any = target  # a DTensor
+        delta = distribute_tensor(delta.to(device=target.device), dtarget.device_mesh, dtarget.placements)
     target += delta.to(target.dtype)
 
 

@@ -47,7 +47,7 @@ class ModuleCopies(nn.Module):
     @property
     def active(self) -> nn.Module:
         name = self.cache.active_adapter
-        return self.copies[name] if name in self.copies else self.original
+        return self.copies[name] if name is not None and name in self.copies else self.original
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.cache.mixed is not None:

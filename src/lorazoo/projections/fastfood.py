@@ -76,6 +76,9 @@ class FastfoodProjection(Projection):
     Options = FastfoodOptions
     is_linear = True
     tiny_case = {"d": 48}
+    signs: torch.Tensor | None
+    perm: torch.Tensor | None
+    gauss: torch.Tensor | None
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)
@@ -94,7 +97,9 @@ class FastfoodProjection(Projection):
             self.signs = zrandom.as_tensor(signs).to(theta.device)
             self.perm = torch.from_numpy(perm).to(theta.device)
             self.gauss = zrandom.as_tensor(gauss).to(theta.device)
-        return self.signs.to(theta.dtype), self.perm, self.gauss.to(theta.dtype)
+        signs_t, perm_t, gauss_t = self.signs, self.perm, self.gauss
+        assert signs_t is not None and perm_t is not None and gauss_t is not None  # generated together above
+        return signs_t.to(theta.dtype), perm_t, gauss_t.to(theta.dtype)
 
     def structure_tensors(self) -> dict[str, torch.Tensor]:
         """The lazily generated B, Π, G blocks (adapter checksums record a sample of each)."""

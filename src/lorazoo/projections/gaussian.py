@@ -53,6 +53,7 @@ class GaussianProjection(Projection):
     Options = GaussianOptions
     is_linear = True
     tiny_case = {"d": 48}
+    cached_matrix: torch.Tensor | None
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)

@@ -90,6 +90,7 @@ class PRoLoRAProjection(Projection):
     uses_alpha = True
     zero_at_init = True
     tiny_case = {"unshared_rank": 1, "m": 2, "n": 2}
+    index: torch.Tensor
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -52,6 +52,11 @@ def parse_train_option(value: Any) -> frozenset[str]:
 
 class TiedGroup(nn.Module):
     """Shared A (r × h), B (o × r) and per-layer u (k × r), v (k × o) of one module kind."""
+
+    A: torch.Tensor
+    B: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
 
     def __init__(
         self,
@@ -111,7 +116,9 @@ class TiedProjection(Projection):
 
     def pieces(self) -> tuple[torch.Tensor, ...]:
         """[A_1, B_1, A_2, ...] in layout order, one RowScale per factor (see sharing.py)."""
-        return tuple(piece for g, row in self.grouping.placement for piece in self.groups[g].pieces(row))
+        return tuple(
+            piece for g, row in self.grouping.placement for piece in cast(TiedGroup, self.groups[g]).pieces(row)
+        )
 
     def forward(self) -> torch.Tensor:
         return torch.cat(self.pieces())

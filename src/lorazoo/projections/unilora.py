@@ -69,6 +69,8 @@ class UniLoRAProjection(Projection):
     Options = UniLoRAOptions
     is_linear = True
     tiny_case = {"d": 64}
+    indices: torch.Tensor
+    column_scale: torch.Tensor
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)

@@ -81,6 +81,7 @@ class VBLoRAProjection(Projection):
     is_linear = False
     uses_alpha = False
     tiny_case = {"num_vectors": 8, "vector_length": 8, "topk": 2}
+    order: torch.Tensor
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)

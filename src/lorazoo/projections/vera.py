@@ -42,6 +42,8 @@ class VeRAProjection(Projection):
     is_linear = True
     uses_alpha = False
     zero_at_init = True
+    vera_A: torch.Tensor
+    vera_B: torch.Tensor
 
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)
