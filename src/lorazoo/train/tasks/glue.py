@@ -194,14 +194,17 @@ class GlueTask(ClassificationTask):
         return rows
 
 
+GLUE_DIRS = {  # the folder names of the classic GLUE download (download_glue_data.py)
+    "cola": "CoLA",
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "qqp": "QQP",
+    "stsb": "STS-B",
+    "mnli": "MNLI",
+    "qnli": "QNLI",
+    "rte": "RTE",
+}
+
+
 def _glue_dir(subset: str) -> str:
-    return {
-        "cola": "CoLA",
-        "sst2": "SST-2",
-        "mrpc": "MRPC",
-        "qqp": "QQP",
-        "stsb": "STS-B",
-        "mnli": "MNLI",
-        "qnli": "QNLI",
-        "rte": "RTE",
-    }[subset]
+    return GLUE_DIRS[subset]
