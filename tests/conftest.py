@@ -80,6 +80,18 @@ def registered_cases() -> list[str]:
     return [name for name in projection_names()]
 
 
+@pytest.fixture(autouse=True)
+def _isolated_environment():
+    """Undo every os.environ change a test makes, including ones made by library code it calls (submitit's
+    TorchDistributedEnvironment exports RANK/WORLD_SIZE directly): a leaked WORLD_SIZE would turn a later
+    in-process run on the same xdist worker into a rendezvous that never completes."""
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture
 def bert_inputs():
     g = torch.Generator().manual_seed(1)

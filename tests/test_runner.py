@@ -300,7 +300,8 @@ def test_multirun_minilm_lora_unilora(tmp_path: Path):
     assert out.returncode == 0, out.stderr[-2000:]
     records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
     assert [r["projection"] for r in records] == ["lora", "unilora"] and all(r["model"] == "minilm" for r in records)
-    assert records[1]["trainable"] == 23040
+    # Uni-LoRA's d is fitted to MiniLM (D = 36,864 at r=4 on query/value) at the paper's d/D of RoBERTa-base
+    assert records[1]["D"] == 36864 and records[1]["trainable"] == 36864 * 23040 // 147456
 
 
 def test_hub_model_offline_and_mismatched_task_fail_fast(tmp_path: Path):

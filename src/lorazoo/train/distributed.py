@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from ..errors import LoraZooError
 from .errors import ConfigError
+
+T = TypeVar("T")
 
 DDP_BACKENDS = ("gloo", "nccl", "mpi", "ccl", "hccl", "cncl", "mccl", "xccl")
 FSDP_OPTIONS = ("full_shard", "shard_grad_op", "hybrid_shard", "hybrid_shard_zero2", "no_shard", "offload", "auto_wrap")
@@ -29,6 +33,40 @@ def global_rank() -> int:
         if os.environ.get(var, "") not in ("",):
             return int(os.environ[var])
     return 0
+
+
+def is_rank_zero() -> bool:
+    """The main process of this launch (torchrun, accelerate launch, Slurm tasks), or a plain single process.
+
+    Asks the process group when one exists, else the launcher's RANK. Not accelerate's PartialState: built
+    before Trainer on a CPU launch it would settle as one non-distributed process on every rank (it is only
+    distributed on CPU when created with cpu=True), making every rank "main" and Trainer's DDP single-process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return global_rank() == 0
+
+
+def decided_on_rank_zero(decide: Callable[[], T]) -> T:
+    """Run ``decide`` on rank 0 alone and give every rank its result, or raise on every rank the LoraZooError
+    it raised. For choices the ranks must share and that rank 0 makes while writing (whether the run dir is
+    this run's, which checkpoint to resume): other ranks reading the dir themselves would race those writes."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return decide()
+    box: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            box = [(True, decide())]
+        except LoraZooError as exc:
+            box = [(False, exc)]
+    dist.broadcast_object_list(box, src=0)  # rank 0's list is left as it is: its own objects, not copies
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return cast(T, value)
 
 
 # ----------------------------------------------------------------------------- options → TrainingArguments

@@ -78,6 +78,10 @@ class Claim:
         """Write lorazoo_run.json: from here on the directory is this run's."""
         atomic_write_json(self.directory / RUN_FILE, {"fingerprint": self.fingerprint, "identity": self.identity})
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy sent to another process (the other ranks) never holds the lock: it must not close our fd."""
+        return {**self.__dict__, "_fd": None}
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
@@ -124,25 +128,22 @@ def _setup_failure(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def claimed(directory: str | Path, plain_cfg: dict[str, Any], resume: bool, owner: bool = True) -> Iterator[Claim]:
+def claimed(directory: str | Path, plain_cfg: dict[str, Any], resume: bool) -> Iterator[Claim]:
     """``claim`` as a context manager: the lock is released when the job ends, however it ends."""
-    held = claim(directory, plain_cfg, resume, owner)
+    held = claim(directory, plain_cfg, resume)
     try:
         yield held
     finally:
         held.release()
 
 
-def claim(directory: str | Path, plain_cfg: dict[str, Any], resume: bool, owner: bool = True) -> Claim:
+def claim(directory: str | Path, plain_cfg: dict[str, Any], resume: bool) -> Claim:
     """Lock ``directory`` and decide whether this run may use it; raises RunDirError naming the way out.
 
-    ``owner=False`` (the other ranks of a distributed job) takes no lock and only reads: rank 0 owns the dir."""
+    Only rank 0 of a distributed job calls this; the other ranks get its Claim (distributed.decided_on_rank_zero)."""
     directory = Path(directory).resolve()
     ident = identity(plain_cfg)
     fp = fingerprint(ident)
-    if not owner:
-        done = _check_owner(directory, ident, fp, resume) if directory.is_dir() else None
-        return Claim(directory, fp, ident, completed=done, resume=resume)
     directory.mkdir(parents=True, exist_ok=True)
     fd, created = _lock(directory)
     try:

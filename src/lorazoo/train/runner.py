@@ -27,6 +27,8 @@ from .distributed import (
     agree_on_output_dir,
     check_data_parallel,
     check_engine,
+    decided_on_rank_zero,
+    is_rank_zero,
     scale_arguments,
     world_size,
 )
@@ -40,7 +42,7 @@ from .optimizer import OptimizerOptions, check_groups
 from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node, to_plain
 from .run_record import prior_train_time, write_failure
 from .tasks import build_task
-from .tracking import RunLogger, is_rank_zero
+from .tracking import RunLogger
 
 if TYPE_CHECKING:
     from ..model import AdaptedModel
@@ -164,12 +166,8 @@ def _resume_point(
         for folder in foreign_checkpoints(checkpoints):
             print(f"[lorazoo] {folder} has no lorazoo checkpoint mark: left alone", file=sys.stderr)
         return None
-    if is_rank_zero():  # one rank tidies and checks; the others take the newest complete one
-        last = resume_point(checkpoints, fingerprint, adapter)
-    else:
-        from .trainer import last_complete_checkpoint
-
-        last = last_complete_checkpoint(checkpoints)
+    # rank 0 tidies and checks (falling back past a damaged newest checkpoint); every rank resumes from its pick
+    last = decided_on_rank_zero(lambda: resume_point(checkpoints, fingerprint, adapter))
     print(
         f"resuming from {last}" if last else f"trainer.resume=true but no checkpoint in {checkpoints}; starting fresh",
         file=sys.stderr,
@@ -245,7 +243,16 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     trainer_opts = from_node(TrainerOptions, cfg.trainer, "trainer config")
     optimizer_opts = from_node(OptimizerOptions, cfg.get("optimizer"), "optimizer config")
     out = agree_on_output_dir(out, trainer_opts.ddp_backend)  # every rank: rank 0's run dir
-    claim = stack.enter_context(run_dir.claimed(out, to_plain(cfg), trainer_opts.resume, owner=is_rank_zero()))
+
+    def own_run_dir() -> run_dir.Claim:  # rank 0 locks, checks and marks the dir; the other ranks get its answer
+        held = stack.enter_context(run_dir.claimed(out, to_plain(cfg), trainer_opts.resume))
+        if held.completed is None:
+            held.record_identity()
+            if hydra:
+                run_dir.save_hydra_files(out, cfg)
+        return held
+
+    claim = decided_on_rank_zero(own_run_dir)
     if claim.completed is not None:  # resumable sweeps: this exact config already finished here
         print(
             f"[lorazoo] {out}: this config already completed (fingerprint {claim.fingerprint}); result reused, "
@@ -253,10 +260,6 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
             file=sys.stderr,
         )
         return claim.completed
-    if is_rank_zero():
-        claim.record_identity()
-        if hydra:
-            run_dir.save_hydra_files(out, cfg)
     logger = RunLogger(from_node(LoggerOptions, cfg.logger, "logger config"))
     get_projection_class(adapter_config(projection, model_opts, seed).projection)  # rank, alpha, name: fail in seconds
     preflight.check_precision(trainer_opts)

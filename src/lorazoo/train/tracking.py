@@ -9,18 +9,11 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from ..io import atomic_write
+from .distributed import is_rank_zero
 from .options import LoggerOptions
 
 RUN_ID_FILE = "wandb_run_id"  # in the run dir: the W&B run a resume continues
 FLUSH_S = 2.0  # wandb's default is 15 s
-
-
-def is_rank_zero() -> bool:
-    """The main process as accelerate (and so Trainer) sees it: torchrun, accelerate launch, Slurm/MPI; a
-    plain single process is its own main process."""
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
 
 
 class RunLogger:
