@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .. import AdapterConfig, attach
+from .. import AdapterConfig, attach, gguf_cache
 from ..packaged import package_dir, resolve_source  # noqa: F401  (package_dir: re-exported)
 from .errors import ConfigError, ModelUnavailableError
 from .hub import hub_unreachable_reason
@@ -62,13 +62,13 @@ def _from_pretrained(loader: Any, source: str, what: str, **kwargs: Any) -> Any:
         raise ModelUnavailableError(f"cannot load {what} {source!r}: {str(exc).splitlines()[0]}") from exc
 
 
-def load_tokenizer(opts: ModelOptions, source: str) -> Any:
+def load_tokenizer(opts: ModelOptions, source: str, gguf_file: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
     if opts.tokenizer:
         tokenizer = _from_pretrained(AutoTokenizer, resolve_source(opts.tokenizer, None), "tokenizer")
     else:
-        kwargs = {"gguf_file": opts.gguf_file} if opts.gguf_file else {}
+        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         tokenizer = _from_pretrained(AutoTokenizer, source, "tokenizer", **kwargs)
     if tokenizer.eos_token is None and tokenizer.sep_token is not None:
         tokenizer.eos_token = tokenizer.sep_token  # a BERT vocabulary reused by tiny causal models
@@ -102,11 +102,16 @@ def load_base(opts: ModelOptions, num_labels: int) -> tuple[torch.nn.Module, Any
             model = quantize_in_memory(model, quantization, dtype=dtype)
         return model, tokenizer, opts.pretrained
     source = resolve_source(opts.pretrained, opts.gguf_file)
-    tokenizer = load_tokenizer(opts, source)
+    gguf_file = opts.gguf_file
+    if gguf_file:  # a local GGUF file is read through its converted copy (gguf_cache: once, not every job)
+        copy = gguf_cache.converted(source, gguf_file)
+        if copy is not None:
+            source, gguf_file = str(copy), None
+    tokenizer = load_tokenizer(opts, source, gguf_file)
     kwargs: dict[str, Any] = {"dtype": dtype}
-    if opts.gguf_file:
-        kwargs["gguf_file"] = opts.gguf_file
-    elif quantization is not None:
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    elif quantization is not None and not opts.gguf_file:
         kwargs["quantization_config"] = quantization
     if opts.task_type == "seq_cls":
         kwargs["num_labels"] = num_labels
