@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
         "lorazoo.sharding",
         "lorazoo.interop",
     ),  # sharding, interop: torch / transformers only
-    ("lorazoo.packaged",),  # packaged model directories (no torch)
+    ("lorazoo.packaged", "lorazoo.gguf_cache"),  # packaged model directories; GGUF copies (torch only when converting)
     ("lorazoo.config",),
     ("lorazoo.layout",),
     ("lorazoo.projections",),  # the package and every module in it

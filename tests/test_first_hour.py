@@ -330,7 +330,7 @@ def test_wandb_run_survives_kill_and_resume(tmp_path: Path):
         "model=tiny_bert",
         "projection=lora",
         "logger=wandb",
-        "trainer.max_steps=400",  # long enough (~15 s unloaded) that the kill lands mid-training
+        "trainer.max_steps=200",  # long enough that the kill (after step 10) lands mid-training
         "trainer.save_steps=5",
         "trainer.logging_steps=1",
         "trainer.batch_size=4",

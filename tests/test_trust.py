@@ -312,3 +312,16 @@ def test_non_finite_final_metric_fails_the_run(tmp_path: Path, monkeypatch):
         train(tmp_path, *RUN)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "failed" and record["reason"] == "non-finite metric" and "accuracy" not in record
+
+
+def test_scratch_of_a_killed_write_is_removed_when_the_run_resumes(tmp_path: Path):
+    """A SIGKILL between atomic_write's write and rename leaves ``.<name>.<random>.tmp``; the owner removes it."""
+    from lorazoo.train import run_dir
+
+    (tmp_path / "adapter").mkdir()
+    for name in (".train_time.json.x1y2.tmp", "adapter/.adapter.safetensors.z3.tmp"):
+        (tmp_path / name).write_text("partial")
+    (tmp_path / "notes.tmp").write_text("not ours: no leading dot")
+    held = run_dir.Claim(tmp_path, "fp", {})
+    assert held.sweep_scratch() == [".train_time.json.x1y2.tmp", "adapter/.adapter.safetensors.z3.tmp"]
+    assert sorted(p.name for p in tmp_path.rglob("*.tmp")) == ["notes.tmp"]

@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 SOURCE_FILE = "lorazoo_gguf_source.json"  # in each copy: which file and which transformers made it
 
@@ -72,7 +73,8 @@ def _convert(directory: str, gguf_file: str, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=torch.float32)
-    if getattr(model, "hf_quantizer", None) is not None:  # the tensors are plain floats now; keep no GGUF marker
-        model.hf_quantizer.remove_quantization_config(model)
+    quantizer: Any = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:  # the tensors are plain floats now; keep no GGUF marker
+        quantizer.remove_quantization_config(model)
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file).save_pretrained(out)

@@ -78,6 +78,16 @@ class Claim:
         """Write lorazoo_run.json: from here on the directory is this run's."""
         atomic_write_json(self.directory / RUN_FILE, {"fingerprint": self.fingerprint, "identity": self.identity})
 
+    def sweep_scratch(self) -> list[str]:
+        """Delete what a killed write of this run left: io.atomic_write's ``.<name>.<random>.tmp`` scratch files
+        (the rename never happened, so the real file is intact). Only the owner calls this, before writing."""
+        removed = []
+        for scratch in sorted(self.directory.rglob(".*.tmp")):
+            if scratch.is_file() and not scratch.is_symlink():
+                scratch.unlink()
+                removed.append(str(scratch.relative_to(self.directory)))
+        return removed
+
     def __getstate__(self) -> dict[str, Any]:
         """A copy sent to another process (the other ranks) never holds the lock: it must not close our fd."""
         return {**self.__dict__, "_fd": None}

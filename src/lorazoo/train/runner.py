@@ -247,6 +247,8 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     def own_run_dir() -> run_dir.Claim:  # rank 0 locks, checks and marks the dir; the other ranks get its answer
         held = stack.enter_context(run_dir.claimed(out, to_plain(cfg), trainer_opts.resume))
         if held.completed is None:
+            for name in held.sweep_scratch():
+                print(f"[lorazoo] {out}: removed {name}, left by a write that was killed", file=sys.stderr)
             held.record_identity()
             if hydra:
                 run_dir.save_hydra_files(out, cfg)
