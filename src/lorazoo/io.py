@@ -41,11 +41,14 @@ def current_umask() -> int:
     return mask
 
 
+SCRATCH_SUFFIX = ".tmp"  # atomic_write's scratch files: ".<name>.<random>.tmp" beside the target
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then rename over ``path``: readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=SCRATCH_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -58,6 +61,13 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def leftover_scratch(directory: Path) -> list[Path]:
+    """atomic_write scratch files under ``directory``: only a process killed between write and rename leaves
+    one (its target file is intact). Whoever owns the directory may delete them."""
+    found = directory.rglob(f".*{SCRATCH_SUFFIX}")
+    return sorted(p for p in found if p.is_file() and not p.is_symlink())
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from ..io import atomic_write_json
+from ..io import atomic_write_json, leftover_scratch
 from ..projections.rng import GENERATOR_VERSION
 from .checkpoints import complete_checkpoints
 from .config_diff import first_difference, flatten
@@ -82,10 +82,9 @@ class Claim:
         """Delete what a killed write of this run left: io.atomic_write's ``.<name>.<random>.tmp`` scratch files
         (the rename never happened, so the real file is intact). Only the owner calls this, before writing."""
         removed = []
-        for scratch in sorted(self.directory.rglob(".*.tmp")):
-            if scratch.is_file() and not scratch.is_symlink():
-                scratch.unlink()
-                removed.append(str(scratch.relative_to(self.directory)))
+        for scratch in leftover_scratch(self.directory):
+            scratch.unlink()
+            removed.append(str(scratch.relative_to(self.directory)))
         return removed
 
     def __getstate__(self) -> dict[str, Any]:
