@@ -108,3 +108,49 @@ def test_gaussian_streams_chunks_in_forward_and_backward(monkeypatch):
     torch.testing.assert_close(out.detach(), dense @ p.theta.detach(), rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(p.theta.grad, dense.T @ g, rtol=1e-5, atol=1e-6)
     assert not math.isnan(float(p.theta.grad.sum()))
+
+
+@pytest.mark.parametrize(
+    "seed,start,count",
+    [
+        (0, 0, rng.FUSE_MIN_VALUES),
+        (7, 2**62, rng.FUSE_MIN_VALUES + 4097),
+        (2**64 - 1, 123_457, 3 * rng.FUSE_MIN_VALUES),
+    ],
+)
+def test_fused_generation_gives_the_same_bits(seed, start, count):
+    """The compiled integer half (CPU, large requests) changes speed only: every float64 equals the eager one."""
+    eager = rng.normal_torch(seed, "fused", count, start=start)
+    fused = rng.normal_torch(seed, "fused", count, start=start, fused=True)
+    assert torch.equal(fused, eager)
+
+
+def test_fused_generation_falls_back_to_eager_when_it_cannot_compile(monkeypatch):
+    """No C++ compiler (or any inductor failure): one warning, then the eager values, never different ones."""
+
+    def broken_compile(fn, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("no C++ compiler found")
+
+        return compiled
+
+    monkeypatch.setattr(rng, "_fused", None)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    count = rng.FUSE_MIN_VALUES
+    with pytest.warns(RuntimeWarning, match="could not compile the random-number generator.*no C\\+\\+ compiler"):
+        values = rng.normal_torch(1, "fallback", count, fused=True)
+    assert torch.equal(values, rng.normal_torch(1, "fallback", count))
+    assert rng._fused is rng._box_muller_uniforms  # decided once: no retry (and no warning) per chunk
+
+
+def test_streamed_gaussian_chunks_use_the_fused_generator_and_the_documented_values():
+    """A chunk big enough to be fused (the paper setting's case) holds the same entries as the eager stream."""
+    d = 512
+    layout = Layout.from_shapes([(f"l{i}.q", 64, 64) for i in range(2)], rank=4)
+    p = build_projection(
+        layout, AdapterConfig(projection="gaussian", rank=4, projection_kwargs={"d": d, "cache_max_elements": 0})
+    )
+    rows = p.chunk_rows
+    assert rows * d >= rng.FUSE_MIN_VALUES
+    expected = rng.normal_torch(0, "gaussian/P", rows * d) / math.sqrt(layout.D)
+    assert torch.equal(p.rows(0, rows), expected.view(rows, d).float())

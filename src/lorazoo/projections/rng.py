@@ -15,7 +15,10 @@ are the same numbers by construction (tests pin the integer stream against a pla
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,10 +60,14 @@ def stream_key(seed: int, purpose: str) -> int:
     return _signed(mixed ^ zlib.crc32(purpose.encode()))
 
 
-def _counter_hash(count: int, start: int, device: torch.device | str | None) -> torch.Tensor:
-    """splitmix64(start + i): the stream-independent half of ``random_bits`` (shared by several streams)."""
+def _check_counter_range(start: int, count: int) -> None:
     if start < 0 or start + count > 1 << 63:
         raise ValueError(f"counter range [{start}, {start + count}) is outside 0..2^63")
+
+
+def _counter_hash(count: int, start: int, device: torch.device | str | None) -> torch.Tensor:
+    """splitmix64(start + i): the stream-independent half of ``random_bits`` (shared by several streams)."""
+    _check_counter_range(start, count)
     return _splitmix64_(torch.arange(start, start + count, dtype=torch.int64, device=device))
 
 
@@ -94,19 +101,84 @@ def uniform_torch(
 
 
 def normal_torch(
-    seed: int, purpose: str, count: int, start: int = 0, device: torch.device | str | None = None
+    seed: int,
+    purpose: str,
+    count: int,
+    start: int = 0,
+    device: torch.device | str | None = None,
+    *,
+    fused: bool = False,
 ) -> torch.Tensor:
     """Standard normal float64 values by Box–Muller (cos branch); value i depends only on (seed, purpose, start + i).
 
     Integer stream and uniforms are exact on every device; log1p and cos are the device's float64 libm, so
-    values agree with the CPU ones to the last float64 ulp (CPU: identical).
+    values agree with the CPU ones to the last float64 ulp (CPU: identical). ``fused=True`` lets a large CPU
+    request run its integer half as one compiled loop (same bits, ~2–3× faster; see ``_fused_uniforms``).
     """
-    hashed = _counter_hash(count, start, device)  # shared by the u1 and u2 streams
-    u1 = _unit(_bits_from(hashed, seed, purpose + "/u1"))
-    u2 = _unit(_bits_from(hashed, seed, purpose + "/u2"))
-    del hashed
+    _check_counter_range(start, count)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    args = (
+        torch.tensor(start, dtype=torch.int64, device=device),
+        torch.tensor(stream_key(seed, purpose + "/u1"), dtype=torch.int64, device=device),
+        torch.tensor(stream_key(seed, purpose + "/u2"), dtype=torch.int64, device=device),
+        count,
+    )
+    uniforms = _box_muller_uniforms
+    if fused and device.type == "cpu" and count >= FUSE_MIN_VALUES:
+        uniforms = _fused_uniforms()
+    u1, angle = uniforms(*args)
     radius = u1.neg_().log1p_().mul_(-2.0).sqrt_()
-    return radius.mul_(u2.mul_(2.0 * math.pi).cos_())
+    return radius.mul_(angle.cos_())
+
+
+def _box_muller_uniforms(
+    start: torch.Tensor, key_u1: torch.Tensor, key_u2: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """u1 and the angle 2π·u2 of positions [start, start + count): the exact integer half of Box–Muller.
+
+    The counter hash is shared by the u1 and u2 streams. Tensor arguments (not Python ints) so one compiled
+    version serves every seed and chunk offset.
+    """
+    hashed = _splitmix64_(torch.arange(count, dtype=torch.int64, device=start.device).add_(start))
+    u1 = _unit(_splitmix64_(hashed.clone().add_(key_u1)))
+    angle = _unit(_splitmix64_(hashed.add_(key_u2))).mul_(2.0 * math.pi)
+    return u1, angle
+
+
+# Below this many values a request runs eagerly: compiling costs seconds once per process and size.
+FUSE_MIN_VALUES = 1 << 15
+_fused: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+def _fused_uniforms() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """``_box_muller_uniforms`` compiled by inductor into one CPU loop, else the eager function.
+
+    Eagerly, each of its ~40 integer ops is a pass over memory (~25 ns a value on one core); fused, the words
+    stay in registers. Only the integer half is compiled: it is exact, so the bits cannot change, whereas
+    inductor's vectorised log1p/cos round differently from ATen's in the last float64 ulp. Where inductor
+    cannot compile (no C++ compiler), the eager function is used from then on, with one warning: the values
+    are the same, only slower.
+    """
+    global _fused
+    if _fused is None:
+        compiled = torch.compile(_box_muller_uniforms, dynamic=None)
+
+        def fused_or_eager(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            global _fused
+            try:
+                return compiled(*args)
+            except Exception as error:  # noqa: BLE001 - any compile failure: identical eager values
+                warnings.warn(
+                    f"lorazoo: could not compile the random-number generator ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0] if str(error) else ''}); generating eagerly (same values, slower)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                _fused = _box_muller_uniforms
+                return _box_muller_uniforms(*args)
+
+        _fused = fused_or_eager
+    return _fused
 
 
 # ----------------------------------------------------------------------------- numpy views (CPU)
