@@ -650,3 +650,29 @@ def test_compare_plot_title_and_majority_line(tmp_path: Path, monkeypatch):
     assert compare.plot_task("tweets", "accuracy", per_task["tweets"], tmp_path / "p.png").is_file()
     assert (0.415, "majority class") in lines
     assert "1 seed per point" in titles[-1] and "seeds" not in titles[-1]
+
+
+def test_a_failing_final_evaluation_keeps_the_trained_adapter(tmp_path: Path, monkeypatch):
+    """Training done, then the metric/generation/lm-eval step fails: the run is 'failed', the adapter is kept."""
+    from safetensors.torch import load_file
+
+    from lorazoo.train.trainer import LoraZooTrainer
+
+    trained: list[torch.Tensor] = []
+
+    def broken(self, *args, **kwargs):
+        trained.extend(p.detach().clone() for p in self.model.parameters() if p.requires_grad)
+        raise RuntimeError("metric server went away")
+
+    monkeypatch.setattr(LoraZooTrainer, "evaluate", broken)
+    cfg = composed(*TINY, "model=tiny_bert", "projection=unilora")
+    with pytest.raises(RuntimeError, match="metric server went away"):
+        run(cfg, output_dir=tmp_path)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "failed" and "metric server went away" in record["error"]
+    assert Path(record["adapter_dir"]) == tmp_path / "adapter"
+    saved = load_file(tmp_path / "adapter" / "adapter.safetensors")
+    assert saved and trained
+    # every trained tensor (θ_d and the head) is in the file, bit for bit: what was trained is what was kept
+    for t in trained:
+        assert any(v.shape == t.shape and torch.equal(v, t) for v in saved.values()), t.shape

@@ -361,6 +361,11 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         result = trainer.train(resume_from_checkpoint=resume_from)
         session = time.perf_counter() - started
         wall = clock.prior_s + session
+        # saved before the final evaluation, so a failing metric, generation or lm-eval keeps what was trained
+        adapter_dir = cast("AdaptedModel", loaded.model).save_adapter(
+            out / "adapter"
+        )  # every rank (a sharded θ is gathered); rank 0 writes
+        record["adapter_dir"] = str(adapter_dir)
         metrics, timing = _split_metrics(_final_eval(trainer))
         metrics.update(task.derived_metrics(metrics))
         metrics.update(task.final_evaluate(trainer, loaded.model, loaded.tokenizer, out))
@@ -370,12 +375,11 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         record.update(status="failed", reason=_failure_reason(exc), error=f"{type(exc).__name__}: {exc}")
         if is_rank_zero():
             atomic_write_json(out / "metrics.json", record)
+            if "adapter_dir" in record:
+                print(f"[lorazoo] training finished before the failure: the adapter is at {record['adapter_dir']}")
         logger.finish(exit_code=1)
         exc._lorazoo_recorded = True  # type: ignore[attr-defined]
         raise
-    adapter_dir = cast("AdaptedModel", loaded.model).save_adapter(
-        out / "adapter"
-    )  # every rank (a sharded θ is gathered); rank 0 writes
     record.update(
         status="completed",
         **{k: metrics[k] for k in task.metric_keys() if k in metrics},
@@ -393,7 +397,6 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
             "train_loss": result.training_loss,
             "resumed_from": resume_from,
         },
-        adapter_dir=str(adapter_dir),
     )
     if is_rank_zero():
         atomic_write_json(out / "metrics.json", record)
