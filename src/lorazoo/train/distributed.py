@@ -49,9 +49,13 @@ def is_rank_zero() -> bool:
 
 
 def decided_on_rank_zero(decide: Callable[[], T]) -> T:
-    """Run ``decide`` on rank 0 alone and give every rank its result, or raise on every rank the LoraZooError
-    it raised. For choices the ranks must share and that rank 0 makes while writing (whether the run dir is
-    this run's, which checkpoint to resume): other ranks reading the dir themselves would race those writes."""
+    """Run ``decide`` on rank 0 alone and give every rank its result, or raise on every rank what it raised.
+
+    For choices the ranks must share and that rank 0 makes while writing (whether the run dir is this run's,
+    which checkpoint to resume): other ranks reading the dir themselves would race those writes. A
+    LoraZooError reaches the other ranks as itself; any other failure (an OSError, say) as a RuntimeError
+    naming it, so no rank is left waiting for an answer until the collective timeout.
+    """
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
@@ -60,8 +64,12 @@ def decided_on_rank_zero(decide: Callable[[], T]) -> T:
     if dist.get_rank() == 0:
         try:
             box = [(True, decide())]
-        except LoraZooError as exc:
-            box = [(False, exc)]
+        except Exception as exc:
+            shared = (
+                exc if isinstance(exc, LoraZooError) else RuntimeError(f"rank 0 failed: {type(exc).__name__}: {exc}")
+            )
+            dist.broadcast_object_list([(False, shared)], src=0)
+            raise
     dist.broadcast_object_list(box, src=0)  # rank 0's list is left as it is: its own objects, not copies
     ok, value = box[0]
     if not ok:
