@@ -25,12 +25,7 @@ print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__)
 PY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.csv" || true
 GPU="--device cuda --dtype bfloat16 --threads 4"
-status=0
-run() {  # run <seconds> <command...>: keep going after a failure, report it at the end
-  local limit=$1; shift
-  echo "+ $*" >&2
-  timeout "$limit" "$@" || { echo "failed ($?): $*" >&2; status=1; }
-}
+. benchmarks/steps.sh
 run 200 python -m benchmarks.train_step $GPU --steps 30 --warmup 5 --budget 20 --step-cap 60 --out "$OUT/smollm2-30l"
 run 150 python -m benchmarks.train_step $GPU --model llama2-7b --layers 4 --batch 4 --seq 512 --small 1x16 \
     --steps 20 --warmup 3 --budget 15 --step-cap 60 --out "$OUT/llama2-7b-4l"
