@@ -14,6 +14,7 @@ are the same numbers by construction (tests pin the integer stream against a pla
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 import zlib
@@ -54,8 +55,11 @@ def _splitmix64_(z: torch.Tensor) -> torch.Tensor:
     return z.bitwise_xor_(_shr(z, 31))
 
 
+@functools.lru_cache(maxsize=4096)
 def stream_key(seed: int, purpose: str) -> int:
-    """A 64-bit key (as a signed int) for one independent stream: the seed mixed with a hash of the purpose."""
+    """A 64-bit key (as a signed int) for one independent stream: the seed mixed with a hash of the purpose.
+
+    Cached: a streamed matrix asks for the same keys once per chunk, and each costs ~10 tensor ops."""
     mixed = int(_splitmix64_(torch.tensor([_signed(seed)], dtype=torch.int64))[0])
     return _signed(mixed ^ zlib.crc32(purpose.encode()))
 
