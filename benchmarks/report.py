@@ -381,16 +381,6 @@ def gpu_section(gpu_dir: Path) -> list[str]:
     )
 
 
-def tokens16_section(directory: Path) -> list[str]:
-    return subdir_section(
-        directory,
-        "## 30 layers, 1 × 16 tokens and decode",
-        "Same benchmark at SmolLM2-135M's full shape with few tokens (`results/benchmarks/tokens16/`): "
-        "a 1 × 16-token training step and a one-token no-grad forward, where the adapters are a "
-        "visible share of the call.",
-    )
-
-
 def quick_section(quick_dir: Path) -> list[str]:
     return subdir_section(
         quick_dir,
@@ -417,8 +407,6 @@ def write_report(results_dir: Path, report_path: Path, files: dict[str, str] | N
     if found:
         lines += machine_section(found[0]["machine"])
     lines += _sections(sections)
-    if (results_dir / "tokens16").is_dir():
-        lines += tokens16_section(results_dir / "tokens16")
     if (results_dir / "quick").is_dir():
         lines += quick_section(results_dir / "quick")
     if (results_dir / "gpu").is_dir():
