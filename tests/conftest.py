@@ -40,14 +40,14 @@ def tiny_bert(seed: int = 0, num_labels: int = 2):
     return BertForSequenceClassification(config).eval()
 
 
-def tiny_llama(seed: int = 0):
+def tiny_llama(seed: int = 0, hidden: int = 32, intermediate: int = 64):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

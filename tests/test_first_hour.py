@@ -330,7 +330,7 @@ def test_wandb_run_survives_kill_and_resume(tmp_path: Path):
         "model=tiny_bert",
         "projection=lora",
         "logger=wandb",
-        "trainer.max_steps=200",  # long enough that the kill (after step 10) lands mid-training
+        "trainer.max_steps=1000",  # long enough that the kill (after step 10) lands mid-training
         "trainer.save_steps=5",
         "trainer.logging_steps=1",
         "trainer.batch_size=4",
@@ -357,7 +357,19 @@ def test_wandb_run_survives_kill_and_resume(tmp_path: Path):
         while max(saved_steps(), default=0) < 10:
             assert proc.poll() is None and time.time() < deadline, "training ended or stalled before step 10"
             time.sleep(0.2)
-        time.sleep(4)  # > the 2 s flush interval
+
+        # kill as soon as W&B has flushed some history (not after a fixed sleep: on an idle machine the
+        # whole run can finish within one), and only while the run is still training
+        def flushed() -> bool:
+            try:  # the file is being written: a torn last record reads as "not yet"
+                return any(r["history"] >= 5 for r in wandb_runs(run_dir))
+            except Exception:  # noqa: BLE001
+                return False
+
+        while not flushed():
+            assert proc.poll() is None and time.time() < deadline, "training ended before W&B flushed history"
+            time.sleep(0.2)
+        assert proc.poll() is None, "training finished before the kill: raise trainer.max_steps"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

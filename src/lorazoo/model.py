@@ -19,6 +19,7 @@ from .layout import Layout
 from .mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
 from .peft_config import implied_head_modules, peft_base_path, peft_task_type
 from .projections import Projection, build_projection
+from .quantized import keep_4bit_layout_portable
 from .reconstructor import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
 from .sharding import (
     call_with_full_parameters,
@@ -61,6 +62,7 @@ class AdaptedModel(nn.Module):
         self.merge_errors: dict[str, float] = {}  # quantised layers: max |stored − exact| of the last merge
         self._mixed_request: MixedBatch | None = None
         base_model.requires_grad_(False)
+        keep_4bit_layout_portable(base_model)  # no machine-dependent CPU repacking of 4-bit weights
         self._hooks = [
             base_model.register_forward_pre_hook(self._enter_forward),
             base_model.register_forward_hook(self._leave_forward, always_call=True),

@@ -38,6 +38,37 @@ def _int8_scales(module: nn.Module) -> torch.Tensor:
     return cast(torch.Tensor, scb)
 
 
+def keep_4bit_layout_portable(model: nn.Module) -> list[str]:
+    """Turn off bitsandbytes' AVX512-BF16 repacking of 4-bit weights; return the layers it was on for.
+
+    On CPUs with AVX512-BF16, a 4-bit Linear's first no-grad eval forward rewrites its weight into a CPU-only
+    packed layout (bitsandbytes 0.50 ``_convert_weight_packed_for_cpu``). That rewrite rounds every block's
+    absmax to bfloat16, so the weights a model evaluates with would depend on the machine and change after
+    its first eval call (measured: merged weights off by 1e-4 from the ones trained against), and it fails
+    with a reshape error when in_features is not a multiple of the blocksize. lorazoo keeps the portable
+    layout and bitsandbytes' generic 4-bit kernel: the same values on every CPU, before and after evaluation.
+    """
+    kept = []
+    for name, module in model.named_modules():
+        if quantization_of(module) == "4bit" and getattr(module, "support_avx512bf16_for_cpu", False):
+            cast(Any, module).support_avx512bf16_for_cpu = False
+            kept.append(name)
+    return kept
+
+
+def _unpack_4bit_(module: nn.Module) -> None:
+    """Return a CPU-repacked 4-bit weight (a model not attached by lorazoo) to the standard layout, in place.
+
+    Dequantising or requantising the packed layout would read codes in the wrong order; bitsandbytes itself
+    unpacks the same way before saving. Its next no-grad forward repacks."""
+    import bitsandbytes as bnb
+
+    weight: Any = module.weight
+    state = getattr(weight, "quant_state", None)
+    if state is not None and getattr(state, "packing_format_for_cpu", False):
+        weight.data, weight.quant_state = bnb.functional._convert_weight_packed_for_cpu_inverse(weight.data, state)
+
+
 def dequantized_weight(module: nn.Module) -> torch.Tensor:
     """The layer's weight as float32 (out × in), exactly what its forward multiplies by."""
     import bitsandbytes as bnb
@@ -45,6 +76,8 @@ def dequantized_weight(module: nn.Module) -> torch.Tensor:
     kind = quantization_of(module)
     weight: Any = module.weight  # a bitsandbytes Params4bit/Int8Params, or a plain Parameter
     if kind == "4bit":
+        _unpack_4bit_(module)
+        weight = module.weight
         return bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
     if kind == "8bit":
         scales = _int8_scales(module).to(weight.device)
@@ -60,6 +93,8 @@ def requantize_(module: nn.Module, value: torch.Tensor) -> None:
     weight: Any = module.weight  # a bitsandbytes Params4bit/Int8Params
     device = weight.device
     if kind == "4bit":
+        _unpack_4bit_(module)
+        weight = module.weight
         options: dict[str, Any] = {k: v for k, v in weight.__dict__.items() if not k.startswith("_")}
         options.update(requires_grad=False, bnb_quantized=False)
         for key in ("data", "quant_state"):
