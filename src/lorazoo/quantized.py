@@ -38,8 +38,8 @@ def _int8_scales(module: nn.Module) -> torch.Tensor:
     return cast(torch.Tensor, scb)
 
 
-def keep_4bit_layout_portable(model: nn.Module) -> list[str]:
-    """Turn off bitsandbytes' AVX512-BF16 repacking of 4-bit weights; return the layers it was on for.
+def keep_4bit_layout_portable(model: nn.Module) -> None:
+    """Turn off bitsandbytes' AVX512-BF16 repacking of every 4-bit layer in ``model``.
 
     On CPUs with AVX512-BF16, a 4-bit Linear's first no-grad eval forward rewrites its weight into a CPU-only
     packed layout (bitsandbytes 0.50 ``_convert_weight_packed_for_cpu``). That rewrite rounds every block's
@@ -48,12 +48,9 @@ def keep_4bit_layout_portable(model: nn.Module) -> list[str]:
     with a reshape error when in_features is not a multiple of the blocksize. lorazoo keeps the portable
     layout and bitsandbytes' generic 4-bit kernel: the same values on every CPU, before and after evaluation.
     """
-    kept = []
-    for name, module in model.named_modules():
+    for module in model.modules():
         if quantization_of(module) == "4bit" and getattr(module, "support_avx512bf16_for_cpu", False):
             cast(Any, module).support_avx512bf16_for_cpu = False
-            kept.append(name)
-    return kept
 
 
 def _unpack_4bit_(module: nn.Module) -> None:

@@ -69,14 +69,25 @@ def _check_counter_range(start: int, count: int) -> None:
         raise ValueError(f"counter range [{start}, {start + count}) is outside 0..2^63")
 
 
+def _hashed_counters(start: int | torch.Tensor, count: int, device: torch.device | str | None) -> torch.Tensor:
+    """splitmix64(start + i): the stream-independent half of every stream (shared by several streams).
+
+    ``start`` may be a 0-d tensor, so that one compiled version serves every chunk offset."""
+    return _splitmix64_(torch.arange(count, dtype=torch.int64, device=device).add_(start))
+
+
+def _keyed_(hashed: torch.Tensor, key: int | torch.Tensor) -> torch.Tensor:
+    """splitmix64(hashed + key), in place: one stream's words from the shared counter hash."""
+    return _splitmix64_(hashed.add_(key))
+
+
 def _counter_hash(count: int, start: int, device: torch.device | str | None) -> torch.Tensor:
-    """splitmix64(start + i): the stream-independent half of ``random_bits`` (shared by several streams)."""
     _check_counter_range(start, count)
-    return _splitmix64_(torch.arange(start, start + count, dtype=torch.int64, device=device))
+    return _hashed_counters(start, count, device)
 
 
 def _bits_from(hashed: torch.Tensor, seed: int, purpose: str) -> torch.Tensor:
-    return _splitmix64_(hashed.clone().add_(stream_key(seed, purpose)))
+    return _keyed_(hashed.clone(), stream_key(seed, purpose))
 
 
 def random_bits_torch(
@@ -141,11 +152,11 @@ def _box_muller_uniforms(
     """u1 and the angle 2π·u2 of positions [start, start + count): the exact integer half of Box–Muller.
 
     The counter hash is shared by the u1 and u2 streams. Tensor arguments (not Python ints) so one compiled
-    version serves every seed and chunk offset.
+    version serves every seed and chunk offset; the arithmetic is the one ``random_bits_torch`` uses.
     """
-    hashed = _splitmix64_(torch.arange(count, dtype=torch.int64, device=start.device).add_(start))
-    u1 = _unit(_splitmix64_(hashed.clone().add_(key_u1)))
-    angle = _unit(_splitmix64_(hashed.add_(key_u2))).mul_(2.0 * math.pi)
+    hashed = _hashed_counters(start, count, start.device)
+    u1 = _unit(_keyed_(hashed.clone(), key_u1))
+    angle = _unit(_keyed_(hashed, key_u2)).mul_(2.0 * math.pi)
     return u1, angle
 
 
