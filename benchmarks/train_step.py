@@ -17,8 +17,9 @@ An implementation whose first call exceeds ``--step-cap`` seconds is dropped; on
 exceeds ``--budget`` seconds skips the remaining warm-up and stops after 2 timed rounds (its n says so).
 
 Peak memory (CPU) is measured in a forked child per implementation (a fresh address space, no import
-cost): pin glibc's mmap threshold at 256 KiB (large buffers are unmapped when freed), return freed heap
-to the OS, reset the peak-RSS counter (/proc/self/clear_refs), note the RSS,
+cost): pin glibc's mmap threshold at 256 KiB (large buffers are unmapped when freed), attach and step a
+throw-away copy once (so that shared-library pages the child faults in on first use are not counted), free
+it and return freed heap to the OS, reset the peak-RSS counter (/proc/self/clear_refs), note the RSS,
 attach the adapter and run 2 training steps; the number is peak RSS minus that RSS, i.e. adapter +
 optimiser state + gradients + activations and autograd buffers of a step. The base's activations are the
 same for every implementation, so the differences are the adapters'.
@@ -260,8 +261,9 @@ def measure_memory(
     """Peak RSS of attaching ``impl`` and training it for a few steps, over the RSS before attaching.
 
     Runs in a forked child, a fresh address space that starts with the base already built (no import
-    or build cost): the child returns freed heap to the OS (malloc_trim), resets its peak-RSS counter,
-    notes its RSS, attaches the adapter, steps, and reports VmHWM − that RSS.
+    or build cost): the child steps a throw-away copy once (``_fault_in_code``), returns freed heap to the
+    OS (malloc_trim), resets its peak-RSS counter, notes its RSS, attaches the adapter, steps, and reports
+    VmHWM − that RSS.
     """
     if common.DEVICE.type == "cuda":
         return _cuda_memory(args, base, impl, batch)
@@ -271,6 +273,7 @@ def measure_memory(
         os.close(read_fd)
         try:
             common.settle_memory(mmap_threshold=MMAP_THRESHOLD)
+            _fault_in_code(impl, base, batch, args)
             reset_ok = common.reset_peak_rss()
             base_kib = common.proc_status_kib("VmRSS")
             runner = Runner(impl, base, args.lr, args.seed)
@@ -294,6 +297,22 @@ def measure_memory(
         os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     return json.loads(data) if data else {"memory_error": f"no result within {timeout:g} s"}
+
+
+def _fault_in_code(
+    impl: Impl | None, base: nn.Module, batch: dict[str, torch.Tensor], args: argparse.Namespace
+) -> None:
+    """One throw-away attach and step before the counter is reset, whose memory is then freed.
+
+    A forked child maps the parent's shared libraries but faults their pages in again on first use, and VmHWM
+    counts those file pages: the first call of any torch kernel in the child (lorazoo's integer generator
+    costs ~16 MiB of libtorch pages, PEFT's uniform init others) would be counted as adapter memory.
+    """
+    warm = Runner(impl, base, args.lr, args.seed)
+    warm.step(batch)
+    del warm
+    gc.collect()
+    common.settle_memory(mmap_threshold=MMAP_THRESHOLD)
 
 
 def _cuda_memory(

@@ -1,5 +1,5 @@
-"""θ_D handed to the layers as segments (``Projection.pieces``): the same numbers and gradients as ``forward``,
-and for the shared-factor projections no θ_D-sized tensor is created by autograd."""
+"""θ_D handed to the layers as segments (``Projection.pieces``): the same numbers and gradients as ``forward``;
+the shared-factor projections hand over ``ScaledRows`` that nothing multiplies out during training."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from conftest import PROJECTION_CASES
 
 from lorazoo import AdapterConfig, Layout, projection_names
 from lorazoo.projections import build_projection
-from lorazoo.projections.sharing import RowScale
+from lorazoo.projections.factors import RowScale, ScaledRows, dense
 
 # two kinds, shapes that differ inside a kind's neighbours, layers interleaved (q, v, q, v, o)
 LAYOUT = Layout.from_shapes(
@@ -32,7 +32,7 @@ def build(name: str, seed: int = 0):
 def test_pieces_are_theta_D_segments_with_the_same_gradients(name):
     projection = build(name)
     g = torch.randn(LAYOUT.D, generator=torch.Generator().manual_seed(7))
-    pieces = projection.pieces()
+    pieces = [dense(p).reshape(-1) for p in projection.pieces()]
     assert [p.numel() for p in pieces] == LAYOUT.segment_sizes
     theta_D = projection()
     assert torch.equal(torch.cat([p.detach() for p in pieces]), theta_D.detach())
@@ -53,9 +53,9 @@ def test_row_scale_gradients():
 
 
 @pytest.mark.parametrize("name", ["vera", "tied"])
-def test_shared_factor_pieces_keep_no_theta_D_sized_tensors(name):
-    """Saved for backward: only the scales and the shared matrices (no product, no concatenation); each
-    backward node maps one layer's factor, so factor gradients are reduced as soon as that layer is done."""
+def test_shared_factor_pieces_are_scaled_views_of_the_projections_own_tensors(name):
+    """Every A_l, B_l is diag(s) M with s and M views of the projection's parameters and buffers: building the
+    pieces allocates nothing and records no autograd node."""
     projection = build(name)
     own = {t.untyped_storage().data_ptr() for t in [*projection.parameters(), *projection.buffers()]}
     saved: list[torch.Tensor] = []
@@ -66,6 +66,33 @@ def test_shared_factor_pieces_keep_no_theta_D_sized_tensors(name):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         pieces = projection.pieces()
-    assert saved and all(t.untyped_storage().data_ptr() in own for t in saved)
-    assert all(type(p.grad_fn).__name__ in {"ViewBackward0", "UnsafeViewBackward0"} for p in pieces)
-    assert {type(p.grad_fn.next_functions[0][0]).__name__ for p in pieces} == {"RowScaleBackward"}
+    assert not saved
+    assert all(isinstance(p, ScaledRows) for p in pieces)
+    assert all(t.untyped_storage().data_ptr() in own for p in pieces for t in (p.scale, p.matrix))
+
+
+@pytest.mark.parametrize("options", [{}, {"padding_idx": 1}, {"scale_grad_by_freq": True}])
+def test_scaled_rows_act_in_layers_as_their_dense_factor(options):
+    """``linear`` and ``embedding`` of a ScaledRows give the dense factor's outputs and gradients (embedding
+    options that act on the table's gradient included)."""
+    import torch.nn.functional as F
+
+    from lorazoo.projections import factors
+
+    gen = torch.Generator().manual_seed(3)
+    scale = torch.randn(4, dtype=torch.float64, generator=gen, requires_grad=True)
+    matrix = torch.randn(4, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    h = torch.randn(2, 5, 6, dtype=torch.float64, generator=gen)
+    indices = torch.tensor([[1, 2, 1, 5], [0, 1, 3, 3]])
+    g_linear, g_embed = torch.randn(2, 5, 4, dtype=torch.float64), torch.randn(2, 4, 4, dtype=torch.float64)
+
+    def outputs_and_grads(factor):
+        out = (factors.linear(h, factor), factors.embedding(indices, factor, **options))
+        return [*out, *torch.autograd.grad(out, (scale, matrix), (g_linear, g_embed))]
+
+    dense = RowScale.apply(scale, matrix)
+    expected = [F.linear(h, dense), F.embedding(indices, dense.T, **options)]
+    expected += torch.autograd.grad(expected, (scale, matrix), (g_linear, g_embed))
+    for got, want in zip(outputs_and_grads(ScaledRows(scale, matrix)), expected):
+        torch.testing.assert_close(got, want)
+    assert factors.scaled(ScaledRows(scale, matrix), 0.5).dense().detach().equal(0.5 * dense.detach())

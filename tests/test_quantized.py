@@ -129,6 +129,54 @@ def test_merge_requantises_within_the_stated_bound_and_is_never_a_no_op(saved_ba
             assert bool((err <= bound + requantization_bound(layer.base_layer, before[layer.module_name]) + 1e-6).all())
 
 
+@pytest.mark.parametrize("mode", ["8bit", "4bit"])
+def test_a_merge_the_format_cannot_hold_is_refused_and_changes_nothing(saved_base, mode, monkeypatch):
+    """A requantised W + ΔW outside the format's bound is a one-line error before any layer changes (here the
+    bound is made 0 so that every format misses it; bitsandbytes' CPU 4-bit rows narrower than a blocksize
+    miss the real one on some machines)."""
+    from lorazoo import AdapterStateError, quantized
+
+    model = adapted(quantized_base(saved_base, mode))
+    layers = model.adapted_layers()
+    before = {layer.module_name: dequantized_weight(layer.base_layer) for layer in layers}
+    with torch.no_grad():
+        expected = model(input_ids=IDS).logits
+    monkeypatch.setattr(quantized, "requantization_bound", lambda module, value: torch.zeros_like(value.float()))
+    with pytest.raises(AdapterStateError, match=r"cannot merge into '.*': requantising W \+ ΔW as " + mode):
+        model.merge()
+    assert model.merged_adapter is None and not any(layer.merged for layer in layers)
+    for layer in layers:
+        assert torch.equal(dequantized_weight(layer.base_layer), before[layer.module_name]), layer.module_name
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=IDS).logits, expected)
+
+
+def test_a_4bit_merge_is_within_the_bound_or_refused_on_narrow_rows(tmp_path):
+    """32-wide rows (less than the 64-value blocksize): on this machine's bitsandbytes either the merge keeps
+    its bound or it is refused; never a merged weight silently outside it."""
+    from lorazoo import AdapterStateError
+
+    tiny_llama(0).save_pretrained(tmp_path)
+    model = adapted(quantized_base(tmp_path, "4bit"))
+    with torch.no_grad():
+        model(input_ids=IDS)
+        exact = {
+            layer.module_name: dequantized_weight(layer.base_layer) + b @ a
+            for layer in model.adapted_layers()
+            for a, b in [model.lora_factors()[layer.module_name]]
+        }
+    try:
+        model.merge()
+    except AdapterStateError as error:
+        assert "cannot merge into" in str(error)
+        assert model.merged_adapter is None
+        return
+    for layer in model.adapted_layers():
+        value = exact[layer.module_name]
+        error = (dequantized_weight(layer.base_layer) - value).abs()
+        assert bool((error <= requantization_bound(layer.base_layer, value) + 1e-6).all()), layer.module_name
+
+
 def test_adapter_trained_on_a_quantised_base_saves_and_loads(saved_base, tmp_path):
     model = adapted(quantized_base(saved_base, "4bit"), "unilora")
     with torch.no_grad():

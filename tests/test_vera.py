@@ -152,3 +152,35 @@ def test_bad_options(kwargs, fragment):
     with pytest.raises(ConfigError) as info:
         attach(tiny_bert(), AdapterConfig(projection="vera", rank=4, projection_kwargs=kwargs))
     assert isinstance(info.value, LoraZooError) and fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def _saved_for_backward_bytes(model, inputs: dict) -> int:
+    """Bytes of the distinct storages autograd keeps for one training forward, beyond the model's own tensors."""
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in own:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    return sum(saved.values())
+
+
+@pytest.mark.parametrize("rank", [4, 64])
+def test_training_keeps_no_more_for_backward_than_peft_vera(rank):
+    """Issue 18: VeRA's peak memory at PEFT's. The layers apply A_l = diag(λ_d) A_sh as (x A_shᵀ) ⊙ λ_d, so
+    autograd keeps PEFT's (tokens × r) and (tokens × o) products and never a formed A_l, B_l (θ_D)."""
+    ours, peft_model, _ = paired_models("llama", rank)
+    inputs = model_inputs("llama")
+    ours_bytes, peft_bytes = _saved_for_backward_bytes(ours, inputs), _saved_for_backward_bytes(peft_model, inputs)
+    assert ours_bytes <= peft_bytes, (ours_bytes, peft_bytes)
+    layers = peft_layers(peft_model).values()  # and the λ gradients are PEFT's
+    for ours_grad, key in (
+        (ours.projection.lambda_d.grad, "vera_lambda_d"),
+        (ours.projection.lambda_b.grad, "vera_lambda_b"),
+    ):
+        peft_grad = torch.cat([getattr(m, key)["default"].grad for m in layers])
+        torch.testing.assert_close(ours_grad, peft_grad, rtol=1e-4, atol=1e-6)

@@ -19,7 +19,7 @@ from .layout import Layout
 from .mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
 from .peft_config import implied_head_modules, peft_base_path, peft_task_type
 from .projections import Projection, build_projection
-from .quantized import keep_4bit_layout_portable
+from .quantized import keep_4bit_layout_portable, quantization_of
 from .reconstructor import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
 from .sharding import (
     call_with_full_parameters,
@@ -384,6 +384,10 @@ class AdaptedModel(nn.Module):
         factors = self.lora_factors()
         layers = [layer for layer in self.adapted_layers() if layer.module_name in factors]
         self._check_untied(layers)
+        for layer in layers:  # all or nothing: a quantised weight that cannot take ΔW is refused before any change
+            if quantization_of(layer.base_layer) is not None:
+                a, b = factors[layer.module_name]
+                layer.check_add_to_weight(sign * (b.float() @ a.float()))
         self.merge_errors = {}
         for layer in layers:
             a, b = factors[layer.module_name]

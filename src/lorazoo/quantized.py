@@ -22,6 +22,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from .errors import AdapterStateError
+
 QUANTIZED_PARAMS = {"Params4bit": "4bit", "Int8Params": "8bit"}
 
 
@@ -68,22 +70,27 @@ def _unpack_4bit_(module: nn.Module) -> None:
 
 def dequantized_weight(module: nn.Module) -> torch.Tensor:
     """The layer's weight as float32 (out × in), exactly what its forward multiplies by."""
-    import bitsandbytes as bnb
-
     kind = quantization_of(module)
-    weight: Any = module.weight  # a bitsandbytes Params4bit/Int8Params, or a plain Parameter
     if kind == "4bit":
         _unpack_4bit_(module)
-        weight = module.weight
-        return bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
+        return _dequantized(kind, module.weight)
     if kind == "8bit":
-        scales = _int8_scales(module).to(weight.device)
-        return bnb.functional.int8_vectorwise_dequant(weight.data, scales).float()
-    return weight.detach().float()
+        return _dequantized(kind, module.weight, _int8_scales(module))
+    return cast(torch.Tensor, module.weight).detach().float()
 
 
-def requantize_(module: nn.Module, value: torch.Tensor) -> None:
-    """Replace the layer's quantised weight by ``value`` (float, out × in) quantised the same way."""
+def _dequantized(kind: str, weight: Any, scales: torch.Tensor | None = None) -> torch.Tensor:
+    import bitsandbytes as bnb
+
+    if kind == "4bit":
+        return bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
+    scales = weight.SCB if scales is None else scales
+    return bnb.functional.int8_vectorwise_dequant(weight.data, scales.to(weight.device)).float()
+
+
+def _quantized_like(module: nn.Module, value: torch.Tensor) -> Any:
+    """``value`` (float, out × in) quantised the way the layer's weight is, as a new parameter; the layer is
+    not changed."""
     import bitsandbytes as bnb
 
     kind = quantization_of(module)
@@ -98,17 +105,43 @@ def requantize_(module: nn.Module, value: torch.Tensor) -> None:
             options.pop(key, None)
         dtype = getattr(module, "compute_dtype", None) or torch.float32
         params4: Any = bnb.nn.Params4bit(value.to("cpu", dtype), **options)
-        module.weight = params4.to(device)
-    elif kind == "8bit":
+        return params4.to(device)
+    if kind == "8bit":
         params8: Any = bnb.nn.Int8Params(
             value.to("cpu", torch.float16), requires_grad=False, has_fp16_weights=weight.has_fp16_weights
         )
-        module.weight = params8.to(device)
+        return params8.to(device)
+    raise TypeError(f"{type(module).__name__} is not a bitsandbytes-quantised layer")
+
+
+def requantize_(module: nn.Module, value: torch.Tensor) -> None:
+    """Replace the layer's quantised weight by ``value`` (float, out × in) quantised the same way."""
+    module.weight = _quantized_like(module, value)
+    if quantization_of(module) == "8bit":
         state: Any = module.state
         state.CB, state.SCB = None, None
         state.reset_grads()
-    else:
-        raise TypeError(f"{type(module).__name__} is not a bitsandbytes-quantised layer")
+
+
+def check_requantizable(module: nn.Module, value: torch.Tensor, where: str) -> None:
+    """Refuse (one line) when quantising ``value`` as the layer's weight would land outside the stated bound.
+
+    A dry run on a copy: nothing of the layer changes. bitsandbytes' CPU 4-bit quantisation of rows narrower
+    than a multiple of the blocksize is one such case (measured up to 0.9 × the row's absmax at width 32);
+    a merge there would silently hold other weights than the ones reported.
+    """
+    kind = cast(str, quantization_of(module))
+    error = (_dequantized(kind, _quantized_like(module, value)) - value.float()).abs()
+    bound = requantization_bound(module, value)
+    over = error > bound + 1e-6
+    if bool(over.any()):
+        worst = int(torch.argmax(torch.where(over, error - bound, torch.zeros_like(error))))
+        raise AdapterStateError(
+            f"cannot merge into {where!r}: requantising W + ΔW as {kind} puts elements up to "
+            f"{float(error.max()):.3g} away from it, over the format's bound (element {worst}: "
+            f"{float(error.flatten()[worst]):.3g} > {float(bound.flatten()[worst]):.3g}); keep the adapter unmerged, "
+            "or merge into a float copy of the base"
+        )
 
 
 def requantization_bound(module: nn.Module, value: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 The model's top-level forward pre-hook calls ``ThetaCache.refresh``: the active projection runs once and
 hands over θ_D as its segments [A_1, B_1, A_2, ...] (``Projection.pieces``: by default one ``split``, whose
-backward is one concatenation), and each adapted layer reshapes its two pieces.
+backward is one concatenation; for tied and vera, ``ScaledRows`` that are never multiplied out), and each
+adapted layer applies its two pieces through ``projections.factors`` (``linear``, ``embedding``).
 Under ``torch.no_grad`` (generation) the pieces are reused
 until a projection parameter changes, so decoding costs nothing extra per token.
 """
@@ -19,8 +20,10 @@ from torch import nn
 
 from .errors import AdapterStateError
 from .layout import Layout, LayoutEntry
+from .projections import factors
 from .projections.base import Projection
-from .quantized import dequantized_weight, quantization_of, requantize_
+from .projections.factors import Factor
+from .quantized import check_requantizable, dequantized_weight, quantization_of, requantize_
 from .sharding import add_into
 
 
@@ -81,15 +84,15 @@ class ThetaCache:
     """
 
     def __init__(self) -> None:
-        self.pieces: tuple[torch.Tensor, ...] | None = None
+        self.pieces: tuple[Factor, ...] | None = None
         self.disabled = False
         self.active_adapter: str | None = None
         self.mixed: MixedBatch | None = None
-        self.mixed_pieces: dict[str, tuple[torch.Tensor, ...]] = {}
+        self.mixed_pieces: dict[str, tuple[Factor, ...]] = {}
         self._no_grad_keys: dict[str, tuple] = {}
-        self._stored: dict[str, tuple[torch.Tensor, ...]] = {}
+        self._stored: dict[str, tuple[Factor, ...]] = {}
 
-    def _compute(self, cache_name: str, projection: Projection) -> tuple[torch.Tensor, ...]:
+    def _compute(self, cache_name: str, projection: Projection) -> tuple[Factor, ...]:
         """θ_D split into factors; under ``no_grad`` reused until a projection parameter changes."""
         key = None
         if not torch.is_grad_enabled():
@@ -117,12 +120,12 @@ class ThetaCache:
         self.pieces, self.mixed, self.mixed_pieces = None, None, {}
         self._no_grad_keys, self._stored = {}, {}
 
-    def factors(self, slot: LayerSlot, adapter: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def factors(self, slot: LayerSlot, adapter: str | None = None) -> tuple[Factor, Factor]:
         pieces = self.pieces if adapter is None else self.mixed_pieces.get(adapter)
         if pieces is None:
             raise RuntimeError("θ_D was not computed: call the adapted model (not a submodule) so its pre-hook runs")
-        a = pieces[slot.piece].view(slot.rank, slot.in_features)
-        b = pieces[slot.piece + 1].view(slot.out_features, slot.rank)
+        a = factors.as_matrix(pieces[slot.piece], slot.rank, slot.in_features)
+        b = factors.as_matrix(pieces[slot.piece + 1], slot.out_features, slot.rank)
         return a, b
 
 
@@ -187,21 +190,29 @@ class AdaptedLayer(nn.Module):
         error bound); the achieved max |stored − exact| is returned for it, None for a float weight.
         """
         if quantization_of(self.base_layer) is not None:
-            exact = dequantized_weight(self.base_layer) + self.weight_delta(delta).to(self.weight.device)
+            exact = self._merged_value(delta)
             requantize_(self.base_layer, exact)
             return float((dequantized_weight(self.base_layer) - exact).abs().max())
         # a sharded (FSDP) weight: each rank its shard
         add_into(cast(torch.Tensor, self.base_layer.weight), self.weight_delta(delta))
         return None
 
-    def lora_output(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, slot: LayerSlot) -> torch.Tensor:
+    @torch.no_grad()
+    def check_add_to_weight(self, delta: torch.Tensor) -> None:
+        """Refuse before anything changes if W + ΔW cannot be stored within its format's bound (a quantised
+        weight, see ``quantized.check_requantizable``); a float weight always can."""
+        if quantization_of(self.base_layer) is not None:
+            check_requantizable(self.base_layer, self._merged_value(delta), self.module_name)
+
+    def _merged_value(self, delta: torch.Tensor) -> torch.Tensor:
+        return dequantized_weight(self.base_layer) + self.weight_delta(delta).to(self.weight.device)
+
+    def lora_output(self, x: torch.Tensor, a: Factor, b: Factor, slot: LayerSlot) -> torch.Tensor:
         """s · B_l A_l (dropout(x)) for inputs x (..., in)."""
-        if slot.scaling != 1.0:
-            b = b * slot.scaling
         h = x.to(a.dtype)
         if slot.dropout > 0.0 and self.training:
             h = F.dropout(h, slot.dropout, training=True)
-        return F.linear(F.linear(h, a), b)
+        return factors.linear(factors.linear(h, a), factors.scaled(b, slot.scaling))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
@@ -285,10 +296,10 @@ class AdaptedEmbedding(AdaptedLayer):
     def weight_delta(self, delta: torch.Tensor) -> torch.Tensor:
         return delta.T
 
-    def lora_output(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, slot: LayerSlot) -> torch.Tensor:
+    def lora_output(self, x: torch.Tensor, a: Factor, b: Factor, slot: LayerSlot) -> torch.Tensor:
         base = cast(nn.Embedding, self.base_layer)
-        after_a = F.embedding(x, a.T, padding_idx=base.padding_idx, scale_grad_by_freq=base.scale_grad_by_freq)
-        return (after_a @ b.T) * slot.scaling
+        after_a = factors.embedding(x, a, padding_idx=base.padding_idx, scale_grad_by_freq=base.scale_grad_by_freq)
+        return factors.linear(after_a, b) * slot.scaling
 
 
 def adapted_layer_type(module: nn.Module) -> type[AdaptedLayer] | None:

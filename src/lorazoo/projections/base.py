@@ -21,6 +21,7 @@ from ..errors import UnknownProjectionError
 from ..layout import Layout
 from ..sharding import copy_into, shape_of
 from . import rng as zrandom
+from .factors import Factor
 from .options import NoOptions, option_defaults, parse_options
 
 _REGISTRY: dict[str, type[Projection]] = {}
@@ -93,12 +94,13 @@ class Projection(nn.Module):
     def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def pieces(self) -> tuple[torch.Tensor, ...]:
-        """θ_D as its layout segments [A_1, B_1, A_2, ...] (flat), what the layers read during a forward.
+    def pieces(self) -> tuple[Factor, ...]:
+        """θ_D as its layout segments [A_1, B_1, A_2, ...], what the layers read during a forward.
 
-        Default: one ``split`` of ``forward()`` (its backward is one concatenation). A projection that builds
-        its factors per layer (tied, vera) returns them directly, so that neither θ_D nor its gradient is
-        ever concatenated during training; ``forward()`` must equal ``torch.cat(pieces())``.
+        Default: one ``split`` of ``forward()`` into flat segments (its backward is one concatenation). A
+        projection whose factors are row scalings of shared matrices (tied, vera) returns them as
+        ``factors.ScaledRows`` instead, so that the layers never form them during training;
+        ``forward()`` must equal ``factors.concatenated(pieces())``.
         """
         return self().split(self.layout.segment_sizes)
 

@@ -30,6 +30,7 @@ from ..config import AdapterConfig
 from ..errors import ConfigError
 from ..layout import Layout, LayoutEntry
 from .base import Projection, register_projection
+from .factors import Factor, concatenated
 from .options import option
 from .sharing import LayerGroups, scaled_factor_pieces, uniform_matrix
 
@@ -84,8 +85,8 @@ class TiedGroup(nn.Module):
             else:
                 self.register_buffer(name, values[name], persistent=False)
 
-    def pieces(self, row: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """vec(diag(u_l) A), vec(diag(v_l) B) of the group's ``row``-th layer."""
+    def pieces(self, row: int) -> tuple[Factor, Factor]:
+        """diag(u_l) A and diag(v_l) B of the group's ``row``-th layer (never multiplied out)."""
         return scaled_factor_pieces(self.u[row], self.A, self.v[row], self.B)
 
 
@@ -114,14 +115,14 @@ class TiedProjection(Projection):
                 TiedGroup(str(kind), len(entries), in_features, out_features, config.rank, config.seed, train, zero)
             )
 
-    def pieces(self) -> tuple[torch.Tensor, ...]:
-        """[A_1, B_1, A_2, ...] in layout order, one RowScale per factor (see sharing.py)."""
+    def pieces(self) -> tuple[Factor, ...]:
+        """[A_1, B_1, A_2, ...] in layout order, each a ScaledRows (see sharing.py)."""
         return tuple(
             piece for g, row in self.grouping.placement for piece in cast(TiedGroup, self.groups[g]).pieces(row)
         )
 
     def forward(self) -> torch.Tensor:
-        return torch.cat(self.pieces())
+        return concatenated(self.pieces())
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``shared`` (tied A, B) and ``scales`` (u, v), which may want different learning rates."""

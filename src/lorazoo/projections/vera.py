@@ -11,8 +11,8 @@ with r = 1024 gives 43,008 (the "0.043M" of the VeRA and VB-LoRA tables).
 A_sh ~ U(±√(6/h_max)) and B_sh ~ U(±√(6/r)) (kaiming-uniform with gain √2, as PEFT) come from the
 counter-based generator, so they are regenerated from the seed on any machine; they are saved with the
 adapter only with ``save_projection: true``. λ_d starts at ``d_initial`` (0.1) and λ_b at 0, so ΔW = 0.
-λ_d and λ_b are two flat parameters (layers in layout order). θ_D reaches the layers as per-layer segments
-(``pieces``, see sharing.py): peak memory as PEFT's VeRA, which never forms A_l, B_l.
+λ_d and λ_b are two flat parameters (layers in layout order). Each A_l, B_l reaches its layer as a
+``ScaledRows`` (``pieces``, see sharing.py), applied as (x A_shᵀ) ⊙ λ_d: like PEFT's VeRA, never formed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from torch import nn
 from ..config import AdapterConfig
 from ..layout import Layout
 from .base import Projection, register_projection
+from .factors import Factor, concatenated
 from .options import option
 from .sharing import scaled_factor_pieces, uniform_matrix
 
@@ -61,7 +62,7 @@ class VeRAProjection(Projection):
         self.lambda_b = nn.Parameter(torch.zeros(sum(e.out_features for e in layout)))
         self.out_sizes = [e.out_features for e in layout]
 
-    def pieces(self) -> tuple[torch.Tensor, ...]:
+    def pieces(self) -> tuple[Factor, ...]:
         """[A_1, B_1, A_2, ...] with A_l = diag(λ_d,l) A_sh[:, :h_l], B_l = diag(λ_b,l) B_sh[:o_l, :]."""
         lambda_d = self.lambda_d.view(len(self.layout), self.config.rank).unbind(0)
         lambda_b = self.lambda_b.split(self.out_sizes)
@@ -74,7 +75,7 @@ class VeRAProjection(Projection):
         )
 
     def forward(self) -> torch.Tensor:
-        return torch.cat(self.pieces())
+        return concatenated(self.pieces())
 
     def saved_buffer_names(self) -> set[str]:
         return {"vera_A", "vera_B"} if self.opts.save_projection else set()
