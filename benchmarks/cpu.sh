@@ -18,7 +18,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
 . benchmarks/steps.sh
 run 1500 python -m benchmarks.train_step
-run 900 python -m benchmarks.train_step --quick
+run 1500 python -m benchmarks.train_step --quick
 run 600 python -m benchmarks.inference
 run 600 python -m benchmarks.reconstruct
 run 600 python -m benchmarks.serving --layers 8 --repeats 3 --warmup 1

@@ -76,7 +76,7 @@ def train_section(data: dict[str, Any]) -> list[str]:
         f"AdamW (PyTorch defaults). One step = zero_grad + forward + backward + optimiser step. Medians over "
         f"{data['steps']} rounds after {data['warmup']} warm-up rounds; every round runs each implementation once, "
         "in an order that rotates per round; all implementations share one set of frozen base weights. "
-        f"[p25–p75] in brackets. Peak memory: {data['memory_method']}.",
+        f"[p25–p75] in brackets; step ratios are medians of the per-round ratios. Peak memory: {data['memory_method']}.",
         "",
     ]
     rows = []

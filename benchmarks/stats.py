@@ -46,6 +46,14 @@ def paired_difference(a: Sequence[float | None], b: Sequence[float | None], seed
     return {"median": float(np.median(diff)), "lo": lo, "hi": hi, "n": len(diff), "resolved": bool(lo > 0 or hi < 0)}
 
 
+def paired_ratio(a: Sequence[float | None], b: Sequence[float | None]) -> float | None:
+    """Median over rounds of a / b (rounds where both have a time): a slow round slows both sides, so the
+    per-round ratio is steadier than a ratio of the two medians when the machine's speed drifts."""
+    x = _paired(a, b)
+    x = x[x[:, 1] > 0]
+    return float(np.median(x[:, 0] / x[:, 1])) if len(x) else None
+
+
 def overhead_ratio(
     ours: Sequence[float | None], theirs: Sequence[float | None], bare: Sequence[float | None], seed: int = 0
 ) -> dict[str, Any]:

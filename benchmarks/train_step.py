@@ -3,7 +3,9 @@ and the bare frozen base, in three token settings.
 
 All implementations share ONE set of frozen base weights (``common.shared_copy``): same numbers, one copy in
 memory. They run round-robin, one step each per round (the order rotates every round), so machine noise
-hits all of them alike; we report medians over ``--steps`` rounds after ``--warmup`` rounds.
+hits all of them alike; we report medians over ``--steps`` rounds after ``--warmup`` rounds. Step ratios
+(× PEFT LoRA at the same rank, × PEFT's same method) are medians of the per-round ratios, so a round the
+machine slowed down counts against both sides.
 
 The bare base (``base``) is the same model without an adapter: forward, the same loss, and a backward whose
 gradient is taken with respect to the input embeddings (transformers' ``enable_input_require_grads``), i.e.
@@ -394,7 +396,12 @@ def build_records(
     stats_main = {
         k: common.summarize([t for t in r.times.get(main_name, []) if t is not None]) for k, r in runners.items()
     }
-    median = {k: s.get("median_ms") for k, s in stats_main.items()}
+    main_times = {k: r.times.get(main_name, []) for k, r in runners.items()}
+
+    def step_ratio(key: str, reference: str | None) -> float | None:
+        """Median over rounds of this step ÷ the reference's step in the same round (stats.paired_ratio)."""
+        return stats.paired_ratio(main_times[key], main_times[reference]) if reference in main_times else None
+
     peak = {k: extra.get(k, {}).get("peak_extra_mib") for k in runners}
     records = []
     for key, runner in runners.items():
@@ -429,9 +436,9 @@ def build_records(
                 "status": runner.status,
                 **{f"step_{k}": v for k, v in stats_main[key].items()},
                 "baseline": baseline_of.get(key),
-                "ratio_vs_peft_lora_same_rank": ratio(median[key], median.get(baseline_of.get(key))),
+                "ratio_vs_peft_lora_same_rank": step_ratio(key, baseline_of.get(key)),
                 "peft_same_method": twin,
-                "ratio_vs_peft_same_method": ratio(median[key], median.get(twin)) if twin else None,
+                "ratio_vs_peft_same_method": step_ratio(key, twin) if twin else None,
                 "peak_ratio_vs_peft_same_method": ratio(peak[key], peak.get(twin)) if twin else None,
                 "settings": per_setting,
                 **extra.get(key, {}),
@@ -500,7 +507,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"peak torch.cuda.max_memory_allocated minus the allocation before attaching, {MEMORY_STEPS} training steps"
             if common.DEVICE.type == "cuda"
             else "peak RSS (VmHWM, reset via /proc/self/clear_refs) minus RSS before attaching, in a "
-            f"forked child per implementation that holds only the built base; {MEMORY_STEPS} training steps"
+            "forked child per implementation that holds only the built base, after one throw-away attach and step "
+            f"(shared-library pages faulted in) was freed; {MEMORY_STEPS} training steps"
         ),
         "records": build_records(runners, baseline_of, twin_of, extra, settings, args.seed),
     }

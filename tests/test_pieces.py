@@ -96,3 +96,23 @@ def test_scaled_rows_act_in_layers_as_their_dense_factor(options):
     for got, want in zip(outputs_and_grads(ScaledRows(scale, matrix)), expected):
         torch.testing.assert_close(got, want)
     assert factors.scaled(ScaledRows(scale, matrix), 0.5).dense().detach().equal(0.5 * dense.detach())
+
+
+def test_scaled_rows_are_applied_as_parts_only_when_that_keeps_less(monkeypatch):
+    """(h Mᵀ) ⊙ s keeps T × n numbers for backward, diag(s) M keeps n × m: a call with T ≥ m rows forms the
+    product (one RowScale), one with fewer rows never does; both give the dense factor's result."""
+    import torch.nn.functional as F
+
+    from lorazoo.projections import factors
+
+    gen = torch.Generator().manual_seed(5)
+    factor = ScaledRows(torch.randn(3, generator=gen, requires_grad=True), torch.randn(3, 8, generator=gen))
+    formed: list[int] = []
+    original = factors.RowScale.apply
+    monkeypatch.setattr(factors.RowScale, "apply", lambda *a: formed.append(1) or original(*a))
+    for rows, forms in ((7, False), (8, True), (20, True)):
+        formed.clear()
+        h = torch.randn(rows, 8, generator=gen)
+        out = factors.linear(h, factor)
+        assert bool(formed) == forms, rows
+        torch.testing.assert_close(out, F.linear(h, original(factor.scale, factor.matrix)))

@@ -111,9 +111,18 @@ def scaled(factor: Factor, scaling: float) -> Factor:
 
 
 def linear(h: torch.Tensor, factor: Factor) -> torch.Tensor:
-    """h · factorᵀ for inputs h (..., m), as ``F.linear(h, factor)``."""
+    """h · factorᵀ for inputs h (..., m), as ``F.linear(h, factor)``.
+
+    A ScaledRows (n × m) meets T = h.numel() / m input rows as (h Mᵀ) ⊙ s when T < m, else as its dense
+    product: the first keeps (T × n) numbers for backward and costs T·n multiplications beyond the matmul,
+    the second n × m of each, so the smaller one is chosen per call (VeRA's r = 256 factors at a few hundred
+    tokens: the parts; Tied-LoRA's (o × 8) B: the product).
+    """
     if isinstance(factor, ScaledRows):
-        return F.linear(h, factor.matrix.to(h.dtype)) * factor.scale.to(h.dtype)
+        rows, width = h.numel() // max(h.shape[-1], 1), factor.shape[1]
+        if rows < width:
+            return F.linear(h, factor.matrix.to(h.dtype)) * factor.scale.to(h.dtype)
+        factor = factor.dense()
     return F.linear(h, factor)
 
 
