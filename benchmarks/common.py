@@ -513,22 +513,13 @@ def result_name(benchmark: str, only: str) -> str:
     return benchmark + (f"--only-{only.replace(',', '+')}" if only else "")
 
 
-def write_results(
-    out_dir: Path, name: str, payload: dict[str, Any], report: str | Path | None = None, benchmark: str | None = None
-) -> Path:
-    """Write ``<out_dir>/<name>.json`` (headed by the benchmark name, command and machine) atomically and,
-    when asked, regenerate the markdown report with this file as its ``benchmark`` section.
+def write_results(out_dir: Path, name: str, payload: dict[str, Any], benchmark: str | None = None) -> Path:
+    """Write ``<out_dir>/<name>.json`` (headed by the benchmark name, command and machine) atomically.
 
     ``name`` differs from ``benchmark`` for partial runs (``train_step--only-vera``): they never overwrite the
     full run's file, and the default report only ever reads the full runs' files."""
-    benchmark = benchmark or name
-    payload = {"benchmark": benchmark, "command": command_line(), "machine": machine(), **payload}
-    path = atomic_write_json(Path(out_dir) / f"{name}.json", payload)
-    if report:
-        from .report import write_report
-
-        write_report(out_dir, report, files={benchmark: name})
-    return path
+    payload = {"benchmark": benchmark or name, "command": command_line(), "machine": machine(), **payload}
+    return atomic_write_json(Path(out_dir) / f"{name}.json", payload)
 
 
 def fmt(value: Any, spec: str = ".2f", missing: str = "—") -> str:

@@ -22,6 +22,7 @@ from torch import nn
 
 from . import common
 from .common import Impl, Setting
+from .publish import publish
 
 GENERATE_KEYS = (
     "base",
@@ -208,9 +209,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "dtype": str(common.DTYPE).replace("torch.", ""),
         "records": records,
     }
-    common.write_results(
-        args.out, common.result_name("inference", args.only), payload, args.report, benchmark="inference"
-    )
+    publish(args.out, common.result_name("inference", args.only), payload, args.report, benchmark="inference")
     return payload
 
 

@@ -25,6 +25,7 @@ from lorazoo import Layout
 from lorazoo.projections import build_projection
 
 from . import common
+from .publish import publish
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -154,9 +155,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "budget_s": args.budget,
         "records": records,
     }
-    common.write_results(
-        args.out, common.result_name("reconstruct", args.only), payload, args.report, benchmark="reconstruct"
-    )
+    publish(args.out, common.result_name("reconstruct", args.only), payload, args.report, benchmark="reconstruct")
     return payload
 
 

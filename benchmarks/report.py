@@ -350,10 +350,47 @@ def _sections(sections: dict[str, dict[str, Any] | None]) -> list[str]:
     if sections.get("reconstruct"):
         lines += reconstruct_section(sections["reconstruct"])
     if sections.get("serving"):
-        from .serving import serving_section  # benchmarks/serving.py owns its table
-
         lines += serving_section(sections["serving"])
     return lines
+
+
+def serving_section(data: dict[str, Any]) -> list[str]:
+    """The serving section (benchmarks/serving.py also writes it alone, to serving.md)."""
+    m = data["model"]
+    lines = [
+        "## Serving several adapters: mixed-adapter batch vs sequential batches",
+        "",
+        f"`{data['command']}`",
+        "",
+        (
+            f"{m['layers']} layers of {m['name']} (random weights), k = {m['adapters']} adapters on "
+            f"{', '.join(m['targets'])}, {m['rows']} prompts × {m['seq']} tokens per adapter, one prefill forward under "
+            "`torch.no_grad()` (last-position logits only, `logits_to_keep=1`). *Mixed batch*: all k·rows prompts in one forward with `adapter_names` (one name per row). "
+            f"*Sequential*: k forwards of one adapter's rows each, `set_adapter` in between. LoRA: r = {m['rank']}, "
+            f"α = {2 * m['rank']} in both libraries. *Mixed projections*: one adapter each of {', '.join(m['projections'])} "
+            "(paper-style settings), which only lorazoo can batch together. Medians [quartiles] over "
+            f"{data['repeats']} interleaved rounds; *check* = max |mixed − single-adapter| logits over all rows."
+        ),
+        "",
+    ]
+    rows = []
+    for r in data["records"]:
+        if r.get("status", "ok") != "ok":
+            rows.append([f"`{r['implementation']}`", r["status"], "—", "—", "—", "—"])
+            continue
+        rows.append(
+            [
+                f"`{r['implementation']}`",
+                f"{r['median_ms']:.1f} [{r['p25_ms']:.1f}–{r['p75_ms']:.1f}]",
+                common.fmt(r.get("tokens_per_s"), ".0f"),
+                common.fmt(r.get("speedup_vs_sequential")),
+                common.fmt(r.get("speedup_vs_peft_mixed")),
+                common.fmt(r.get("max_abs_diff_vs_single"), ".1e"),
+            ]
+        )
+    header = ["serving", "forward ms", "tokens/s", "× own sequential", "× PEFT mixed batch", "check"]
+    cells = [header, ["---"] * len(header), *rows]
+    return lines + ["| " + " | ".join(c) + " |" for c in cells] + [""]
 
 
 def subdir_section(directory: Path, heading: str, intro: str) -> list[str]:

@@ -22,7 +22,7 @@ from torch import nn
 
 import lorazoo
 
-from . import common
+from . import common, report
 from .inference import interleaved, perturb
 
 # one adapter per projection for the cross-method mixed batch (paper-style settings at SmolLM2's q, v sizes)
@@ -202,49 +202,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return payload
 
 
-def serving_section(data: dict[str, Any]) -> list[str]:
-    """The markdown section (also used by benchmarks/report.py when serving.json exists)."""
-    m = data["model"]
-    lines = [
-        "## Serving several adapters: mixed-adapter batch vs sequential batches",
-        "",
-        f"`{data['command']}`",
-        "",
-        (
-            f"{m['layers']} layers of {m['name']} (random weights), k = {m['adapters']} adapters on "
-            f"{', '.join(m['targets'])}, {m['rows']} prompts × {m['seq']} tokens per adapter, one prefill forward under "
-            "`torch.no_grad()` (last-position logits only, `logits_to_keep=1`). *Mixed batch*: all k·rows prompts in one forward with `adapter_names` (one name per row). "
-            f"*Sequential*: k forwards of one adapter's rows each, `set_adapter` in between. LoRA: r = {m['rank']}, "
-            f"α = {2 * m['rank']} in both libraries. *Mixed projections*: one adapter each of {', '.join(m['projections'])} "
-            "(paper-style settings), which only lorazoo can batch together. Medians [quartiles] over "
-            f"{data['repeats']} interleaved rounds; *check* = max |mixed − single-adapter| logits over all rows."
-        ),
-        "",
-    ]
-    rows = []
-    for r in data["records"]:
-        if r.get("status", "ok") != "ok":
-            rows.append([f"`{r['implementation']}`", r["status"], "—", "—", "—", "—"])
-            continue
-        rows.append(
-            [
-                f"`{r['implementation']}`",
-                f"{r['median_ms']:.1f} [{r['p25_ms']:.1f}–{r['p75_ms']:.1f}]",
-                common.fmt(r.get("tokens_per_s"), ".0f"),
-                common.fmt(r.get("speedup_vs_sequential")),
-                common.fmt(r.get("speedup_vs_peft_mixed")),
-                common.fmt(r.get("max_abs_diff_vs_single"), ".1e"),
-            ]
-        )
-    header = ["serving", "forward ms", "tokens/s", "× own sequential", "× PEFT mixed batch", "check"]
-    cells = [header, ["---"] * len(header), *rows]
-    return lines + ["| " + " | ".join(c) + " |" for c in cells] + [""]
-
-
 def write_markdown(data: dict[str, Any], path: Path) -> Path:
     from lorazoo.io import atomic_write
 
-    text = "\n".join(serving_section(data))
+    text = "\n".join(report.serving_section(data))
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 

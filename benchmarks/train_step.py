@@ -52,6 +52,7 @@ from torch import nn
 
 from . import common, stats
 from .common import Impl
+from .publish import publish
 
 MEMORY_STEPS = 2
 MIN_TIMED = 2  # an implementation over its budget still gets this many timed rounds
@@ -512,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ),
         "records": build_records(runners, baseline_of, twin_of, extra, settings, args.seed),
     }
-    common.write_results(args.out, result_name(args), payload, args.report, benchmark="train_step")
+    publish(args.out, result_name(args), payload, args.report, benchmark="train_step")
     return payload
 
 
