@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import types
 from collections.abc import Iterator
@@ -63,6 +64,14 @@ class AdaptedModel(nn.Module):
         self._mixed_request: MixedBatch | None = None
         base_model.requires_grad_(False)
         keep_4bit_layout_portable(base_model)  # no machine-dependent CPU repacking of 4-bit weights
+        self._attach_hooks()
+        self._training = 0  # > 0 while a LoraZooTrainer trains (training_guard): the active adapter is fixed
+        self._install(adapter_name, config, _projection)
+        self._bind_forward()
+
+    def _attach_hooks(self) -> None:
+        """θ_D is refreshed when the base (or its transformers backbone, run alone) starts a forward."""
+        base_model = self.base_model
         self._hooks = [
             base_model.register_forward_pre_hook(self._enter_forward),
             base_model.register_forward_hook(self._leave_forward, always_call=True),
@@ -71,12 +80,11 @@ class AdaptedModel(nn.Module):
         if isinstance(backbone, nn.Module) and backbone is not base_model:
             # code that runs the backbone without the model (TRL's fused LM head) still gets a fresh θ_D
             self._hooks.append(backbone.register_forward_pre_hook(self._enter_backbone))
-        self._training = 0  # > 0 while a LoraZooTrainer trains (training_guard): the active adapter is fixed
-        self._install(adapter_name, config, _projection)
 
-        accepted = accepted_kwargs(base_model.forward)
+    def _bind_forward(self) -> None:
+        accepted = accepted_kwargs(self.base_model.forward)
 
-        @functools.wraps(base_model.forward)  # the same signature, so Trainer keeps the right columns
+        @functools.wraps(self.base_model.forward)  # the same signature, so Trainer keeps the right columns
         def forward(*args: Any, adapter_names: Any = None, **kwargs: Any) -> Any:
             check_forward_kwargs(accepted, kwargs)
             if adapter_names is None:
@@ -85,6 +93,24 @@ class AdaptedModel(nn.Module):
                 return self.base_model(*args, **kwargs)
 
         self.forward = forward
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> AdaptedModel:
+        """An independent working copy (TRL's reference model, EMA copies). Copied the default way, the copy's
+        forward closure would still run this model's base, and its hook handles would remove this model's hooks."""
+        self.cache.invalidate()  # a cached θ_D may carry autograd history, which cannot be deep-copied
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for key, value in self.__dict__.items():
+            if key not in ("forward", "_hooks"):
+                copied.__dict__[key] = copy.deepcopy(value, memo)
+        ours = {handle.id for handle in self._hooks}
+        for module in copied.base_model.modules():  # copies of this model's hooks: the copy registers its own
+            for hooks in (module._forward_pre_hooks, module._forward_hooks, module._forward_hooks_always_called):
+                for hook_id in ours & set(hooks):
+                    del hooks[hook_id]
+        copied._attach_hooks()
+        copied._bind_forward()
+        return copied
 
     def __setattr__(self, name: str, value: Any) -> None:
         base = self.__dict__.get("_modules", {}).get("base_model")
