@@ -376,8 +376,9 @@ def trainable_numel(model: nn.Module) -> int:
 
 
 # ----------------------------------------------------------------------------- timing
-class TimeLimitExceeded(Exception):
-    pass
+class TimeLimitExceeded(BaseException):
+    """A BaseException, like KeyboardInterrupt: code under the timer that falls back on ``except Exception``
+    (lorazoo's compiled generator turns any compile error into eager generation) must not swallow it."""
 
 
 def on_cpu_clock() -> bool:
