@@ -48,6 +48,12 @@ def _load_note(data: dict[str, Any]) -> str:
     return f" — load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) when written" if load else ""
 
 
+def _heading(title: str, data: dict[str, Any], after_command: str | None = None) -> list[str]:
+    """A section's title and the command that made it (followed by the machine load, unless told otherwise)."""
+    suffix = _load_note(data) if after_command is None else after_command
+    return [title, "", f"`{data['command']}`{suffix}", ""]
+
+
 def _check(value: float | None, limit: float) -> str:
     if value is None:
         return "n/a"
@@ -67,10 +73,7 @@ def train_section(data: dict[str, Any]) -> list[str]:
     records = data["records"]
     ordered = sorted(records, key=lambda r: (r["library"] != "lorazoo", r["projection"], r["rank"], r["variant"]))
     lines = [
-        "## Training step: lorazoo vs PEFT",
-        "",
-        f"`{data['command']}`{_load_note(data)}",
-        "",
+        *_heading("## Training step: lorazoo vs PEFT", data),
         f"Model: Llama with {SHAPES.get(m['shape'], m['shape'])}'s shape ({m['layers']} layers, {m['base_params']:,} "
         f"parameters, random weights; {data.get('device', 'cpu')}, base in {data.get('dtype', 'float32')}), targets {', '.join(m['targets'])}, batch {m['batch']} × {m['seq']} tokens, causal-LM loss, "
         f"AdamW (PyTorch defaults). One step = zero_grad + forward + backward + optimiser step. Medians over "
@@ -198,10 +201,7 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
     if not settings or base is None:
         return []
     lines = [
-        "## Adapter overhead over the bare base",
-        "",
-        f"`{data['command']}` (the same run as above)",
-        "",
+        *_heading("## Adapter overhead over the bare base", data, " (the same run as above)"),
         "Overhead = step − bare-base step in the same round (the bare base: same model, inputs and loss, no "
         "adapter, backward to the input embeddings, no optimiser). Medians over rounds with "
         f"{data.get('interval', 'bootstrap intervals')} in brackets. *Reference*: PEFT's same method, else PEFT "
@@ -262,10 +262,7 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
 def inference_section(data: dict[str, Any]) -> list[str]:
     m = data["model"]
     lines = [
-        "## Inference: merged vs base, unmerged overhead",
-        "",
-        f"`{data['command']}`{_load_note(data)}",
-        "",
+        *_heading("## Inference: merged vs base, unmerged overhead", data),
         f"Same model shape ({m['layers']} layers), `torch.no_grad()`. Forward: batch {m['batch']} × {m['seq']} "
         f"tokens. Generation: greedy, batch 1, prompt {m['prompt']} tokens, {m['new_tokens']} new tokens "
         f"(KV cache on). Medians over {data['repeats']} interleaved rounds. Merged = `merge_and_unload()` of a "
@@ -295,10 +292,7 @@ def inference_section(data: dict[str, Any]) -> list[str]:
 
 def reconstruct_section(data: dict[str, Any]) -> list[str]:
     lines = [
-        "## θ_D reconstruction alone (Llama-2-7B layout)",
-        "",
-        f"`{data['command']}`{_load_note(data)}",
-        "",
+        *_heading("## θ_D reconstruction alone (Llama-2-7B layout)", data),
         f"Llama-2-7B all-linear, r = {data['rank']}: D = {data['D']:,} (built with `Layout.from_shapes`, no model). "
         "Forward = `projection()` → θ_D; backward = `θ_D.backward(g)` for a fixed random g. Medians over "
         f"{data['repeats']} interleaved rounds; a projection whose first forward or backward exceeds "
@@ -358,10 +352,7 @@ def serving_section(data: dict[str, Any]) -> list[str]:
     """The serving section (benchmarks/serving.py also writes it alone, to serving.md)."""
     m = data["model"]
     lines = [
-        "## Serving several adapters: mixed-adapter batch vs sequential batches",
-        "",
-        f"`{data['command']}`",
-        "",
+        *_heading("## Serving several adapters: mixed-adapter batch vs sequential batches", data, ""),
         (
             f"{m['layers']} layers of {m['name']} (random weights), k = {m['adapters']} adapters on "
             f"{', '.join(m['targets'])}, {m['rows']} prompts × {m['seq']} tokens per adapter, one prefill forward under "

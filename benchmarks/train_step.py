@@ -275,8 +275,9 @@ def measure_memory(
     if pid == 0:  # the child: never returns
         os.close(read_fd)
         try:
-            common.settle_memory(mmap_threshold=MMAP_THRESHOLD)
+            common.settle_memory(mmap_threshold=MMAP_THRESHOLD)  # before any allocation: big buffers get unmapped
             _fault_in_code(impl, base, batch, args)
+            common.settle_memory(mmap_threshold=MMAP_THRESHOLD)  # the throw-away copy's heap back to the OS
             reset_ok = common.reset_peak_rss()
             base_kib = common.proc_status_kib("VmRSS")
             runner = Runner(impl, base, args.lr, args.seed)
@@ -305,7 +306,7 @@ def measure_memory(
 def _fault_in_code(
     impl: Impl | None, base: nn.Module, batch: dict[str, torch.Tensor], args: argparse.Namespace
 ) -> None:
-    """One throw-away attach and step before the counter is reset, whose memory is then freed.
+    """One throw-away attach and step before the counter is reset (its memory is freed on return).
 
     A forked child maps the parent's shared libraries but faults their pages in again on first use, and VmHWM
     counts those file pages: the first call of any torch kernel in the child (lorazoo's integer generator
@@ -315,7 +316,6 @@ def _fault_in_code(
     warm.step(batch)
     del warm
     gc.collect()
-    common.settle_memory(mmap_threshold=MMAP_THRESHOLD)
 
 
 def _cuda_memory(

@@ -69,14 +69,8 @@ class ScaledRows:
     def dtype(self) -> torch.dtype:
         return torch.promote_types(self.scale.dtype, self.matrix.dtype)
 
-    def numel(self) -> int:
-        return self.matrix.numel()
-
     def dense(self) -> torch.Tensor:
         return RowScale.apply(self.scale, self.matrix)
-
-    def detach(self) -> ScaledRows:
-        return ScaledRows(self.scale.detach(), self.matrix.detach())
 
 
 Factor = torch.Tensor | ScaledRows  # one θ_D segment as ``Projection.pieces`` hands it over
