@@ -7,6 +7,7 @@ import importlib
 import pkgutil
 
 from .base import (
+    PaperSettings,
     Projection,
     build_projection,
     get_projection_class,
@@ -21,6 +22,7 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    "PaperSettings",
     "Projection",
     "build_projection",
     "get_projection_class",

@@ -27,6 +27,25 @@ from .options import NoOptions, option_defaults, parse_options
 _REGISTRY: dict[str, type[Projection]] = {}
 
 
+@dataclasses.dataclass(frozen=True)
+class PaperSettings:
+    """A method's published training setting, declared in its projection file beside the formula.
+
+    The Hydra node ``projection/<name>`` and the lr search space ``hydra/sweeper=lr_<name>`` are derived
+    from it when no yaml overrides them, so a new method is one file for the command line too.
+    ``lr`` is the projection's learning rate; ``group_lrs`` the per-group ones where the method trains
+    groups at different rates (VB-LoRA bank / logits); ``source`` cites where each value comes from.
+    """
+
+    rank: int
+    lr: float
+    alpha: float | None = None
+    dropout: float = 0.0
+    weight_decay: float = 0.0
+    group_lrs: tuple[tuple[str, float], ...] = ()
+    source: str = ""
+
+
 def register_projection(name: str):
     """Class decorator: make a Projection subclass available as ``projection=<name>``."""
 
@@ -66,7 +85,8 @@ class Projection(nn.Module):
       ``is_linear``    θ_D is a linear function of θ_d, so ``matrix()`` exists;
       ``uses_alpha``   the layer scale is alpha / rank (LoRA-style) rather than 1;
       ``zero_at_init`` ΔW = 0 at init (the invariant matrix then checks outputs equal the base's);
-      ``tiny_case``    ``projection_kwargs`` that fit the test suite's tiny models (hidden 32, 2 layers).
+      ``tiny_case``    ``projection_kwargs`` that fit the test suite's tiny models (hidden 32, 2 layers);
+      ``paper``        the published setting (:class:`PaperSettings`): rank, α, dropout, lr(s), source.
     ``defaults`` (the options' default values) is derived from ``Options``.
     """
 
@@ -77,6 +97,7 @@ class Projection(nn.Module):
     uses_alpha: ClassVar[bool] = False
     zero_at_init: ClassVar[bool] = False
     tiny_case: ClassVar[dict[str, Any]] = {}
+    paper: ClassVar[PaperSettings | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
