@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..config import AdapterConfig
 from ..layout import Layout
 from . import rng as zrandom
-from .base import Projection, register_projection
+from .base import PaperSettings, Projection, register_projection
 from .options import option
 
 
@@ -73,6 +73,12 @@ class FastfoodOptions:
 
 @register_projection("fastfood")
 class FastfoodProjection(Projection):
+    paper = PaperSettings(
+        rank=4,
+        lr=5e-3,
+        source="Uni-LoRA's GLUE setting (an ablation in arXiv:2506.00799): r = 4; θ lr 5e-3 from "
+        "KaiyangLi1992/Uni-LoRA@3387a6e:NLU/NLU/scripts_unilora_qv/roberta_base_sst2.sh",
+    )
     Options = FastfoodOptions
     is_linear = True
     tiny_case = {"d": 48}

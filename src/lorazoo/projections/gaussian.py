@@ -29,7 +29,7 @@ import torch
 from ..config import AdapterConfig
 from ..layout import Layout
 from . import rng as zrandom
-from .base import Projection, register_projection
+from .base import PaperSettings, Projection, register_projection
 from .options import option
 
 _STREAM = "gaussian/P"
@@ -53,6 +53,12 @@ class GaussianOptions:
 
 @register_projection("gaussian")
 class GaussianProjection(Projection):
+    paper = PaperSettings(
+        rank=4,
+        lr=5e-3,
+        source="Uni-LoRA's GLUE setting (an ablation in arXiv:2506.00799): r = 4; θ lr 5e-3 from "
+        "KaiyangLi1992/Uni-LoRA@3387a6e:NLU/NLU/scripts_unilora_qv/roberta_base_sst2.sh (same scale: unit-norm columns in expectation)",
+    )
     Options = GaussianOptions
     is_linear = True
     tiny_case = {"d": 48}

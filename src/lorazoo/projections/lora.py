@@ -7,11 +7,18 @@ from torch import nn
 
 from ..config import AdapterConfig
 from ..layout import Layout
-from .base import Projection, register_projection
+from .base import PaperSettings, Projection, register_projection
 
 
 @register_projection("lora")
 class LoRAProjection(Projection):
+    paper = PaperSettings(
+        rank=8,
+        alpha=8,
+        lr=4e-4,
+        source="r = 8, α = 8: the GLUE LoRA row of the VB-LoRA/VeRA comparisons; lr 4e-4: "
+        "microsoft/LoRA@c4593f0:examples/NLU/roberta_base_mrpc.sh (--learning_rate 4e-4)",
+    )
     is_linear = True
     uses_alpha = True
     zero_at_init = True

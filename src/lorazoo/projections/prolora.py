@@ -26,7 +26,7 @@ from torch import nn
 
 from ..config import AdapterConfig
 from ..layout import Layout, LayoutEntry
-from .base import Projection, register_projection
+from .base import PaperSettings, Projection, register_projection
 from .options import option
 
 
@@ -85,6 +85,14 @@ class PRoLoRAOptions:
 
 @register_projection("prolora")
 class PRoLoRAProjection(Projection):
+    paper = PaperSettings(
+        rank=8,
+        alpha=16,
+        dropout=0.1,
+        lr=2e-4,
+        source="α 16, dropout 0.1, weight decay 0: Forence1999/PRoLoRA@2e2b1ee:ft_llama2_7b_superni_mmlu.sh; r = 8 "
+        "and lr 2e-4 are lorazoo's choice (the scripts take them as arguments; configs/experiment/SOURCES.md)",
+    )
     Options = PRoLoRAOptions
     is_linear = True
     uses_alpha = True

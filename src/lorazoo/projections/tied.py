@@ -29,7 +29,7 @@ from torch import nn
 from ..config import AdapterConfig
 from ..errors import ConfigError
 from ..layout import Layout, LayoutEntry
-from .base import Projection, register_projection
+from .base import PaperSettings, Projection, register_projection
 from .factors import Factor, concatenated
 from .options import option
 from .sharing import LayerGroups, scaled_factor_pieces, uniform_matrix
@@ -98,6 +98,12 @@ class TiedOptions:
 
 @register_projection("tied")
 class TiedProjection(Projection):
+    paper = PaperSettings(
+        rank=8,
+        lr=1e-3,
+        source="no paper value: Tied-LoRA (arXiv:2311.09578) has no GLUE runs; r = 8 matches the r = 8 LoRA row "
+        "of the VB-LoRA comparison and lr 1e-3 is lorazoo's starting point",
+    )
     Options = TiedOptions
     is_linear = False  # bilinear in (shared matrices, scales)
     uses_alpha = True

@@ -16,7 +16,7 @@ from ..config import AdapterConfig
 from ..errors import ConfigError
 from ..layout import Layout
 from . import rng as zrandom
-from .base import Projection, register_projection
+from .base import PaperSettings, Projection, register_projection
 from .options import option
 
 
@@ -66,6 +66,12 @@ class UniLoRAOptions:
 
 @register_projection("unilora")
 class UniLoRAProjection(Projection):
+    paper = PaperSettings(
+        rank=4,
+        lr=5e-3,
+        source="r = 4, d = 23,040: Uni-LoRA (arXiv:2506.00799) GLUE setting; θ lr 5e-3: "
+        "KaiyangLi1992/Uni-LoRA@3387a6e:NLU/NLU/scripts_unilora_qv/roberta_base_sst2.sh (--learning_rate_vector_bank 5e-3)",
+    )
     Options = UniLoRAOptions
     is_linear = True
     tiny_case = {"d": 64}

@@ -34,7 +34,7 @@ from ..errors import ConfigError
 from ..layout import Layout
 from ..sharding import copy_into, full
 from . import rng as zrandom
-from .base import Projection, register_projection
+from .base import PaperSettings, Projection, register_projection
 from .options import option
 
 TOPK_KEYS = ("bank", "topk_indices", "topk_logit_gaps")
@@ -77,6 +77,14 @@ class VBLoRAOptions:
 
 @register_projection("vblora")
 class VBLoRAProjection(Projection):
+    paper = PaperSettings(
+        rank=4,
+        lr=1e-3,
+        group_lrs=(("bank", 1e-3), ("logits", 1e-2)),
+        source="r = 4: VB-LoRA (arXiv:2405.15179) GLUE setting; bank 1e-3, logits 1e-2: leo-yangli/VB-LoRA@b1a4230:"
+        "NLU/NLU/scripts_vblora_qv/roberta_base_sst2.sh (--learning_rate_vector_bank, --learning_rate_logits); "
+        "dropout 0: PEFT's default (the paper states none for GLUE)",
+    )
     Options = VBLoRAOptions
     is_linear = False
     uses_alpha = False

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..config import AdapterConfig
 from ..layout import Layout
-from .base import Projection, register_projection
+from .base import PaperSettings, Projection, register_projection
 from .factors import Factor, concatenated
 from .options import option
 from .sharing import scaled_factor_pieces, uniform_matrix
@@ -39,6 +39,11 @@ class VeRAOptions:
 
 @register_projection("vera")
 class VeRAProjection(Projection):
+    paper = PaperSettings(
+        rank=1024,
+        lr=4e-3,
+        source="VeRA (arXiv:2310.11454) Table 1: RoBERTa-base q,v r = 1024 (0.043M); Table 8: lr 4e-3 (SST-2)",
+    )
     Options = VeRAOptions
     is_linear = True
     uses_alpha = False
