@@ -1,9 +1,8 @@
-"""scripts/compare.py: the table's statistics, the failed-run section, the Pareto front and its PNG, on fake
-run dirs and on one real tiny sweep."""
+"""lorazoo.compare (scripts/compare.py, lorazoo-compare): rows keyed on what ran, the table's statistics, the
+failed-run section, the Pareto front and its PNG, on fake run dirs and on one real tiny sweep."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import statistics
@@ -14,19 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lorazoo import compare
+from lorazoo.train.config_diff import flatten
+
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _load_compare():
-    spec = importlib.util.spec_from_file_location("lorazoo_compare", REPO / "scripts" / "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-compare = _load_compare()
 
 ACCURACY = {("lora", 0): 0.80, ("lora", 1): 0.90, ("unilora", 0): 0.70, ("unilora", 1): 0.74}
 TRAINABLE = {"lora": 73728, "unilora": 4096}
@@ -36,8 +27,16 @@ def fake_run(root: Path, name: str, projection: str, seed: int, record: dict | N
     """A run dir as the runner leaves it: .hydra/config.yaml + overrides.yaml, and metrics.json when given."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
-    config = {"seed": seed, "projection": {"name": projection}, "task": {"name": "tweets"}, "model": {"name": "minilm"}}
+    config = {
+        "seed": seed,
+        "projection": {"name": projection},
+        "task": {"name": "tweets"},
+        "model": {"name": "minilm"},
+        "trainer": {"max_steps": 20},
+    }
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    identity = {**flatten(config), "lorazoo.generator_version": 1}
+    (run / "lorazoo_run.json").write_text(json.dumps({"fingerprint": "f", "identity": identity}))
     overrides = [f"projection={projection}", f"seed={seed}", "trainer.max_steps=20", f"hydra.run.dir={run}"]
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if record is not None:
@@ -94,10 +93,11 @@ def test_fake_runs_table_failed_section_and_png(tmp_path: Path):
         accs = [ACCURACY[(projection, s)] for s in (0, 1)]
         assert cells[2] == "2"
         assert cells[3] == f"{statistics.fmean(accs):.4f} ± {statistics.stdev(accs):.4f}"
-        assert cells[5] == f"{TRAINABLE[projection]:,}" and cells[7] == "10.5" and cells[8] == "20"
+        assert cells[6] == f"{TRAINABLE[projection]:,}" and cells[8] == "10.5" and cells[10] == "20"
+        assert cells[4] == "[{:.4f}, {:.4f}]".format(*compare.bootstrap_interval(accs))
     assert row(text, "lora")[3] == "0.8500 ± 0.0707" and row(text, "unilora")[3] == "0.7200 ± 0.0283"
-    # sorted by trainable parameters; the group's command lists its seeds
-    assert text.index("| unilora |") < text.index("| lora |")
+    # sorted by the main metric, best first; the group's command lists its seeds
+    assert text.index("| lora |") < text.index("| unilora |")
     assert "`python run.py -m projection=lora trainer.max_steps=20 seed=0,1`" in text
     failed = text.split("## Failed or incomplete runs")[1]
     assert "NonFiniteLossError: loss is nan" in failed and "4_unilora_2" in failed
@@ -114,16 +114,106 @@ def test_fake_runs_table_failed_section_and_png(tmp_path: Path):
     assert_png(tmp_path / "cli" / "x_tweets.png")
 
 
-def test_settings_are_not_pooled_and_missing_dir_fails(tmp_path: Path):
-    fake_run(tmp_path / "a", "r0", "lora", 0, completed("lora", 0))
-    other = fake_run(tmp_path / "b", "r0", "lora", 1, completed("lora", 1))
-    meta = json.loads((other / "metrics.json").read_text())
-    meta["overrides"] = ["projection=lora", "seed=1", "trainer.max_steps=40"]
-    (other / "metrics.json").write_text(json.dumps(meta))
-    text = compare.compare([tmp_path / "a", tmp_path / "b"], out=tmp_path / "out")["table"].read_text()
-    assert "| lora #1 (trainer.max_steps=20) |" in text and "| lora #2 (trainer.max_steps=40) |" in text
+def _rewrite(run: Path, record: dict | None = None, identity: dict | None = None) -> None:
+    """Change a fake run's metrics.json / lorazoo_run.json identity in place (merged into what is there)."""
+    for name, change, key in (("metrics.json", record, None), ("lorazoo_run.json", identity, "identity")):
+        if change:
+            data = json.loads((run / name).read_text())
+            (data[key] if key else data).update(change)
+            (run / name).write_text(json.dumps(data))
+
+
+def test_missing_dir_fails(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         compare.compare([tmp_path / "nope"], out=tmp_path / "out")
+
+
+# Each way two seed-0 and seed-1 runs of one projection can differ in what ran, while their command-line
+# overrides are word for word the same: (metrics.json change, lorazoo_run.json identity change).
+DIFFERENT_SETTINGS = {
+    "trainer.max_steps": ({}, {"trainer.max_steps": 40}),
+    "optimizer.lr": ({}, {"optimizer.lr": 0.01}),
+    "projection.rank": ({}, {"projection.rank": 16}),
+    "fitted d": ({"fitted_to_model": {"projection.kwargs.d": {"from": 23040, "to": 5760, "why": "fit"}}}, {}),
+    "data content": ({"data_sha256": {"train.tsv": "ab" * 32}}, {}),
+    "eval subset": ({}, {"task.max_eval_samples": 100}),
+}
+
+
+@pytest.mark.parametrize("change", sorted(DIFFERENT_SETTINGS))
+def test_runs_that_differ_in_what_ran_are_separate_rows(tmp_path: Path, change: str):
+    """Keyed on the resolved, fitted config (minus the seed) and the data, never on the override text."""
+    fake_run(tmp_path / "a", "r0", "lora", 0, completed("lora", 0))
+    other = fake_run(tmp_path / "b", "r0", "lora", 1, completed("lora", 1))
+    record, identity = DIFFERENT_SETTINGS[change]
+    _rewrite(other, record, identity)
+    result = compare.compare([tmp_path / "a", tmp_path / "b"], out=tmp_path / "out")
+    groups = result["groups"]["tweets"]
+    assert [len(g.runs) for g in groups] == [1, 1]
+    text = result["table"].read_text()
+    assert "| lora #1 (" in text and "| lora #2 (" in text
+    if change in ("trainer.max_steps", "optimizer.lr", "projection.rank"):
+        assert f"{change}=" in text  # the label names the key the rows differ in
+    if change == "eval subset":
+        assert "Not comparable across evaluation sets" in text
+
+
+def test_runs_differing_in_paths_logging_or_seed_only_pool(tmp_path: Path):
+    fake_run(tmp_path / "a", "r0", "lora", 0, completed("lora", 0))
+    other = fake_run(tmp_path / "b", "r0", "lora", 1, completed("lora", 1))
+    _rewrite(
+        other,
+        {"overrides": ["projection=lora", "seed=1", "trainer.max_steps=20", "task.data_dir=/x"]},
+        {"task.data_dir": "/x", "logger.name": "none", "trainer.progress_bar": False},
+    )
+    groups = compare.compare([tmp_path / "a", tmp_path / "b"], out=tmp_path / "out")["groups"]["tweets"]
+    assert [len(g.runs) for g in groups] == [2]
+    assert "Not comparable" not in (tmp_path / "out" / "compare.md").read_text()
+
+
+@pytest.mark.parametrize("same_result", [True, False])
+def test_repeated_seed_counts_once_and_is_flagged(tmp_path: Path, same_result: bool):
+    first = fake_run(tmp_path / "a", "r0", "lora", 0, completed("lora", 0))
+    again = fake_run(tmp_path / "b", "r0", "lora", 0, completed("lora", 0))
+    if not same_result:
+        _rewrite(again, {"accuracy": 0.5, "metrics": {"accuracy": 0.5}})
+    result = compare.compare([tmp_path / "a", tmp_path / "b"], out=tmp_path / "out")
+    (group,) = result["groups"]["tweets"]
+    assert [r.run_dir for r in group.runs] == [first] and [r.run_dir for r in group.duplicates] == [again]
+    cells = row(result["table"].read_text(), "lora")
+    assert cells[2] == "1" and cells[3] == f"{ACCURACY[('lora', 0)]:.4f}"  # n = 1, not 2 runs at ± 0
+    assert cells[-1] == f"seed 0 ×2 ({'same result' if same_result else 'results differ'})"
+    printed = subprocess.run(
+        [sys.executable, "-m", "lorazoo.compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert printed.returncode == 0 and "1 repeated seed(s) counted once" in printed.stdout
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "perplexity"])
+def test_rows_sorted_by_the_main_metric_in_its_direction(tmp_path: Path, metric: str):
+    task = "tweets" if metric == "accuracy" else "instruct/alpaca"
+    scores = {"lora": 0.6, "vera": 0.9, "unilora": 0.75}
+    for projection, score in scores.items():
+        run = fake_run(tmp_path, projection, projection, 0, completed("lora", 0))
+        _rewrite(run, {"task": task, "projection": projection, metric: score, "metrics": {metric: score}})
+    groups = compare.compare([tmp_path], out=tmp_path / "out")["groups"][task]
+    best_first = sorted(scores, key=scores.get, reverse=metric == "accuracy")
+    assert [g.projection for g in groups] == best_first
+
+
+def test_bootstrap_interval_is_scipys_percentile_interval():
+    import numpy as np
+    from scipy import stats
+
+    values = [0.8, 0.9, 0.85, 0.7]
+    low, high = compare.bootstrap_interval(values)
+    assert low < statistics.fmean(values) < high and 0.7 <= low and high <= 0.9
+    ref = stats.bootstrap((np.asarray(values),), np.mean, n_resamples=2000, method="percentile", rng=0)
+    assert abs(low - ref.confidence_interval.low) < 0.03 and abs(high - ref.confidence_interval.high) < 0.03
+    assert compare.bootstrap_interval([0.5]) is None and compare.bootstrap_interval([0.5, 0.5]) == (0.5, 0.5)
 
 
 @pytest.mark.parametrize("lower", [False, True])
@@ -196,7 +286,8 @@ def test_real_tiny_sweep(tmp_path: Path):
         cells = row(text, projection)
         accs = [records[(projection, s)]["accuracy"] for s in (0, 1)]
         assert cells[2] == "2" and cells[3] == f"{statistics.fmean(accs):.4f} ± {statistics.stdev(accs):.4f}"
-        assert cells[5] == f"{records[(projection, 0)]['trainable']:,}"
+        assert cells[6] == f"{records[(projection, 0)]['trainable']:,}"
+        assert float(cells[9]) > 0  # CPU seconds of training, recorded per run
     assert "None: every run found completed." in text
     assert_png(tmp_path / "results" / "tiny_tweets.png")
 
@@ -218,7 +309,7 @@ def test_fair_comparison_rows_are_marked_tuned_and_trials_kept_apart(tmp_path: P
     fake_run(tmp_path / "fair", "untuned", "unilora", 0, completed("unilora", 0))
     text = compare.compare([tmp_path / "fair"], out=tmp_path / "out", name="fair")["table"].read_text()
     tuned = row(text, "lora (tuned)")
-    assert tuned[2] == "2" and tuned[3] == "0.8500 ± 0.0707" and tuned[-1] == "lr 0.004"  # dev-set seeds only
-    assert row(text, "unilora")[-1] == "no"
+    assert tuned[2] == "2" and tuned[3] == "0.8500 ± 0.0707" and tuned[-3] == "lr 0.004"  # dev-set seeds only
+    assert row(text, "unilora")[-3] == "no"
     search = text.split("## lr search trials")[1].split("##")[0]
     assert "| tweets | lora | 2 | 2 | 0.9000 | `optimizer.lr=0.004` |" in search
