@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
 
+from lorazoo import projection_names
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.train.optimizer import OptimizerOptions
 from lorazoo.train.options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node
@@ -154,3 +156,55 @@ def test_command_line_overrides_a_projection_option():
     )
     with pytest.raises(ConfigCompositionException):
         compose_with("projection=vblora", "projection.kwargs.vector_lenght=128")
+
+
+@pytest.mark.parametrize("name", projection_names())
+def test_every_projection_declares_its_paper_settings(name: str):
+    """``projection=<name>`` and ``lr_<name>`` are derived from this declaration: every method needs one."""
+    from lorazoo.projections import PaperSettings, get_projection_class
+
+    paper = get_projection_class(name).paper
+    assert isinstance(paper, PaperSettings), f"{name} declares no paper = PaperSettings(...)"
+    assert paper.rank > 0 and paper.lr > 0 and all(lr > 0 for _, lr in paper.group_lrs)
+    assert paper.source.strip(), f"{name}: each paper value needs its source"
+
+
+@pytest.mark.parametrize("name", options("projection"))
+def test_projection_yaml_agrees_with_the_paper_declaration(name: str):
+    """A configs/projection yaml replaces the derived node (for its comments): its values may not drift."""
+    from lorazoo.projections import get_projection_class
+    from lorazoo.train.config_store import projection_node
+
+    paper = get_projection_class(name).paper
+    assert paper is not None, f"configs/projection/{name}.yaml has no paper declaration to agree with"
+    derived = projection_node(name, paper)
+    cfg = compose_with(f"projection={name}")
+    written = {k: cfg.projection[k] for k in derived["projection"]}
+    assert written == derived["projection"], f"{name}.yaml vs {name}.py paper"
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (paper.lr, paper.weight_decay)
+    groups = {g: v["lr"] for g, v in OmegaConf.to_container(cfg.optimizer.groups).items() if g != "head"}  # task's
+    assert groups == dict(paper.group_lrs)
+
+
+@pytest.mark.parametrize("name", projection_names())
+def test_lr_sweeper_searches_each_declared_lr(name: str):
+    """hydra/sweeper=lr_<name>: log-uniform over 1/10 .. 100 × each declared lr (each group lr where declared)."""
+    from lorazoo.projections import get_projection_class
+
+    paper = get_projection_class(name).paper
+    assert paper is not None
+    expected = {f"optimizer.groups.{g}.lr": lr for g, lr in paper.group_lrs} or {"optimizer.lr": paper.lr}
+    params = compose_with(f"hydra/sweeper=lr_{name}", f"projection={name}", hydra=True).hydra.sweeper.params
+    assert set(params) == set(expected)
+    for key, lr in expected.items():
+        low, high = (float(x) for x in re.fullmatch(r"tag\(log, interval\((\S+), (\S+)\)\)", params[key]).groups())
+        assert (low, high) == (pytest.approx(lr / 10, rel=1e-12), pytest.approx(lr * 100, rel=1e-12))
+
+
+@pytest.mark.parametrize("lr", [4e-4, 2e-4, 1e-3, 1e-2, 5e-3, 4e-3, 3e-5])
+def test_lr_interval_is_written_in_decimal(lr: float):
+    """4e-4 / 10 is written 4e-05, not 3.9999999999999996e-05 (the sweep's log files show these values)."""
+    from lorazoo.train.config_store import log_interval
+
+    low, high = re.fullmatch(r"tag\(log, interval\((\S+), (\S+)\)\)", log_interval(lr)).groups()
+    assert len(low) <= 6 and len(high) <= 6, (low, high)

@@ -1,8 +1,10 @@
-"""Adding a method is one file: a projection dropped into a copy of the package is registered,
-validated and run through the invariant matrix with no other file touched."""
+"""Adding a method is one file: a projection dropped into a copy of the package is registered, validated,
+run through the invariant matrix and every per-projection test, and trained by run.py and its lr sweep
+(configs derived from its ``paper`` declaration) with no other file touched."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 import lorazoo
 
@@ -25,7 +28,7 @@ DROPIN = textwrap.dedent('''
     import torch
     from torch import nn
 
-    from .base import Projection, register_projection
+    from .base import PaperSettings, Projection, register_projection
     from .options import option
 
 
@@ -37,6 +40,7 @@ DROPIN = textwrap.dedent('''
 
     @register_projection("dropin")
     class DropinProjection(Projection):
+        paper = PaperSettings(rank=4, alpha=8, lr=2e-3, source="a test-only method: no paper")
         Options = DropinOptions
         is_linear = True
         uses_alpha = True
@@ -130,3 +134,93 @@ def test_dropped_in_file_runs_the_invariant_matrix(package_copy):
     expected = len(invariants) * len(test_invariants.KINDS) + 1
     assert passed and int(passed.group(1)) == expected, tail
     assert "skipped" not in result.stdout.splitlines()[-1], tail
+
+
+RUN_TINY = [
+    "model=tiny_bert",
+    "task.max_train_samples=16",
+    "task.max_eval_samples=8",
+    "trainer.max_steps=2",
+    "trainer.batch_size=8",
+    "trainer.progress_bar=false",
+    "logger=none",
+]
+
+
+def _run_py(package_copy: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**_env(package_copy), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run.py"), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_dropped_in_file_trains_through_run_py_with_its_paper_settings(package_copy, tmp_path):
+    """projection=dropin resolves to the file's ``paper`` declaration (no configs/projection/dropin.yaml)."""
+    out = _run_py(package_copy, "projection=dropin", *RUN_TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["steps"] == 2
+    config = yaml.safe_load((tmp_path / "run" / ".hydra" / "config.yaml").read_text())
+    assert config["projection"] == {
+        "name": "dropin",
+        "rank": 4,
+        "alpha": 8,
+        "dropout": 0.0,
+        "kwargs": {"scale": 1.0, "copies": 1},
+    }
+    assert (config["optimizer"]["lr"], config["optimizer"]["weight_decay"]) == (2e-3, 0.0)
+
+
+def test_dropped_in_file_has_a_working_lr_sweep(package_copy, tmp_path):
+    """hydra/sweeper=lr_dropin exists (derived: log-uniform 1/10 .. 100 × the declared lr) and one trial runs."""
+    sweep = tmp_path / "sweep"
+    out = _run_py(
+        package_copy,
+        "-m",
+        "hydra/sweeper=lr_dropin",
+        "projection=dropin",
+        *RUN_TINY,
+        "hydra.sweeper.n_trials=1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Best value:" in out.stdout + out.stderr
+    records = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert [r["status"] for r in records] == ["completed"]
+    (lr,) = [float(o.split("=", 1)[1]) for o in records[0]["overrides"] if o.startswith("optimizer.lr=")]
+    assert 2e-4 <= lr <= 0.2
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"] == records[0]["accuracy"]
+
+
+PER_PROJECTION_TESTS = [  # tests parametrised over projection_names() whose dropin cases must all pass
+    "test_first_hour.py::test_defaults_fit_every_packaged_model",
+    "test_first_hour.py::test_every_projection_trains_with_its_defaults_through_the_runner",
+    "test_sweep.py::test_every_projection_has_an_lr_preset_around_its_lr",
+    "test_configs.py::test_every_projection_declares_its_paper_settings",
+    "test_configs.py::test_lr_sweeper_searches_each_declared_lr",
+    "test_pieces.py",
+    "test_properties.py",
+]
+
+
+@pytest.mark.slow
+def test_dropped_in_file_passes_every_per_projection_test(package_copy):
+    files = sorted({str(REPO_ROOT / "tests" / t.split("::")[0]) for t in PER_PROJECTION_TESTS})
+    command = [sys.executable, "-m", "pytest", *files, "-k", "dropin", "-v", "-n", "0"]
+    command += ["-p", "no:cacheprovider", "-p", "no:randomly"]
+    env = {**_env(package_copy), "LORAZOO_CONFIG_DIR": str(REPO_ROOT / "configs")}
+    result = subprocess.run(command, env=env, cwd=package_copy.parent, capture_output=True, text=True, timeout=900)
+    tail = result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, tail
+    passed = re.findall(r"tests/(\S+?)\[\S*dropin\S*\] PASSED", result.stdout)
+    for test in PER_PROJECTION_TESTS:
+        assert any(p.startswith(test) for p in passed), (test, tail)
+    assert sum("test_defaults_fit" in p for p in passed) == 4, tail  # every packaged model

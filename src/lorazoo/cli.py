@@ -37,7 +37,7 @@ def config_dir() -> str:
 
 CONFIG_DIR = config_dir()
 register_resolvers()  # ${lorazoo_slug:...} in configs/config.yaml (flat sweep job dirs)
-register_projection_options()  # projection.kwargs defaults come from the projections' Options dataclasses
+register_projection_options(CONFIG_DIR)  # projection/<name>, lr_<name>, option defaults: from the projection files
 # our joblib.yaml spells out every key of the plugin's schema of the same name; Hydra warns about the match
 # (the message starts with a newline, so the pattern must let '.' match it: (?s))
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
