@@ -135,7 +135,7 @@ DIFFERENT_SETTINGS = {
     "optimizer.lr": ({}, {"optimizer.lr": 0.01}),
     "projection.rank": ({}, {"projection.rank": 16}),
     "fitted d": ({"fitted_to_model": {"projection.kwargs.d": {"from": 23040, "to": 5760, "why": "fit"}}}, {}),
-    "data content": ({"data_sha256": {"train.tsv": "ab" * 32}}, {}),
+    "data content": ({"data_sha256": {"/data/train.tsv": "ab" * 32}}, {}),
     "eval subset": ({}, {"task.max_eval_samples": 100}),
 }
 
@@ -166,6 +166,8 @@ def test_runs_differing_in_paths_logging_or_seed_only_pool(tmp_path: Path):
         {"overrides": ["projection=lora", "seed=1", "trainer.max_steps=20", "task.data_dir=/x"]},
         {"task.data_dir": "/x", "logger.name": "none", "trainer.progress_bar": False},
     )
+    for run, folder in ((other, "/x"), (tmp_path / "a" / "r0", "/y")):  # the same file content in two places
+        _rewrite(run, {"data_sha256": {f"{folder}/train.tsv": "cd" * 32}})
     groups = compare.compare([tmp_path / "a", tmp_path / "b"], out=tmp_path / "out")["groups"]["tweets"]
     assert [len(g.runs) for g in groups] == [2]
     assert "Not comparable" not in (tmp_path / "out" / "compare.md").read_text()

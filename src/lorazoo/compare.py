@@ -135,7 +135,8 @@ class Run:
         keys = {k: v for k, v in self.config.items() if not _is(k, NOT_SETTING)}
         if not self.config:  # a run from before lorazoo_run.json: its job overrides are all there is
             keys = {o.split("=", 1)[0]: o.split("=", 1)[-1] for o in self.overrides if not _skip_override(o)}
-        keys.update({f"data sha256 {name}": digest for name, digest in self.data_sha256.items()})
+        if self.data_sha256:  # the content, wherever the files were
+            keys["data sha256"] = sorted(self.data_sha256.values())
         return keys
 
     @property

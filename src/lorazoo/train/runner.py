@@ -6,7 +6,6 @@ import contextlib
 import copy
 import math
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from ..errors import LoraZooError
 from ..io import atomic_write_json
 from ..projections import get_projection_class
 from ..version import __version__
-from . import preflight, run_dir
+from . import preflight, provenance, run_dir
 from .checkpoints import foreign_checkpoints, resume_point
 from .data_root import apply_data_root
 from .distributed import (
@@ -32,7 +31,7 @@ from .distributed import (
     scale_arguments,
     world_size,
 )
-from .errors import ConfigError, NonFiniteMetricError
+from .errors import ConfigError, DataUnavailableError, NonFiniteMetricError
 from .harness import eval_options, flat_scores
 from .harness import prepare as prepare_lm_eval
 from .model_fit import Change, explicit_keys, fit_projection, meta_layout
@@ -42,6 +41,7 @@ from .optimizer import OptimizerOptions, check_groups
 from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node, to_plain
 from .run_record import prior_train_time, write_failure
 from .tasks import build_task
+from .tasks.base import recording_reads
 from .tracking import RunLogger
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ def _hydra_context() -> dict[str, Any]:
         "overrides": list(hc.overrides.task),
         "experiment": hc.runtime.choices.get("experiment"),
         "sweep_dir": hc.sweep.dir if multirun else None,
+        "multirun": multirun,
     }
 
 
@@ -207,7 +208,7 @@ def _early_record(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str
         "projection": name("projection"),
         "model": name("model"),
         "seed": cfg.get("seed"),
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "command": provenance.job_command(sys.argv, hydra.get("overrides", []), bool(hydra.get("multirun"))),
         "argv": list(sys.argv),
         "overrides": hydra.get("overrides", []),
         "output_dir": str(out),
@@ -281,7 +282,17 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         )
         for change in changes:
             print(change.line(model_opts.name), file=sys.stderr)
-    task.load()  # data errors surface before a model is loaded
+    try:
+        with recording_reads() as data_files:
+            task.load()  # data errors surface before a model is loaded
+    except DataUnavailableError as exc:  # say which setting the missing path came from
+        origin = provenance.data_path_origin(
+            cfg, hydra.get("overrides", []), applied, data_from, hydra.get("experiment")
+        )
+        raise DataUnavailableError(f"{exc}; {origin}") from None
+    fitted = {c.key: c.new for c in changes}
+    if is_rank_zero():  # the config as used (fitted values), beside Hydra's composed one
+        provenance.write_config_used(out, cfg, fitted)
     harness = prepare_lm_eval(eval_options(cfg.get("eval")))  # lm-eval task names and data, checked now too
 
     if trainer_opts.deterministic:
@@ -332,11 +343,16 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         "projection": projection.name,
         "model": model_opts.name,
         "seed": seed,
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "command": provenance.job_command(sys.argv, hydra.get("overrides", []), bool(hydra.get("multirun"))),
         "argv": list(sys.argv),
         "overrides": hydra.get("overrides", []),
         "output_dir": str(out),
+        "cwd": os.getcwd(),
+        "config_used": provenance.CONFIG_USED,
         "lorazoo_version": __version__,
+        **provenance.code_record(),
+        "data_sha256": provenance.data_checksums(data_files),
+        "eval_split": _eval_split(cfg),
         "model_source": loaded.source,
         "parameters": counts,
         "trainable": counts["trainable"],
@@ -357,9 +373,9 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         resume=resume_from is not None or trainer_opts.resume,
     )
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), provenance.CpuClock()
         result = trainer.train(resume_from_checkpoint=resume_from)
-        session = time.perf_counter() - started
+        session, session_cpu = time.perf_counter() - started, cpu.elapsed()
         wall = clock.prior_s + session
         # saved before the final evaluation, so a failing metric, generation or lm-eval keeps what was trained
         adapter_dir = cast("AdaptedModel", loaded.model).save_adapter(
@@ -389,11 +405,15 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         eval_timing=timing,
         steps=trainer.state.global_step,
         wall_time_s=round(wall, 3),
+        # CPU seconds of training (this process and its finished data-loader workers); a resumed run's earlier
+        # part is not known here, so only its own session is reported
+        cpu_time_s=None if resume_from else round(session_cpu, 3),
         train={
             "steps": trainer.state.global_step,
             "epochs": trainer.state.epoch,
             "wall_time_s": round(wall, 3),
             "this_session_s": round(session, 3),
+            "this_session_cpu_s": round(session_cpu, 3),
             "train_loss": result.training_loss,
             "resumed_from": resume_from,
         },
@@ -433,6 +453,12 @@ def _failure_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _eval_split(cfg: DictConfig) -> str:
+    """What the final scores are measured on: the dev/test data, or a held-in split carved from train."""
+    held = OmegaConf.select(cfg, "task.holdout_dev", default=None)
+    return f"held-in ({held} examples carved from train, task.holdout_dev)" if held else "dev"
+
+
 def _print_summary(record: dict[str, Any], out: Path) -> None:
     shown = [
         f"{k}={record[k]:.4f}"
@@ -443,6 +469,6 @@ def _print_summary(record: dict[str, Any], out: Path) -> None:
         shown.append(f"majority_rate={record['majority_rate']:.4f}")
     print(
         f"[lorazoo] {record['task']} / {record['projection']} / {record['model']} (seed {record['seed']}): "
-        f"dev {' '.join(shown)} | trainable {record['trainable']:,} of D {record['D']:,} | "
+        f"{record.get('eval_split', 'dev')} {' '.join(shown)} | trainable {record['trainable']:,} of D {record['D']:,} | "
         f"{record['steps']} steps in {record['wall_time_s']:.1f} s | {out / 'metrics.json'}"
     )

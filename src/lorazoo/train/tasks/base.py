@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -155,8 +156,25 @@ def carve_holdout(train: list, n: int, seed: int) -> tuple[list, list]:
     return [r for i, r in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
 
 
+_RECORDERS: list[list[Path]] = []  # open recording_reads() lists
+
+
+@contextlib.contextmanager
+def recording_reads() -> Iterator[list[Path]]:
+    """The paths require_file hands out while this is open: the data files a task read (the runner puts their
+    sha256 into metrics.json)."""
+    found: list[Path] = []
+    _RECORDERS.append(found)
+    try:
+        yield found
+    finally:
+        _RECORDERS.remove(found)
+
+
 def require_file(path: Path, hint: str) -> Path:
     """A regular, non-empty file; a broken symlink or a device (a link to /dev/zero) is named as such."""
+    for found in _RECORDERS:
+        found.append(path)
     if not path.exists():
         if path.is_symlink():
             raise DataUnavailableError(
