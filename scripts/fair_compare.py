@@ -2,7 +2,10 @@
 """Fair comparison of projections: the same lr-search budget for each, then seeds at each one's best lr.
 
     python scripts/fair_compare.py --task glue/sst2 --projections lora,vera,unilora --trials 6 --seeds 0,1,2 \\
-        --out runs/fair [--experiment-prefix cpu_study_] [-- extra run.py overrides]
+        --out runs/fair [--experiment-prefix cpu_study_] [data_root=<dir> | task.data_dir=<dir>] [key=value ...]
+
+Every ``key=value`` argument is a run.py override passed to every job (search and final), so local data is given
+exactly as to run.py: ``data_root=../shared/data`` or ``task.data_dir=../shared/data/glue/SST-2``.
 
 For every projection P, two Hydra multiruns of ``python run.py`` (Hydra is the engine; this only sequences):
   1. search: ``-m hydra/sweeper=lr_P task.holdout_dev=N hydra.sweeper.n_trials=T`` — Optuna over P's lr
@@ -114,9 +117,20 @@ def compare_one(projection: str, args: argparse.Namespace, extra: list[str]) -> 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []  # the older spelling: overrides after --
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        epilog="Local data, as for run.py: data_root=<dir holding glue/SST-2, gsm8k/, ...> or task.data_dir=<dir> "
+        "(task.data_file=<file> for file tasks). Any other run.py override works the same way.",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="run.py overrides for every job, e.g. data_root=../shared/data, task.data_dir=<dir>, "
+        "task.max_eval_samples=200, logger=none",
+    )
     parser.add_argument("--task", required=True, help="task option, e.g. glue/sst2")
     parser.add_argument("--projections", required=True, help="comma-separated, e.g. lora,vera,unilora")
     parser.add_argument("--trials", type=int, default=8, help="lr-search trials per projection (the same for all)")
@@ -130,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dry-run", action="store_true", help="print the run.py commands only")
     args = parser.parse_args(argv)
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        parser.error(f"{bad[0]!r} is not an option or a key=value override (e.g. data_root=<dir>)")
+    extra = [*args.overrides, *extra]
     args.seeds = [int(s) for s in args.seeds.split(",") if s != ""]
     if args.trials <= 0 or args.holdout <= 0 or not args.seeds:
         parser.error("--trials and --holdout must be > 0 and --seeds non-empty")

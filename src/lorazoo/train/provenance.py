@@ -109,12 +109,13 @@ class CpuClock:
 
 
 def config_used(cfg: DictConfig, fitted: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config with each fitted key (``projection.kwargs.d``) at the value the run used."""
+    """The config with each fitted key (``projection.kwargs.d``) at the value the run used. Interpolations stay
+    as written (an ``${oc.env:...}`` is resolved again by the rerun, its value never lands in the file)."""
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         for key, value in fitted.items():
             OmegaConf.update(cfg, key, value, merge=False)
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = OmegaConf.to_container(cfg, resolve=False)
     if not isinstance(plain, dict):
         raise TypeError(f"a run config is a mapping, got {type(plain).__name__}")
     return {str(k): v for k, v in plain.items()}
