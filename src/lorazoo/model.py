@@ -20,7 +20,7 @@ from .layout import Layout
 from .mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
 from .peft_config import implied_head_modules, peft_base_path, peft_task_type
 from .projections import Projection, build_projection
-from .quantized import keep_4bit_layout_portable, quantization_of
+from .quantized import dequantized_weight, keep_4bit_layout_portable, quantization_of
 from .reconstructor import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
 from .sharding import (
     call_with_full_parameters,
@@ -201,11 +201,14 @@ class AdaptedModel(nn.Module):
         """add_adapter with an optional projection already built (and checked) by the loader."""
         if name in self.adapters:
             raise AdapterStateError(f"adapter {name!r} already exists; existing: {list(self.adapters)}")
+        fresh = projection is None
         if projection is None:
             layout = layout_from_model(self.base_model, config.target_modules, config.rank)
             projection = build_projection(layout, config)
         layout = projection.layout
         projection = projection.to(self._base_device())
+        if fresh and projection.reads_base_weights:  # a weight-aware method reads the frozen base, once
+            projection.init_from_base(base_weights(self.base_model, layout))
         projection.set_active(False)
         self._wrap_targets(layout)
         for module in self._module_copies(config.modules_to_save):
@@ -595,6 +598,23 @@ def check_layout(saved: Layout, base_model: nn.Module, config: AdapterConfig) ->
     )
 
 
+def base_weights(base_model: nn.Module, layout: Layout) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, W) of every adapted module, one at a time: W dense float32 in the layout's (out × in) orientation,
+    what a weight-aware projection reads at attach and checks on load. A quantised weight is dequantised (what
+    its forward multiplies by), a sharded one gathered (every rank must call this), a merged one refused."""
+    for entry in layout:
+        module = base_model.get_submodule(entry.name)
+        layer = module if isinstance(module, AdaptedLayer) else wrap_module(module, entry.name, ThetaCache())
+        if layer.merged:
+            raise AdapterStateError(
+                f"{entry.name!r} holds a merged adapter; unmerge() before adding or loading an adapter that "
+                "reads the base weights (it would read W + ΔW)"
+            )
+        with gathered([layer.weight]):
+            weight = full(dequantized_weight(layer.base_layer))
+        yield entry.name, layer.weight_delta(weight)  # a transpose or nothing: it maps the stored W back too
+
+
 def _load_head(head: nn.Module, module_name: str, state: dict[str, torch.Tensor]) -> None:
     """``load_state_dict`` that also fills sharded (FSDP) parameters: each rank keeps its own shard."""
     own = head.state_dict(keep_vars=True)
@@ -651,6 +671,8 @@ def _checked_adapter(
         projection.load_adapter_state_dict(projection_tensors)
     except (ValueError, RuntimeError) as exc:
         raise AdapterFileError(f"{where!r} does not match its config: {exc}") from None
+    if projection.reads_base_weights:  # its saved structures were derived from one base: this one?
+        projection.check_base(base_weights(base_model, layout), where)
     missing = sorted(set(config.modules_to_save) - {m.rsplit(".", 1)[-1] for m in heads} - set(heads))
     if missing and with_heads:
         raise AdapterFileError(f"{where!r} lacks the saved module(s) {missing} its config lists in modules_to_save")

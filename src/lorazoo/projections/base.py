@@ -10,6 +10,7 @@ and ``tiny_case`` puts the method into the invariant test matrix.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -86,7 +87,10 @@ class Projection(nn.Module):
       ``uses_alpha``   the layer scale is alpha / rank (LoRA-style) rather than 1;
       ``zero_at_init`` ΔW = 0 at init (the invariant matrix then checks outputs equal the base's);
       ``tiny_case``    ``projection_kwargs`` that fit the test suite's tiny models (hidden 32, 2 layers);
-      ``paper``        the published setting (:class:`PaperSettings`): rank, α, dropout, lr(s), source.
+      ``paper``        the published setting (:class:`PaperSettings`): rank, α, dropout, lr(s), source;
+      ``reads_base_weights``  a weight-aware method (LoRA-XS, TinyLoRA): the lifecycle hands it the frozen
+                       base weights once, at attach (``init_from_base``), and checks a loaded adapter's
+                       saved structures against the base it is loaded onto (``check_base``).
     ``defaults`` (the options' default values) is derived from ``Options``.
     """
 
@@ -98,6 +102,7 @@ class Projection(nn.Module):
     zero_at_init: ClassVar[bool] = False
     tiny_case: ClassVar[dict[str, Any]] = {}
     paper: ClassVar[PaperSettings | None] = None
+    reads_base_weights: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -181,6 +186,19 @@ class Projection(nn.Module):
 
         jac = torch.func.jacrev(theta_of, argnums=tuple(range(len(values))))(*values)
         return torch.cat([j.reshape(self.D, -1) for j in jac], dim=1)
+
+    # ----------------------------------------------------------------- weight-aware projections
+    def init_from_base(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Derive frozen structures from the base, once, at attach (called only when ``reads_base_weights``).
+
+        ``weights`` yields (module name, W) in layout order, W dense float32 in the layout's (out × in)
+        orientation: a Conv1D's or an embedding's weight transposed, a quantised one dequantised, a sharded
+        one gathered. The lifecycle never says which method it serves; the projection decides what to keep.
+        """
+
+    def check_base(self, weights: Iterable[tuple[str, torch.Tensor]], where: str) -> None:
+        """After a load (``reads_base_weights`` only): refuse, in one line, a base other than the one the
+        saved structures were derived from. ``weights`` as for ``init_from_base``."""
 
     # ----------------------------------------------------------------- persistence
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:

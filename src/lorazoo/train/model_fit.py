@@ -15,6 +15,8 @@ cap (its streamed paper setting costs 2·D·d = 6.8e9 normal draws per step: pas
   their gcd that is ≤ the default (MiniLM 384 → 192; SmolLM2 q,v 576/192 → 192).
 - vera ``rank`` ≤ ⌊1024 · w / 768⌋, w = the widest adapted input: VeRA's r per unit width on RoBERTa-base
   (r = 1024 at 768; Kopiczko et al. 2024, arXiv:2310.11454, Table 1). MiniLM (384) → 512.
+- weight-aware projections (loraxs, tinylora) ``rank`` ≤ min(out, in) of every adapted weight: their factors
+  are its truncated SVD (LoRA-XS's r = 64 on the tiny Llama's 16-wide k_proj → 16).
 """
 
 from __future__ import annotations
@@ -147,6 +149,11 @@ def fit_projection(
         cap, key = max(1, math.floor(VERA_RANK_PER_WIDTH * width)), "projection.rank"
         if rank > cap and not _is_explicit(key, explicit):
             changes.append(Change(key, rank, cap, f"VeRA's r/width = 4/3 at width {width}"))
+            rank = cap
+    if get_projection_class(opts.name).reads_base_weights and len(layout):
+        cap, key = min(min(e.in_features, e.out_features) for e in layout), "projection.rank"
+        if rank > cap and not _is_explicit(key, explicit):
+            changes.append(Change(key, rank, cap, f"a truncated SVD of a {cap}-wide adapted weight has {cap} triplets"))
             rank = cap
     if not changes:
         return opts, []
