@@ -82,7 +82,8 @@ def test_defaults_fit_every_packaged_model(projection: str, model: str):
     layout = meta_layout(model_opts, proj, 2)
     assert layout is not None and len(layout) > 0
     fitted, changes = fit_projection(proj, layout, model, explicit=set())
-    built = build_projection(layout, adapter_config(fitted, model_opts, 0))
+    fitted_layout = meta_layout(model_opts, fitted, 2)  # at the fitted rank (randlora's factor ranks follow it)
+    built = build_projection(fitted_layout, adapter_config(fitted, model_opts, 0))
     assert 0 < built.d
     if projection in ("unilora", "fastfood", "gaussian"):
         assert fitted.kwargs["d"] <= layout.D * 23040 / 147456

@@ -13,6 +13,7 @@ from conftest import PROJECTION_CASES, TINY_MODELS, TINY_TARGETS, model_inputs, 
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, attach, load_adapter, projection_names
+from lorazoo.integrity import regenerated
 from lorazoo.projections import get_projection_class
 from lorazoo.reconstructor import AdaptedLinear
 
@@ -146,8 +147,9 @@ class TestInvariants:
 
     def test_seed_determines_structures_and_init(self, projection, kind):
         a, b, c = (make(projection, kind, seed=s) for s in (0, 0, 1))
-        state_a, state_b, state_c = (
-            m.projection.state_dict(keep_vars=False) | dict(m.projection.named_buffers()) for m in (a, b, c)
+        state_a, state_b, state_c = (  # lazy structures (gaussian, randlora) count through ``regenerated``
+            m.projection.state_dict(keep_vars=False) | dict(m.projection.named_buffers()) | regenerated(m.projection)
+            for m in (a, b, c)
         )
         for key in state_a:
             assert torch.equal(state_a[key], state_b[key]), key

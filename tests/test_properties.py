@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lorazoo import AdapterConfig, attach, load_adapter, projection_names
-from lorazoo.projections import get_projection_class
+from lorazoo.projections import get_projection_class, layout_rank
 from lorazoo.wrappers import layout_from_model
 
 WIDTHS = st.sampled_from([8, 16, 24, 32])
@@ -87,7 +87,9 @@ def test_invariants_hold_on_random_layouts(projection, layout, tmp_path_factory)
     perturb(model, seed=layout["seed"])
     theta_D = model.projection()
     assert theta_D.shape == (model.layout.D,) and torch.isfinite(theta_D).all()
-    assert model.layout.D == sum(layout["rank"] * (e.in_features + e.out_features) for e in model.layout)
+    rank_of = layout_rank(cfg)  # the configured rank, or a method's per-module factor rank (randlora)
+    assert all(e.rank == rank_of(e.in_features, e.out_features) for e in model.layout)
+    assert model.layout.D == sum(e.rank * (e.in_features + e.out_features) for e in model.layout)
 
     x = torch.randn(4, layout["widths"][0], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .errors import ConfigError
-from .projections import build_projection
+from .projections import build_projection, layout_rank
 from .wrappers import layout_from_model
 
 KNOWN_MODELS = ("gemma-7b", "llama-2-7b", "minilm", "mistral-7b", "roberta-base", "roberta-large", "smollm2-135m")
@@ -111,7 +111,7 @@ def count_parameters(model_config: Any, cfg: AdapterConfig, task_type: str | Non
     papers differ on whether they count it.
     """
     model, name = meta_model(model_config, task_type)
-    layout = layout_from_model(model, cfg.target_modules, cfg.rank)
+    layout = layout_from_model(model, cfg.target_modules, layout_rank(cfg))
     projection = build_projection(layout, cfg)
     return {
         "model": name,

@@ -24,6 +24,7 @@ import torch
 from .config import AdapterConfig
 from .errors import AdapterFileError
 from .layout import Layout
+from .projections import layout_rank
 from .projections.rng import GENERATOR_VERSION
 
 SAMPLES = 16
@@ -77,8 +78,9 @@ def check_declared(
     where: str,
 ) -> None:
     """Sizes the config declares against the layout and the file's tensor header (no tensor data read)."""
+    rank_of = layout_rank(config)
     for entry in layout:
-        if entry.rank != config.rank:
+        if entry.rank != rank_of(entry.in_features, entry.out_features):
             raise AdapterFileError(
                 f"{where}: config declares rank={config.rank} but module {entry.name!r} was saved with "
                 f"rank {entry.rank}; the config was edited or belongs to another adapter"

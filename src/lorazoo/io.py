@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -249,12 +250,13 @@ def write_peft_lora(
         for param, value in state.items():
             tensors[f"base_model.model.{module_name}.{param}"] = value
     atomic_save_safetensors(path / PEFT_WEIGHTS_NAME, tensors, metadata={"format": "pt"})
-    peft_config = {
+    rank, per_module = _export_ranks(factors, config.rank)
+    peft_config: dict[str, Any] = {
         "peft_type": "LORA",
         "task_type": task_type,
         "base_model_name_or_path": base_model_name_or_path or config.base_model_name_or_path,
-        "r": config.rank,
-        "lora_alpha": config.rank,
+        "r": rank,
+        "lora_alpha": rank,
         "lora_dropout": 0.0,
         "target_modules": list(factors),
         "modules_to_save": sorted(saved_modules) or None,
@@ -265,5 +267,15 @@ def write_peft_lora(
         "use_rslora": False,
         "use_dora": False,
     }
+    if per_module:  # factors whose rank depends on the module (RandLoRA): alpha = rank keeps each scale 1
+        peft_config |= {"rank_pattern": per_module, "alpha_pattern": per_module}
     atomic_write_json(path / "adapter_config.json", peft_config)
     return path
+
+
+def _export_ranks(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]], default: int) -> tuple[int, dict[str, int]]:
+    """PEFT's ``r`` (the most common factor rank) and ``rank_pattern`` for the modules whose rank differs."""
+    ranks = {name: int(a.shape[0]) for name, (a, _) in factors.items()}
+    counts = Counter(ranks.values())
+    rank = max(counts, key=lambda r: (counts[r], r)) if counts else default
+    return rank, {name: r for name, r in ranks.items() if r != rank}

@@ -10,7 +10,7 @@ lives beside those wrappers, in ``wrappers.py``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from .errors import TargetModulesError
@@ -74,11 +74,16 @@ class Layout(Sequence[LayoutEntry]):
         self.D = offset
 
     @classmethod
-    def from_shapes(cls, shapes: Iterable[tuple[str, int, int]], rank: int) -> Layout:
-        """Build from (name, in_features, out_features) triples, e.g. for a 7B model without weights."""
+    def from_shapes(cls, shapes: Iterable[tuple[str, int, int]], rank: int | Callable[[int, int], int]) -> Layout:
+        """Build from (name, in_features, out_features) triples, e.g. for a 7B model without weights.
+
+        ``rank`` is one rank for every module or a function of (in, out) for methods whose factor rank
+        depends on the module (``projections.layout_rank``).
+        """
         entries, offset = [], 0
         for name, in_features, out_features in shapes:
-            entry = LayoutEntry(name, int(in_features), int(out_features), rank, offset)
+            r = rank(int(in_features), int(out_features)) if callable(rank) else rank
+            entry = LayoutEntry(name, int(in_features), int(out_features), r, offset)
             entries.append(entry)
             offset += entry.numel
         return cls(entries)

@@ -19,7 +19,7 @@ from .errors import AdapterFileError, AdapterStateError, LayoutMismatchError, Ta
 from .layout import Layout
 from .mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
 from .peft_config import implied_head_modules, peft_base_path, peft_task_type
-from .projections import Projection, build_projection
+from .projections import Projection, build_projection, layout_rank
 from .quantized import dequantized_weight, keep_4bit_layout_portable, quantization_of
 from .reconstructor import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
 from .sharding import (
@@ -203,7 +203,7 @@ class AdaptedModel(nn.Module):
             raise AdapterStateError(f"adapter {name!r} already exists; existing: {list(self.adapters)}")
         fresh = projection is None
         if projection is None:
-            layout = layout_from_model(self.base_model, config.target_modules, config.rank)
+            layout = layout_from_model(self.base_model, config.target_modules, layout_rank(config))
             projection = build_projection(layout, config)
         layout = projection.layout
         projection = projection.to(self._base_device())
@@ -575,7 +575,7 @@ def split_adapter_tensors(
 def check_layout(saved: Layout, base_model: nn.Module, config: AdapterConfig) -> None:
     """The base must expose the same adapted modules with the same shapes; name the first difference."""
     try:
-        current = layout_from_model(base_model, config.target_modules, config.rank)
+        current = layout_from_model(base_model, config.target_modules, layout_rank(config))
     except TargetModulesError as exc:
         raise LayoutMismatchError(f"adapter does not fit this base model: {exc}") from None
     if current == saved:

@@ -10,7 +10,7 @@ types it checks, so that the shape layer (layout.py) never needs to know them.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -146,8 +146,11 @@ def match_target_modules(model: nn.Module, target_modules: Sequence[str] | str) 
     return select_targets(list(adaptable_modules(model)), set(), target_modules)
 
 
-def layout_from_model(model: nn.Module, target_modules: Sequence[str] | str, rank: int) -> Layout:
-    """The layout of ``target_modules`` at ``rank`` on a model (real or meta-device, wrapped or not)."""
+def layout_from_model(
+    model: nn.Module, target_modules: Sequence[str] | str, rank: int | Callable[[int, int], int]
+) -> Layout:
+    """The layout of ``target_modules`` at ``rank`` (one, or per (in, out)) on a model (real or meta-device,
+    wrapped or not)."""
     names = match_target_modules(model, target_modules)
     modules = dict(model.named_modules())
     return Layout.from_shapes(((n, *module_features(modules[n])) for n in names), rank)

@@ -10,7 +10,7 @@ and ``tiny_case`` puts the method into the invariant test matrix.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -77,6 +77,12 @@ def build_projection(layout: Layout, config: AdapterConfig) -> Projection:
     return get_projection_class(config.projection)(layout, config)
 
 
+def layout_rank(config: AdapterConfig) -> Callable[[int, int], int]:
+    """Rank of each module's factors under ``config``, from (in, out): what the layout is built with."""
+    cls = get_projection_class(config.projection)
+    return lambda in_features, out_features: cls.factor_rank(in_features, out_features, config.rank)
+
+
 class Projection(nn.Module):
     """Maps the method's trainable parameters θ_d to θ_D (length ``D``).
 
@@ -103,6 +109,12 @@ class Projection(nn.Module):
     tiny_case: ClassVar[dict[str, Any]] = {}
     paper: ClassVar[PaperSettings | None] = None
     reads_base_weights: ClassVar[bool] = False
+
+    @classmethod
+    def factor_rank(cls, in_features: int, out_features: int, rank: int) -> int:
+        """The rank of one module's A_l, B_l: ``rank`` for most methods; a method whose factors have a
+        per-module rank (RandLoRA: n_bases · r, full rank) says so here, and the layout follows."""
+        return rank
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -15,6 +15,8 @@ cap (its streamed paper setting costs 2·D·d = 6.8e9 normal draws per step: pas
   their gcd that is ≤ the default (MiniLM 384 → 192; SmolLM2 q,v 576/192 → 192).
 - vera ``rank`` ≤ ⌊1024 · w / 768⌋, w = the widest adapted input: VeRA's r per unit width on RoBERTa-base
   (r = 1024 at 768; Kopiczko et al. 2024, arXiv:2310.11454, Table 1). MiniLM (384) → 512.
+- randlora ``rank`` ≤ min(out, in) of every adapted module: a module gets ⌈min(out, in) / r⌉ rank-r bases, so a
+  wider r only adds memory (its paper r = 64 on the tiny Llama's 16-wide k_proj → 16).
 - weight-aware projections (loraxs, tinylora) ``rank`` ≤ min(out, in) of every adapted weight: their factors
   are its truncated SVD (LoRA-XS's r = 64 on the tiny Llama's 16-wide k_proj → 16).
 """
@@ -155,6 +157,11 @@ def fit_projection(
         if rank > cap and not _is_explicit(key, explicit):
             changes.append(Change(key, rank, cap, f"a truncated SVD of a {cap}-wide adapted weight has {cap} triplets"))
             rank = cap
+    if opts.name == "randlora" and len(layout):
+        cap, key = min(min(e.in_features, e.out_features) for e in layout), "projection.rank"
+        if rank > cap and not _is_explicit(key, explicit):
+            changes.append(Change(key, rank, cap, f"a RandLoRA basis wider than the {cap}-wide side adds no rank"))
+            rank = cap
     if not changes:
         return opts, []
     return dataclasses.replace(opts, rank=rank, kwargs=kwargs), changes
@@ -192,4 +199,5 @@ def meta_layout(model: ModelOptions, opts: ProjectionOptions, num_labels: int) -
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     base, _ = meta_model(config, model.task_type)
     targets = opts.target_modules if opts.target_modules else model.target_modules
-    return layout_from_model(base, targets, opts.rank)
+    factor_rank = get_projection_class(opts.name).factor_rank  # per module for randlora
+    return layout_from_model(base, targets, lambda i, o: factor_rank(i, o, opts.rank))
