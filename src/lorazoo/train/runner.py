@@ -268,6 +268,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     preflight.check_precision(trainer_opts)
     preflight.check_max_length(OmegaConf.select(cfg, "task.max_length", default=128), model_opts)
 
+    data_files = stack.enter_context(recording_reads())  # the data files read from here on: sha256 in metrics.json
     task = build_task(cfg.task, seed)
     if task.task_type != model_opts.task_type:
         raise ConfigError(
@@ -283,8 +284,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         for change in changes:
             print(change.line(model_opts.name), file=sys.stderr)
     try:
-        with recording_reads() as data_files:
-            task.load()  # data errors surface before a model is loaded
+        task.load()  # data errors surface before a model is loaded
     except DataUnavailableError as exc:  # say which setting the missing path came from
         origin = provenance.data_path_origin(
             cfg, hydra.get("overrides", []), applied, data_from, hydra.get("experiment")
