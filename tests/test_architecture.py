@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lorazoo.config",),
     ("lorazoo.layout",),
     ("lorazoo.projections",),  # the package and every module in it
-    ("lorazoo.io", "lorazoo.quantized"),  # quantized: reading/writing bitsandbytes weights (torch only)
+    ("lorazoo.io", "lorazoo.quantized", "lorazoo.rank_limit"),  # quantized: bitsandbytes weights; rank_limit: SVD
     ("lorazoo.integrity",),  # checks a saved adapter against what its config regenerates; used by model
     ("lorazoo.reconstructor",),
     ("lorazoo.wrappers", "lorazoo.mixed"),

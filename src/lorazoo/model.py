@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import types
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from .mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
 from .peft_config import implied_head_modules, peft_base_path, peft_task_type
 from .projections import Projection, build_projection, layout_rank
 from .quantized import dequantized_weight, keep_4bit_layout_portable, quantization_of
+from .rank_limit import EXPORT_RECORD, card_writer, check_max_rank, cut_record, limit_rank
 from .reconstructor import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
 from .sharding import (
     call_with_full_parameters,
@@ -484,10 +486,19 @@ class AdaptedModel(nn.Module):
         info["checksums"] = integrity.describe(self.projection, self.adapter_config, tensors)
         return io.write_adapter(path, self.adapter_config, self.layout, tensors, info)
 
-    def export_peft_lora(self, path: str | Path) -> Path:
-        """Write the active adapter as a plain PEFT LoRA adapter (rank r, alpha = r, scale folded into B)."""
+    def export_peft_lora(self, path: str | Path, max_rank: int | None = None, allow_truncation: bool = False) -> Path:
+        """Write the active adapter as a plain PEFT LoRA adapter (rank r, alpha = r, scale folded into B).
+
+        ``max_rank`` (a server's limit, e.g. vLLM's max_lora_rank): where r exceeds it, ΔW is re-factorised
+        by SVD at rank <= max_rank, exactly when its rank allows, else refused with the error a cut would
+        cause; ``allow_truncation=True`` writes the cut and records its error (rank_limit.py).
+        """
         with torch.no_grad():
             factors = self.lora_factors()
+        export_config, record = self.adapter_config, None
+        if max_rank is not None and check_max_rank(max_rank) < max(a.shape[0] for a, _ in factors.values()):
+            factors, rank, cuts = limit_rank(factors, max_rank, allow_truncation)
+            export_config, record = dataclasses.replace(export_config, rank=rank), cut_record(max_rank, rank, cuts)
         _, heads = split_adapter_tensors(self.adapter_tensors())
         layers = {layer.module_name: layer for layer in self.adapted_layers() if layer.module_name in factors}
         keys = {name: layer.peft_factor_keys for name, layer in layers.items()}
@@ -498,9 +509,9 @@ class AdaptedModel(nn.Module):
         task_type = peft_task_type(self.base_model)
         for name in implied_head_modules(task_type, self.base_model, heads):  # the base's own (frozen) head
             heads[name] = {k: v.detach() for k, v in self.base_model.get_submodule(name).state_dict().items()}
-        return io.write_peft_lora(
+        out = io.write_peft_lora(
             path,
-            self.adapter_config,
+            export_config,
             factors,
             heads,
             keys,
@@ -508,6 +519,10 @@ class AdaptedModel(nn.Module):
             task_type=task_type,
             base_model_name_or_path=base_path,
         )
+        if record is not None:
+            io.atomic_write_json(out / EXPORT_RECORD, record)
+            io.atomic_write(out / "README.md", card_writer(record))
+        return out
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a saved adapter holds: projection tensors + the active copies of saved modules."""
