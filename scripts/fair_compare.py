@@ -95,6 +95,7 @@ def compare_one(projection: str, args: argparse.Namespace, extra: list[str]) -> 
         "task": args.task,
         "best_params": params,
         "best_value": result["best_value"],
+        "best_value_scored_on": f"held-in: {args.holdout} examples carved from train (task.holdout_dev), not the dev set",
         "trials": args.trials,
         "holdout_dev": args.holdout,
         "search_dir": str(search_dir),
@@ -135,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--projections", required=True, help="comma-separated, e.g. lora,vera,unilora")
     parser.add_argument("--trials", type=int, default=8, help="lr-search trials per projection (the same for all)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the final runs at the best lr")
-    parser.add_argument("--holdout", type=int, default=200, help="held-in dev examples carved from train")
+    parser.add_argument(
+        "--holdout", type=int, default=200, help="examples carved from train that score the search (never the dev set)"
+    )
     parser.add_argument("--out", default="runs/fair", help="root of the search and final sweep dirs")
     parser.add_argument(
         "--experiment-prefix",

@@ -353,6 +353,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         **provenance.code_record(),
         "data_sha256": provenance.data_checksums(data_files),
         "eval_split": _eval_split(cfg),
+        "eval_selection": task.eval_selection(),
         "model_source": loaded.source,
         "parameters": counts,
         "trainable": counts["trainable"],

@@ -51,7 +51,7 @@ class TaskOptions:
     name: str
     data_dir: str | None = None
     max_train_samples: int | None = None
-    max_eval_samples: int | None = None
+    max_eval_samples: int | None = None  # every task: a random N chosen by split_seed, kept in file order (subsample)
     max_length: int = 128
     split_seed: int = 0  # fixed data subsets/splits, independent of the training seed
     holdout_dev: int | None = None  # evaluate on N examples carved from train (lr search), not on the dev set
@@ -113,6 +113,16 @@ class Task:
     def summary(self) -> dict[str, Any]:
         """Extra facts for metrics.json (data sizes, majority_rate, ...)."""
         return {}
+
+    def eval_selection(self) -> str:
+        """How the scored examples were picked: one rule for every task (``subsample``), stated in metrics.json."""
+        n = self.options.max_eval_samples
+        if n is None:
+            return "every example of the evaluation set"
+        return (
+            f"a random {n} of the evaluation set (task.max_eval_samples), chosen by task.split_seed="
+            f"{self.options.split_seed} (not the training seed) and kept in file order"
+        )
 
     def report(self) -> dict[str, Any]:
         """Structured results for metrics.json beside the flat metrics (e.g. per-subject breakdowns); after
