@@ -73,7 +73,7 @@ IDS = torch.randint(0, 128, (2, 9), generator=torch.Generator().manual_seed(3))
 
 
 @pytest.mark.parametrize("mode", ["8bit", "4bit"])
-@pytest.mark.parametrize("projection", ["lora", "unilora"])
+@pytest.mark.parametrize("projection", ["lora", "unilora", "randlora", "nola"])
 def test_forward_matches_the_float_base_adapter_within_quantisation_error(saved_base, mode, projection):
     model = adapted(quantized_base(saved_base, mode), projection)
     layer = model.adapted_layers()[0]
