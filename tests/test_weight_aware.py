@@ -193,3 +193,34 @@ def test_a_quantised_base_gives_the_svd_of_its_dequantised_weight(projection, mo
         torch.testing.assert_close(loaded(input_ids=IDS).logits, expected, atol=0, rtol=0)
     with pytest.raises(LoraZooError, match="not the weight"):  # the float base is another SVD input
         load_adapter(tiny_llama(0, hidden=64, intermediate=128), tmp_path / "adapter")
+
+
+# ----------------------------------------------------------------------------- the command line
+@pytest.mark.parametrize("projection", WEIGHT_AWARE)
+def test_run_py_trains_each_on_the_tiny_llama(projection, tmp_path):
+    """``python run.py projection=<m> model=tiny_llama`` (the paper setting from the projection file; LoRA-XS's
+    r = 64 fitted to the 16-wide k_proj), with the tiny task overrides tests/test_runner.py uses."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+
+    from lorazoo.cli import CONFIG_DIR
+    from lorazoo.train import run
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(8)]
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    overrides = [f"projection={projection}", "model=tiny_llama", "task=math/gsm8k", f"task.data_dir={data}"]
+    overrides += ["logger=none", "trainer.batch_size=4", "trainer.max_steps=2", "trainer.progress_bar=false"]
+    overrides += ["task.max_eval_samples=2", "task.max_new_tokens=2", "task.max_length=48"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    run(cfg, output_dir=tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["steps"] == 2 and record["trainable"] > 0
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "run" / "adapter" / "adapter.safetensors"))
+    assert {"projection.svd_U", "projection.svd_S", "projection.svd_Vh", "projection.base_sha256"} <= set(saved)
