@@ -62,3 +62,50 @@ def unknown_key_hint(overrides: list[str], config_dir: str) -> str | None:
         guess = f"did you mean {close[0]}? " if close else ""
         return f"error: unknown key {key!r}; {guess}valid keys under {parent}: {', '.join(valid)}"
     return None
+
+
+def _options(loader: Any, group: str) -> list[str]:
+    """Every option of a config group, sub-folders included (``task`` → glue/cola, ..., tweets)."""
+    found = list(loader.get_group_options(group))
+    for sub in loader.list_groups(group):
+        found += [f"{sub}/{o}" for o in _options(loader, f"{group}/{sub}")]
+    return sorted(found)
+
+
+def _choices(overrides: list[str]) -> list[tuple[str, str]]:
+    """(group, option) for each ``group=option`` override, sweeps split (``task=glue/sst2,glue/rte``); sweep
+    functions (``choice(...)``), interpolations and hydra/* groups are left to Hydra."""
+    out = []
+    for override in overrides:
+        if "=" not in override or override.startswith(("~", "-")):
+            continue
+        key, value = override.split("=", 1)
+        group = key.lstrip("+").split("@", 1)[0].strip()
+        if "." in group or not group or group.startswith("hydra") or any(c in value for c in "()${}[]"):
+            continue
+        out += [(group, option.strip()) for option in value.split(",") if option.strip()]
+    return out
+
+
+def check_group_choices(overrides: list[str], config_dir: str) -> str | None:
+    """``error: task=glue/nope is not an option of group task; valid: glue/cola, ...`` for an option no config
+    file or stored config provides, optional groups (``experiment``) included, which Hydra would otherwise
+    skip silently (``group=null`` too, a traceback in Hydra); None when every choice exists."""
+    choices = _choices(overrides)
+    if not choices:
+        return None
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        groups = set(loader.list_groups(""))
+        for group, option in choices:
+            if group not in groups:
+                continue  # not a group: Hydra names the key
+            valid = _options(loader, group)
+            if option not in valid:
+                close = difflib.get_close_matches(option, valid, n=1, cutoff=0.6)
+                guess = f"did you mean {group}={close[0]}? " if close else ""
+                return f"error: {group}={option} is not an option of group {group}; {guess}valid: {', '.join(valid)}"
+    return None

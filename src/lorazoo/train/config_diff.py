@@ -16,6 +16,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+NO_DIFFERENCE = "no key differs"
 _FIRST = ("projection.name", "projection", "model.name", "task.name")  # what a user changes to start another study
 
 
@@ -27,4 +28,4 @@ def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
         if json.dumps(a, default=str) != json.dumps(b, default=str):
             return f"{key}: {a!r} → {b!r}"
-    return "no key differs"
+    return NO_DIFFERENCE

@@ -35,7 +35,7 @@ LOCAL_COPY_HINT = (
 class LmEvalOptions:
     """configs/eval/default.yaml ``lm_eval``: what to run after training (nothing when ``tasks`` is empty)."""
 
-    tasks: list[str] = field(default_factory=list)
+    tasks: list[str] | str = field(default_factory=list)  # a single name is a list of one
     num_fewshot: int | None = None  # null = each task's own default
     limit: float | None = None  # examples per task (< 1: a fraction); for quick checks only
     batch_size: int | str = 8  # or "auto"

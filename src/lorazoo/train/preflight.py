@@ -9,9 +9,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..layout import Layout
 from .errors import ConfigError
-from .options import ModelOptions, TrainerOptions
+from .options import ModelOptions, ProjectionOptions, TrainerOptions
 
+# projections whose rank is the size of a shared random basis, not of each module's factors: VeRA's paper uses
+# r = 1024 on RoBERTa-base's width 768 (Kopiczko et al. 2024, arXiv:2310.11454, Table 1); memory still bounds it
+WIDE_RANK = ("vera",)
+FLOAT_BYTES = 4  # θ_D and activations are fp32 (adapter parameters stay fp32 under bf16 autocast too)
 # models whose position ids start after the padding index (RoBERTa family): usable = max_position_embeddings - pad - 1
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"}
 
@@ -28,24 +33,36 @@ def check_precision(trainer: TrainerOptions) -> None:
         )
 
 
-def model_positions(model: ModelOptions) -> int | None:
-    """How many token positions the base model has, read from its config alone (None when unknown offline)."""
+def model_config(model: ModelOptions) -> Any | None:
+    """The base model's transformers config, read without weights (None when it is not on disk offline)."""
+    from transformers import AutoConfig
+
     from .models import TINY_CONFIGS, resolve_source
 
     if model.pretrained.startswith("tiny:"):
-        fields = {**TINY_CONFIGS.get(model.pretrained.split(":", 1)[1], {}), **model.dims}
-        return fields.get("max_position_embeddings")
+        kind = model.pretrained.split(":", 1)[1]
+        if kind not in TINY_CONFIGS:
+            return None  # the model loader names the valid kinds
+        try:
+            return AutoConfig.for_model(kind, **{**TINY_CONFIGS[kind], **model.dims})
+        except (TypeError, ValueError):
+            return None
     try:
         source = resolve_source(model.pretrained, model.gguf_file)
     except Exception:  # an unavailable model is reported by the model loader itself
         return None
     if not os.path.isfile(os.path.join(source, "config.json")):
         return None  # a hub id: not fetched just for this check
-    from transformers import AutoConfig
-
     try:
-        config: Any = AutoConfig.from_pretrained(source)
+        return AutoConfig.from_pretrained(source)
     except (OSError, ValueError):
+        return None
+
+
+def model_positions(model: ModelOptions, config: Any = None) -> int | None:
+    """How many token positions the base model has, from its config (None when unknown offline)."""
+    config = config if config is not None else model_config(model)
+    if config is None:
         return None
     positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if positions and getattr(config, "model_type", "") in _OFFSET_POSITIONS:
@@ -61,3 +78,70 @@ def check_max_length(max_length: Any, model: ModelOptions) -> None:
         raise ConfigError(
             f"task.max_length={max_length} is invalid; valid: 1..{positions} (the positions of model={model.name!r})"
         )
+
+
+def available_memory(trainer: TrainerOptions) -> tuple[int, str]:
+    """Bytes free where training runs: the GPU's free memory, or the machine's available RAM."""
+    import torch
+
+    if torch.cuda.is_available() and not trainer.use_cpu:
+        return int(torch.cuda.mem_get_info()[0]), "free GPU memory"
+    import psutil
+
+    return int(psutil.virtual_memory().available), "available memory"
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def check_adapter_size(projection: ProjectionOptions, layout: Layout, model: str, trainer: TrainerOptions) -> None:
+    """Refuse, before anything is allocated, a rank beyond the adapted modules' sizes (a rank-r factor of an
+    m×n matrix has rank ≤ min(m, n): more adds memory, never capacity) and a D whose fp32 factors exceed memory."""
+    if not len(layout):
+        return
+    smallest = min(min(e.in_features, e.out_features) for e in layout)
+    if projection.name not in WIDE_RANK and projection.rank > smallest:
+        raise ConfigError(
+            f"projection.rank={projection.rank} exceeds the smallest adapted size of model {model} ({smallest}); "
+            f"valid: 1..{smallest}"
+        )
+    free, where = available_memory(trainer)
+    need = layout.D * FLOAT_BYTES
+    if need > free:
+        raise ConfigError(
+            f"projection.rank={projection.rank} makes D={layout.D:,} LoRA factor entries ({_gib(need)} in fp32) on "
+            f"model {model}, more than the {_gib(free)} of {where}; valid: a rank up to "
+            f"{max(1, projection.rank * free // need):,}"
+        )
+
+
+def _shape(config: Any) -> tuple[int, int, int]:
+    """(hidden size, layers, vocabulary) of a transformers config (0 where it does not say)."""
+
+    def first(*names: str) -> int:
+        return next((int(v) for n in names if isinstance(v := getattr(config, n, None), int)), 0)
+
+    return first("hidden_size", "n_embd", "d_model"), first("num_hidden_layers", "n_layer"), first("vocab_size")
+
+
+def check_batch_memory(trainer: TrainerOptions, max_length: int, model: ModelOptions) -> None:
+    """Refuse batch sizes whose activations cannot fit, by a lower bound: training keeps every layer's hidden
+    states (batch · length · hidden · layers fp32 values), and a causal LM's logits (batch · length · vocab)
+    exist in training and evaluation alike."""
+    config = model_config(model)
+    if config is None:
+        return
+    hidden, layers, vocab = _shape(config)
+    logits = max_length * vocab * FLOAT_BYTES if model.task_type == "causal_lm" else 0
+    per_example = {
+        "trainer.batch_size": (trainer.batch_size, max_length * hidden * layers * FLOAT_BYTES + logits),
+        "trainer.eval_batch_size": (trainer.eval_batch_size, logits or max_length * hidden * FLOAT_BYTES),
+    }
+    free, where = available_memory(trainer)
+    for key, (batch, each) in per_example.items():
+        if each and batch * each > free:
+            raise ConfigError(
+                f"{key}={batch} needs at least {_gib(batch * each)} of activations at task.max_length={max_length}, "
+                f"more than the {_gib(free)} of {where}; valid: 1..{max(1, free // each):,}"
+            )

@@ -24,7 +24,7 @@ from typing import Any, cast
 from ..io import atomic_write_json, leftover_scratch
 from ..projections.rng import GENERATOR_VERSION
 from .checkpoints import complete_checkpoints
-from .config_diff import first_difference, flatten
+from .config_diff import NO_DIFFERENCE, first_difference, flatten
 from .errors import RunDirError
 
 RUN_FILE = "lorazoo_run.json"
@@ -137,22 +137,29 @@ def _setup_failure(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def claimed(directory: str | Path, plain_cfg: dict[str, Any], resume: bool) -> Iterator[Claim]:
+def claimed(
+    directory: str | Path, plain_cfg: dict[str, Any], resume: bool, shown_cfg: dict[str, Any] | None = None
+) -> Iterator[Claim]:
     """``claim`` as a context manager: the lock is released when the job ends, however it ends."""
-    held = claim(directory, plain_cfg, resume)
+    held = claim(directory, plain_cfg, resume, shown_cfg)
     try:
         yield held
     finally:
         held.release()
 
 
-def claim(directory: str | Path, plain_cfg: dict[str, Any], resume: bool) -> Claim:
+def claim(
+    directory: str | Path, plain_cfg: dict[str, Any], resume: bool, shown_cfg: dict[str, Any] | None = None
+) -> Claim:
     """Lock ``directory`` and decide whether this run may use it; raises RunDirError naming the way out.
+    The fingerprint hashes ``plain_cfg``; lorazoo_run.json records ``shown_cfg`` (train/recorded.py: an
+    ``${oc.env:...}`` as written) when given.
 
     Only rank 0 of a distributed job calls this; the other ranks get its Claim (distributed.decided_on_rank_zero)."""
     directory = Path(directory).resolve()
     ident = identity(plain_cfg)
     fp = fingerprint(ident)
+    ident = identity(shown_cfg) if shown_cfg is not None else ident
     directory.mkdir(parents=True, exist_ok=True)
     fd, created = _lock(directory)
     try:
@@ -185,6 +192,8 @@ def _check_owner(directory: Path, ident: dict[str, Any], fp: str, resume: bool) 
         if not _outputs(directory):
             return None  # that attempt stopped before it wrote anything (a bad model path, say): nothing to lose
         diff = first_difference(record.get("identity") or {}, ident)
+        if diff == NO_DIFFERENCE:  # equal as recorded: a value read by ${oc.env:...} differs
+            diff = "a value read from the environment by ${oc.env:...}"
         raise RunDirError(
             f"run dir {str(directory)!r} holds another run (first differing key {diff}); {pick}, "
             "or restore that setting to resume it"

@@ -11,6 +11,7 @@ the part it continued from plus its own.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,12 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def write_failure(out: Path, record: dict[str, Any], exc: BaseException, stage: str) -> bool:
+def write_failure(
+    out: Path, record: dict[str, Any], exc: BaseException, stage: str, scrub: Callable[[Any], Any] = lambda r: r
+) -> bool:
     """Write a failed record with the reason. A dir that already holds a record is left alone (it may be
-    another run's), unless that record is itself an earlier setup failure (no trained result to keep)."""
+    another run's), unless that record is itself an earlier setup failure (no trained result to keep).
+    ``scrub`` hides what the record must not hold (an ``${oc.env:...}`` value inside the message)."""
     path = out / "metrics.json"
     if path.is_file():
         try:
@@ -35,7 +39,7 @@ def write_failure(out: Path, record: dict[str, Any], exc: BaseException, stage: 
             return False
         if not (isinstance(old, dict) and old.get("status") == "failed" and old.get("failed_stage") == "setup"):
             return False
-    atomic_write_json(path, {**record, "status": "failed", "failed_stage": stage, "error": one_line(exc)})
+    atomic_write_json(path, scrub({**record, "status": "failed", "failed_stage": stage, "error": one_line(exc)}))
     return True
 
 

@@ -35,12 +35,18 @@ def task_names() -> list[str]:
     return sorted(_TASKS)
 
 
-def build_task(node: Any, seed: int) -> Task:
-    """The Task for a ``task`` config node: looked up by its full name, then by its family (before '/')."""
-    name = str(node.get("name", "")) if hasattr(node, "get") else ""
+def task_class(name: str) -> type[Task]:
+    """The Task class of a task name: looked up by the full name, then by its family (before '/')."""
     cls = _TASKS.get(name) or _TASKS.get(name.split("/", 1)[0])
     if cls is None:
         raise ConfigError(f"unknown task {name!r}; registered tasks/families: {task_names()}")
+    return cls
+
+
+def build_task(node: Any, seed: int) -> Task:
+    """The Task for a ``task`` config node (its class by ``task_class``)."""
+    name = str(node.get("name", "")) if hasattr(node, "get") else ""
+    cls = task_class(name)
     return cls(from_node(cls.Options, node, f"task {name!r}"), seed)
 
 

@@ -1,0 +1,348 @@
+"""Every config key typed (issue 25): each leaf key of each composed config, fed a wrong type, zero, a negative and
+a huge value, is accepted or refused in ONE ConfigError line naming the key — never a TypeError deep inside;
+the command-line cases of the issue as real `python run.py` processes; resource sizes bounded before any
+allocation; no `${oc.env:...}` value written to a record; no traceback for a LoraZooError or an OSError."""
+
+from __future__ import annotations
+
+import copy
+import errno
+import functools
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+from forked_cli import run_cli
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from lorazoo.cli import CONFIG_DIR
+from lorazoo.errors import ConfigError
+from lorazoo.projections import get_projection_class, projection_names
+from lorazoo.projections.options import parse_options
+from lorazoo.train import config_schema
+from lorazoo.train.config_diff import flatten
+
+# compositions that between them hold every key of every group (each projection's kwargs, each task family)
+COMPOSITIONS: dict[str, list[str]] = {
+    "tweets": ["model=tiny_bert", "logger=wandb"],
+    "glue": ["model=tiny_bert", "task=glue/sst2"],
+    "math": ["model=tiny_llama", "task=math/gsm8k"],
+    "alpaca": ["model=tiny_llama", "task=instruct/alpaca"],
+    **{f"projection={name}": ["model=tiny_bert", f"projection={name}"] for name in projection_names()},
+}
+HUGE = 10**12
+
+
+@functools.cache
+def _composed(overrides: tuple[str, ...]) -> Any:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def compose_config(overrides: list[str]) -> Any:
+    """A fresh copy of the composed config (composing takes ~0.5 s; each composition is composed once)."""
+    return copy.deepcopy(_composed(tuple(overrides)))
+
+
+def validate(cfg: Any) -> None:
+    """What a run checks before anything loads: the schema, then the projection's own options (D unknown yet)."""
+    plain = config_schema.check(cfg)
+    projection = plain["projection"]
+    cls = get_projection_class(projection["name"])
+    parse_options(cls.name, cls.Options, projection.get("kwargs") or {}, {"D": 2**62, "rank": projection["rank"]})
+
+
+def _leaf_cases() -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for name, overrides in COMPOSITIONS.items():
+        raw = OmegaConf.to_container(compose_config(overrides), resolve=False)
+        for key in flatten(raw):
+            seen.setdefault(key, name)
+    return sorted((composition, key) for key, composition in seen.items())
+
+
+LEAVES = _leaf_cases()
+
+
+def _bad_values(current: Any) -> list[Any]:
+    wrong = {"not": "a scalar"} if isinstance(current, str) else "abc"
+    return [wrong, 0, -1, HUGE]
+
+
+def test_every_composition_is_valid_as_shipped():
+    for overrides in COMPOSITIONS.values():
+        validate(compose_config(overrides))
+
+
+@pytest.mark.parametrize(("composition", "key"), LEAVES, ids=[k for _, k in LEAVES])
+def test_every_key_refuses_bad_values_in_one_line_naming_it(composition: str, key: str):
+    cfg = compose_config(COMPOSITIONS[composition])
+    current = OmegaConf.select(cfg, key)
+    kwarg = key.startswith("projection.kwargs.")
+    named = f"{key.rsplit('.', 1)[1]}=" if kwarg else key  # a projection option is named as its Options field
+    for value in _bad_values(current):
+        changed = cfg.copy()
+        with open_dict(changed):
+            OmegaConf.update(changed, key, value, merge=False)
+        try:
+            validate(changed)
+        except ConfigError as exc:
+            message = str(exc)
+            assert "\n" not in message, f"{key}={value!r}: more than one line: {message!r}"
+            assert named in message, f"{key}={value!r}: the message does not name the key: {message!r}"
+            assert "valid" in message, f"{key}={value!r}: the message does not say what is valid: {message!r}"
+        except Exception as exc:  # a TypeError/ValueError from inside is the traceback wall this test forbids
+            pytest.fail(f"{key}={value!r}: {type(exc).__name__}: {exc}")
+
+
+# the issue's cases: each must be refused in the schema, naming the key
+REFUSED = [
+    ("trainer.max_steps", "abc"),
+    ("trainer.warmup_ratio", "abc"),
+    ("trainer.eval_steps", "abc"),
+    ("trainer.ddp_timeout", "abc"),
+    ("trainer.num_epochs", 0),
+    ("trainer.max_steps", 0),
+    ("trainer.batch_size", 0),
+    ("trainer.eval_batch_size", -1),
+    ("trainer.num_workers", HUGE),
+    ("trainer.logging_steps", 0),
+    ("task.max_eval_samples", 0),
+    ("task.max_train_samples", 0),
+    ("seed", -1),
+    ("seed", 2**32),
+    ("projection.rank", 0),
+    ("projection.rank", HUGE),
+    ("optimizer.lr", 0),
+    ("eval.lm_eval.limit", 0),
+    ("trainer.fsdp_config.fsdp_version", 3),
+    ("model.name", 5),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), REFUSED, ids=[f"{k}={v}" for k, v in REFUSED])
+def test_issue_cases_are_refused(key: str, value: Any):
+    cfg = compose_config(["model=tiny_bert"])
+    OmegaConf.update(cfg, key, value, merge=False)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=.* is invalid; valid: "):
+        config_schema.check(cfg)
+
+
+def test_every_numeric_key_has_declared_bounds():
+    """A new int/float key without bounds in config_schema.BOUNDS fails here, not in a user's run."""
+    missing = []
+    for _, key in LEAVES:
+        if key.startswith(("projection.kwargs.", "model.dims.", "task_overrides.")):
+            continue
+        cfg = compose_config(COMPOSITIONS[dict((k, c) for c, k in LEAVES)[key]])
+        value = OmegaConf.select(cfg, key)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if numeric and config_schema._bound_key(key) not in config_schema.BOUNDS:
+            missing.append(key)
+    assert not missing, f"numeric keys without bounds: {missing}"
+
+
+def test_unset_environment_variable_is_one_line_naming_the_key():
+    cfg = compose_config(["model=tiny_bert", "model.pretrained=${oc.env:LORAZOO_NO_SUCH_VAR}"])
+    with pytest.raises(ConfigError) as caught:
+        config_schema.check(cfg)
+    assert str(caught.value).startswith("model.pretrained='${oc.env:LORAZOO_NO_SUCH_VAR}' cannot be resolved")
+    assert "\n" not in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- resources, before allocation
+def _preflight(*overrides: str) -> None:
+    from lorazoo.train import preflight
+    from lorazoo.train.model_fit import meta_layout
+    from lorazoo.train.options import ModelOptions, ProjectionOptions, TrainerOptions, from_node
+
+    cfg = compose_config(["model=tiny_bert", *overrides])
+    config_schema.check(cfg)
+    projection = from_node(ProjectionOptions, cfg.projection, "projection")
+    model = from_node(ModelOptions, cfg.model, "model")
+    trainer = from_node(TrainerOptions, cfg.trainer, "trainer")
+    layout = meta_layout(model, projection, 3)
+    assert layout is not None
+    preflight.check_adapter_size(projection, layout, model.name, trainer)
+    preflight.check_batch_memory(trainer, int(cfg.task.max_length), model)
+
+
+@pytest.mark.parametrize("projection", ["lora", "unilora", "tied", "prolora"])
+def test_rank_beyond_the_adapted_sizes_is_refused(projection: str):
+    with pytest.raises(ConfigError, match=r"^projection\.rank=33 exceeds the smallest adapted size .* valid: 1\.\.32$"):
+        _preflight(f"projection={projection}", "projection.rank=33")
+    _preflight(f"projection={projection}", "projection.rank=32")
+
+
+def test_vera_rank_is_bounded_by_memory_not_width():
+    _preflight("projection=vera", "projection.rank=64")  # VeRA's shared basis may exceed the width (paper: 1024 > 768)
+    with pytest.raises(ConfigError, match=r"^projection\.rank=100000000 makes D=.* more than the .* valid: a rank"):
+        _preflight("projection=vera", "projection.rank=100000000")
+
+
+@pytest.mark.parametrize("key", ["trainer.batch_size", "trainer.eval_batch_size"])
+def test_batch_beyond_memory_is_refused(key: str):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=2000000000 needs at least .* GiB of activations"):
+        _preflight(f"{key}=2000000000")
+
+
+# ----------------------------------------------------------------------------- the command line, for real
+BASE = ["model=tiny_bert", "logger=none", "trainer.progress_bar=false"]
+CLI_CASES: dict[str, tuple[list[str], str]] = {
+    "max_steps abc": (["trainer.max_steps=abc"], r"^error: trainer\.max_steps='abc' is invalid; valid: an integer"),
+    "num_epochs 0": (["trainer.num_epochs=0"], r"^error: trainer\.num_epochs=0 is invalid; valid: .*> 0"),
+    "rank 1e8": (["projection.rank=100000000"], r"^error: projection\.rank=100000000 exceeds the smallest"),
+    "unset env": (
+        ["model.pretrained=${oc.env:LORAZOO_NO_SUCH_VAR}"],
+        r"^error: model\.pretrained='\$\{oc\.env:LORAZOO_NO_SUCH_VAR\}' cannot be resolved \(Environment variable",
+    ),
+    "task typo": (
+        ["task=glue/nope"],
+        r"^error: task=glue/nope is not an option of group task; .*valid: glue/cola, .*math/gsm8k, .*tweets$",
+    ),
+    "experiment typo": (
+        ["experiment=lora_gleu"],
+        r"^error: experiment=lora_gleu is not an option of group experiment; did you mean experiment=lora_glue\?",
+    ),
+    "run dir under a file": (["hydra.run.dir={tmp}/a_file/run"], r"^error: NotADirectoryError: .*a_file/run"),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_results(tmp_path_factory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("config_keys_cli")
+    (tmp / "a_file").write_text("")
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    env.pop("LORAZOO_DEBUG", None)
+    results = {}
+    for case, (overrides, _) in CLI_CASES.items():
+        args = [o.replace("{tmp}", str(tmp)) for o in overrides]
+        if not any(a.startswith("hydra.run.dir=") for a in args):
+            args.append(f"hydra.run.dir={tmp / case.replace(' ', '_')}")
+        results[case] = run_cli([*BASE, *args], env, tmp)
+    debug = {**env, "LORAZOO_DEBUG": "1"}
+    results["debug"] = run_cli([*BASE, "trainer.max_steps=abc", f"hydra.run.dir={tmp / 'debug'}"], debug, tmp)
+    return results
+
+
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_cli_case_is_one_error_line(cli_results: dict, case: str):
+    out = cli_results[case]
+    assert out.returncode == 2, f"{case}: exit {out.returncode}\n{out.stderr[-2000:]}"
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == [lines[-1]], f"{case}: expected one final error line\n{out.stderr[-2000:]}"
+    assert re.search(CLI_CASES[case][1], lines[-1]), f"{case}: {lines[-1]!r}"
+
+
+def test_lorazoo_debug_shows_the_full_traceback(cli_results: dict):
+    out = cli_results["debug"]
+    assert out.returncode != 0
+    assert "Traceback" in out.stderr and "ConfigError: trainer.max_steps='abc' is invalid" in out.stderr
+
+
+def test_a_refused_config_leaves_a_failed_record_in_its_run_dir(cli_results: dict, tmp_path_factory):
+    out = cli_results["num_epochs 0"]
+    run_dir = Path(re.search(r"hydra\.run\.dir=(\S+)", " ".join(out.args)).group(1))  # type: ignore[union-attr]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("ConfigError: trainer.num_epochs=0")
+
+
+# ----------------------------------------------------------------------------- one line for OSError, too
+def _enospc(*_args: Any, **_kwargs: Any) -> Any:
+    raise OSError(errno.ENOSPC, "No space left on device", "/full/disk/metrics.json")
+
+
+def _main(tmp: Path, monkeypatch: pytest.MonkeyPatch, debug: str) -> None:
+    import lorazoo.train
+    from lorazoo.cli import main
+
+    monkeypatch.setattr(lorazoo.train, "run", _enospc)
+    monkeypatch.setenv("LORAZOO_DEBUG", debug)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # restored afterwards (LORAZOO_DEBUG=1 sets it for Hydra)
+    monkeypatch.setattr("sys.argv", ["run.py", *BASE, f"hydra.run.dir={tmp / 'run'}"])
+    main()
+
+
+def test_os_error_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit) as stopped:
+        _main(tmp_path, monkeypatch, debug="0")
+    assert stopped.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == [
+        "error: OSError: [Errno 28] No space left on device: '/full/disk/metrics.json'; free space or fix "
+        "permissions there, or pick another hydra.run.dir"
+    ]
+
+
+def test_lorazoo_debug_raises_the_os_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(OSError, match="No space left on device"):
+        _main(tmp_path, monkeypatch, debug="1")
+
+
+def test_os_error_before_training_leaves_a_failed_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from lorazoo.train import run, runner
+
+    monkeypatch.setattr(runner.provenance, "write_config_used", _enospc)
+    with pytest.raises(OSError):
+        run(compose_config(BASE), output_dir=tmp_path)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "failed" and record["failed_stage"] == "setup"
+    assert record["error"] == "OSError: [Errno 28] No space left on device: '/full/disk/metrics.json'"
+
+
+# ----------------------------------------------------------------------------- no secret on disk
+TINY_RUN = [
+    *BASE,
+    "trainer.max_steps=2",
+    "trainer.logging_steps=1",
+    "task.max_train_samples=16",
+    "task.max_eval_samples=16",
+]
+
+
+def _files_holding(root: Path, token: str) -> list[str]:
+    return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+
+
+def test_environment_values_never_reach_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``name='${oc.env:WANDB_API_KEY}'``: metrics.json, lorazoo_run.json, config files and W&B's offline files
+    hold the interpolation, never the value; a changed value is still another run (the fingerprint sees it)."""
+    from lorazoo.train import run
+    from lorazoo.train.errors import RunDirError
+
+    token = "tok_" + secrets.token_hex(8)
+    monkeypatch.setenv("LORAZOO_TEST_SECRET", token)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    secret = ["name=${oc.env:LORAZOO_TEST_SECRET}", "model.name=m-${oc.env:LORAZOO_TEST_SECRET}", "logger=wandb"]
+    run(compose_config([*TINY_RUN, *secret]), output_dir=tmp_path)
+    assert list((tmp_path / "wandb").iterdir()), "W&B wrote nothing: the check below would be empty"
+    assert _files_holding(tmp_path, token) == []
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["model"] == "m-${oc.env:LORAZOO_TEST_SECRET}"
+    identity = json.loads((tmp_path / "lorazoo_run.json").read_text())["identity"]
+    assert identity["model.name"] == "m-${oc.env:LORAZOO_TEST_SECRET}"
+
+    monkeypatch.setenv("LORAZOO_TEST_SECRET", token + "_changed")
+    with pytest.raises(RunDirError, match=r"first differing key a value read from the environment"):
+        run(compose_config([*TINY_RUN, *secret]), output_dir=tmp_path)
+
+
+def test_environment_value_in_an_error_is_not_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from lorazoo.train import run
+    from lorazoo.train.errors import DataUnavailableError
+
+    token = "tok_" + secrets.token_hex(8)
+    monkeypatch.setenv("LORAZOO_TEST_SECRET", f"/nowhere/{token}.csv")
+    with pytest.raises(DataUnavailableError, match=token):  # the user's terminal sees the path
+        run(compose_config([*TINY_RUN, "task.data_file=${oc.env:LORAZOO_TEST_SECRET}"]), output_dir=tmp_path)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "failed" and "${oc.env:LORAZOO_TEST_SECRET}" in record["error"]
+    assert _files_holding(tmp_path, token) == []
