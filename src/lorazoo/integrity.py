@@ -3,11 +3,13 @@
 VeRA's frozen matrices, Uni-LoRA's index map, Tied-LoRA's shared matrices and the Gaussian/Fastfood
 projections are not stored: they are regenerated from (seed, options, layout) by the counter-based
 generator. An edited seed or option, or a lorazoo whose generator changed, would silently give another
-ΔW. So ``save_adapter`` records a small fingerprint of every regenerated structure (16 sampled values
-each), a digest of the layout and the dtype/shape of every tensor; loading checks, in this order:
+ΔW. So ``save_adapter`` records every AdapterConfig field, a small fingerprint of every regenerated
+structure (16 sampled values each), a digest of the layout and the dtype/shape of every tensor; an adapter
+without this record is refused (``"hand_written": true`` opts out). Loading checks, in this order:
 
-1. declared sizes against the file, from JSON and the safetensors header only (nothing large allocated:
-   a config declaring rank 10^6 fails in milliseconds);
+1. the config and declared sizes against the record and the file, from JSON and the safetensors header only
+   (nothing large allocated: a config declaring rank 10^6, or a header declaring a 1 GiB tensor, fails in
+   milliseconds; the declared bytes must fit in free memory);
 2. every floating tensor is finite; integer/bool tensors only where the projection itself keeps one;
 3. the regenerated structures against the recorded ones, naming the field that differs.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,6 +62,7 @@ def describe(projection: Any, config: AdapterConfig, tensors: Mapping[str, torch
     """The ``checksums`` block save_adapter writes into adapter_config.json."""
     return {
         "generator_version": GENERATOR_VERSION,
+        "config": _plain(config.to_dict()),  # every field: alpha, dropout, targets ... not only the generator's inputs
         "seed": config.seed,
         "projection_kwargs": dict(config.projection_kwargs),
         "layout": layout_digest(projection.layout),
@@ -85,8 +90,10 @@ def check_declared(
                 f"{where}: config declares rank={config.rank} but module {entry.name!r} was saved with "
                 f"rank {entry.rank}; the config was edited or belongs to another adapter"
             )
+    check_memory(header, where)
     if not checksums:
-        return  # saved before checksums existed
+        return  # marked hand-written (io.read_checksums refuses a lorazoo adapter without its record)
+    check_config_record(config, checksums, where)
     if checksums.get("layout") != layout_digest(layout):
         raise AdapterFileError(
             f"{where}: the layout (module names, shapes, rank) differs from the one saved with the "
@@ -105,6 +112,46 @@ def check_declared(
                 f"{where}: tensor {key!r} is {dtype}{list(shape)} in the weights file but was saved as "
                 f"{recorded[key]['dtype']}{recorded[key]['shape']}"
             )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON gives it back (tuples become lists), so a saved record compares equal to a fresh one."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def check_config_record(config: AdapterConfig, checksums: Mapping[str, Any], where: str) -> None:
+    """Every AdapterConfig field must be the one saved with the weights; the first edited one is named."""
+    recorded = checksums.get("config")
+    if not isinstance(recorded, dict):
+        raise AdapterFileError(
+            f"{where}: the integrity record has no 'config' entry (saved by an older lorazoo, or edited), so the "
+            'config fields cannot be verified; re-save the adapter, or add "hand_written": true to load it unverified'
+        )
+    current = _plain(config.to_dict())
+    saved_kwargs, kwargs = recorded.get("projection_kwargs") or {}, current.get("projection_kwargs") or {}
+    fields = [(k, recorded.get(k), current.get(k)) for k in sorted(set(recorded) | set(current))]
+    fields += [(k, saved_kwargs.get(k), kwargs.get(k)) for k in sorted(set(saved_kwargs) | set(kwargs))]
+    for key, old, new in fields:
+        if key != "projection_kwargs" and old != new:
+            raise AdapterFileError(
+                f"{where}: adapter_config.json differs from the config saved with the weights ({key}: trained "
+                f"with {old!r}, the config now says {new!r}); loading it would give another ΔW, so restore it"
+            )
+
+
+def check_memory(header: Mapping[str, tuple[str, list[int]]], where: str) -> None:
+    """The tensors the file declares must fit in this machine's free memory: refused before any is read."""
+    declared = sum(math.prod(shape) * _itemsize(dtype) for dtype, shape in header.values())
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if declared > free:
+        raise AdapterFileError(
+            f"{where}: its tensors declare {declared / 2**30:.1f} GiB but this machine has "
+            f"{free / 2**30:.1f} GiB free; valid: an adapter that fits in memory"
+        )
+
+
+def _itemsize(dtype: str) -> int:
+    return torch.empty(0, dtype=getattr(torch, dtype)).element_size()
 
 
 def check_values(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], where: str) -> None:

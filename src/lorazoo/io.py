@@ -10,6 +10,7 @@ lifecycle calls the serializer and never the other way round.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections import Counter
@@ -174,23 +175,61 @@ def read_adapter_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def read_tensor_header(path: str | Path) -> dict[str, tuple[str, list[int]]]:
-    """{key: (dtype, shape)} of adapter.safetensors from its header alone: no tensor data is read."""
-    from safetensors import safe_open
+    """{key: (dtype, shape)} of adapter.safetensors from its header alone: no tensor data is read.
 
+    The header is parsed here, not by safetensors, so that its length is bounded before it is read and every
+    entry's byte range is checked against the file's size: a header declaring a 1 GiB tensor in a 4 KB file
+    (or a sparse one) fails here, before anything of that size exists."""
     weights_path = Path(path) / WEIGHTS_NAME
+    where = str(weights_path)
     if not weights_path.is_file():
-        raise AdapterFileError(f"{str(weights_path)!r} is missing; save_adapter writes it next to {CONFIG_NAME}")
+        raise AdapterFileError(f"{where!r} is missing; save_adapter writes it next to {CONFIG_NAME}")
     try:
-        with safe_open(str(weights_path), framework="pt") as fh:
-            header = {}
-            for key in fh.keys():
-                piece = fh.get_slice(key)
-                header[key] = (_DTYPES.get(piece.get_dtype(), piece.get_dtype().lower()), list(piece.get_shape()))
-            return header
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        with open(weights_path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            length = int.from_bytes(fh.read(8).ljust(8, b"\xff"), "little")
+            if size < 8 or length > min(MAX_HEADER_BYTES, size - 8):
+                raise AdapterFileError(
+                    f"{where!r} declares a {length}-byte header in a {size}-byte file; valid: at most "
+                    f"{MAX_HEADER_BYTES} bytes within the file (it is truncated or not a safetensors file)"
+                )
+            text = fh.read(length).decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise AdapterFileError(f"{where!r} cannot be read ({exc}); re-save or re-download it") from None
+    raw = jsonsafe.loads(text, where, AdapterFileError)
+    if not isinstance(raw, dict):
+        raise AdapterFileError(f"{where!r}: the safetensors header is not a JSON object; re-save or re-download it")
+    data_bytes = size - 8 - length
+    return {key: _header_entry(key, entry, data_bytes, where) for key, entry in raw.items() if key != "__metadata__"}
+
+
+MAX_HEADER_BYTES = 16 * 1024 * 1024  # an adapter's header is a few KB; safetensors itself allows 100 MB
+
+
+def _header_entry(key: str, entry: Any, data_bytes: int, where: str) -> tuple[str, list[int]]:
+    """One header entry as (torch dtype name, shape), after checking that its byte range lies inside the file."""
+    entry = entry if isinstance(entry, dict) else {}
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not (
+        dtype in _ITEMSIZE
+        and isinstance(shape, list)
+        and all(type(n) is int and n >= 0 for n in shape)
+        and isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(type(n) is int for n in offsets)
+    ):
         raise AdapterFileError(
-            f"{str(weights_path)!r} is truncated or corrupt ({exc}); re-save or re-download it"
-        ) from None
+            f"{where!r}: tensor {key!r} has a malformed header entry; valid: dtype in {sorted(_ITEMSIZE)}, a shape "
+            "of non-negative integers and two data_offsets (re-save or re-download it)"
+        )
+    begin, end = offsets
+    nbytes = math.prod(shape) * _ITEMSIZE[dtype]
+    if not 0 <= begin <= end <= data_bytes or end - begin != nbytes:
+        raise AdapterFileError(
+            f"{where!r}: tensor {key!r} declares {dtype}{shape} ({nbytes} bytes at {begin}..{end}) but the "
+            f"file holds {data_bytes} data bytes; it is truncated or forged (re-save or re-download it)"
+        )
+    return _DTYPES[dtype], list(shape)
 
 
 # safetensors dtype names → torch's
@@ -206,13 +245,29 @@ _DTYPES = {
     "U8": "uint8",
     "BOOL": "bool",
 }
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 def read_checksums(path: str | Path) -> dict[str, Any] | None:
-    """The ``checksums`` block of adapter_config.json (None for adapters saved before it existed)."""
-    raw = json.loads((Path(path) / CONFIG_NAME).read_text())
+    """The integrity record (``checksums``) of adapter_config.json; None only for a file marked hand-written.
+
+    Without the record an edited seed, alpha or option would load silently as another ΔW, so a lorazoo adapter
+    that lacks it is refused; ``"hand_written": true`` is the explicit opt-out for files written by hand."""
+    config_path = Path(path) / CONFIG_NAME
+    raw = json.loads(config_path.read_text())
     block = raw.get("checksums") if isinstance(raw, dict) else None
-    return block if isinstance(block, dict) else None
+    if isinstance(block, dict):
+        return block
+    if isinstance(raw, dict) and raw.get(HAND_WRITTEN) is True:
+        return None
+    raise AdapterFileError(
+        f"{str(config_path)!r} has no integrity record ('checksums'), so an edited seed, alpha or option would load "
+        f'unnoticed; re-save the adapter with save_adapter, or add "{HAND_WRITTEN}": true to load a hand-written '
+        "file unverified"
+    )
+
+
+HAND_WRITTEN = "hand_written"  # adapter_config.json key: load without the integrity record (files written by hand)
 
 
 def read_adapter(path: str | Path) -> tuple[AdapterConfig, Layout, dict[str, torch.Tensor]]:

@@ -663,8 +663,12 @@ def _checked_adapter(
     where = str(Path(path) / io.WEIGHTS_NAME)
     config, layout = io.read_adapter_config(path)
     checksums = io.read_checksums(path)
-    integrity.check_declared(config, layout, io.read_tensor_header(path), checksums, where)
+    header = io.read_tensor_header(path)
+    integrity.check_declared(config, layout, header, checksums, where)
     check_layout(layout, base_model, config)
+    if with_heads:  # saved heads' shapes against the base, from the header (meta tensors: nothing allocated)
+        declared = {key: torch.empty(shape, device="meta") for key, (_, shape) in header.items()}
+        _head_state(base_model, split_adapter_tensors(declared)[1])
     tensors = io.read_adapter_tensors(path)
     projection_tensors, heads = split_adapter_tensors(tensors)
     if not with_heads:
