@@ -2,9 +2,12 @@
 """Turn a lorazoo adapter into a plain PEFT LoRA adapter that PEFT and vLLM can serve.
 
     python scripts/export_peft.py <adapter_dir> <out_dir> [--base <local dir or hub id>] [--gguf-file F]
+                                  [--max-rank N [--allow-truncation]]
 
 The base model is the one named in the adapter's config (``base_model_name_or_path``; ``packaged:<module>``
-names resolve to the installed package) unless ``--base`` points elsewhere.
+names resolve to the installed package) unless ``--base`` points elsewhere. ``--max-rank`` is a server's rank
+limit (vLLM: ``--max-lora-rank``, at most 512): ΔW is re-factorised under it exactly, or refused with the
+error a cut would cause unless ``--allow-truncation`` (then the cut is written and its error recorded).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import transformers
 from lorazoo import LoraZooError, load_adapter
 from lorazoo.io import CONFIG_NAME, read_adapter_config
 from lorazoo.packaged import resolve_source
+from lorazoo.rank_limit import EXPORT_RECORD
 
 
 def load_base(adapter_dir: Path, base: str | None, gguf_file: str | None):
@@ -47,14 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--base", help="local directory or hub id of the base model (default: the adapter's)")
     parser.add_argument("--gguf-file", help="GGUF file name inside the base directory, for GGUF bases")
+    parser.add_argument("--max-rank", type=int, help="the serving rank limit (vLLM's --max-lora-rank, <= 512)")
+    parser.add_argument("--allow-truncation", action="store_true", help="over --max-rank: write the SVD cut")
     args = parser.parse_args(argv)
     try:
         model = load_adapter(load_base(args.adapter_dir, args.base, args.gguf_file), args.adapter_dir)
-        model.export_peft_lora(args.out_dir)
+        model.export_peft_lora(args.out_dir, max_rank=args.max_rank, allow_truncation=args.allow_truncation)
     except (LoraZooError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote a PEFT LoRA adapter (r={model.adapter_config.rank}, {len(model.layout)} modules) to {args.out_dir}")
+    rank = json.loads((args.out_dir / "adapter_config.json").read_text())["r"]
+    print(f"wrote a PEFT LoRA adapter (r={rank}, {len(model.layout)} modules) to {args.out_dir}")
+    record = args.out_dir / EXPORT_RECORD
+    if record.is_file() and json.loads(record.read_text())["truncated"]:
+        error = json.loads(record.read_text())["max_relative_error"]
+        print(f"TRUNCATED to rank {rank}: largest relative ΔW error {error:.3g} (see {record})")
     return 0
 
 

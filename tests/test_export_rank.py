@@ -120,3 +120,26 @@ def test_an_invalid_max_rank_is_one_line_naming_it(bad, tmp_path):
         return
     with pytest.raises(ConfigError, match=rf"^max_rank={bad!r} is invalid; valid: a positive integer [^\n]*$"):
         model.export_peft_lora(tmp_path, max_rank=bad)
+
+
+def test_export_script_takes_the_serving_limit(tmp_path, capsys):
+    """scripts/export_peft.py --max-rank: refused in one line (exit 2) over the limit, written with
+    --allow-truncation, exact under it."""
+    from test_export_cli import _script
+
+    base_dir = tmp_path / "base"
+    tiny_llama().save_pretrained(base_dir)
+    for name, low_rank in (("full", None), ("low", 5)):
+        model = vera(low_rank)
+        model.adapter_config.base_model_name_or_path = str(base_dir)
+        model.save_adapter(tmp_path / name)
+    script, _ = _script(), capsys.readouterr()  # drop save_pretrained's progress output
+    assert script.main([str(tmp_path / "full"), str(tmp_path / "refused"), "--max-rank", "16"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not progress bars
+    assert len(errors) == 1 and errors[0].startswith("error: max_rank=16 cannot be met exactly"), errors
+    assert not (tmp_path / "refused").exists()
+    assert script.main([str(tmp_path / "full"), str(tmp_path / "cut"), "--max-rank", "16", "--allow-truncation"]) == 0
+    assert "TRUNCATED to rank 16" in capsys.readouterr().out
+    assert script.main([str(tmp_path / "low"), str(tmp_path / "exact"), "--max-rank", "8"]) == 0
+    assert "r=5," in capsys.readouterr().out
+    assert json.loads((tmp_path / "exact" / "lorazoo_export.json").read_text())["truncated"] is False
