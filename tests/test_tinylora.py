@@ -51,7 +51,7 @@ def twins(weight_tying: float = 0.0, u: int = 8, r: int = 2, targets=TARGETS):
         projection.v.copy_(torch.randn(projection.v.shape, generator=g))
         layers = peft_layers(theirs)
         assert list(layers) == [e.name for e in ours.layout]
-        for index, ((name, layer), (u_r, s, vh)) in enumerate(zip(layers.items(), projection.svd_factors())):
+        for index, (layer, (u_r, s, vh)) in enumerate(zip(layers.values(), projection.svd_factors())):
             a, b = s.sqrt()[:, None] * vh, u_r * s.sqrt()
             # PEFT's own SVD of the same weight gives the same √Σ split (the one source of truth for the formula)
             torch.testing.assert_close(layer.tinylora_A["default"], a, atol=1e-6, rtol=0)
@@ -190,5 +190,8 @@ def test_meta_device_count_needs_no_weights(weight_tying, expected):
 )
 def test_bad_options_are_one_line_errors(kwargs, fragment):
     with pytest.raises(ConfigError) as info:
-        attach(tiny_llama(0), AdapterConfig(projection="tinylora", rank=2, target_modules=TARGETS, projection_kwargs=kwargs))
+        attach(
+            tiny_llama(0),
+            AdapterConfig(projection="tinylora", rank=2, target_modules=TARGETS, projection_kwargs=kwargs),
+        )
     assert fragment in str(info.value) and "\n" not in str(info.value)

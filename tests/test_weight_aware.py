@@ -142,9 +142,7 @@ def test_the_svd_input_is_the_weight_in_out_by_in_orientation(projection, kind):
 
 @pytest.mark.parametrize("projection", WEIGHT_AWARE)
 def test_adding_one_over_a_merged_adapter_is_refused(projection):
-    model = attach(
-        tiny_llama(0), AdapterConfig(projection="lora", rank=4, target_modules=["q_proj"]), adapter_name="a"
-    )
+    model = attach(tiny_llama(0), AdapterConfig(projection="lora", rank=4, target_modules=["q_proj"]), adapter_name="a")
     perturb(model)
     model.merge()
     with pytest.raises(AdapterStateError, match="holds a merged adapter; unmerge") as info:
@@ -181,9 +179,10 @@ def test_a_quantised_base_gives_the_svd_of_its_dequantised_weight(projection, mo
     dense = {name: dequantized_weight(base.get_submodule(name)) for name in ("model.layers.0.self_attn.q_proj",)}
     model = attach(base, config(projection, rank=32))  # v_proj is 32 × 64: full rank is 32
     for (u, s, vh), entry in zip(model.projection.svd_factors(), model.layout):
-        if entry.name in dense:
+        if entry.name in dense:  # the rank-32 truncation of the dequantised weight (a product: sign-free)
             best = torch.linalg.svd(dense[entry.name], full_matrices=False)
-            torch.testing.assert_close(s, best.S[:32], atol=1e-5, rtol=1e-5)
+            expected = best.U[:, :32] @ torch.diag(best.S[:32]) @ best.Vh[:32]
+            torch.testing.assert_close(u @ torch.diag(s) @ vh, expected, atol=1e-5, rtol=0)
     perturb(model)
     with torch.no_grad():
         expected = model(input_ids=IDS).logits
