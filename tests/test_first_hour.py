@@ -626,14 +626,9 @@ def test_runs_dir_is_ignored_by_git():
 
 
 def test_compare_plot_title_and_majority_line(tmp_path: Path, monkeypatch):
-    import importlib.util
-
     import matplotlib.axes
 
-    spec = importlib.util.spec_from_file_location("compare_i19", REPO / "scripts" / "compare.py")
-    compare = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = compare
-    spec.loader.exec_module(compare)
+    from lorazoo import compare  # scripts/compare.py and lorazoo-compare run this module
     assert compare.seeds_phrase([1, 1]) == "1 seed per point"
     assert compare.seeds_phrase([3, 3]) == "mean ± std over 3 seeds per point"
     assert compare.seeds_phrase([2, 3]) == "mean ± std over 2-3 seeds per point"
