@@ -200,6 +200,14 @@ def test_dropped_in_file_has_a_working_lr_sweep(package_copy, tmp_path):
     assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"] == records[0]["accuracy"]
 
 
+def test_dropped_in_file_is_listed_by_help(package_copy, tmp_path):
+    out = _run_py(package_copy, "--help", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    groups = out.stdout.split("== Config ==")[0]  # the group list, not the composed config below it
+    (line,) = [line for line in groups.splitlines() if line.startswith("projection:")]
+    assert "dropin" in line.split(": ", 1)[1].split(", ")
+
+
 PER_PROJECTION_TESTS = [  # tests parametrised over projection_names() whose dropin cases must all pass
     "test_first_hour.py::test_defaults_fit_every_packaged_model",
     "test_first_hour.py::test_every_projection_trains_with_its_defaults_through_the_runner",
