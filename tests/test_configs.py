@@ -208,3 +208,16 @@ def test_lr_interval_is_written_in_decimal(lr: float):
 
     low, high = re.fullmatch(r"tag\(log, interval\((\S+), (\S+)\)\)", log_interval(lr)).groups()
     assert len(low) <= 6 and len(high) <= 6, (low, high)
+
+
+@pytest.mark.parametrize("name", projection_names())
+def test_a_rank_other_than_the_paper_one_is_the_users_choice(name: str):
+    """Model fitting scales only the paper defaults (yaml or derived node): a rank set elsewhere (an experiment,
+    task_overrides) is explicit, so a value that cannot work is an error, never silently refitted."""
+    import dataclasses
+
+    from lorazoo.train.model_fit import set_elsewhere
+
+    opts = from_node(ProjectionOptions, compose_with(f"projection={name}").projection, "projection")
+    assert set_elsewhere(opts) == set()
+    assert "projection.rank" in set_elsewhere(dataclasses.replace(opts, rank=opts.rank + 1))

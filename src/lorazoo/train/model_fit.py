@@ -35,6 +35,7 @@ from ..errors import LoraZooError
 from ..layout import Layout
 from ..projections import get_projection_class
 from ..wrappers import layout_from_model
+from .config_store import projection_node
 from .errors import ConfigError
 from .options import ModelOptions, ProjectionOptions
 
@@ -69,7 +70,8 @@ def _is_explicit(key: str, explicit: set[str]) -> bool:
 
 
 def yaml_defaults(name: str) -> dict[str, Any] | None:
-    """The ``projection:`` node of configs/projection/<name>.yaml (None when the file is not found)."""
+    """The ``projection:`` node of configs/projection/<name>.yaml, else the one derived from the projection's
+    ``paper`` declaration (None when it has neither)."""
     import yaml
 
     from ..counting import model_config_dirs
@@ -80,7 +82,8 @@ def yaml_defaults(name: str) -> dict[str, Any] | None:
             data = yaml.safe_load(path.read_text()) or {}
             node = data.get("projection", data) if isinstance(data, dict) else {}
             return node if isinstance(node, dict) else {}
-    return None
+    paper = get_projection_class(name).paper  # no yaml: projection=<name> is derived from the declaration
+    return None if paper is None else projection_node(name, paper)["projection"]
 
 
 def set_elsewhere(opts: ProjectionOptions) -> set[str]:
