@@ -8,7 +8,6 @@ HYDRA_FULL_ERROR=1 asks for the traceback.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import warnings
@@ -22,6 +21,7 @@ from omegaconf import DictConfig
 from .errors import LoraZooError
 from .train.config_store import register_projection_options
 from .train.naming import register_resolvers
+from .train.sweep_outcome import failed_stage, note_failure
 
 
 def config_dir() -> str:
@@ -102,25 +102,21 @@ def hydra_main(cfg: DictConfig) -> float | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {exc}", file=sys.stderr)
-        if _training_failed_in_sweep():
+        note_failure(exc)  # for the Slurm launcher's per-job summary (train/sweep_outcome.py)
+        if _training_failed_in_sweep(exc):
             return None  # this job failed; the other jobs of the sweep go on
         sys.exit(2)
 
 
-def _training_failed_in_sweep() -> bool:
-    """A multirun job whose training started and failed (its metrics.json says failed): one failed trial.
-    Errors before training (bad config, missing data) still stop the whole sweep: every job would hit them."""
+def _training_failed_in_sweep(exc: BaseException) -> bool:
+    """A multirun job whose training started and failed in this attempt: one failed trial. Decided from the
+    exception this attempt raised, never from a metrics.json an earlier attempt left. Errors before training
+    (bad config, missing data, a refused run dir) still stop the whole sweep: every job would hit them."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized() or str(HydraConfig.get().mode) != "RunMode.MULTIRUN":
         return False
-    metrics = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
-    try:
-        record = json.loads(metrics.read_text())
-    except (OSError, ValueError, AttributeError):
-        return False
-    # a config/data error before training also leaves a failed record, marked failed_stage=setup
-    return isinstance(record, dict) and record.get("status") == "failed" and record.get("failed_stage") != "setup"
+    return failed_stage(exc) == "training"
 
 
 def main() -> None:

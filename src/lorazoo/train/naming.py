@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 RESOLVER = "lorazoo_slug"
+SWEEP_RESOLVER = "lorazoo_sweep_folder"
 MAX_DIR_NAME = 150  # well under the 255-byte limit of a path component, with room for the job number
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[/_ T-](\d{2}-\d{2}-\d{2}))?")
 
@@ -29,10 +30,19 @@ def slug(text: str) -> str:
     return out
 
 
+def sweep_folder(name: str | None, stamp: str) -> str:
+    """A named sweep (``name=`` or an experiment's) always gets the same folder, so relaunching the same
+    command continues it; an unnamed one gets Hydra's dated folder ``stamp``."""
+    return slug(str(name)) if name not in (None, "") else stamp
+
+
 def register_resolvers() -> None:
-    """``${lorazoo_slug:...}`` for configs/config.yaml (hydra.sweep.subdir); safe to call repeatedly."""
+    """``${lorazoo_slug:...}`` (hydra.sweep.subdir) and ``${lorazoo_sweep_folder:...}`` (hydra.sweep.dir) for
+    configs/config.yaml; safe to call repeatedly."""
     if not OmegaConf.has_resolver(RESOLVER):
         OmegaConf.register_new_resolver(RESOLVER, slug)
+    if not OmegaConf.has_resolver(SWEEP_RESOLVER):
+        OmegaConf.register_new_resolver(SWEEP_RESOLVER, sweep_folder)
 
 
 def run_name(projection: str, task: str, model: str, seed: int) -> str:

@@ -18,7 +18,7 @@ from ..errors import LoraZooError
 from ..io import atomic_write_json
 from ..projections import get_projection_class
 from ..version import __version__
-from . import preflight, provenance, run_dir
+from . import preflight, provenance, run_dir, slurm_attempt
 from .checkpoints import foreign_checkpoints, resume_point
 from .data_root import apply_data_root
 from .distributed import (
@@ -246,11 +246,15 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     out = agree_on_output_dir(out, trainer_opts.ddp_backend)  # every rank: rank 0's run dir
 
     def own_run_dir() -> run_dir.Claim:  # rank 0 locks, checks and marks the dir; the other ranks get its answer
-        held = stack.enter_context(run_dir.claimed(out, to_plain(cfg), trainer_opts.resume))
+        requeued = slurm_attempt.is_requeued_attempt(out)  # a later attempt of the same Slurm job continues
+        held = stack.enter_context(run_dir.claimed(out, to_plain(cfg), trainer_opts.resume or requeued))
         if held.completed is None:
             for name in held.sweep_scratch():
                 print(f"[lorazoo] {out}: removed {name}, left by a write that was killed", file=sys.stderr)
             held.record_identity()
+            slurm_attempt.record_attempt(out)
+            if requeued:
+                print(f"[lorazoo] {out}: requeued attempt of Slurm job {slurm_attempt.current_job()}: resuming")
             if hydra:
                 run_dir.save_hydra_files(out, cfg)
         return held
@@ -317,7 +321,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     counts = cast("AdaptedModel", loaded.model).num_parameters()
     checkpoints = out / "checkpoints"
     resume_from = _resume_point(
-        checkpoints, trainer_opts.resume, claim.fingerprint, adapter_config(projection, model_opts, seed).to_dict()
+        checkpoints, claim.resume, claim.fingerprint, adapter_config(projection, model_opts, seed).to_dict()
     )
     from .train_time import TrainTimeCallback
     from .trainer import LoraZooTrainer  # transformers' Trainer takes seconds to import: after every input check
@@ -363,6 +367,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         "data_from": data_from,
         "fitted_to_model": {c.key: {"from": c.old, "to": c.new, "why": c.why} for c in changes},
         "fingerprint": claim.fingerprint,
+        **({"attempts": tried} if (tried := slurm_attempt.attempts(out)) else {}),  # Slurm attempts of this job
         **task.summary(),
     }
     logger.start(
@@ -371,7 +376,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         group=wandb_group(cfg.get("name"), hydra.get("experiment"), hydra.get("sweep_dir")),
         job_type=task.name,
         name=run_name(projection.name, task.name, model_opts.name, seed),
-        resume=resume_from is not None or trainer_opts.resume,
+        resume=resume_from is not None or claim.resume,
     )
     try:
         started, cpu = time.perf_counter(), provenance.CpuClock()
@@ -396,6 +401,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
                 print(f"[lorazoo] training finished before the failure: the adapter is at {record['adapter_dir']}")
         logger.finish(exit_code=1)
         exc._lorazoo_recorded = True  # type: ignore[attr-defined]
+        exc._lorazoo_failed_stage = "training"  # type: ignore[attr-defined]  # cli: one failed trial of a sweep
         raise
     record.update(
         status="completed",
