@@ -152,6 +152,28 @@ def test_adding_one_over_a_merged_adapter_is_refused(projection):
     model.add_adapter("b", config(projection))  # the base is W again: fine
 
 
+@pytest.mark.parametrize("projection", WEIGHT_AWARE)
+def test_loading_weights_into_a_merged_adapter_works_and_another_bases_file_is_refused(projection, tmp_path):
+    """The resume path while merged (unmerge → load → re-merge) reads no weight: the file's record of its base
+    is compared with the live adapter's, which was taken before the merge."""
+    model = trained(projection)
+    other = trained(projection)
+    perturb(other, seed=11)
+    other.save_adapter(tmp_path / "same")
+    trained(projection, base=tiny_llama(1)).save_adapter(tmp_path / "foreign")
+    model.merge()
+    model.load_adapter_weights(tmp_path / "same")
+    assert model.merged_adapter == "default"
+    with torch.no_grad():
+        expected = load_adapter(tiny_llama(0), tmp_path / "same")(input_ids=IDS).logits
+        torch.testing.assert_close(model(input_ids=IDS).logits, expected, atol=1e-5, rtol=0)
+    before = {k: v.clone() for k, v in model.adapter_tensors().items()}
+    with pytest.raises(LayoutMismatchError, match="saved from another base than the active adapter's") as info:
+        model.load_adapter_weights(tmp_path / "foreign")
+    assert "\n" not in str(info.value)
+    assert all(torch.equal(before[k], v) for k, v in model.adapter_tensors().items())  # nothing changed
+
+
 # ----------------------------------------------------------------------------- quantised bases
 def _quantised(path: Path, mode: str):
     pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed")

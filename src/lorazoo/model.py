@@ -301,7 +301,8 @@ class AdaptedModel(nn.Module):
         ``heads=False`` loads the projection only (starting a new task from another task's adapter).
 
         A merged adapter is unmerged, loaded and merged again, so the base weights end up W + ΔW(new)."""
-        config, projection, head_tensors = _checked_adapter(path, self.base_model, heads)
+        # a weight-aware file is checked against the record of the active adapter's base (W may hold a merge now)
+        config, projection, head_tensors = _checked_adapter(path, self.base_model, heads, self.projection)
         saved, mine = config.to_dict(), self.adapter_config.to_dict()
         # what decides ΔW from the same tensors; the seed matters only through the regenerated structures
         keys = ["projection", "rank", "alpha", "target_modules", "projection_kwargs"] + (
@@ -655,7 +656,7 @@ def load_adapter(base_model: nn.Module, path: str | Path, adapter_name: str = DE
 
 
 def _checked_adapter(
-    path: str | Path, base_model: nn.Module, with_heads: bool = True
+    path: str | Path, base_model: nn.Module, with_heads: bool = True, live: Projection | None = None
 ) -> tuple[AdapterConfig, Projection, dict[str, dict[str, torch.Tensor]]]:
     """The adapter at ``path`` as a stand-alone projection with its tensors loaded, plus its head tensors, after
     every check; nothing of ``base_model`` changes. Sizes are checked from JSON and the safetensors header before
@@ -691,7 +692,10 @@ def _checked_adapter(
     except (ValueError, RuntimeError) as exc:
         raise AdapterFileError(f"{where!r} does not match its config: {exc}") from None
     if projection.reads_base_weights:  # its saved structures were derived from one base: this one?
-        projection.check_base(base_weights(base_model, layout), where)
+        if live is not None and live.reads_base_weights:  # ``live`` read (or checked) this base when unmerged
+            projection.check_same_base(live, where)
+        else:
+            projection.check_base(base_weights(base_model, layout), where)
     missing = sorted(set(config.modules_to_save) - {m.rsplit(".", 1)[-1] for m in heads} - set(heads))
     if missing and with_heads:
         raise AdapterFileError(f"{where!r} lacks the saved module(s) {missing} its config lists in modules_to_save")

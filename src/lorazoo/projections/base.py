@@ -212,6 +212,11 @@ class Projection(nn.Module):
         """After a load (``reads_base_weights`` only): refuse, in one line, a base other than the one the
         saved structures were derived from. ``weights`` as for ``init_from_base``."""
 
+    def check_same_base(self, live: Projection, where: str) -> None:
+        """``check_base`` against what a live adapter of the same method recorded of its base (loading weights
+        into it: the base may hold a merge by then). A projection whose layout differs from ``live``'s is left
+        to the caller's layout check."""
+
     # ----------------------------------------------------------------- persistence
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors a saved adapter needs: every parameter (+ buffers a subclass chooses to persist)."""

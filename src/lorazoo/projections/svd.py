@@ -114,6 +114,18 @@ class SVDProjection(Projection):
                     "load the adapter onto the base it was trained on (the same weights, in the same dtype)"
                 )
 
+    def check_same_base(self, live: Projection, where: str) -> None:
+        recorded = getattr(live, "base_sha256", None)
+        if self.layout != live.layout or not isinstance(recorded, torch.Tensor):
+            return
+        for entry, saved, here in zip(self.layout, self.base_sha256, recorded):
+            if not torch.equal(saved.cpu(), here.cpu()):
+                raise LayoutMismatchError(
+                    f"{where}: module {entry.name!r} was saved from another base than the active adapter's "
+                    f"(sha256 {bytes(saved.tolist()).hex()[:12]}… vs {bytes(here.tolist()).hex()[:12]}…); "
+                    "load it onto the base it was trained on with load_adapter"
+                )
+
     def load_adapter_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
         super().load_adapter_state_dict(tensors)
         self._from_base = True  # the saved structures, never a recomputed SVD
