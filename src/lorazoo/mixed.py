@@ -31,6 +31,7 @@ def plan_mixed_batch(model: Any, adapter_names: Any, expandable: bool = False) -
         raise ConfigError(
             f"adapter_names must be a non-empty list with one adapter name per row, got {adapter_names!r}"
         )
+    model.check_state("a mixed-adapter batch (adapter_names)", inside_disabled=True)  # disabled: refused below
     names = list(adapter_names)
     bad = sorted({repr(n) for n in names if not isinstance(n, str)})
     if bad:

@@ -56,9 +56,14 @@ class AdaptedModel(nn.Module):
         adapter_name: str = DEFAULT_ADAPTER,
         _projection: Projection | None = None,
     ):
+        refuse_adapted_base(base_model)
         super().__init__()
         self.base_model = base_model
         self.adapters = nn.ModuleDict()
+        self.training = base_model.training  # every module lorazoo adds runs in the base's mode
+        self.adapters.train(base_model.training)
+        self._unloaded = False  # merge_and_unload() ran: no adapter layers left (for good)
+        self._disabled_depth = 0  # open ``with disabled()`` blocks
         self.adapter_configs: dict[str, AdapterConfig] = {}
         self.cache = ThetaCache()
         self.merged_adapter: str | None = None
@@ -99,6 +104,7 @@ class AdaptedModel(nn.Module):
     def __deepcopy__(self, memo: dict[int, Any]) -> AdaptedModel:
         """An independent working copy (TRL's reference model, EMA copies). Copied the default way, the copy's
         forward closure would still run this model's base, and its hook handles would remove this model's hooks."""
+        self.check_state("copy.deepcopy(model)", after_unload=True)  # a copy would never leave the block
         self.cache.invalidate()  # a cached θ_D may carry autograd history, which cannot be deep-copied
         copied = type(self).__new__(type(self))
         memo[id(self)] = copied
@@ -110,7 +116,10 @@ class AdaptedModel(nn.Module):
             for hooks in (module._forward_pre_hooks, module._forward_hooks, module._forward_hooks_always_called):
                 for hook_id in ours & set(hooks):
                     del hooks[hook_id]
-        copied._attach_hooks()
+        if self._unloaded:
+            copied._hooks = []  # the copy of a plain (unloaded) base needs no θ_D hooks
+        else:
+            copied._attach_hooks()
         copied._bind_forward()
         return copied
 
@@ -173,6 +182,24 @@ class AdaptedModel(nn.Module):
         with self._mixed_batch(adapter_names, expandable=True):
             return base.generate(*args, **kwargs)
 
+    # ----------------------------------------------------------------- lifecycle states
+    # live (attached) -> unloaded by merge_and_unload(), for good. While live: an active adapter or none, that
+    # adapter merged or not, and disabled to a nesting depth (``with disabled()``), inside which the adapter
+    # set, the active adapter and the merge stay fixed (the block's exit restores them). Every module lorazoo
+    # adds runs in the train/eval mode of what it wraps; train()/eval() reach them all.
+    def check_state(self, what: str, inside_disabled: bool = False, after_unload: bool = False) -> None:
+        """Refuse ``what`` in a state that cannot honour it, naming the state (one line)."""
+        if self._unloaded and not after_unload:
+            raise AdapterStateError(
+                f"{what} is refused: merge_and_unload() has unloaded this model (its base now holds the merged "
+                "weights and no adapter layers); use the base it returned, or attach a new adapter to that base"
+            )
+        if self._disabled_depth and not inside_disabled:
+            raise AdapterStateError(
+                f"{what} is refused inside `with model.disabled()` (depth {self._disabled_depth}): the adapters, "
+                "the active adapter and the merge stay fixed until the block exits; call it after the block"
+            )
+
     # ----------------------------------------------------------------- adapters
     @property
     def active_adapter(self) -> str | None:
@@ -197,6 +224,7 @@ class AdaptedModel(nn.Module):
 
     def add_adapter(self, name: str, config: AdapterConfig) -> Projection:
         """Add an adapter (any projection) over the same base; it becomes active if none is."""
+        self.check_state(f"add_adapter({name!r})")
         return self._install(name, config, None)
 
     def _install(self, name: str, config: AdapterConfig, projection: Projection | None) -> Projection:
@@ -208,7 +236,7 @@ class AdaptedModel(nn.Module):
             layout = layout_from_model(self.base_model, config.target_modules, layout_rank(config))
             projection = build_projection(layout, config)
         layout = projection.layout
-        projection = projection.to(self._base_device())
+        projection = projection.to(self._base_device()).train(self.base_model.training)
         if fresh and projection.reads_base_weights:  # a weight-aware method reads the frozen base, once
             projection.init_from_base(base_weights(self.base_model, layout))
         projection.set_active(False)
@@ -226,6 +254,7 @@ class AdaptedModel(nn.Module):
     def training_guard(self) -> Iterator[None]:
         """Held by LoraZooTrainer.train(): the optimizer holds the active adapter's parameters, so switching,
         deleting or merging adapters meanwhile would train (or save) another adapter than the one reported."""
+        self.check_state("training")  # disabled or unloaded, no adapter would receive gradients
         self._training += 1
         try:
             yield
@@ -241,6 +270,7 @@ class AdaptedModel(nn.Module):
 
     def set_adapter(self, name: str) -> None:
         """Make ``name`` the adapter every forward uses; costs no copy of base weights."""
+        self.check_state(f"set_adapter({name!r})")
         if self.__dict__.get("_training") and name != self.active_adapter:
             self._refuse_during_training(f"set_adapter({name!r})")
         if name not in self.adapters:
@@ -267,6 +297,7 @@ class AdaptedModel(nn.Module):
         }
 
     def delete_adapter(self, name: str) -> None:
+        self.check_state(f"delete_adapter({name!r})")
         self._refuse_during_training(f"delete_adapter({name!r})")
         if name not in self.adapters:
             raise AdapterStateError(f"unknown adapter {name!r}; existing: {list(self.adapters)}")
@@ -288,6 +319,7 @@ class AdaptedModel(nn.Module):
         """Add the adapter saved at ``path`` as ``name``. All or nothing: every check (layout, sizes, dtypes,
         finiteness, regenerated structures, head shapes) runs on a stand-alone copy first, so a failed load
         leaves the model exactly as it was and a retry can succeed."""
+        self.check_state(f"load_adapter(..., {name!r})")
         if name in self.adapters:
             raise AdapterStateError(f"adapter {name!r} already exists; existing: {list(self.adapters)}")
         config, projection, heads = _checked_adapter(path, self.base_model)
@@ -301,6 +333,7 @@ class AdaptedModel(nn.Module):
         ``heads=False`` loads the projection only (starting a new task from another task's adapter).
 
         A merged adapter is unmerged, loaded and merged again, so the base weights end up W + ΔW(new)."""
+        self.check_state("load_adapter_weights()")
         # a weight-aware file is checked against the record of the active adapter's base (W may hold a merge now)
         config, projection, head_tensors = _checked_adapter(path, self.base_model, heads, self.projection)
         saved, mine = config.to_dict(), self.adapter_config.to_dict()
@@ -399,6 +432,7 @@ class AdaptedModel(nn.Module):
     @torch.no_grad()
     def merge(self) -> None:
         """W += s · B_l A_l in W's dtype for the active adapter; forward then runs at base speed."""
+        self.check_state("merge()")
         self._refuse_during_training("merge()")
         if self.merged_adapter is not None:
             raise AdapterStateError(f"adapter {self.merged_adapter!r} is already merged")
@@ -407,6 +441,7 @@ class AdaptedModel(nn.Module):
 
     @torch.no_grad()
     def unmerge(self) -> None:
+        self.check_state("unmerge()")
         if self.merged_adapter is None:
             raise AdapterStateError("nothing is merged")
         self._apply_delta(-1)
@@ -442,7 +477,9 @@ class AdaptedModel(nn.Module):
                 )
 
     def merge_and_unload(self) -> nn.Module:
-        """Merge the active adapter and return the plain base model (adapted modules unwrapped)."""
+        """Merge the active adapter and return the plain base model (adapted modules unwrapped). This model is
+        then unloaded: its forward is the returned base's, and every adapter call is refused."""
+        self.check_state("merge_and_unload()")
         if self.merged_adapter is None:
             self.merge()
         for layer_name, module in list(self.base_model.named_modules()):
@@ -453,28 +490,32 @@ class AdaptedModel(nn.Module):
                 set_submodule(self.base_model, layer_name, module.active.to(dtype) if dtype else module.active)
         for hook in self._hooks:
             hook.remove()
+        self._unloaded = True
         return self.base_model
 
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:
-        """Run the base model alone (a merged adapter is unmerged for the duration)."""
-        merged = self.merged_adapter
+        """Run the base model alone (a merged adapter is unmerged for the duration; heads are the base's).
+        Blocks nest: the adapters stay off until the outermost one exits."""
+        self.check_state("disabled()", inside_disabled=True)
+        merged = self.merged_adapter if not self._disabled_depth else None
         if merged is not None:
             self.unmerge()
-        previous = self.cache.active_adapter
+        self._disabled_depth += 1
         self.cache.disabled = True
-        self.cache.active_adapter = None  # heads fall back to the original module
         try:
             yield
         finally:
-            self.cache.disabled = False
-            self.cache.active_adapter = previous
-            if merged is not None:
-                self.merge()
+            self._disabled_depth -= 1
+            if not self._disabled_depth:
+                self.cache.disabled = False
+                if merged is not None:
+                    self.merge()
 
     # ----------------------------------------------------------------- persistence
     def save_adapter(self, path: str | Path) -> Path:
         """Write the active adapter (config, layout, tensors) to the directory ``path``."""
+        self.check_state("save_adapter()", inside_disabled=True)
         info = {
             "num_parameters": self.num_parameters(),
             # how to rebuild the base for export/serving: a transformers class name and its label count
@@ -494,6 +535,7 @@ class AdaptedModel(nn.Module):
         by SVD at rank <= max_rank, exactly when its rank allows, else refused with the error a cut would
         cause; ``allow_truncation=True`` writes the cut and records its error (rank_limit.py).
         """
+        self.check_state("export_peft_lora()", inside_disabled=True)
         with torch.no_grad():
             factors = self.lora_factors()
         export_config, record = self.adapter_config, None
@@ -554,7 +596,8 @@ class AdaptedModel(nn.Module):
         for entry in layout:
             module = self.base_model.get_submodule(entry.name)
             if not isinstance(module, AdaptedLayer):
-                set_submodule(self.base_model, entry.name, wrap_module(module, entry.name, self.cache))
+                wrapper = wrap_module(module, entry.name, self.cache).train(module.training)  # the mode it wraps
+                set_submodule(self.base_model, entry.name, wrapper)
 
     def _wrap_module_to_save(self, pattern: str) -> ModuleCopies:
         names = [n for n, _ in self.base_model.named_modules() if n == pattern or n.endswith("." + pattern)]
@@ -564,7 +607,7 @@ class AdaptedModel(nn.Module):
             raise TargetModulesError(f"modules_to_save entry {pattern!r} matched no module; top-level modules: {top}")
         module = self.base_model.get_submodule(names[0])
         if not isinstance(module, ModuleCopies):
-            module = ModuleCopies(module, self.cache)
+            module = ModuleCopies(module, self.cache).train(module.training)
             set_submodule(self.base_model, names[0], module)
         return module
 
@@ -646,8 +689,20 @@ def _load_head(head: nn.Module, module_name: str, state: dict[str, torch.Tensor]
             copy_into(own[key], value)
 
 
+def refuse_adapted_base(base_model: nn.Module) -> None:
+    """One base carries one AdaptedModel: a second would find the first's layers already wrapped and run on
+    the first's θ_D, so its own adapter would silently get no gradients."""
+    if any(isinstance(m, (AdaptedLayer, ModuleCopies)) for m in base_model.modules()):
+        raise AdapterStateError(
+            f"this {type(base_model).__name__} already carries an adapted model (its layers are wrapped); add "
+            "another adapter with model.add_adapter(name, config) or model.load_adapter(path, name), or attach "
+            "to the plain base that merge_and_unload() returns"
+        )
+
+
 def load_adapter(base_model: nn.Module, path: str | Path, adapter_name: str = DEFAULT_ADAPTER) -> AdaptedModel:
     """Attach the adapter saved at ``path`` to ``base_model``; every check runs before the base is touched."""
+    refuse_adapted_base(base_model)
     config, projection, heads = _checked_adapter(path, base_model)
     model = AdaptedModel(base_model, config, adapter_name, _projection=projection)
     _load_heads(model, adapter_name, heads, path)

@@ -46,7 +46,7 @@ class ModuleCopies(nn.Module):
 
     @property
     def active(self) -> nn.Module:
-        name = self.cache.active_adapter
+        name = None if self.cache.disabled else self.cache.active_adapter  # disabled: the base's own module
         return self.copies[name] if name is not None and name in self.copies else self.original
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
