@@ -1,8 +1,9 @@
 """The Hydra entry point behind ``python run.py``: compose configs/, run one job, report errors in one line.
 
 ``lorazoo.train.run(cfg)`` does the work; this module only adds Hydra (config search path, multirun,
-launchers) and the error policy: a LoraZooError prints ``error: <message>`` and exits 2, unless
-HYDRA_FULL_ERROR=1 asks for the traceback.
+launchers) and the error policy: a LoraZooError or an OSError, wherever Hydra or the job raises it, prints
+one ``error: <message>`` line and exits 2, unless LORAZOO_DEBUG=1 (or HYDRA_FULL_ERROR=1) asks for the
+traceback; a group option that does not exist is one line listing the valid ones, before Hydra composes.
 """
 
 from __future__ import annotations
@@ -98,10 +99,10 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
         record = run(cfg)
         return objective(record, main_metric(cfg.task, int(cfg.seed)))
-    except LoraZooError as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except (LoraZooError, OSError) as exc:
+        if _debugging():
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         note_failure(exc)  # for the Slurm launcher's per-job summary (train/sweep_outcome.py)
         if _training_failed_in_sweep(exc):
             return None  # this job failed; the other jobs of the sweep go on
@@ -119,9 +120,57 @@ def _training_failed_in_sweep(exc: BaseException) -> bool:
     return failed_stage(exc) == "training"
 
 
+def _debugging() -> bool:
+    """LORAZOO_DEBUG=1 (or Hydra's own HYDRA_FULL_ERROR=1): show the full traceback instead of one line."""
+    return os.environ.get("LORAZOO_DEBUG") == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def error_line(exc: BaseException) -> str:
+    """The one ``error:`` line for a LoraZooError (its message) or an OSError (what failed, where, what to do)."""
+    if isinstance(exc, LoraZooError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}; free space or fix permissions there, or pick another hydra.run.dir"
+    return "error: " + " ".join(text.split())
+
+
+def _one_line_errors() -> None:
+    """Route everything Hydra runs (composing, making the run dir, the job, the launcher) through one handler:
+    a LoraZooError or OSError is one ``error:`` line and exit code 2; anything else is Hydra's own report."""
+    import hydra._internal.utils as hydra_utils
+
+    report = hydra_utils.run_and_report
+    if getattr(report, "_lorazoo", False):
+        return
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        def guarded() -> Any:
+            try:
+                return func()
+            except (LoraZooError, OSError) as exc:
+                if _debugging():
+                    raise
+                print(error_line(exc), file=sys.stderr)
+                sys.exit(2)
+
+        return report(guarded)
+
+    run_and_report._lorazoo = True  # type: ignore[attr-defined]
+    hydra_utils.run_and_report = run_and_report
+
+
 def main() -> None:
-    """``python run.py ...``: Hydra's main, plus the valid spellings when Hydra rejects a key."""
+    """``python run.py ...``: Hydra's main, plus the valid spellings when Hydra rejects a key or a group option."""
     check_argv(sys.argv[1:])
+    from .cli_hints import check_group_choices
+
+    bad_choice = check_group_choices(sys.argv[1:], CONFIG_DIR)
+    if bad_choice:
+        print(bad_choice, file=sys.stderr)
+        sys.exit(2)
+    if os.environ.get("LORAZOO_DEBUG") == "1":
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own handler then re-raises with the whole trace
+    _one_line_errors()
     try:
         hydra_main()
     except SystemExit as exc:

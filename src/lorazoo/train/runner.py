@@ -18,7 +18,7 @@ from ..errors import LoraZooError
 from ..io import atomic_write_json
 from ..projections import get_projection_class
 from ..version import __version__
-from . import preflight, provenance, run_dir, slurm_attempt
+from . import config_schema, preflight, provenance, run_dir, slurm_attempt
 from .checkpoints import foreign_checkpoints, resume_point
 from .data_root import apply_data_root
 from .distributed import (
@@ -39,6 +39,7 @@ from .models import adapter_config, load_adapted_model
 from .naming import register_resolvers, run_name, wandb_group
 from .optimizer import OptimizerOptions, check_groups
 from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node, to_plain
+from .recorded import Redactor, recorded
 from .run_record import prior_train_time, write_failure
 from .tasks import build_task
 from .tasks.base import recording_reads
@@ -49,19 +50,6 @@ if TYPE_CHECKING:
 
 register_resolvers()
 
-TOP_LEVEL = (
-    "projection",
-    "optimizer",
-    "task",
-    "model",
-    "trainer",
-    "logger",
-    "seed",
-    "name",
-    "task_overrides",
-    "eval",
-    "data_root",
-)
 _MISSING = object()
 TIMING = ("runtime", "samples_per_second", "steps_per_second", "epoch")
 
@@ -76,20 +64,12 @@ def _hydra_context() -> dict[str, Any]:
     multirun = str(hc.mode) == "RunMode.MULTIRUN"
     return {
         "output_dir": hc.runtime.output_dir,
-        "overrides": list(hc.overrides.task),
+        # as typed: an ${oc.env:...} in an override stays text (its value is never recorded)
+        "overrides": [str(o) for o in cast("list[Any]", OmegaConf.to_container(hc.overrides.task, resolve=False))],
         "experiment": hc.runtime.choices.get("experiment"),
         "sweep_dir": hc.sweep.dir if multirun else None,
         "multirun": multirun,
     }
-
-
-def _check_top_level(cfg: DictConfig) -> None:
-    unknown = sorted(set(cfg.keys()) - set(TOP_LEVEL), key=str)
-    if unknown:
-        raise ConfigError(f"unknown top-level key(s) {unknown}; valid: {list(TOP_LEVEL)}")
-    seed = cfg.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
 
 
 def apply_task_overrides(cfg: DictConfig, explicit: list[str]) -> tuple[DictConfig, dict[str, Any]]:
@@ -197,17 +177,20 @@ def _final_eval(trainer: Any) -> dict[str, float]:
 
 
 def _early_record(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
-    """What is known about a run before its options are checked (for a failed metrics.json)."""
+    """What is known about a run before its options are checked (for a failed metrics.json): the values as
+    written, unresolved, so a bad or secret ``${oc.env:...}`` neither raises here nor reaches the file."""
+    raw = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_dict(cfg) else {}
+    raw = raw if isinstance(raw, dict) else {}
 
     def name(group: str) -> Any:
-        node = cfg.get(group)
-        return node.get("name") if hasattr(node, "get") else None
+        node = raw.get(group)
+        return node.get("name") if isinstance(node, dict) else None
 
     return {
         "task": name("task"),
         "projection": name("projection"),
         "model": name("model"),
-        "seed": cfg.get("seed"),
+        "seed": raw.get("seed"),
         "command": provenance.job_command(sys.argv, hydra.get("overrides", []), bool(hydra.get("multirun"))),
         "argv": list(sys.argv),
         "overrides": hydra.get("overrides", []),
@@ -227,17 +210,21 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     try:
         with contextlib.ExitStack() as stack:  # holds the run-dir claim (lock) until the job ends
             return _run(cfg, hydra, out, stack)
-    except LoraZooError as exc:
+    except (LoraZooError, OSError) as exc:  # a full disk or unwritable dir too: the record says why, if it can
         if getattr(exc, "_lorazoo_recorded", False) or not (output_dir or hydra) or not is_rank_zero():
             raise
-        write_failure(out, _early_record(cfg, hydra, out), exc, stage="setup")
+        with contextlib.suppress(OSError):
+            write_failure(out, _early_record(cfg, hydra, out), exc, stage="setup", scrub=Redactor.of(cfg))
         raise
 
 
 def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
-    _check_top_level(cfg)
+    config_schema.check(cfg)  # every key typed and bounded before anything reads it
     cfg, applied = apply_task_overrides(cfg, hydra.get("overrides", []))
     cfg, data_from = apply_data_root(cfg)
+    resolved = config_schema.check(cfg)  # the values task_overrides and data_root set, too
+    shown = recorded(cfg)  # what records hold: ${oc.env:...} as written, never its value
+    redact = Redactor(resolved, shown)
     seed = int(cfg.seed)
     projection = from_node(ProjectionOptions, cfg.projection, "projection config")
     model_opts = from_node(ModelOptions, cfg.model, "model config")
@@ -247,7 +234,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
 
     def own_run_dir() -> run_dir.Claim:  # rank 0 locks, checks and marks the dir; the other ranks get its answer
         requeued = slurm_attempt.is_requeued_attempt(out)  # a later attempt of the same Slurm job continues
-        held = stack.enter_context(run_dir.claimed(out, to_plain(cfg), trainer_opts.resume or requeued))
+        held = stack.enter_context(run_dir.claimed(out, to_plain(cfg), trainer_opts.resume or requeued, shown))
         if held.completed is None:
             for name in held.sweep_scratch():
                 print(f"[lorazoo] {out}: removed {name}, left by a write that was killed", file=sys.stderr)
@@ -287,6 +274,8 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         )
         for change in changes:
             print(change.line(model_opts.name), file=sys.stderr)
+        preflight.check_adapter_size(projection, layout, model_opts.name, trainer_opts)  # before any allocation
+    preflight.check_batch_memory(trainer_opts, OmegaConf.select(cfg, "task.max_length", default=128), model_opts)
     try:
         task.load()  # data errors surface before a model is loaded
     except DataUnavailableError as exc:  # say which setting the missing path came from
@@ -372,10 +361,10 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     }
     logger.start(
         out,
-        {**to_plain(cfg), "parameters": counts},
-        group=wandb_group(cfg.get("name"), hydra.get("experiment"), hydra.get("sweep_dir")),
-        job_type=task.name,
-        name=run_name(projection.name, task.name, model_opts.name, seed),
+        {**shown, "parameters": counts},
+        group=redact(wandb_group(shown.get("name"), hydra.get("experiment"), hydra.get("sweep_dir"))),
+        job_type=redact(task.name),
+        name=redact(run_name(projection.name, task.name, model_opts.name, seed)),
         resume=resume_from is not None or claim.resume,
     )
     try:
@@ -396,7 +385,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     except BaseException as exc:
         record.update(status="failed", reason=_failure_reason(exc), error=f"{type(exc).__name__}: {exc}")
         if is_rank_zero():
-            atomic_write_json(out / "metrics.json", record)
+            atomic_write_json(out / "metrics.json", redact(record))
             if "adapter_dir" in record:
                 print(f"[lorazoo] training finished before the failure: the adapter is at {record['adapter_dir']}")
         logger.finish(exit_code=1)
@@ -426,8 +415,8 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         },
     )
     if is_rank_zero():
-        atomic_write_json(out / "metrics.json", record)
-    logger.summary({k: v for k, v in record.items() if isinstance(v, (int, float, str))} | flat_scores(lm_eval))
+        atomic_write_json(out / "metrics.json", redact(record))
+    logger.summary(redact({k: v for k, v in record.items() if isinstance(v, (int, float, str))} | flat_scores(lm_eval)))
     logger.finish()
     if is_rank_zero():
         _print_summary(record, out)
