@@ -115,6 +115,15 @@ def test_frozen_factors_are_the_truncated_svd_with_sigma_on_the_input_side_as_th
         torch.testing.assert_close(lora_a, signs[:, None] * (torch.diag(s) @ vh), atol=5e-4, rtol=0)
 
 
+@pytest.mark.parametrize("rank", [1, 16])
+def test_meta_device_count_is_modules_times_r_squared_without_weights(rank):
+    from lorazoo import count_parameters
+
+    config = AdapterConfig(projection="loraxs", rank=rank, target_modules="all-linear")
+    counts = count_parameters("llama-2-7b", config)  # 32 layers × 7 Linears, no weights, no SVD
+    assert counts["num_modules"] == 224 and counts["trainable"] == 224 * rank * rank
+
+
 def test_r_starts_as_the_authors_small_gaussian_with_a_golden_checksum():
     r_init = make(targets=["q_proj", "v_proj"]).projection.R.detach()
     assert r_init.shape == (4, RANK, RANK)

@@ -118,7 +118,11 @@ def _perturb_groups(ours):
     ours.projection.group_of[0] = 1
 
 
-@pytest.mark.parametrize("perturb", [_perturb_p, _perturb_sigma, _perturb_u, _perturb_groups])
+def _transposed_r(ours):
+    ours.projection.P.copy_(ours.projection.P.transpose(-1, -2).clone())  # the formula with Rᵀ in place of R
+
+
+@pytest.mark.parametrize("perturb", [_perturb_p, _perturb_sigma, _perturb_u, _perturb_groups, _transposed_r])
 def test_the_parity_check_fails_on_a_perturbed_frozen_tensor(perturb):
     ours, theirs = twins(0.0)
     with torch.no_grad():
