@@ -31,7 +31,14 @@ def read_table(path: Path, columns: tuple[str, ...]) -> list[tuple[str, dict[str
     if suffix not in FORMATS:
         raise DataFormatError(f"{path}: unknown data format {suffix!r}; valid: {', '.join(FORMATS)}")
     if suffix in (".json", ".jsonl"):
-        return located_records(path, columns)
+        located = located_records(path, ())  # labels may be numbers: the columns are checked here, by presence
+        for where, record in located:
+            missing = [c for c in columns if c not in record]
+            if missing:
+                raise DataFormatError(
+                    f"{where}: missing field(s) {missing} (it has {sorted(record)[:8]}); set the task.*_column keys"
+                )
+        return located
     reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter="\t" if suffix == ".tsv" else ",")
     header = reader.fieldnames or []
     missing = [c for c in columns if c not in header]
