@@ -11,7 +11,11 @@ import functools
 import json
 import os
 import re
+import resource
 import secrets
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +350,34 @@ def test_environment_value_in_an_error_is_not_recorded(tmp_path: Path, monkeypat
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "failed" and "${oc.env:LORAZOO_TEST_SECRET}" in record["error"]
     assert _files_holding(tmp_path, token) == []
+
+
+def _file_size_limit() -> None:
+    """A full disk for this child: writes beyond 12 kB fail (EFBIG) instead of killing it (SIGXFSZ ignored);
+    the run's records (< 6 kB each) fit, a checkpoint's rng_state.pth (14 kB) does not."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (12_000, 12_000))
+
+
+def test_full_disk_while_training_is_one_line_and_a_failed_record(tmp_path: Path):
+    """torch.save reports a failed write as a RuntimeError of its stream writer: it reaches the user as one
+    line naming the checkpoint folder, and metrics.json says failed (before: 50+ lines of traceback)."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for name in ("HYDRA_FULL_ERROR", "LORAZOO_DEBUG"):
+        env.pop(name, None)
+    argv = [*TINY_RUN, "trainer.save_steps=1", f"hydra.run.dir={run_dir}"]
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "run.py"), *argv],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_file_size_limit,
+    )
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert re.match(r"^error: writing '.*checkpoint-1' failed \(.*MiB free there\); free space", lines[-1]), lines[-1]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed" and record["reason"] == "WriteFailedError"

@@ -16,7 +16,7 @@ from transformers import Trainer, TrainerCallback
 from . import checkpoints as marks
 from .checkpoints import COMPLETE_MARKER
 from .divergence import DivergenceStop
-from .errors import NonFiniteLossError
+from .errors import NonFiniteLossError, WriteFailedError
 from .optimizer import OptimizerOptions, build_optimizer
 from .options import TrainerOptions
 
@@ -150,7 +150,13 @@ class LoraZooTrainer(Trainer):
         folder = run_dir / f"checkpoint-{self.state.global_step}"
         if self.args.should_save:
             marks.mark_writing(folder, self.run_fingerprint)
-        super()._save_checkpoint(model, trial)  # args.save_total_limit is None: Trainer itself deletes nothing
+        try:
+            super()._save_checkpoint(model, trial)  # args.save_total_limit is None: Trainer itself deletes nothing
+        except RuntimeError as exc:  # a full disk reaches torch.save as a RuntimeError: one line naming the folder
+            failed = WriteFailedError.from_torch(folder, exc)
+            if failed is None:
+                raise
+            raise failed from exc
         if self.args.should_save:
             marks.mark_complete(folder, self.state.global_step, self.run_fingerprint)
             marks.rotate(run_dir, self.trainer_options.save_total_limit)
