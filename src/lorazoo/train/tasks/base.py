@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -243,10 +244,36 @@ def read_jsonl(path: Path) -> list[dict]:
     return [row for _, row in numbered_jsonl(path)]
 
 
-def require_keys(row: dict, keys: tuple[str, ...], where: str) -> None:
+def require_keys(
+    row: Mapping[str, Any], keys: tuple[str, ...], where: str, optional: Mapping[str, tuple[type, ...]] | None = None
+) -> None:
+    """Every field in ``keys`` present and a string (the text a task reads); each ``optional`` field absent, null
+    or of its listed types. A wrong type is named with ``where`` (file:line) instead of failing later in ``.strip()``."""
     missing = [k for k in keys if k not in row]
     if missing:
         raise DataFormatError(f"{where}: missing field(s) {missing}; expected {list(keys)}")
+    for key in keys:
+        if not isinstance(row[key], str):
+            raise DataFormatError(f"{where}: field {key!r} must be a string, got {json_kind(row[key])}")
+    for key, kinds in (optional or {}).items():
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            valid = " or ".join(["null", *(_KIND_NAMES[k] for k in kinds)])
+            raise DataFormatError(f"{where}: field {key!r} must be {valid}, got {json_kind(value)}")
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number"}
+
+
+def json_kind(value: Any) -> str:
+    """How a JSON value reads in a message: null, true, the number 5, a list, an object, the string '...'."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return "a list" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
 
 
 def load_hub_split(hub_id: str, subset: str | None, split: str, local_hint: str) -> Any:
@@ -279,9 +306,11 @@ def numbered_jsonl(path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def located_records(path: Path, fields: tuple[str, ...]) -> list[tuple[str, dict]]:
+def located_records(
+    path: Path, fields: tuple[str, ...], optional: Mapping[str, tuple[type, ...]] | None = None
+) -> list[tuple[str, dict]]:
     """Records of a JSON list or JSON lines file, each with where it is (``file:line`` or ``file: record i``);
-    every record must be an object holding ``fields``."""
+    every record must be an object holding ``fields`` as strings (``optional``: see require_keys)."""
     text = read_text(path)
     if text.lstrip().startswith("["):
         records = jsonsafe.loads(text, str(path), DataFormatError)
@@ -295,5 +324,5 @@ def located_records(path: Path, fields: tuple[str, ...]) -> list[tuple[str, dict
     for where, record in located:
         if not isinstance(record, dict):
             raise DataFormatError(f"{where} is not an object")
-        require_keys(record, fields, where)
+        require_keys(record, fields, where, optional)
     return located

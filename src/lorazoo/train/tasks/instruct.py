@@ -12,14 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ... import jsonsafe
 from ...io import atomic_write
-from ..errors import DataFormatError
 from .base import (
     TaskOptions,
     load_hub_split,
-    read_jsonl,
-    read_text,
+    located_records,
     register_task,
     require_file,
     require_keys,
@@ -38,6 +35,7 @@ NO_INPUT = (
     "### Instruction:\n{instruction}\n\n### Response:\n"
 )
 FIELDS = ("instruction", "output")
+OPTIONAL: dict[str, tuple[type, ...]] = {"input": (str,)}
 
 
 @dataclass
@@ -52,20 +50,16 @@ class AlpacaOptions(TaskOptions):
 
 
 def read_records(path: Path) -> list[dict]:
-    """A JSON list of records, or JSON lines; errors name the file and record/line."""
-    text = read_text(path)
-    if text.lstrip().startswith("["):
-        records = jsonsafe.loads(text, str(path), DataFormatError)
-        where = "record"
-    else:
-        records, where = read_jsonl(path), "line"
-    for i, record in enumerate(records, 1):
-        if not isinstance(record, dict):
-            raise DataFormatError(f"{path}: {where} {i} is not an object")
-        require_keys(record, FIELDS, f"{path}: {where} {i}")
-    if not records:
-        raise DataFormatError(f"data file {str(path)!r} holds no records")
-    return records
+    """A JSON list of records, or JSON lines; errors name the file and line (or record), field types included."""
+    return [record for _, record in located_records(path, FIELDS, OPTIONAL)]
+
+
+def checked_hub_records(records: Any, hub_id: str) -> list[dict]:
+    """Hub records with the same field checks as a local file, each named by its index."""
+    out = [dict(record) for record in records]
+    for i, record in enumerate(out, 1):
+        require_keys(record, FIELDS, f"{hub_id} train record {i}", OPTIONAL)
+    return out
 
 
 def prompt_of(record: dict) -> str:
@@ -87,7 +81,8 @@ class AlpacaTask(CausalLMTask):
                 require_file(path, "task.data_dir must hold alpaca_data.json (or set task.data_file)")
             )
         else:
-            records = list(load_hub_split(opts.hub_id, None, "train", "set task.data_file=<Alpaca-format json>"))
+            hub = load_hub_split(opts.hub_id, None, "train", "set task.data_file=<Alpaca-format json>")
+            records = checked_hub_records(hub, opts.hub_id)
         pairs = [(prompt_of(r), r["output"].strip()) for r in records]
         held = subsample(list(range(len(pairs))), min(opts.eval_size, len(pairs) // 2), opts.split_seed)
         held_set = set(held)

@@ -109,13 +109,23 @@ def _level(value: Any) -> str | None:
     return str(value).removeprefix("Level").strip() or None
 
 
+# optional fields and their types; a required field is always a string (require_keys)
+MATH_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "solution": (str,),
+    "answer": (str, int, float),
+    "subject": (str,),
+    "type": (str,),
+    "level": (str, int),
+}
+
+
 def _hub_rows(
     hub_id: str, subset: str | None, split: str, hint: str, fields: tuple[str, ...]
 ) -> list[tuple[str, dict]]:
     rows = []
     for i, row in enumerate(load_hub_split(hub_id, subset, split, hint), 1):
         where = f"{hub_id}{'/' + subset if subset else ''} {split} record {i}"
-        require_keys(row, fields, where)
+        require_keys(row, fields, where, MATH_OPTIONAL if "problem" in fields else None)
         rows.append((where, dict(row)))
     return rows
 
@@ -176,7 +186,7 @@ class MathTask(CausalLMTask):
         opts = self.options
         if opts.data_file:
             path = require_file(Path(opts.data_file), "set task.data_file=<MATH jsonl, MATH-500 layout>")
-            rows = located_records(path, ("problem",))
+            rows = located_records(path, ("problem",), MATH_OPTIONAL)
         else:
             hint = "set task.data_file=<MATH jsonl with problem, answer, subject, level (MATH-500 layout)>"
             subsets = list(opts.math_hub_subsets or [None])
@@ -189,7 +199,8 @@ class MathTask(CausalLMTask):
         self, fields: tuple[str, ...], hub: list[tuple[str, str | None]], hint: str
     ) -> list[tuple[str, dict]]:
         if self.options.train_file:
-            return located_records(require_file(Path(self.options.train_file), hint), fields)
+            path = require_file(Path(self.options.train_file), hint)
+            return located_records(path, fields, MATH_OPTIONAL if "problem" in fields else None)
         return [row for hub_id, subset in hub for row in _hub_rows(hub_id, subset, "train", hint, fields)]
 
     def _training(self, math_eval: list[Problem] | None) -> list[Problem]:

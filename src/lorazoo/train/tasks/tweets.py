@@ -39,7 +39,12 @@ def read_tweets(path: Path, min_confidence: float) -> list[Row]:
                 raise DataFormatError(f"{path}:{reader.line_num}: sentiment {label!r} is not one of {list(LABELS)}")
             if row.get("confidence") and _confidence(row["confidence"], path, reader.line_num) < min_confidence:
                 continue
-            rows.append((row["text"] or "", None, LABELS.index(label)))
+            if row.get("text") is None:  # a short row: csv gives None, which would train on an empty text
+                raise DataFormatError(
+                    f"{path}:{reader.line_num}: field 'text' is missing (the row has too few columns); valid: "
+                    f"the columns {reader.fieldnames}"
+                )
+            rows.append((row["text"], None, LABELS.index(label)))
     if not rows:
         raise DataFormatError(f"data file {str(path)!r} holds no rows")
     return rows
