@@ -381,3 +381,18 @@ def test_full_disk_while_training_is_one_line_and_a_failed_record(tmp_path: Path
     assert re.match(r"^error: writing '.*checkpoint-1' failed \(.*MiB free there\); free space", lines[-1]), lines[-1]
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "failed" and record["reason"] == "WriteFailedError"
+
+
+def test_sweep_folder_named_by_an_environment_variable_holds_its_text(monkeypatch: pytest.MonkeyPatch):
+    """``python run.py -m name='${oc.env:WANDB_API_KEY}'``: the sweep folder (a directory name, on disk) is
+    named by the interpolation, never the value; a plain name still names it."""
+    from lorazoo.train.naming import register_resolvers
+
+    register_resolvers()
+    token = "tok_" + secrets.token_hex(8)
+    monkeypatch.setenv("LORAZOO_TEST_SECRET", token)
+    hydra_like = {"dir": "multirun/${lorazoo_sweep_folder:${name},stamp}"}
+    secret = OmegaConf.create({"name": "${oc.env:LORAZOO_TEST_SECRET}", **hydra_like})
+    assert secret.dir == "multirun/oc.env:LORAZOO_TEST_SECRET" and token not in secret.dir
+    assert OmegaConf.create({"name": "my-sweep", **hydra_like}).dir == "multirun/my-sweep"
+    assert OmegaConf.create({"name": None, **hydra_like}).dir == "multirun/stamp"

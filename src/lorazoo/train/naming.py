@@ -11,6 +11,7 @@ import hashlib
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -36,13 +37,21 @@ def sweep_folder(name: str | None, stamp: str) -> str:
     return slug(str(name)) if name not in (None, "") else stamp
 
 
+def _sweep_folder_of(name: str | None, stamp: str, _root_: Any) -> str:
+    """``sweep_folder`` as the config's resolver: a ``name`` read by ``${oc.env:...}`` names the folder by its
+    text, never its value (a directory name is on disk; the variable may hold a secret)."""
+    raw = OmegaConf.to_container(_root_, resolve=False) if OmegaConf.is_dict(_root_) else {}
+    written = raw.get("name") if isinstance(raw, dict) else None
+    return sweep_folder(written if isinstance(written, str) and "oc.env" in written else name, stamp)
+
+
 def register_resolvers() -> None:
     """``${lorazoo_slug:...}`` (hydra.sweep.subdir) and ``${lorazoo_sweep_folder:...}`` (hydra.sweep.dir) for
     configs/config.yaml; safe to call repeatedly."""
     if not OmegaConf.has_resolver(RESOLVER):
         OmegaConf.register_new_resolver(RESOLVER, slug)
     if not OmegaConf.has_resolver(SWEEP_RESOLVER):
-        OmegaConf.register_new_resolver(SWEEP_RESOLVER, sweep_folder)
+        OmegaConf.register_new_resolver(SWEEP_RESOLVER, _sweep_folder_of)
 
 
 def run_name(projection: str, task: str, model: str, seed: int) -> str:
