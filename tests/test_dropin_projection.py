@@ -232,3 +232,19 @@ def test_dropped_in_file_passes_every_per_projection_test(package_copy):
     for test in PER_PROJECTION_TESTS:
         assert any(p.startswith(test) for p in passed), (test, tail)
     assert sum("test_defaults_fit" in p for p in passed) == 4, tail  # every packaged model
+
+
+def test_a_file_without_a_paper_declaration_is_one_line_naming_it(tmp_path):
+    """No ``paper``: nothing is derived, and run.py says why in one line instead of 'not an option'."""
+    root = tmp_path / "src"
+    shutil.copytree(Path(lorazoo.__file__).parent, root / "lorazoo", ignore=shutil.ignore_patterns("__pycache__"))
+    undeclared = "\n".join(line for line in DROPIN.splitlines() if "paper = PaperSettings" not in line)
+    (root / "lorazoo" / "projections" / "dropin.py").write_text(undeclared)
+    out = _run_py(root, "projection=dropin", *RUN_TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: projection=dropin is registered but declares no paper = PaperSettings(rank=..., lr=..., source=...), "
+        "from which projection=dropin is derived; add it to its file (or write configs/projection/dropin.yaml)"
+    ], out.stderr[-2000:]
+    assert not (tmp_path / "run").exists()

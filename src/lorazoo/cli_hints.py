@@ -73,18 +73,25 @@ def _options(loader: Any, group: str) -> list[str]:
 
 
 def _choices(overrides: list[str]) -> list[tuple[str, str]]:
-    """(group, option) for each ``group=option`` override, sweeps split (``task=glue/sst2,glue/rte``); sweep
-    functions (``choice(...)``), interpolations and hydra/* groups are left to Hydra."""
+    """(group, option) for each ``group=option`` override (``hydra/launcher=joblib`` too), sweeps split
+    (``task=glue/sst2,glue/rte``); sweep functions (``choice(...)``) and interpolations are left to Hydra."""
     out = []
     for override in overrides:
         if "=" not in override or override.startswith(("~", "-")):
             continue
         key, value = override.split("=", 1)
         group = key.lstrip("+").split("@", 1)[0].strip()
-        if "." in group or not group or group.startswith("hydra") or any(c in value for c in "()${}[]"):
+        if "." in group or not group or any(c in value for c in "()${}[]"):
             continue
         out += [(group, option.strip()) for option in value.split(",") if option.strip()]
     return out
+
+
+def _undeclared_projection(name: str) -> bool:
+    """A registered projection with no ``paper`` declaration: no ``projection/<name>`` node is derived for it."""
+    from .projections import get_projection_class, projection_names
+
+    return name in projection_names() and get_projection_class(name).paper is None
 
 
 def check_group_choices(overrides: list[str], config_dir: str) -> str | None:
@@ -99,11 +106,17 @@ def check_group_choices(overrides: list[str], config_dir: str) -> str | None:
 
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
-        groups = set(loader.list_groups(""))
         for group, option in choices:
-            if group not in groups:
+            parent, _, leaf = group.rpartition("/")
+            if leaf not in loader.list_groups(parent):
                 continue  # not a group: Hydra names the key
             valid = _options(loader, group)
+            if group == "projection" and option not in valid and _undeclared_projection(option):
+                return (
+                    f"error: projection={option} is registered but declares no paper = PaperSettings(rank=..., lr=..., "
+                    f"source=...), from which projection={option} is derived; add it to its file (or write "
+                    f"configs/projection/{option}.yaml)"
+                )
             if option not in valid:
                 close = difflib.get_close_matches(option, valid, n=1, cutoff=0.6)
                 guess = f"did you mean {group}={close[0]}? " if close else ""
