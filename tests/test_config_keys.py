@@ -396,3 +396,25 @@ def test_sweep_folder_named_by_an_environment_variable_holds_its_text(monkeypatc
     assert secret.dir == "multirun/oc.env:LORAZOO_TEST_SECRET" and token not in secret.dir
     assert OmegaConf.create({"name": "my-sweep", **hydra_like}).dir == "multirun/my-sweep"
     assert OmegaConf.create({"name": None, **hydra_like}).dir == "multirun/stamp"
+
+
+GROUPS = ["task", "model", "projection", "experiment", "logger", "eval", "optimizer", "trainer"]
+GROUPS += ["hydra/launcher", "hydra/sweeper"]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_of_every_group_is_accepted_and_a_typo_lists_them_all(group: str):
+    """The category behind ``experiment=lora_gleu`` and ``task=glue/nope``: in every group, optional or not,
+    each real option passes and a misspelled one is one line listing every option (sub-folders included)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lorazoo.cli_hints import _options, check_group_choices
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        valid = _options(GlobalHydra.instance().config_loader(), group)
+    assert valid, f"group {group} has no options"
+    assert check_group_choices([f"{group}={','.join(valid)}"], CONFIG_DIR) is None  # a sweep over all of them
+    message = check_group_choices([f"{group}={valid[0]}", f"{group}={valid[-1]}x"], CONFIG_DIR)
+    assert message is not None and "\n" not in message
+    assert message.startswith(f"error: {group}={valid[-1]}x is not an option of group {group}; ")
+    assert message.endswith("valid: " + ", ".join(valid))
