@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import PROJECTION_CASES, model_inputs, perturb, tiny_bert, tiny_llama
+from conftest import PROJECTION_CASES, TINY_MODELS, TINY_TARGETS, model_inputs, perturb, tiny_bert, tiny_llama
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, ConfigError, attach, projection_names
@@ -60,6 +60,24 @@ def test_low_rank_vera_delta_exports_exactly_under_the_limit(tmp_path):
     record = json.loads((tmp_path / "lorazoo_export.json").read_text())
     assert record["truncated"] is False and record["max_relative_error"] == 0.0 and record["rank"] == 5
     assert "Exact" in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "llama_embed"])
+def test_exact_refactorisation_on_every_layer_type(kind: str, tmp_path):
+    """Linear (BERT), Conv1D (GPT-2, fan_in_fan_out) and an embedding beside a Linear: same outputs via PEFT."""
+    from peft import PeftModel
+
+    config = AdapterConfig(projection="vera", rank=64, target_modules=TINY_TARGETS[kind])
+    model = attach(TINY_MODELS[kind](0), config)
+    perturb(model, scale=0.5)
+    with torch.no_grad():
+        model.projection.lambda_d.view(-1, 64)[:, 3:] = 0
+        expected = model(**model_inputs(kind)).logits
+    model.export_peft_lora(tmp_path, max_rank=8)
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["r"] == 3
+    with torch.no_grad():
+        served = PeftModel.from_pretrained(TINY_MODELS[kind](0), tmp_path).eval()(**model_inputs(kind)).logits
+    torch.testing.assert_close(served, expected, atol=1e-5, rtol=0)
 
 
 def test_full_rank_delta_is_refused_with_the_truncation_error(tmp_path):
