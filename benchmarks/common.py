@@ -208,6 +208,10 @@ class Shapes:
             length //= 2
         return length
 
+    def min_width(self) -> int:
+        """The narrowest side of any adapted weight: a truncated SVD's rank limit (LoRA-XS, TinyLoRA)."""
+        return min(min(h, o) for _, h, o in self.shapes)
+
     def global_d(self, rank: int, preferred: int = 23040) -> int:
         """The paper's d = 23,040 when it is below D / 2, else D / 2 (tiny models)."""
         return max(1, min(preferred, self.D(rank) // 2))
@@ -261,6 +265,29 @@ PAPER_SETTINGS: dict[str, Callable[[Shapes], list[Setting]]] = {
     "fastfood": lambda s: [
         Setting("fastfood", 4, {"d": s.global_d(4)}, note="Uni-LoRA's Fastfood ablation, d=23,040, r=4")
     ],
+    "tinylora": lambda s: [
+        Setting("tinylora", 2, {"u": 64}, note="TinyLoRA r=2, u=64, one v per module (PEFT's defaults)")
+    ],
+    "randlora": lambda s: [
+        Setting("randlora", 64, alpha=128, note="RandLoRA GLUE setting r=64, α=2r (authors' run_glue.py)")
+    ],
+    "nola": lambda s: [
+        Setting(
+            "nola",
+            16,
+            {"num_basis": 512},
+            alpha=4,
+            note="NOLA LLaMA-2 setting r=16, α=4, k=512 bases per factor (streamed beyond 2^24 basis values)",
+        )
+    ],
+    "loraxs": lambda s: [
+        Setting(
+            "loraxs",
+            min(64, s.min_width()),
+            alpha=min(64, s.min_width()),
+            note="LoRA-XS r=α=64 (authors' math setting)",
+        )
+    ],
 }
 
 
@@ -276,7 +303,7 @@ def settings_for(shapes: Shapes, only: Sequence[str] | None = None) -> list[Sett
 
 
 # ----------------------------------------------------------------------------- PEFT twins
-PEFT_METHODS = ("lora", "vera", "vblora", "unilora")
+PEFT_METHODS = ("lora", "vera", "vblora", "unilora", "tinylora", "randlora")
 
 
 def peft_config(setting: Setting, targets: Sequence[str] = TARGETS, seed: int = 0):
@@ -302,6 +329,18 @@ def peft_config(setting: Setting, targets: Sequence[str] = TARGETS, seed: int = 
     if setting.projection == "unilora" and kw.get("share", "global") == "global":
         return peft.UniLoraConfig(
             r=r, target_modules=targets, unilora_dropout=0.0, theta_d_length=kw["d"], proj_seed=seed
+        )
+    if setting.projection == "randlora":
+        return peft.RandLoraConfig(
+            r=r,
+            randlora_alpha=setting.alpha or r,
+            target_modules=targets,
+            randlora_dropout=0.0,
+            projection_prng_key=seed,
+        )
+    if setting.projection == "tinylora":
+        return peft.TinyLoraConfig(
+            r=r, u=kw["u"], weight_tying=kw.get("weight_tying", 0.0), target_modules=targets, tinylora_dropout=0.0
         )
     return None
 
