@@ -284,6 +284,10 @@ def test_real_tiny_sweep(tmp_path: Path):
         (r["projection"], r["seed"]): r for r in map(json.loads, map(Path.read_text, sweep.rglob("metrics.json")))
     }
     assert len(records) == 4
+    for (projection, seed), record in records.items():  # each job's own command, not the whole sweep's
+        words = record["command"].split()
+        assert f"projection={projection}" in words and f"seed={seed}" in words and "-m" not in words
+        assert not any("," in w for w in words), record["command"]
     for projection in ("lora", "vera"):
         cells = row(text, projection)
         accs = [records[(projection, s)]["accuracy"] for s in (0, 1)]

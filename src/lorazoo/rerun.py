@@ -66,6 +66,8 @@ def rerun_command(run_dir: Path, record: dict[str, Any], out: Path, extra: list[
         "--config-name",
         Path(CONFIG_USED).stem,
         f"hydra.run.dir={out}",
+        "hydra.output_subdir=null",  # as configs/config.yaml: lorazoo writes .hydra/ once the run owns the dir
+        "hydra.job.chdir=false",
         *(f"{key}={hydra_value(value)}" for key, value in fitted.items()),
         *extra,
     ]

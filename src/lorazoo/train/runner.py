@@ -283,9 +283,6 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
             cfg, hydra.get("overrides", []), applied, data_from, hydra.get("experiment")
         )
         raise DataUnavailableError(f"{exc}; {origin}") from None
-    fitted = {c.key: c.new for c in changes}
-    if is_rank_zero():  # the config as used (fitted values), beside Hydra's composed one
-        provenance.write_config_used(out, cfg, fitted)
     harness = prepare_lm_eval(eval_options(cfg.get("eval")))  # lm-eval task names and data, checked now too
 
     if trainer_opts.deterministic:
@@ -330,6 +327,9 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         run_fingerprint=claim.fingerprint,
     )
     check_engine(trainer, trainer_opts)  # the FSDP/DeepSpeed asked for is what Trainer set up (it can fall back to DDP)
+    if is_rank_zero():  # the config as used (fitted values), beside Hydra's composed one; written once training is
+        # certain to start, so a setup failure leaves the dir as free for a corrected config as before
+        provenance.write_config_used(out, cfg, {c.key: c.new for c in changes})
     record: dict[str, Any] = {
         "status": "running",
         "task": task.name,
