@@ -205,7 +205,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         name = self.fresh_name() or "a"
         words = self.blocker()
         legal = words is None and name not in self.adapters
-        if self.attempt(legal, lambda: self.model.add_adapter(name, config(projection, heads, seed)), words):
+        self.attempt(legal, lambda: self.model.add_adapter(name, config(projection, heads, seed)), words)
+        if legal:
             self.adapters[name] = move_off_init(self.model, name, 10 + seed)
             self.active = self.active or name
 
@@ -275,9 +276,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         legal = words is None and self.active is not None
         self.saves += 1
         path = self.tmp / f"save{self.saves}"
-        if not self.attempt(legal, lambda: self.model.save_adapter(path), words):
+        self.attempt(legal, lambda: self.model.save_adapter(path), words)
+        if not legal or self.active is None:
             return
-        assert self.active is not None
         fresh = load_adapter(copy.deepcopy(self.pristine).train(self.training), path, self.active)
         expected = self.adapters[self.active]
         if self.training and expected.dropout > 0:
@@ -292,9 +293,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         words = UNLOADED_WORDS if self.unloaded is not None else None
         self.saves += 1
         path = self.tmp / f"save{self.saves}"
-        if not self.attempt(words is None and self.active is not None, lambda: self.model.save_adapter(path), words):
+        self.attempt(words is None and self.active is not None, lambda: self.model.save_adapter(path), words)
+        if words is not None or self.active is None:
             return
-        assert self.active is not None
         words = self.blocker()
         legal = words is None and name not in self.adapters
         self.attempt(legal, lambda: self.model.load_adapter(path, name), words)
