@@ -21,6 +21,10 @@ def build(name: str, seed: int = 0):
     projection = build_projection(Layout.from_shapes(SHAPES, layout_rank(config)), config)
     with torch.no_grad():  # off the init (ΔW = 0 zeroes some gradients), reproducibly
         gen = torch.Generator().manual_seed(seed + 1)
+        if projection.reads_base_weights:  # a weight-aware method reads base weights (out × in) first
+            projection.init_from_base(
+                (e.name, torch.randn(e.out_features, e.in_features, generator=gen)) for e in projection.layout
+            )
         for p in projection.trainable_parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=gen))
     return projection
