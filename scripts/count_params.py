@@ -27,6 +27,7 @@ from lorazoo import AdapterConfig, LoraZooError, count_parameters, projection_na
 from lorazoo.counting import load_model_spec  # noqa: E402
 from lorazoo.io import atomic_write  # noqa: E402
 from lorazoo.projections import get_projection_class  # noqa: E402
+from lorazoo.train.model_fit import yaml_defaults  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "results" / "param_counts.md"
@@ -219,11 +220,9 @@ def paper_rows() -> list[Row]:
 
 
 def projection_defaults(name: str) -> tuple[int, dict[str, Any]]:
-    """Rank and kwargs from configs/projection/<name>.yaml (AdapterConfig defaults if there is none)."""
-    path = REPO / "configs" / "projection" / f"{name}.yaml"
-    if not path.is_file():
-        return AdapterConfig().rank, {}
-    spec = (yaml.safe_load(path.read_text()) or {}).get("projection") or {}  # a `# @package _global_` file
+    """Rank and kwargs of ``projection=<name>``: configs/projection/<name>.yaml, else the node derived from the
+    file's ``paper`` declaration (AdapterConfig defaults if it has neither)."""
+    spec = yaml_defaults(name) or {}
     return int(spec.get("rank", AdapterConfig().rank)), dict(spec.get("kwargs") or {})
 
 

@@ -221,3 +221,11 @@ def test_a_rank_other_than_the_paper_one_is_the_users_choice(name: str):
     opts = from_node(ProjectionOptions, compose_with(f"projection={name}").projection, "projection")
     assert set_elsewhere(opts) == set()
     assert "projection.rank" in set_elsewhere(dataclasses.replace(opts, rank=opts.rank + 1))
+
+
+@pytest.mark.parametrize("name", projection_names())
+def test_count_params_uses_the_rank_projection_composes_to(name: str):
+    """scripts/count_params.py's "this machine" rows: the rank of projection=<name>, yaml or derived."""
+    from test_counting import load_script
+
+    assert load_script().projection_defaults(name)[0] == compose_with(f"projection={name}").projection.rank
