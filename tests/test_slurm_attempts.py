@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -197,10 +198,58 @@ def test_job_names_and_per_rank_logs():
     cfg = composed("projection=vera", "task=glue/sst2", "seed=2", "hydra/launcher=submitit_slurm")
     assert job_name(cfg) == "lorazoo:vera-glue-sst2-s2"
     assert cfg.hydra.launcher._target_ == "hydra_plugins.lorazoo_plugins.SlurmLauncher"
-    key = "hydra.job_logging.handlers.file.filename"
-    written = OmegaConf.to_container(cfg.hydra.job_logging.handlers.file, resolve=False)["filename"]
-    _rank_log(cfg, 0)
-    assert OmegaConf.to_container(cfg.hydra.job_logging.handlers.file, resolve=False)["filename"] == written
-    _rank_log(cfg, 1)
-    renamed = OmegaConf.to_container(cfg.hydra.job_logging.handlers.file, resolve=False)["filename"]
-    assert renamed == written.removesuffix(".log") + "_rank1.log", key
+
+    def filename():
+        return OmegaConf.to_container(cfg.hydra.job_logging.handlers.file, resolve=False)["filename"]
+
+    written = filename()
+    _rank_log(cfg, 0, "/s/.submitit/12", "12")
+    assert filename() == written  # rank 0 keeps Hydra's <job dir>/<job name>.log
+    _rank_log(cfg, 1, "/s/.submitit/12", "12")
+    assert filename() == "/s/.submitit/12/12_1_hydra.log"
+
+
+@pytest.mark.slow
+def test_an_optuna_study_killed_mid_way_runs_only_the_missing_trials(tmp_path):
+    """The sweeper process dies after its first trial; relaunching the same command continues the SQLite study
+    and runs only the trials still missing, with new lr values (a restarted seeded sampler would repeat them)."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'lr.db'}"
+    args = [
+        "-m",
+        "hydra/sweeper=lr_lora",
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *[a for a in TINY if not a.startswith(("trainer.max_steps", "trainer.save_steps"))],
+        "trainer.max_steps=2",
+    ]
+    unnamed = cli(*args, cwd=tmp_path)
+    assert unnamed.returncode != 0 and "study_name" in unnamed.stderr.splitlines()[-1]
+    args.append("hydra.sweeper.study_name=lr_lora_tweets")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=tmp_path, env=env)
+
+    def finished() -> list:
+        try:
+            study = optuna.load_study(study_name="lr_lora_tweets", storage=storage)
+        except KeyError:
+            return []
+        return [t for t in study.trials if t.state.is_finished()]
+
+    deadline = time.monotonic() + 300
+    while not finished() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    first.kill()  # the sweeper process itself dies mid-study
+    first.wait()
+    before = len(finished())
+    assert 1 <= before < 3
+    again = cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    launched = [line for line in again.stdout.splitlines() + again.stderr.splitlines() if "\t#" in line]
+    assert len(launched) == 3 - before, launched
+    trials = finished()
+    assert len(trials) == 3
+    lrs = [t.params["optimizer.lr"] for t in trials]
+    assert len(set(lrs)) == 3, lrs

@@ -4,7 +4,7 @@ What it adds to the plugin (1.2; ``launch`` repeats the plugin's executor set-up
 - Each job records the user's command line (``sys.argv`` of the sweep process), not submitit's ``_submit.py``.
 - Slurm job names say what runs: ``lorazoo:<projection>-<task>-s<seed>`` (jobs sharing a name share one array,
   so ``array_parallelism`` still throttles an lr search).
-- Ranks > 0 of a multi-task job log to ``<job>_rank<N>.log`` beside rank 0's ``<job>.log``.
+- Ranks > 0 of a multi-task job write Hydra's log beside submitit's per-rank files, not into rank 0's log.
 - Every attempt writes its own outcome (train/sweep_outcome.py); a failed job is one clause of a one-line
   summary (``3/4 completed; job 1 failed at setup: <reason>; <run dir>``) instead of submitit's traceback.
   A basic sweep then exits 2; an Optuna sweep records a training failure as a failed trial and goes on, and
@@ -50,14 +50,13 @@ def job_name(cfg: DictConfig) -> str:
     return f"lorazoo:{slug(str(projection))}-{slug(str(task))}-s{OmegaConf.select(cfg, 'seed', default=0)}"
 
 
-def _rank_log(cfg: DictConfig, rank: int) -> None:
-    """Rank N > 0 logs to ``<name>_rank<N>.log``: ranks of one job share the job dir, not one log file."""
+def _rank_log(cfg: DictConfig, rank: int, folder: str | Path, job_id: str) -> None:
+    """Rank N > 0 writes Hydra's log beside submitit's per-rank files (``<job>_<N>_hydra.log``): ranks of one
+    job share the job dir, which holds rank 0's log only (a second log there would not be this run's output)."""
     node = OmegaConf.select(cfg, "hydra.job_logging.handlers.file", default=None)
-    raw = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else {}
-    filename = raw.get("filename") if isinstance(raw, dict) else None  # as written: ${hydra.runtime...}.log
-    if rank > 0 and isinstance(filename, str) and filename.endswith(".log"):
+    if rank > 0 and isinstance(node, DictConfig) and "filename" in node:
         with open_dict(cfg):
-            node.filename = f"{filename[: -len('.log')]}_rank{rank}.log"
+            node.filename = str(Path(folder) / f"{job_id}_{rank}_hydra.log")
 
 
 class SlurmLauncher(plugin.SlurmLauncher):
@@ -90,18 +89,19 @@ class SlurmLauncher(plugin.SlurmLauncher):
             self._record_failure(outcome, rank0)
             raise
         except Exception as exc:  # the job's config did not load, say
-            self._record_failure(outcome, rank0, exc)
+            self._record_failure(outcome, rank0, (exc, ""))
             raise
         if ret.status == JobStatus.FAILED:  # an exception Hydra caught: not one of lorazoo's
             take_noted()
             error = ret._return_value if isinstance(ret._return_value, BaseException) else RuntimeError("failed")
-            self._record_failure(outcome, rank0, error)
+            where = (
+                str(OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default="")) if ret.hydra_cfg else ""
+            )
+            self._record_failure(outcome, rank0, (error, where))
             raise error
         failure = self._record_failure(outcome, rank0)  # a training failure returns None to the sweeper
         if failure is not None:
             raise JobFailedError(one_line(failure))
-        if rank0:
-            Outcome("completed", run_dir=_run_dir()).write(outcome)
         return ret
 
     def _run(
@@ -115,7 +115,7 @@ class SlurmLauncher(plugin.SlurmLauncher):
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.id = env.job_id
             cfg.hydra.job.num = job_num
-        _rank_log(cfg, env.global_rank)
+        _rank_log(cfg, env.global_rank, env.paths.folder, env.job_id)
         return run_job(
             hydra_context=self.hydra_context,
             task_function=self.task_function,
@@ -125,10 +125,16 @@ class SlurmLauncher(plugin.SlurmLauncher):
         )
 
     @staticmethod
-    def _record_failure(path: Path, rank0: bool, error: BaseException | None = None) -> BaseException | None:
-        error = error or take_noted()
-        if error is not None and rank0:
-            Outcome("failed", failed_stage(error), one_line(error), _run_dir()).write(path)
+    def _record_failure(
+        path: Path, rank0: bool, noted: tuple[BaseException, str] | None = None
+    ) -> BaseException | None:
+        """Write this attempt's failed outcome (rank 0); the failure noted by the task function by default."""
+        noted = noted or take_noted()
+        if noted is None:
+            return None
+        error, where = noted
+        if rank0:
+            Outcome("failed", failed_stage(error), one_line(error), where).write(path)
         return error
 
     # ------------------------------------------------------------------ in the sweep process
@@ -192,15 +198,6 @@ class SlurmLauncher(plugin.SlurmLauncher):
         assert self.config is not None
         optuna = "optuna" in str(OmegaConf.select(self.config, "hydra.sweeper._target_", default="")).lower()
         return not optuna or any(o.stage != "training" for o in failed.values())
-
-
-def _run_dir() -> str:
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        return str(HydraConfig.get().runtime.output_dir)
-    except (ValueError, AttributeError):
-        return ""
 
 
 def _collect(job: Any, overrides: list[str], submitit: Any) -> tuple[JobReturn, Outcome | None]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import LoraZooError
 from ..io import atomic_write_json
 
-_noted: list[BaseException] = []
+_noted: list[tuple[BaseException, str]] = []  # (the failure, its job dir)
 
 
 def failed_stage(exc: BaseException) -> str:
@@ -30,12 +30,22 @@ def one_line(exc: BaseException) -> str:
 
 
 def note_failure(exc: BaseException) -> None:
-    _noted[:] = [exc]
+    """Called by the job's task function, where Hydra still knows the job dir (it forgets it afterwards)."""
+    _noted[:] = [(exc, job_dir())]
 
 
-def take_noted() -> BaseException | None:
-    """The failure this process noted since the last call (None when the job did not fail)."""
+def take_noted() -> tuple[BaseException, str] | None:
+    """The failure this process noted since the last call, with its job dir (None when the job did not fail)."""
     return _noted.pop() if _noted else None
+
+
+def job_dir() -> str:
+    """The running Hydra job's output dir; empty outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ""
+    return str(HydraConfig.get().runtime.output_dir or "")
 
 
 @dataclass
