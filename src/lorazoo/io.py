@@ -33,6 +33,7 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
 FORMAT = "lorazoo-adapter"
 PEFT_WEIGHTS_NAME = "adapter_model.safetensors"
+RUN_FILE = "lorazoo_run.json"  # the record that makes a directory a lorazoo run dir (train/run_dir.py)
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -274,6 +275,26 @@ def read_adapter(path: str | Path) -> tuple[AdapterConfig, Layout, dict[str, tor
     """Everything an adapter directory holds: its config, the layout it was trained on, its tensors."""
     config, layout = read_adapter_config(path)
     return config, layout, read_adapter_tensors(path)
+
+
+def refuse_export_over_adapter(path: str | Path) -> None:
+    """An export may not land in a lorazoo adapter dir (its adapter_config.json would be overwritten by PEFT's),
+    a run dir or a run dir's adapter/ (even one deleted): those hold results that must not change."""
+    path = Path(path)
+    config = path / CONFIG_NAME
+    holds_adapter = (path / WEIGHTS_NAME).exists() or (config.is_file() and f'"{FORMAT}"' in _head(config))
+    is_run = (path / RUN_FILE).exists() or (path.name == "adapter" and (path.parent / RUN_FILE).exists())
+    if holds_adapter or is_run:
+        what = "a lorazoo adapter dir" if holds_adapter else "a lorazoo run dir (or its adapter/)"
+        raise AdapterFileError(
+            f"export target {str(path)!r} is {what}; exporting would overwrite or add to it; valid: a new "
+            "directory (or an earlier PEFT export)"
+        )
+
+
+def _head(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return fh.read(4096).decode(errors="replace")
 
 
 # ----------------------------------------------------------------------------- PEFT format

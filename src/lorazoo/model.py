@@ -535,6 +535,7 @@ class AdaptedModel(nn.Module):
         by SVD at rank <= max_rank, exactly when its rank allows, else refused with the error a cut would
         cause; ``allow_truncation=True`` writes the cut and records its error (rank_limit.py).
         """
+        io.refuse_export_over_adapter(path)  # never over a saved adapter or into a run dir
         self.check_state("export_peft_lora()", inside_disabled=True)
         with torch.no_grad():
             factors = self.lora_factors()

@@ -16,18 +16,18 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from ..io import atomic_write_json, leftover_scratch
+from ..io import RUN_FILE, atomic_write_json, leftover_scratch
 from ..projections.rng import GENERATOR_VERSION
 from .checkpoints import complete_checkpoints
 from .config_diff import NO_DIFFERENCE, first_difference, flatten
 from .errors import RunDirError
 
-RUN_FILE = "lorazoo_run.json"
 LOCK_FILE = ".lorazoo.lock"
 METRICS_FILE = "metrics.json"
 # Keys that cannot change the trained adapter or its metrics: where/how progress is shown (logging) and how
@@ -37,6 +37,7 @@ BUDGET_KEYS = ("trainer.resume", "trainer.save_steps", "trainer.save_total_limit
 UNFINGERPRINTED = LOGGING_KEYS + BUDGET_KEYS
 # what Hydra itself may have put into a job dir before lorazoo runs (plus our own lock file)
 _HARMLESS = {LOCK_FILE, ".hydra", ".submitit"}
+ADAPTER_DIR = "adapter"  # the run's artifacts: every file under it is hashed into the completed metrics.json
 
 
 def _excluded(key: str) -> bool:
@@ -97,17 +98,41 @@ class Claim:
             self._fd = None
 
 
+def _open_lock(path: Path) -> tuple[int, bool]:
+    """``path`` opened read-write, created exclusively when absent; never through a symlink (O_NOFOLLOW) and only
+    as a regular file with one link, so a planted link cannot make the claim truncate a file elsewhere."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise RunDirError(
+            f"{str(path)!r} is a symbolic link; lorazoo never writes through one: remove it (or pick another "
+            "hydra.run.dir)"
+        ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(info.st_mode) else f"a file with {info.st_nlink} hard links"
+        raise RunDirError(f"{str(path)!r} is {what}; valid: lorazoo's own lock file (remove it, or pick another dir)")
+    return fd, False
+
+
 def _lock(directory: Path) -> tuple[int, bool]:
     """An exclusive non-blocking flock on ``<dir>/.lorazoo.lock``; a held lock fails at once."""
     path = directory / LOCK_FILE
-    created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd, created = _open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            holder = path.read_text().strip() or "unknown"
             raise RunDirError(
                 f"run dir {str(directory)!r} is in use by another lorazoo run ({holder}); wait for it "
                 "to finish or pick another hydra.run.dir"
@@ -127,6 +152,53 @@ def _outputs(directory: Path) -> list[str]:
         and not p.name.endswith(".log")
         and not (p.name == METRICS_FILE and _setup_failure(p))
     )
+
+
+def _foreign(directory: Path) -> list[str]:
+    """Entries of a directory without lorazoo_run.json that lorazoo did not write: everything but our lock, the
+    current Hydra job's log and the metrics.json of a setup failure (another app's .hydra/ or log is foreign)."""
+    own = {LOCK_FILE, *_hydra_job_log()}
+    return sorted(
+        p.name for p in directory.iterdir() if p.name not in own and not (p.name == METRICS_FILE and _setup_failure(p))
+    )
+
+
+def _hydra_job_log() -> list[str]:
+    """The log file Hydra opened in the job dir for this job before lorazoo runs (none outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return [f"{HydraConfig.get().job.name}.log"] if HydraConfig.initialized() else []
+
+
+def artifact_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every file under the run's adapter/ (relative paths): recorded in the completed metrics.json."""
+    root = directory / ADAPTER_DIR
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    return {str(p.relative_to(directory)): _sha256(p) for p in files}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_problems(directory: Path, metrics: dict[str, Any]) -> list[str]:
+    """What of a completed run's recorded artifacts is missing or changed (a record from before artifacts were
+    hashed: its adapter files must at least exist)."""
+    recorded = metrics.get("artifacts")
+    if not isinstance(recorded, dict):
+        recorded = {f"{ADAPTER_DIR}/{name}": None for name in ("adapter_config.json", "adapter.safetensors")}
+    problems = []
+    for name, digest in sorted(recorded.items()):
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif digest is not None and _sha256(path) != digest:
+            problems.append(f"{name} changed since the run completed")
+    return problems
 
 
 def _setup_failure(path: Path) -> bool:
@@ -182,7 +254,7 @@ def _check_owner(directory: Path, ident: dict[str, Any], fp: str, resume: bool) 
     if record is None:
         if (directory / RUN_FILE).exists():
             raise RunDirError(f"{str(directory / RUN_FILE)!r} is unreadable; {pick}")
-        foreign = _outputs(directory)
+        foreign = _foreign(directory)
         if foreign:
             raise RunDirError(
                 f"run dir {str(directory)!r} is not empty and holds no lorazoo run (found {foreign[:5]}); {pick}"
@@ -200,7 +272,20 @@ def _check_owner(directory: Path, ident: dict[str, Any], fp: str, resume: bool) 
         )
     metrics = read_json(directory / METRICS_FILE)
     if metrics and metrics.get("status") == "completed" and metrics.get("fingerprint") == fp:
-        return metrics
+        problems = artifact_problems(directory, metrics)
+        if not problems:
+            return metrics
+        if resume and complete_checkpoints(directory / "checkpoints"):
+            return None  # asked for: the last checkpoint rebuilds the adapter and the record
+        redo = (
+            "add trainer.resume=true to rebuild them from its last checkpoint, or "
+            if complete_checkpoints(directory / "checkpoints")
+            else ""
+        )
+        raise RunDirError(
+            f"run dir {str(directory)!r} holds a completed run of this config but not its artifacts "
+            f"({'; '.join(problems[:3])}), so it is not reused; {redo}{pick}"
+        )
     if complete_checkpoints(directory / "checkpoints") and not resume:
         raise RunDirError(
             f"run dir {str(directory)!r} holds an unfinished run of this config; add trainer.resume=true "
