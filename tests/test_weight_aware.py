@@ -99,6 +99,19 @@ def test_load_uses_the_saved_structures_never_a_new_svd(projection, tmp_path, mo
 
 
 @pytest.mark.parametrize("projection", WEIGHT_AWARE)
+def test_stored_counts_the_saved_svd_and_trainable_does_not(projection, tmp_path):
+    model = trained(projection)
+    counts = model.num_parameters()
+    svd = sum(e.rank * (e.in_features + e.out_features + 1) for e in model.layout)  # U_r, V_rᵀ and Σ_r
+    assert counts["stored"] == counts["trainable"] + svd
+    model.save_adapter(tmp_path)
+    from safetensors.torch import load_file
+
+    floats = sum(t.numel() for t in load_file(str(tmp_path / "adapter.safetensors")).values() if t.is_floating_point())
+    assert floats == counts["stored"]
+
+
+@pytest.mark.parametrize("projection", WEIGHT_AWARE)
 def test_a_projection_built_without_a_base_refuses_to_compute(projection):
     layout = layout_from_model(tiny_llama(0), ["q_proj", "v_proj"], 4)
     built = build_projection(layout, config(projection))

@@ -133,6 +133,11 @@ class SVDProjection(Projection):
     def saved_buffer_names(self) -> set[str]:
         return set(SVD_BUFFERS)
 
+    def stored_numel(self) -> int:
+        """The trained parameters plus U_r, Σ_r, V_rᵀ: an adapter file needs them (the papers count only the
+        trained part, as ``trainable`` does, assuming the SVD can be redone; see the module docstring)."""
+        return self.d + self.svd_U.numel() + self.svd_S.numel() + self.svd_Vh.numel()
+
 
 def _broadcast_from_rank_zero(tensors: list[torch.Tensor]) -> None:
     """Every rank takes rank 0's copy (a collective: every rank must attach the adapter)."""
