@@ -143,3 +143,34 @@ def test_metric_differences(old: dict, new: dict, atol: float, differ: list[str]
 )
 def test_a_sweep_jobs_command_is_that_job_alone(argv: list[str], overrides: list[str], multirun: bool, expected: str):
     assert job_command(argv, overrides, multirun) == expected
+
+
+def test_cpu_time_totals_every_part_of_a_resumed_run(tmp_path: Path):
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+
+    from lorazoo.cli import CONFIG_DIR
+    from lorazoo.train import run
+
+    common = [o for o in TINY if not o.startswith(("projection=", "trainer.max_steps="))]
+    common += ["projection=lora", "trainer.save_steps=2", "trainer.max_steps=4"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=common)
+    first = run(cfg, output_dir=tmp_path)
+    cpu = json.loads((tmp_path / "cpu_time.json").read_text())
+    assert set(cpu) == {"2", "4"} and 0 < cpu["2"] <= cpu["4"] <= first["cpu_time_s"] + 1e-3
+    # as if killed after checkpoint-2
+    shutil.rmtree(tmp_path / "checkpoints" / "checkpoint-4")
+    shutil.rmtree(tmp_path / "adapter")
+    (tmp_path / "metrics.json").unlink()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[*common, "trainer.resume=true"])
+    second = run(cfg, output_dir=tmp_path)
+    assert second["train"]["resumed_from"].endswith("checkpoint-2")
+    assert second["cpu_time_s"] == pytest.approx(cpu["2"] + second["train"]["this_session_cpu_s"], abs=2e-3)
+    (tmp_path / "cpu_time.json").unlink()  # a checkpoint without a CPU record: no total is claimed
+    shutil.rmtree(tmp_path / "checkpoints" / "checkpoint-4")
+    shutil.rmtree(tmp_path / "adapter")
+    (tmp_path / "metrics.json").unlink()
+    assert run(cfg, output_dir=tmp_path)["cpu_time_s"] is None

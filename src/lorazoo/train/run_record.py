@@ -4,8 +4,8 @@ across resumes.
 A run that stops on a config or data error before training still leaves ``metrics.json`` (status
 ``failed`` and the one-line reason) so ``scripts/compare.py`` can say why; a record an earlier run left
 in the same dir is never overwritten (except an earlier setup failure's). Train time is kept per checkpoint in
-``<run dir>/train_time.json`` ({step: seconds trained so far}), so a resumed run reports the time of
-the part it continued from plus its own.
+``<run dir>/train_time.json`` ({step: seconds trained so far}; CPU seconds in ``cpu_time.json``), so a resumed
+run reports the time of the part it continued from plus its own.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from ..io import atomic_write_json
 
 TRAIN_TIME = "train_time.json"
+CPU_TIME = "cpu_time.json"  # {step: CPU seconds of training so far}, the same way as TRAIN_TIME
 
 
 def one_line(exc: BaseException) -> str:
@@ -43,17 +44,18 @@ def write_failure(
     return True
 
 
-def read_times(out: Path) -> dict[str, float]:
+def read_times(out: Path, name: str = TRAIN_TIME) -> dict[str, float]:
     try:
-        data = json.loads((out / TRAIN_TIME).read_text())
+        data = json.loads((out / name).read_text())
         return {str(k): float(v) for k, v in data.items()}
     except (OSError, ValueError, AttributeError):
         return {}
 
 
-def prior_train_time(out: Path, resume_from: str | None) -> float:
-    """Seconds trained before the checkpoint this run resumes from (0 for a fresh run)."""
+def prior_train_time(out: Path, resume_from: str | None, name: str = TRAIN_TIME) -> float | None:
+    """Seconds trained before the checkpoint this run resumes from (0 for a fresh run; None when the checkpoint
+    has no entry, e.g. a CPU time from before lorazoo recorded it)."""
     if not resume_from:
         return 0.0
     step = Path(resume_from).name.rsplit("-", 1)[-1]
-    return read_times(out).get(step, 0.0)
+    return read_times(out, name).get(step)

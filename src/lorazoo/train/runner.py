@@ -40,7 +40,7 @@ from .naming import register_resolvers, run_name, wandb_group
 from .optimizer import OptimizerOptions, check_groups
 from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node, to_plain
 from .recorded import Redactor, recorded
-from .run_record import prior_train_time, write_failure
+from .run_record import CPU_TIME, prior_train_time, write_failure
 from .tasks import build_task
 from .tasks.base import recording_reads
 from .tracking import RunLogger
@@ -312,7 +312,12 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     from .train_time import TrainTimeCallback
     from .trainer import LoraZooTrainer  # transformers' Trainer takes seconds to import: after every input check
 
-    clock = TrainTimeCallback(out, prior_train_time(out, resume_from), write=is_rank_zero())
+    clock = TrainTimeCallback(
+        out,
+        prior_train_time(out, resume_from) or 0.0,
+        write=is_rank_zero(),
+        prior_cpu_s=prior_train_time(out, resume_from, CPU_TIME),
+    )
     trainer = LoraZooTrainer(
         model=loaded.model,
         args=training_arguments(trainer_opts, checkpoints, seed, logger.report_to(), task.prediction_loss_only),
@@ -402,9 +407,9 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         eval_timing=timing,
         steps=trainer.state.global_step,
         wall_time_s=round(wall, 3),
-        # CPU seconds of training (this process and its finished data-loader workers); a resumed run's earlier
-        # part is not known here, so only its own session is reported
-        cpu_time_s=None if resume_from else round(session_cpu, 3),
+        # CPU seconds of training (this process and its finished data-loader workers), every part of a resumed run
+        # (cpu_time.json); null when the part resumed from has no CPU record
+        cpu_time_s=None if clock.prior_cpu_s is None else round(clock.prior_cpu_s + session_cpu, 3),
         train={
             "steps": trainer.state.global_step,
             "epochs": trainer.state.epoch,
