@@ -4,8 +4,10 @@
 #   bash scripts/slurm_cluster.sh stop    # stops every daemon it started, by PID
 #   bash scripts/slurm_cluster.sh conf    # prints the slurm.conf path (export SLURM_CONF=<it> for sbatch/sinfo)
 # Needs root on Debian/Ubuntu; works without systemd or cgroups (proctrack/linuxproc, task/none). Everything
-# (configs, munge socket and key, database, spool, logs, PID files) lives in LORAZOO_SLURM_DIR
-# (default /tmp/lorazoo-slurm); nothing under /etc is changed. Exit status 3: this machine cannot run Slurm.
+# (configs, munge key, database, spool, logs, PID files) lives in LORAZOO_SLURM_DIR (default
+# /tmp/lorazoo-slurm); nothing under /etc is changed. munged listens on its default socket (/run/munge) and the
+# daemons on Slurm's default ports (6817-6819), so no other Slurm may run here. Exit status 3: this machine
+# cannot run Slurm.
 # Settings that worked on a 2-core Debian VM with Slurm 22.05 (issue 26): DefMemPerCPU keeps one job from
 # taking all memory; accounting through slurmdbd because submitit reads job states from sacct.
 set -euo pipefail
