@@ -418,3 +418,31 @@ def test_every_option_of_every_group_is_accepted_and_a_typo_lists_them_all(group
     assert message is not None and "\n" not in message
     assert message.startswith(f"error: {group}={valid[-1]}x is not an option of group {group}; ")
     assert message.endswith("valid: " + ", ".join(valid))
+
+
+DIMS = ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings"]
+
+
+@pytest.mark.parametrize("model", ["tiny_bert", "tiny_llama"])
+@pytest.mark.parametrize("dim", DIMS)
+def test_model_dims_that_make_no_model_or_too_big_a_one_are_one_line(model: str, dim: str):
+    """``model.dims`` feeds a transformers config: a wrong type, 0, -1 or 10¹² is a working model or one line
+    naming model.dims, before any weight is allocated (before: StrictDataclass/ZeroDivision tracebacks, or a
+    40 GB allocation)."""
+    from lorazoo.train import preflight
+    from lorazoo.train.options import ModelOptions, TrainerOptions, from_node
+
+    cfg = compose_config([f"model={model}"])
+    trainer = from_node(TrainerOptions, cfg.trainer, "trainer")
+    refused = []
+    for value in ("abc", 0, -1, HUGE):
+        with open_dict(cfg):
+            cfg.model.dims = {dim: value}
+        try:
+            preflight.check_base_model(from_node(ModelOptions, cfg.model, "model"), trainer)
+        except ConfigError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(("model.dims=", f"model '{model}'")), str(exc)
+            refused.append(value)
+    assert "abc" in refused
+    if dim != "max_position_embeddings" or model == "tiny_bert":  # Llama's rotary positions cost no memory
+        assert HUGE in refused

@@ -16,6 +16,7 @@ from .options import ModelOptions, ProjectionOptions, TrainerOptions
 # projections whose rank is the size of a shared random basis, not of each module's factors: VeRA's paper uses
 # r = 1024 on RoBERTa-base's width 768 (Kopiczko et al. 2024, arXiv:2310.11454, Table 1); memory still bounds it
 WIDE_RANK = ("vera",)
+MAX_LAYERS = 1024  # the deepest published transformers have ~100-200 layers; more is a typo in model.dims
 FLOAT_BYTES = 4  # θ_D and activations are fp32 (adapter parameters stay fp32 under bf16 autocast too)
 # models whose position ids start after the padding index (RoBERTa family): usable = max_position_embeddings - pad - 1
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"}
@@ -45,8 +46,8 @@ def model_config(model: ModelOptions) -> Any | None:
             return None  # the model loader names the valid kinds
         try:
             return AutoConfig.for_model(kind, **{**TINY_CONFIGS[kind], **model.dims})
-        except (TypeError, ValueError):
-            return None
+        except Exception as exc:  # transformers' own validation of the fields (strict dataclasses, ...)
+            raise _bad_dims(model, exc) from None
     try:
         source = resolve_source(model.pretrained, model.gguf_file)
     except Exception:  # an unavailable model is reported by the model loader itself
@@ -54,9 +55,46 @@ def model_config(model: ModelOptions) -> Any | None:
     if not os.path.isfile(os.path.join(source, "config.json")):
         return None  # a hub id: not fetched just for this check
     try:
-        return AutoConfig.from_pretrained(source)
+        return AutoConfig.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError):
         return None
+
+
+def _bad_dims(model: ModelOptions, exc: BaseException) -> ConfigError:
+    cause = " ".join(str(exc).split())[:160] or type(exc).__name__
+    return ConfigError(
+        f"model.dims={model.dims!r} does not make a model of {model.pretrained!r} ({type(exc).__name__}: {cause}); "
+        "valid: positive sizes its transformers config accepts"
+    )
+
+
+def check_base_model(model: ModelOptions, trainer: TrainerOptions) -> None:
+    """The base model built on the meta device (no memory) from its config: sizes that cannot make a model
+    (``model.dims.hidden_size=0``) and a model larger than free memory are refused before any weight exists."""
+    config = model_config(model)
+    if config is None or model.quantization != "none":  # unknown offline; quantised sizes are the loader's
+        return
+    from ..counting import meta_model
+
+    hidden, layers, vocab = _shape(config)
+    if layers > MAX_LAYERS:  # even the meta-device model would take minutes to build
+        raise ConfigError(
+            f"model {model.name!r} has {layers:,} layers (model.dims: {model.dims}); valid: 1..{MAX_LAYERS}"
+        )
+    width = 2 if model.dtype == "bfloat16" else FLOAT_BYTES
+    free, where = available_memory(trainer)
+    need = (layers * 2 * hidden * hidden + vocab * hidden) * width  # a lower bound: q and o projections, embeddings
+    if need <= free:
+        try:
+            base, _ = meta_model(config, model.task_type)
+        except Exception as exc:  # ZeroDivisionError, shape errors ... from building the modules
+            raise _bad_dims(model, exc) from None
+        need = sum(p.numel() for p in base.parameters()) * width
+    if need > free:
+        raise ConfigError(
+            f"model {model.name!r} ({model.pretrained}, dims {model.dims}) needs {_gib(need)} for its weights, more "
+            f"than the {_gib(free)} of {where}; valid: a smaller model (model.dims) or model.quantization=4bit"
+        )
 
 
 def model_positions(model: ModelOptions, config: Any = None) -> int | None:
