@@ -261,3 +261,28 @@ def test_run_py_trains_each_on_the_tiny_llama(projection, tmp_path):
 
     saved = load_file(str(tmp_path / "run" / "adapter" / "adapter.safetensors"))
     assert {"projection.svd_U", "projection.svd_S", "projection.svd_Vh", "projection.base_sha256"} <= set(saved)
+
+
+# ----------------------------------------------------------------------------- several processes
+@pytest.mark.slow
+def test_every_rank_takes_rank_zeros_svd(tmp_path):
+    """Two gloo processes; rank 1's SVD returns the opposite sign of every pair (as another BLAS may): after
+    attach both ranks hold rank 0's U_r, Σ_r, V_rᵀ (tests/svd_broadcast_worker.py)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(here.parent / "src")])}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += [str(here / "svd_broadcast_worker.py"), str(tmp_path), ",".join(WEIGHT_AWARE)]
+    done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    zero, one = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert zero == one and sorted(zero) == WEIGHT_AWARE
+    for projection in WEIGHT_AWARE:  # rank 0 kept its own (unflipped) SVD
+        attached = attach(tiny_llama(0), config(projection, rank=2)).projection
+        assert zero[projection]["svd_U"] == attached.svd_U.tolist()
