@@ -446,3 +446,14 @@ def test_model_dims_that_make_no_model_or_too_big_a_one_are_one_line(model: str,
     assert "abc" in refused
     if dim != "max_position_embeddings" or model == "tiny_bert":  # Llama's rotary positions cost no memory
         assert HUGE in refused
+
+
+@pytest.mark.parametrize("flag", ["--config-dir={tmp}", "-cd={tmp}", "hydra.searchpath=[file://{tmp}]"])
+def test_options_from_an_added_config_dir_are_not_refused(tmp_path: Path, flag: str):
+    """``--config-dir mine experiment=my_study``: an option this check cannot see is left to Hydra."""
+    from lorazoo.cli_hints import check_group_choices
+
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "my_study.yaml").write_text("# @package _global_\nname: my_study\n")
+    assert check_group_choices([flag.format(tmp=tmp_path), "experiment=my_study"], CONFIG_DIR) is None
+    assert check_group_choices(["experiment=my_study"], CONFIG_DIR) is not None

@@ -64,6 +64,10 @@ def unknown_key_hint(overrides: list[str], config_dir: str) -> str | None:
     return None
 
 
+# arguments that add config directories this check does not search
+ELSEWHERE = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn", "hydra.searchpath")
+
+
 def _options(loader: Any, group: str) -> list[str]:
     """Every option of a config group, sub-folders included (``task`` → glue/cola, ..., tweets)."""
     found = list(loader.get_group_options(group))
@@ -99,8 +103,8 @@ def check_group_choices(overrides: list[str], config_dir: str) -> str | None:
     file or stored config provides, optional groups (``experiment``) included, which Hydra would otherwise
     skip silently (``group=null`` too, a traceback in Hydra); None when every choice exists."""
     choices = _choices(overrides)
-    if not choices:
-        return None
+    if not choices or any(o.lstrip("+").startswith(ELSEWHERE) for o in overrides):
+        return None  # configs from elsewhere too: Hydra's own check, which sees them
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
