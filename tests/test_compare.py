@@ -319,3 +319,34 @@ def test_fair_comparison_rows_are_marked_tuned_and_trials_kept_apart(tmp_path: P
     assert row(text, "unilora")[-3] == "no"
     search = text.split("## lr search trials")[1].split("##")[0]
     assert "| tweets | lora | 2 | 2 | 0.9000 | `optimizer.lr=0.004` |" in search
+
+
+def test_real_runs_grouped_by_what_ran(tmp_path: Path):
+    """The acceptance case on real run dirs (in-process runs record no command-line overrides at all): runs
+    that differ only in trainer.max_steps are two rows; two identical seed-0 runs are one row, flagged."""
+    from hydra import compose, initialize_config_dir
+
+    from lorazoo.cli import CONFIG_DIR
+    from lorazoo.train import run
+
+    tiny = [
+        "model=tiny_bert",
+        "projection=lora",
+        "projection.rank=4",
+        "task.max_train_samples=16",
+        "task.max_eval_samples=8",
+        "trainer.batch_size=8",
+        "trainer.progress_bar=false",
+        "logger=none",
+    ]
+    for name, steps in (("a", 1), ("b", 1), ("c", 2)):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            run(compose("config", overrides=[*tiny, f"trainer.max_steps={steps}"]), output_dir=tmp_path / "runs" / name)
+    result = compare.compare([tmp_path / "runs"], out=tmp_path / "out")
+    groups = result["groups"]["tweets"]
+    by_steps = {g.runs[0].steps: g for g in groups}
+    assert len(groups) == 2 and set(by_steps) == {1, 2}
+    assert len(by_steps[1].runs) == 1 and len(by_steps[1].duplicates) == 1 and by_steps[2].duplicates == []
+    text = result["table"].read_text()
+    assert "trainer.max_steps=1" in text and "trainer.max_steps=2" in text
+    assert "seed 0 ×2 (same result)" in text  # the same setting and seed on one machine: bit-equal
