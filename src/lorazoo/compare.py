@@ -7,7 +7,9 @@ Finds every run below the given directories (a run dir holds metrics.json and/or
 completed runs by WHAT RAN: the run's resolved config (``lorazoo_run.json``'s identity, with the values fitted to
 the model from metrics.json's ``fitted_to_model``) minus the seed, paths and logging, plus the sha256 of every data
 file read. Runs that differ in anything else are separate rows, whatever their command lines looked like; two
-runs of one setting and seed count once (flagged in the ``dup`` column). Writes, atomically:
+runs of one setting and seed count once (flagged in the ``dup`` column). A run recorded before lorazoo wrote
+``lorazoo_run.json`` and ``.hydra/config.yaml`` is keyed on its job overrides, the only record it has. Writes,
+atomically:
   <out>/<name>.md                  one table per task, rows sorted by the main metric (best first): mean ± sd
                                    over seeds, n, a 95% bootstrap interval of the mean, trainable parameters, D,
                                    train wall and CPU seconds per run, the evaluation set, and each row's command;
@@ -711,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", help="sweep or run directories (searched recursively)")
     parser.add_argument("--out", default="results", help="output folder (default: results)")
     parser.add_argument("--name", default="compare", help="file name prefix (default: compare)")
+    parser.add_argument("--curves", metavar="PNG", help="also plot every run's curves.jsonl (loss and dev scores)")
     args = parser.parse_args(argv)
     try:
         result = compare(args.dirs, args.out, args.name)
@@ -725,6 +728,11 @@ def main(argv: list[str] | None = None) -> int:
         + f", {len(result['failed'])} failed/incomplete -> {result['table']}"
         + "".join(f"\n  {p}" for p in result["images"].values())
     )
+    if args.curves:
+        from .curves import plot_curves
+
+        drawn = plot_curves(find_run_dirs(args.dirs), args.curves)
+        print(f"curves -> {drawn}" if drawn else "curves: no run has a curves.jsonl")
     return 0
 
 
