@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lorazoo.counting",),
     ("lorazoo",),  # the public API (__init__)
     ("lorazoo.train",),
-    ("lorazoo.compare", "lorazoo.rerun"),  # command-line tools over run dirs (they read train records)
+    ("lorazoo.compare", "lorazoo.rerun", "lorazoo.curves"),  # command-line tools over run dirs (read train records)
     ("lorazoo.cli_hints",),
     ("lorazoo.cli",),
 ]

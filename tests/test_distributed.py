@@ -99,11 +99,8 @@ def assert_same_run(one: Path, two: Path) -> None:
         assert torch.allclose(ta[key], tb[key], atol=1e-5, rtol=0), key
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", ["classification", "causal_lm"])
-def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(tmp_path: Path, case: str):
-    overrides = case_overrides(case, tmp_path)
-    train_in_process(tmp_path / "one", *overrides, "trainer.batch_size=8")
+def torchrun_two(tmp_path: Path, overrides: list[str], two: Path) -> subprocess.CompletedProcess:
+    """``run.py`` under torchrun, 2 processes on gloo, into the run dir ``two``; the cwd is ``tmp_path/cwd``."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -114,7 +111,6 @@ def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(tmp_p
     }
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    two = tmp_path / "two"
     # no hydra.run.dir: each rank's Hydra would pick its own time-stamped dir; rank 0's must be the only one
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -127,10 +123,18 @@ def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(tmp_p
         str(REPO / "run.py"),
         *COMMON,
         *overrides,
-        "trainer.batch_size=4",
         f"hydra.run.dir={two}",
     ]
-    done = subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=500)
+    return subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=500)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["classification", "causal_lm"])
+def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(tmp_path: Path, case: str):
+    overrides = case_overrides(case, tmp_path)
+    train_in_process(tmp_path / "one", *overrides, "trainer.batch_size=8")
+    two, cwd = tmp_path / "two", tmp_path / "cwd"
+    done = torchrun_two(tmp_path, [*overrides, "trainer.batch_size=4"], two)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("metrics.json")) == [
         "one/metrics.json",
@@ -140,6 +144,20 @@ def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(tmp_p
     assert not list(cwd.iterdir())  # rank 1 left no stray run directory behind
     assert done.stdout.count("[lorazoo]") == 1  # one summary line: rank 0's
     assert_same_run(tmp_path / "one", two)
+
+
+@pytest.mark.slow
+def test_torchrun_train_loss_is_the_global_mean_over_every_step(tmp_path: Path):
+    """No log inside the run (logging_steps > max_steps): Trainer's train_loss was rank 0's own loss
+    (issue 25: 1.09806 against 1.09558); every step's loss must be the mean over both ranks."""
+    overrides = [*case_overrides("classification", tmp_path), "trainer.logging_steps=10", "trainer.max_steps=4"]
+    one = train_in_process(tmp_path / "one", *overrides, "trainer.save_steps=4", "trainer.batch_size=8")
+    done = torchrun_two(tmp_path, [*overrides, "trainer.save_steps=4", "trainer.batch_size=4"], tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    assert two["train"]["train_loss_steps"] == one["train"]["train_loss_steps"] == 4
+    assert two["train"]["train_loss"] == pytest.approx(one["train"]["train_loss"], abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- the loss scaling, in process

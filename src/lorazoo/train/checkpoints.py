@@ -79,13 +79,16 @@ def mark_complete(folder: Path, step: int, fingerprint: str | None) -> None:
     (folder / WRITING_MARKER).unlink(missing_ok=True)
 
 
-def rotate(directory: Path, keep: int | None) -> None:
-    """Delete the oldest complete lorazoo checkpoints beyond ``keep``; never anything else."""
+def rotate(directory: Path, keep: int | None, protect: str | None = None) -> None:
+    """Delete the oldest complete lorazoo checkpoints beyond ``keep``; never anything else, and never
+    ``protect`` (the best evaluated checkpoint, which Trainer may load at the end)."""
     if keep is None:
         return
     complete = complete_checkpoints(directory)
+    kept = Path(protect).resolve() if protect else None
     for folder in complete[: max(0, len(complete) - keep)]:
-        shutil.rmtree(folder)
+        if folder.resolve() != kept:
+            shutil.rmtree(folder)
 
 
 def _readable(folder: Path) -> str | None:

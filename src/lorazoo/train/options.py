@@ -116,6 +116,10 @@ class TrainerOptions:
     eval_steps: int | None = None
     save_steps: int = 500
     save_total_limit: int | None = 2
+    # best vs last: Trainer's own options (the best evaluated checkpoint is tracked and never rotated away)
+    load_best_model_at_end: bool = False  # true: the saved adapter is the best evaluated step's, not the last
+    metric_for_best_model: str | None = None  # null: the task's main metric (loss for causal-LM tasks)
+    greater_is_better: bool | None = None  # null: Trainer's rule (false for a name ending in "loss", else true)
     logging_steps: int = 10
     resume: bool = False
     init_adapter: str | None = None  # a saved adapter dir: start θ from it (head fresh), e.g. LoRA's MNLI start
@@ -163,6 +167,7 @@ class TrainerOptions:
         if self.save_total_limit is not None and self.save_total_limit < 2:
             # a crash while the newest checkpoint is written must leave a complete older one
             raise ConfigError(f"trainer.save_total_limit must be >= 2 or null, got {self.save_total_limit!r}")
+        self._check_best()
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"trainer.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if self.divergence_factor is not None:
@@ -174,6 +179,21 @@ class TrainerOptions:
         ):
             raise ConfigError(
                 f"trainer.divergence_patience={self.divergence_patience!r} is invalid; valid: a positive integer"
+            )
+
+    def _check_best(self) -> None:
+        """Trainer keeps the best checkpoint only when checkpoints fall on evaluated steps."""
+        if not self.load_best_model_at_end:
+            return
+        if self.eval_strategy == "no":
+            raise ConfigError(
+                "trainer.load_best_model_at_end=true needs evaluations during training; "
+                "set trainer.eval_strategy=epoch or steps"
+            )
+        if self.eval_strategy == "steps" and self.eval_steps and self.save_steps % self.eval_steps:
+            raise ConfigError(
+                f"trainer.load_best_model_at_end=true saves on evaluated steps: trainer.save_steps={self.save_steps} "
+                f"must be a multiple of trainer.eval_steps={self.eval_steps}"
             )
 
 

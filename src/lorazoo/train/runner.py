@@ -19,6 +19,7 @@ from ..io import atomic_write_json
 from ..projections import get_projection_class
 from ..version import __version__
 from . import config_schema, preflight, provenance, run_dir, slurm_attempt
+from .best import best_metric_name, checkpoint_scores, held_evaluation
 from .checkpoints import foreign_checkpoints, resume_point
 from .data_root import apply_data_root
 from .distributed import (
@@ -96,9 +97,12 @@ def apply_task_overrides(cfg: DictConfig, explicit: list[str]) -> tuple[DictConf
     return cfg, applied
 
 
-def training_arguments(t: TrainerOptions, out: Path, seed: int, report_to: list[str], loss_only: bool) -> Any:
+def training_arguments(
+    t: TrainerOptions, out: Path, seed: int, report_to: list[str], loss_only: bool, best_metric: str | None = None
+) -> Any:
     """The loop's settings. No lr, decay, betas or eps here: those reach the optimizer only through
-    configs/optimizer/ and build_optimizer (LoraZooTrainer.create_optimizer)."""
+    configs/optimizer/ and build_optimizer (LoraZooTrainer.create_optimizer). ``best_metric``: the score
+    Trainer tracks the best evaluated step by (train/best.py)."""
     from transformers import TrainingArguments
 
     args = TrainingArguments(
@@ -116,8 +120,11 @@ def training_arguments(t: TrainerOptions, out: Path, seed: int, report_to: list[
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         eval_strategy=t.eval_strategy,
         eval_steps=t.eval_steps,
-        save_strategy="steps",
+        save_strategy=t.eval_strategy if t.load_best_model_at_end else "steps",  # best: saved where evaluated
         save_steps=t.save_steps,
+        load_best_model_at_end=t.load_best_model_at_end,
+        metric_for_best_model=best_metric,
+        greater_is_better=t.greater_is_better,
         save_total_limit=None,  # rotation is checkpoints.rotate: it deletes lorazoo's own folders only
         logging_strategy="steps",
         logging_steps=t.logging_steps,
@@ -169,11 +176,10 @@ def _split_metrics(raw: dict[str, float]) -> tuple[dict[str, float], dict[str, f
 
 
 def _final_eval(trainer: Any) -> dict[str, float]:
-    """Trainer's evaluation of the final model: the one it logged at the last step if any, else a new one."""
-    last = next((e for e in reversed(trainer.state.log_history) if "eval_loss" in e), None)
-    if last is not None and last.get("step") == trainer.state.global_step:
-        return dict(last)  # the epoch-end evaluation already scored the final parameters
-    return trainer.evaluate()
+    """Trainer's evaluation of the parameters the model holds (the last step's, or the best evaluated step's
+    after load_best_model_at_end): the one it logged for them if any, else a new one."""
+    held = held_evaluation(trainer.state, bool(trainer.args.load_best_model_at_end))
+    return dict(held) if held is not None else trainer.evaluate()
 
 
 def _early_record(cfg: DictConfig, hydra: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -309,9 +315,12 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     resume_from = _resume_point(
         checkpoints, claim.resume, claim.fingerprint, adapter_config(projection, model_opts, seed).to_dict()
     )
+    from .curves import CurvesCallback
     from .train_time import TrainTimeCallback
     from .trainer import LoraZooTrainer  # transformers' Trainer takes seconds to import: after every input check
 
+    curves = CurvesCallback(out, write=is_rank_zero())  # curves.jsonl; its rows give the whole run's train loss
+    best_metric = best_metric_name(trainer_opts, task.metric_keys(), task.prediction_loss_only)
     clock = TrainTimeCallback(
         out,
         prior_train_time(out, resume_from) or 0.0,
@@ -320,14 +329,16 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     )
     trainer = LoraZooTrainer(
         model=loaded.model,
-        args=training_arguments(trainer_opts, checkpoints, seed, logger.report_to(), task.prediction_loss_only),
+        args=training_arguments(
+            trainer_opts, checkpoints, seed, logger.report_to(), task.prediction_loss_only, best_metric
+        ),
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=task.collator(loaded.tokenizer),
         processing_class=loaded.tokenizer,
         compute_metrics=None if task.prediction_loss_only else task.compute_metrics,
         optimizer_options=optimizer_opts,
-        callbacks=[clock],
+        callbacks=[clock, curves],
         trainer_options=trainer_opts,
         run_fingerprint=claim.fingerprint,
     )
@@ -405,6 +416,9 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         **task.report(),
         **({"lm_eval": lm_eval} if lm_eval else {}),
         eval_timing=timing,
+        checkpoints=checkpoint_scores(
+            trainer.state, best_metric, bool(trainer.args.greater_is_better), trainer_opts.load_best_model_at_end
+        ),
         steps=trainer.state.global_step,
         wall_time_s=round(wall, 3),
         # CPU seconds of training (this process and its finished data-loader workers), every part of a resumed run
@@ -416,7 +430,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
             "wall_time_s": round(wall, 3),
             "this_session_s": round(session, 3),
             "this_session_cpu_s": round(session_cpu, 3),
-            "train_loss": result.training_loss,
+            **_train_loss(curves, result.training_loss),
             "resumed_from": resume_from,
         },
     )
@@ -427,6 +441,14 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     if is_rank_zero():
         _print_summary(record, out)
     return record
+
+
+def _train_loss(curves: Any, trainer_loss: float | None) -> dict[str, Any]:
+    """The mean training loss over every step of the run, from curves.jsonl (Trainer's covers only its own
+    ``train()`` call, and its unlogged tail is rank 0's alone); ``train_loss_steps`` says how many steps it
+    averages (fewer only when resumed from a checkpoint written before curves.jsonl existed)."""
+    loss, covered = curves.train_loss()
+    return {"train_loss": loss if covered else trainer_loss, "train_loss_steps": covered or None}
 
 
 def _require_finite(metrics: dict[str, Any]) -> None:

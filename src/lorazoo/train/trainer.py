@@ -96,6 +96,8 @@ class LoraZooTrainer(Trainer):
 
             self._load_from_checkpoint(kwargs["resume_from_checkpoint"])
             self.state = finished
+            if self.args.load_best_model_at_end:  # what the finished run's end would have loaded
+                self._load_best_model()
             return TrainOutput(finished.global_step, None, {})  # type: ignore[arg-type]
         target = self._adapted()
         guard = getattr(target, "training_guard", None)
@@ -159,7 +161,7 @@ class LoraZooTrainer(Trainer):
             raise failed from exc
         if self.args.should_save:
             marks.mark_complete(folder, self.state.global_step, self.run_fingerprint)
-            marks.rotate(run_dir, self.trainer_options.save_total_limit)
+            marks.rotate(run_dir, self.trainer_options.save_total_limit, self.state.best_model_checkpoint)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         self._adapted().load_adapter_weights(resume_from_checkpoint)  # FSDP passes its wrapper: the adapter is inside
