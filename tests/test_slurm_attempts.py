@@ -111,9 +111,10 @@ def test_a_requeued_attempt_resumes_bit_equal_and_a_new_launch_is_refused(tmp_pa
     reference = tmp_path / "reference"
     train(reference)
     job = tmp_path / "job"
-    slurm_job(monkeypatch, "77")  # first attempt
-    train(job)
+    shutil.copytree(reference, job)  # the first attempt of job 77 trained the same way, then was pre-empted
     preempted_after_step_3(job)
+    slurm_job(monkeypatch, "77")
+    record_attempt(job)
     for other in (("78", None), ("77", None)):  # a new job; a second launch in the same allocation
         slurm_job(monkeypatch, *other)
         with pytest.raises(RunDirError, match="unfinished run"):
