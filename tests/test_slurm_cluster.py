@@ -86,7 +86,11 @@ def sweep(env: dict[str, str], cwd: Path, *args: str, **popen: object) -> subpro
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # a hung sweep must not outlive the test
+        raise
     return proc.returncode, out, err
 
 
@@ -122,7 +126,13 @@ def test_a_preempted_job_resumes_by_itself_bit_equal(slurm_env, tmp_path):
         "hydra.sweep.subdir=${name}",
     )
     victim = tmp_path / "s" / "preempted"
-    wait_for(lambda: list((victim / "checkpoints").glob("checkpoint-*/checkpoint_complete")), "a first checkpoint")
+
+    def first_checkpoint() -> list[Path]:
+        if proc.poll() is not None:  # the sweep ended before the job could be pre-empted
+            raise AssertionError(finish(proc)[2][-3000:])
+        return list((victim / "checkpoints").glob("checkpoint-*/checkpoint_complete"))
+
+    wait_for(first_checkpoint, "a first checkpoint")
     job = json.loads((victim / "slurm_attempts.json").read_text())["attempts"][-1]["job"]
     slurm(slurm_env, "scancel", "-s", "USR2", job)
     # Slurm holds a requeued job back ~2 minutes (BeginTime); release it at once to keep the test short
