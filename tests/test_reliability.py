@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from lorazoo import AdapterConfig, LoraZooError, attach, load_adapter
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.errors import AdapterFileError
+from lorazoo.train.errors import RunDirError
 
 TINY = [
     "logger=none",
@@ -200,7 +201,8 @@ def test_export_script_refuses_malicious_config(tmp_path: Path):
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_poisoned_checkpoint_pickle_does_not_run(tmp_path: Path, runs: dict):
-    """Trainer's optimizer.pt is a pickle: torch.load(weights_only=True) must refuse a payload, not run it."""
+    """Trainer's optimizer.pt is a pickle: a payload is refused before Trainer loads it, in one line that never
+    suggests weights_only=False (issue 25)."""
     from lorazoo.train.trainer import last_complete_checkpoint
 
     run_dir = tmp_path / "run"
@@ -215,9 +217,9 @@ def test_poisoned_checkpoint_pickle_does_not_run(tmp_path: Path, runs: dict):
             return os.mkdir, (str(canary),)
 
     (checkpoint / "optimizer.pt").write_bytes(pickle.dumps({"state": Payload()}))
-    with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only"):
+    with pytest.raises(RunDirError, match="optimizer.pt' holds objects other than tensors") as exc:
         train(run_dir, *RUN, f"seed={SEED}", "trainer.resume=true")
-    assert not canary.exists()
+    assert not canary.exists() and "weights_only" not in str(exc.value) and "\n" not in str(exc.value)
 
 
 # ============================================================================ 3. crash safety

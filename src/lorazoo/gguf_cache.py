@@ -72,9 +72,11 @@ def _convert(directory: str, gguf_file: str, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, gguf_file=gguf_file, dtype=torch.float32, trust_remote_code=False
+    )
     quantizer: Any = getattr(model, "hf_quantizer", None)
     if quantizer is not None:  # the tensors are plain floats now; keep no GGUF marker
         quantizer.remove_quantization_config(model)
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file).save_pretrained(out)
+    AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file, trust_remote_code=False).save_pretrained(out)

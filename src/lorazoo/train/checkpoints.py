@@ -105,6 +105,28 @@ def _readable(folder: Path) -> str | None:
     return None
 
 
+def pickle_problem(folder: Path) -> str | None:
+    """Why a pickled file Trainer loads on resume (optimizer.pt, scheduler.pt, rng_state*.pth ...) is unreadable,
+    or None. Each is loaded first with torch's restricted unpickler (numpy allow-listed, as Trainer does): a file
+    that would need to run code raises a one-line RunDirError naming it (never a hint to lift the restriction)."""
+    import torch
+    from transformers.trainer_pt_utils import safe_globals
+
+    for path in sorted(p for p in folder.iterdir() if p.suffix in (".pt", ".pth") and p.is_file()):
+        try:
+            with safe_globals():
+                torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle.UnpicklingError (named, not imported: src/ imports no pickle)
+            if type(exc).__name__ == "UnpicklingError":
+                raise RunDirError(
+                    f"checkpoint file {str(path)!r} holds objects other than tensors and plain data, so it is never "
+                    f"loaded; delete {folder.name} to resume from an earlier checkpoint, or pick another "
+                    "hydra.run.dir"
+                ) from None
+            return f"{path.name} is truncated or corrupt ({type(exc).__name__})"
+    return None
+
+
 def _config_difference(folder: Path, expected: dict[str, Any]) -> str | None:
     """The first AdapterConfig key where the checkpoint's adapter differs from this run's, if any."""
     try:
@@ -134,7 +156,7 @@ def resume_point(directory: str | Path, fingerprint: str | None, adapter_config:
                 f"checkpoint {str(folder)!r} belongs to another run ({diff or f'fingerprint {saved}'} "
                 "differs); resume only with the settings it was trained with, or pick another hydra.run.dir"
             )
-        problem = _readable(folder)
+        problem = _readable(folder) or pickle_problem(folder)
         if problem is None:
             if skipped:
                 print(f"[lorazoo] falling back to {folder.name}: {'; '.join(skipped)}", file=sys.stderr)

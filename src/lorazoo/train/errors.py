@@ -52,7 +52,12 @@ class RunDirError(LoraZooError, RuntimeError):
     _lorazoo_recorded = True  # never write a failed metrics.json into a directory that is not this run's
 
 
+class RemoteCodeError(LoraZooError, RuntimeError):
+    """A model or tokenizer needs its own Python code to load; lorazoo never runs it (trust_remote_code=False)."""
+
+
 __all__ = [
+    "RemoteCodeError",
     "RunDirError",
     "ConfigError",
     "DataFormatError",

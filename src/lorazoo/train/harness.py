@@ -22,6 +22,7 @@ from typing import Any
 from ..io import atomic_write
 from .errors import ConfigError, DataUnavailableError
 from .hub import hub_unreachable_reason
+from .lm_eval_code import OPT_IN, code_in_task_yamls
 from .options import from_node
 
 INSTALL_HINT = "pip install 'lorazoo[eval]' (lm-eval)"
@@ -44,6 +45,7 @@ class LmEvalOptions:
     log_samples: bool = False  # per-example inputs/outputs to <run dir>/lm_eval_samples_<task>.jsonl
     apply_chat_template: bool = False
     confirm_run_unsafe_code: bool = False  # HumanEval/MBPP execute generated code: opt in explicitly
+    allow_include_path_code: bool = False  # include_path task yamls with !function import Python: opt in explicitly
     max_length: int | None = None  # context length lm-eval assumes; null = the model config's
 
     def __post_init__(self) -> None:
@@ -106,6 +108,13 @@ class Harness:
         for path in paths:
             if not Path(path).is_dir():
                 raise ConfigError(f"eval.lm_eval.include_path {path!r} is not a directory; valid: dirs of task yamls")
+        code = [] if options.allow_include_path_code else code_in_task_yamls(paths)
+        if code:
+            more = f" and {len(code) - 1} more" if len(code) > 1 else ""
+            raise ConfigError(
+                f"eval.lm_eval.include_path would run Python code ({code[0]}{more}); lorazoo runs none unless asked: "
+                f"set {OPT_IN} if you trust {', '.join(map(str, paths))}"
+            )
         self.manager = TaskManager(include_path=paths or None, include_defaults=options.include_defaults)
         unknown = [name for name in options.tasks if not self.manager.match_tasks([name])]
         if unknown:

@@ -191,7 +191,7 @@ def meta_layout(model: ModelOptions, opts: ProjectionOptions, num_labels: int) -
             return None
         from transformers import AutoConfig
 
-        config: Any = AutoConfig.from_pretrained(str(source))
+        config: Any = AutoConfig.from_pretrained(str(source), trust_remote_code=False)
     else:
         from transformers import AutoConfig
 

@@ -7,7 +7,9 @@ for fast tests; the tokenizer comes from ``model.tokenizer``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ import torch
 
 from .. import AdapterConfig, attach, gguf_cache
 from ..packaged import package_dir, resolve_source  # noqa: F401  (package_dir: re-exported)
-from .errors import ConfigError, ModelUnavailableError
+from .errors import ConfigError, ModelUnavailableError, RemoteCodeError
 from .hub import hub_unreachable_reason
 from .options import ModelOptions, ProjectionOptions
 from .quantization import bnb_config, quantize_in_memory
@@ -44,11 +46,16 @@ class LoadedModel:
 
 
 def _from_pretrained(loader: Any, source: str, what: str, **kwargs: Any) -> Any:
-    """from_pretrained that fails in seconds with a one-line message when a hub id is not available."""
+    """from_pretrained that fails in seconds with a one-line message when a hub id is not available, and never
+    runs a model's own code: trust_remote_code=False on every call (transformers then never asks), and a model
+    that declares its own code is refused rather than loaded as some built-in class."""
     if os.path.isdir(source):
-        return loader.from_pretrained(source, **kwargs)
+        refuse_remote_code(source, what)
+        with _no_remote_code(source, what):
+            return loader.from_pretrained(source, trust_remote_code=False, **kwargs)
     try:  # already in the local cache?
-        return loader.from_pretrained(source, local_files_only=True, **kwargs)
+        with _no_remote_code(source, what):
+            return loader.from_pretrained(source, local_files_only=True, trust_remote_code=False, **kwargs)
     except (OSError, ValueError):
         pass
     reason = hub_unreachable_reason()
@@ -57,9 +64,40 @@ def _from_pretrained(loader: Any, source: str, what: str, **kwargs: Any) -> Any:
             f"{what} {source!r} is not available offline ({reason}); download it and set model.pretrained=<local dir>"
         )
     try:
-        return loader.from_pretrained(source, **kwargs)
+        with _no_remote_code(source, what):
+            return loader.from_pretrained(source, trust_remote_code=False, **kwargs)
     except OSError as exc:
         raise ModelUnavailableError(f"cannot load {what} {source!r}: {str(exc).splitlines()[0]}") from exc
+
+
+def refuse_remote_code(directory: str, what: str) -> None:
+    """A model dir whose config.json or tokenizer_config.json maps classes to its own Python (``auto_map``)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        path = os.path.join(directory, name)
+        try:
+            with open(path, "rb") as fh:
+                declares = b'"auto_map"' in fh.read(1 << 22)
+        except OSError:
+            continue
+        if declares:
+            raise RemoteCodeError(
+                f"{what} {directory!r} declares its own code (auto_map in {name}); lorazoo never runs code from "
+                "a model: use a model whose architecture transformers ships"
+            )
+
+
+@contextlib.contextmanager
+def _no_remote_code(source: str, what: str) -> Iterator[None]:
+    """transformers' refusal of a hub model's custom code (trust_remote_code=False) as one line."""
+    try:
+        yield
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise RemoteCodeError(
+            f"{what} {source!r} needs its own code to load; lorazoo never runs code from a model: use a model "
+            "whose architecture transformers ships"
+        ) from None
 
 
 def load_tokenizer(opts: ModelOptions, source: str, gguf_file: str | None = None) -> Any:

@@ -61,4 +61,6 @@ def quantize_in_memory(model: Any, quantization_config: Any, **kwargs: Any) -> A
     """``model`` (float, in memory) reloaded through its own class's ``from_pretrained`` with ``quantization_config``."""
     with tempfile.TemporaryDirectory(prefix="lorazoo-quantize-") as tmp:
         model.save_pretrained(tmp)
-        return type(model).from_pretrained(tmp, quantization_config=quantization_config, **kwargs)
+        return type(model).from_pretrained(
+            tmp, quantization_config=quantization_config, trust_remote_code=False, **kwargs
+        )
