@@ -457,3 +457,14 @@ def test_options_from_an_added_config_dir_are_not_refused(tmp_path: Path, flag: 
     (tmp_path / "experiment" / "my_study.yaml").write_text("# @package _global_\nname: my_study\n")
     assert check_group_choices([flag.format(tmp=tmp_path), "experiment=my_study"], CONFIG_DIR) is None
     assert check_group_choices(["experiment=my_study"], CONFIG_DIR) is not None
+
+
+def test_a_number_read_from_the_environment_says_how_to_pass_it(monkeypatch: pytest.MonkeyPatch):
+    """``${oc.env:...}`` always gives text: ``trainer.max_steps=${oc.env:STEPS}`` is refused naming the key and
+    the way to pass a number; ``${oc.decode:...}`` of it is accepted."""
+    monkeypatch.setenv("LORAZOO_TEST_STEPS", "3")
+    cfg = compose_config(["model=tiny_bert", "trainer.max_steps=${oc.env:LORAZOO_TEST_STEPS}"])
+    with pytest.raises(ConfigError, match=r"^trainer\.max_steps='3' is invalid; .*\$\{oc\.decode:\$\{oc\.env:VAR\}\}"):
+        config_schema.check(cfg)
+    cfg = compose_config(["model=tiny_bert", "trainer.max_steps='${oc.decode:${oc.env:LORAZOO_TEST_STEPS}}'"])
+    assert config_schema.check(cfg)["trainer"]["max_steps"] == 3

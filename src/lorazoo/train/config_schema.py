@@ -144,6 +144,17 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _text_hint(value: Any) -> str:
+    """A number written as text (quoted, or read by ${oc.env:...}, which always gives text) says how to pass it."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return " (this is text: write the number unquoted, or ${oc.decode:${oc.env:VAR}} for one from the environment)"
+
+
 def _bound_key(key: str) -> str:
     """The BOUNDS entry of ``key``: tasks share ``task.*``; every optimizer group shares ``optimizer.groups.*``."""
     parts = key.split(".")
@@ -218,9 +229,9 @@ def check_value(key: str, value: Any, annotation: Any) -> None:
         valid = bound.describe(integer) + "".join(f" or {w!r}" for w in words) + (" or null" if nullable else "")
         if typing.get_origin(alternatives[0]) is list:
             valid = f"a list of numbers, each {valid}"
-        raise ConfigError(f"{key}={_shown(value)} is invalid; valid: {valid}")
+        raise ConfigError(f"{key}={_shown(value)} is invalid; valid: {valid}{_text_hint(value)}")
     if not any(_matches(value, a) for a in alternatives):
-        quoted = " (quote a number to pass it as text: key='123')" if str in alternatives else ""
+        quoted = f" (quote it to pass text: {key}='{value}')" if str in alternatives else ""
         valid = _describe(alternatives) + "".join(f" or {w!r}" for w in words) + (" or null" if nullable else "")
         raise ConfigError(f"{key}={_shown(value)} is invalid; valid: {valid}{quoted}")
     if bound is not None and isinstance(value, (list, tuple)):
