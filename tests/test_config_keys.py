@@ -214,6 +214,7 @@ CLI_CASES: dict[str, tuple[list[str], str]] = {
         r"^error: experiment=lora_gleu is not an option of group experiment; did you mean experiment=lora_glue\?",
     ),
     "run dir under a file": (["hydra.run.dir={tmp}/a_file/run"], r"^error: NotADirectoryError: .*a_file/run"),
+    "dims make no model": (["+model.dims.hidden_size=0"], r"^error: model\.dims=\{'hidden_size': 0\} does not make a"),
 }
 
 

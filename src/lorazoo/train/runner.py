@@ -272,6 +272,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
             f"task {task.name!r} needs a {task.task_type} model but model={model_opts.name!r} is "
             f"{model_opts.task_type}; pick a matching model= option"
         )
+    preflight.check_base_model(model_opts, trainer_opts)  # sizes that make no model, or more than memory holds
     layout = meta_layout(model_opts, projection, task.num_labels)  # shapes only: seconds, no weights
     changes: list[Change] = []
     if layout is not None:
