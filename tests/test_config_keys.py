@@ -469,3 +469,27 @@ def test_a_number_read_from_the_environment_says_how_to_pass_it(monkeypatch: pyt
         config_schema.check(cfg)
     cfg = compose_config(["model=tiny_bert", "trainer.max_steps='${oc.decode:${oc.env:LORAZOO_TEST_STEPS}}'"])
     assert config_schema.check(cfg)["trainer"]["max_steps"] == 3
+
+
+def _experiments() -> list[str]:
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lorazoo.cli_hints import _options
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return _options(GlobalHydra.instance().config_loader(), "experiment")
+
+
+@pytest.mark.parametrize("experiment", _experiments())
+def test_every_shipped_experiment_passes_the_schema(experiment: str):
+    """The papers' settings are valid by the schema, with each task's overrides applied (a bound too tight for
+    a paper's value would refuse the paper's own setting)."""
+    from lorazoo.train.runner import apply_task_overrides
+
+    cfg = compose_config([f"experiment={experiment}"])
+    config_schema.check(cfg)
+    tasks = sorted((OmegaConf.to_container(cfg, resolve=False) or {}).get("task_overrides") or {})  # type: ignore[union-attr]
+    for task in tasks:
+        with open_dict(cfg):
+            cfg.task.name = task
+        config_schema.check(apply_task_overrides(cfg, [])[0])
