@@ -49,6 +49,11 @@ def run_py(args: list[str], dry_run: bool) -> None:
             raise SystemExit(f"error: run.py exited {done.returncode}; rerun the same command to resume")
 
 
+def phase(line: str) -> None:
+    """Where the comparison is; each run.py sweep then prints one [k/n] line per finished trial or seed."""
+    print(f"[fair_compare] {line}", flush=True)
+
+
 def best_params(search_dir: Path) -> dict[str, Any] | None:
     results = search_dir / "optimization_results.yaml"
     return yaml.safe_load(results.read_text()) if results.is_file() else None
@@ -77,6 +82,7 @@ def compare_one(projection: str, args: argparse.Namespace, extra: list[str]) -> 
     common = [*method, f"task={args.task}", *extra]
     result = best_params(search_dir)
     if result is None:
+        phase(f"{projection}: phase 1/2, lr search: {args.trials} trials scored on {args.holdout} held-in examples")
         run_py(
             [
                 f"hydra/sweeper=lr_{projection}",
@@ -88,8 +94,13 @@ def compare_one(projection: str, args: argparse.Namespace, extra: list[str]) -> 
             args.dry_run,
         )
         result = best_params(search_dir) or {"best_params": {}, "best_value": None}
+    else:
+        phase(f"{projection}: phase 1/2, lr search: done earlier ({search_dir})")
     params = dict(result["best_params"])
     seeds = [s for s in args.seeds if s not in completed_seeds(final_dir, params)]
+    chosen = " ".join(f"{k}={v}" for k, v in params.items()) or "the defaults"
+    todo = f"seeds {','.join(map(str, seeds))} to run" if seeds else "every seed done earlier"
+    phase(f"{projection}: phase 2/2, final runs at {chosen} (held-in best {result['best_value']}): {todo}")
     tuning = {
         "projection": projection,
         "task": args.task,
@@ -154,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     args.seeds = [int(s) for s in args.seeds.split(",") if s != ""]
     if args.trials <= 0 or args.holdout <= 0 or not args.seeds:
         parser.error("--trials and --holdout must be > 0 and --seeds non-empty")
-    for projection in [p for p in args.projections.split(",") if p]:
+    projections = [p for p in args.projections.split(",") if p]
+    for k, projection in enumerate(projections, 1):
+        phase(f"method {k}/{len(projections)}: {projection} on {args.task}")
         compare_one(projection, args, extra)
     return 0
 

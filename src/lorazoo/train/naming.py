@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 RESOLVER = "lorazoo_slug"
 SWEEP_RESOLVER = "lorazoo_sweep_folder"
+SWEEPERS_RESOLVER = "lorazoo_sweepers"
 MAX_DIR_NAME = 150  # well under the 255-byte limit of a path component, with room for the job number
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[/_ T-](\d{2}-\d{2}-\d{2}))?")
 
@@ -52,6 +53,19 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver(RESOLVER, slug)
     if not OmegaConf.has_resolver(SWEEP_RESOLVER):
         OmegaConf.register_new_resolver(SWEEP_RESOLVER, _sweep_folder_of)
+    if not OmegaConf.has_resolver(SWEEPERS_RESOLVER):
+        OmegaConf.register_new_resolver(SWEEPERS_RESOLVER, sweeper_presets)
+
+
+def sweeper_presets() -> str:
+    """``${lorazoo_sweepers:}`` in configs/hydra/help: the hydra/sweeper options (lr_<projection> presets are
+    registered from the projection files, so a fixed list in the help text would go stale)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        return "(see configs/hydra/sweeper/)"
+    names = GlobalHydra.instance().config_loader().get_group_options("hydra/sweeper")
+    return ", ".join(n for n in names if n.startswith("lr_") and n != "lr_search") or "none"  # lr_search: shared
 
 
 def run_name(projection: str, task: str, model: str, seed: int) -> str:

@@ -208,6 +208,7 @@ class LoggerOptions:
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     log_model: bool = False
+    verbose: bool = False  # true: W&B's own console messages (wandb: ...) are shown
 
     def __post_init__(self) -> None:
         check_choice(self.name, ("wandb", "none"), "logger.name")

@@ -18,7 +18,7 @@ from ..errors import LoraZooError
 from ..io import atomic_write_json
 from ..projections import get_projection_class
 from ..version import __version__
-from . import config_schema, preflight, provenance, run_dir, slurm_attempt
+from . import config_schema, preflight, progress, provenance, run_dir, slurm_attempt
 from .best import best_metric_name, checkpoint_scores, held_evaluation
 from .checkpoints import foreign_checkpoints, resume_point
 from .data_root import apply_data_root
@@ -156,9 +156,8 @@ def _resume_point(
         return None
     # rank 0 tidies and checks (falling back past a damaged newest checkpoint); every rank resumes from its pick
     last = decided_on_rank_zero(lambda: resume_point(checkpoints, fingerprint, adapter))
-    print(
-        f"resuming from {last}" if last else f"trainer.resume=true but no checkpoint in {checkpoints}; starting fresh",
-        file=sys.stderr,
+    progress.say(
+        f"resuming from {last}" if last else f"trainer.resume=true but no checkpoint in {checkpoints}; starting fresh"
     )
     return last
 
@@ -210,6 +209,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
 
     A config, data or model error before training still writes metrics.json (status failed, the reason)
     when the job has a run dir (Hydra's, or ``output_dir``)."""
+    progress.start_job()
     adopt_slurm_environment()  # a Slurm job with N tasks: its tasks become ranks before anything reads RANK
     hydra = _hydra_context()
     out = Path(output_dir or hydra.get("output_dir") or os.getcwd()).resolve()
@@ -254,11 +254,12 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
 
     claim = decided_on_rank_zero(own_run_dir)
     if claim.completed is not None:  # resumable sweeps: this exact config already finished here
-        print(
+        progress.say(
             f"[lorazoo] {out}: this config already completed (fingerprint {claim.fingerprint}); result reused, "
-            "nothing trained (delete the dir to retrain)",
-            file=sys.stderr,
+            "nothing trained (delete the dir to retrain)"
         )
+        if is_rank_zero():
+            progress.report_job(claim.completed)
         return claim.completed
     logger = RunLogger(from_node(LoggerOptions, cfg.logger, "logger config"))
     get_projection_class(adapter_config(projection, model_opts, seed).projection)  # rank, alpha, name: fail in seconds
@@ -280,7 +281,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
             projection, layout, model_opts.name, explicit_keys(hydra.get("overrides", []))
         )
         for change in changes:
-            print(change.line(model_opts.name), file=sys.stderr)
+            progress.say(change.line(model_opts.name))
         preflight.check_adapter_size(projection, layout, model_opts.name, trainer_opts)  # before any allocation
     preflight.check_batch_memory(trainer_opts, OmegaConf.select(cfg, "task.max_length", default=128), model_opts)
     try:
@@ -403,6 +404,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
         record.update(status="failed", reason=_failure_reason(exc), error=f"{type(exc).__name__}: {exc}")
         if is_rank_zero():
             atomic_write_json(out / "metrics.json", redact(record))
+            progress.report_job(record)
             if "adapter_dir" in record:
                 print(f"[lorazoo] training finished before the failure: the adapter is at {record['adapter_dir']}")
         logger.finish(exit_code=1)
@@ -441,6 +443,7 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     logger.finish()
     if is_rank_zero():
         _print_summary(record, out)
+        progress.report_job(record)
     return record
 
 
@@ -492,8 +495,9 @@ def _print_summary(record: dict[str, Any], out: Path) -> None:
     ]
     if "majority_rate" in record:
         shown.append(f"majority_rate={record['majority_rate']:.4f}")
-    print(
+    progress.say(
         f"[lorazoo] {record['task']} / {record['projection']} / {record['model']} (seed {record['seed']}): "
         f"{record.get('eval_split', 'dev')} {' '.join(shown)} | trainable {record['trainable']:,} of D {record['D']:,} | "
-        f"{record['steps']} steps in {record['wall_time_s']:.1f} s | {out / 'metrics.json'}"
+        f"{record['steps']} steps in {record['wall_time_s']:.1f} s | {out / 'metrics.json'}",
+        file=sys.stdout,
     )

@@ -60,7 +60,10 @@ class RunLogger:
 
             atomic_write(id_file, write_id)
         # the .wandb file is flushed every FLUSH_S seconds, so a kill -9 loses at most that much history
-        settings = wandb.Settings(x_transaction_log_flush_interval=FLUSH_S)
+        # silent unless logger.verbose=true: W&B's own "wandb: ..." lines (165 in a 5-run sweep) bury the run's
+        settings = wandb.Settings(
+            x_transaction_log_flush_interval=FLUSH_S, silent=not opts.verbose, quiet=not opts.verbose
+        )
         self.run = wandb.init(
             project=opts.project,
             entity=opts.entity,
