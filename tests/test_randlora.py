@@ -217,3 +217,15 @@ def test_projection_builds_from_layout_alone():
     p = RandLoRAProjection(layout, AdapterConfig(projection="randlora", rank=8))
     assert p.basis_A is None and p.basis_B is None  # nothing random is built until first use
     assert p().shape == (layout.D,) and p.basis_B.shape == (48, 6, 8)  # m_max = M_max = 48
+
+
+def test_a_layout_at_another_rank_is_a_one_line_error():
+    """RandLoRA's factors have n·r rows; a layout built at the plain rank would misplace every factor."""
+    from lorazoo import ConfigError, Layout, LoraZooError
+
+    layout = Layout.from_shapes([("q", 32, 48)], rank=8)
+    with pytest.raises(ConfigError) as info:
+        RandLoRAProjection(layout, AdapterConfig(projection="randlora", rank=8))
+    message = str(info.value)
+    assert isinstance(info.value, LoraZooError) and "\n" not in message
+    assert "'q'" in message and "factor rank 8" in message and "= 32" in message
