@@ -231,7 +231,8 @@ def check_value(key: str, value: Any, annotation: Any) -> None:
             valid = f"a list of numbers, each {valid}"
         raise ConfigError(f"{key}={_shown(value)} is invalid; valid: {valid}{_text_hint(value)}")
     if not any(_matches(value, a) for a in alternatives):
-        quoted = f" (quote it to pass text: {key}='{value}')" if str in alternatives else ""
+        scalar = isinstance(value, (int, float, bool))  # Hydra read a number or true/false: quoting keeps it text
+        quoted = f" (quote it to pass text: {key}='{value}')" if str in alternatives and scalar else ""
         valid = _describe(alternatives) + "".join(f" or {w!r}" for w in words) + (" or null" if nullable else "")
         raise ConfigError(f"{key}={_shown(value)} is invalid; valid: {valid}{quoted}")
     if bound is not None and isinstance(value, (list, tuple)):
