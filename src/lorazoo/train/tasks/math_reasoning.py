@@ -286,7 +286,12 @@ class MathTask(CausalLMTask):
         for name, problems in self.eval_sets.items():
             prompts = [self.generation_prompt(p) for p in problems]
             texts = generate(
-                model, tokenizer, prompts, self.options.max_new_tokens, trainer.args.per_device_eval_batch_size
+                model,
+                tokenizer,
+                prompts,
+                self.options.max_new_tokens,
+                trainer.args.per_device_eval_batch_size,
+                progress=not trainer.args.disable_tqdm,
             )
             predictions = [extract_prediction(t) for t in texts]
             correct = [is_equivalent(pred, ref) for pred, ref in zip(predictions, self.references[name])]
