@@ -73,6 +73,20 @@ def test_every_edited_config_field_is_refused_naming_it(tmp_path: Path, field: s
     assert any(part in one_line(exc) for part in named), str(exc.value)
 
 
+INFO_EDITS = {"num_labels": 3, "base_model_class": "BertModel", "num_parameters": 12345}
+
+
+@pytest.mark.parametrize("key", sorted(INFO_EDITS))
+def test_every_edited_key_beside_the_config_is_refused_naming_it(tmp_path: Path, key: str):
+    """The keys written beside the config (export rebuilds the base from them) are in the record too."""
+    path = saved(tmp_path)
+    assert key in json.loads((path / zio.CONFIG_NAME).read_text())
+    edit(path, lambda raw: raw.__setitem__(key, INFO_EDITS[key]))
+    with pytest.raises(AdapterFileError, match=rf": {key} was saved as .* but the file now says") as exc:
+        load_adapter(tiny_bert(), path)
+    one_line(exc)
+
+
 def test_record_without_its_config_entry_is_refused(tmp_path: Path):
     path = saved(tmp_path)
     edit(path, lambda raw: raw["checksums"].pop("config"))

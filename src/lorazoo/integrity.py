@@ -58,10 +58,17 @@ def _sample(tensor: torch.Tensor) -> list[float] | list[int]:
     return values.tolist() if not values.is_floating_point() else [float(v) for v in values.double()]
 
 
-def describe(projection: Any, config: AdapterConfig, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """The ``checksums`` block save_adapter writes into adapter_config.json."""
+def describe(
+    projection: Any,
+    config: AdapterConfig,
+    tensors: Mapping[str, torch.Tensor],
+    info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``checksums`` block save_adapter writes into adapter_config.json; ``info`` are the other keys written
+    beside the config (base class, label count: export rebuilds the base from them), recorded as they are."""
     return {
         "generator_version": GENERATOR_VERSION,
+        "info": _plain(dict(info or {})),
         "config": _plain(config.to_dict()),  # every field: alpha, dropout, targets ... not only the generator's inputs
         "seed": config.seed,
         "projection_kwargs": dict(config.projection_kwargs),

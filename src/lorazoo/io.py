@@ -258,6 +258,12 @@ def read_checksums(path: str | Path) -> dict[str, Any] | None:
     raw = json.loads(config_path.read_text())
     block = raw.get("checksums") if isinstance(raw, dict) else None
     if isinstance(block, dict):
+        for key, value in (block.get("info") or {}).items():  # the keys written beside the config
+            if raw.get(key) != value:
+                raise AdapterFileError(
+                    f"{str(config_path)!r}: {key} was saved as {value!r} but the file now says {raw.get(key)!r}; "
+                    "the file was edited: restore it or re-save the adapter"
+                )
         return block
     if isinstance(raw, dict) and raw.get(HAND_WRITTEN) is True:
         return None

@@ -525,7 +525,7 @@ class AdaptedModel(nn.Module):
         tensors = self.adapter_tensors()  # every rank of a sharded model gathers (collectives) ...
         if not is_main_process():
             return Path(path)  # ... and one writes
-        info["checksums"] = integrity.describe(self.projection, self.adapter_config, tensors)
+        info["checksums"] = integrity.describe(self.projection, self.adapter_config, tensors, info)
         return io.write_adapter(path, self.adapter_config, self.layout, tensors, info)
 
     def export_peft_lora(self, path: str | Path, max_rank: int | None = None, allow_truncation: bool = False) -> Path:
