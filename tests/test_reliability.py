@@ -359,9 +359,9 @@ def test_same_seed_same_metrics_and_adapter(runs: dict):
 @pytest.mark.parametrize(
     "override,match",
     [
-        ("projection.rank=0", "rank must be a positive integer, got 0"),
-        ("projection.alpha=-1", "alpha must be .*got -1"),
-        ("projection.dropout=1.5", "dropout must be in"),
+        ("projection.rank=0", r"projection\.rank=0 is invalid; valid: an integer in 1\.\."),
+        ("projection.alpha=-1", r"projection\.alpha=-1 is invalid; valid: a finite number >= 0"),
+        ("projection.dropout=1.5", r"projection\.dropout=1\.5 is invalid; valid: a finite number >= 0 and < 1"),
         ("task.data_file=EMPTY", "is empty"),
         ("task.data_file=BAD", r"bad\.csv:3: sentiment 'angry'"),
         ("task=glue/sst2", "task.data_dir="),
