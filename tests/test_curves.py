@@ -197,3 +197,27 @@ def test_metric_for_best_model_defaults_to_the_tasks_main_metric(given, keys, lo
 def test_a_metric_evaluation_does_not_report_is_refused(given, keys, loss_only):
     with pytest.raises(ConfigError, match=rf"metric_for_best_model='{given}'.*valid"):
         best_metric_name(TrainerOptions(metric_for_best_model=given), keys, loss_only)
+
+
+def test_best_by_epoch_saves_at_epoch_ends_and_the_curve_still_covers_every_step(tmp_path: Path):
+    run = tmp_path / "epochs"
+    record = train(
+        run,
+        *SMALL[:2],
+        "task.max_train_samples=16",
+        "task.max_eval_samples=16",
+        "trainer.num_epochs=3",
+        "trainer.logging_steps=10",
+        "trainer.eval_strategy=epoch",
+        "trainer.load_best_model_at_end=true",
+        "trainer.save_total_limit=2",
+    )
+    assert record["steps"] == 6  # 16 examples, batch 8: 2 steps an epoch
+    assert [(r["step"], r["steps"]) for r in rows(run) if "loss" in r] == [(2, 2), (4, 2), (6, 2)]
+    assert record["train"]["train_loss_steps"] == 6
+    seen = record["checkpoints"]
+    assert seen["adapter_holds"] == "best" and seen["adapter_step"] == seen["best"]["step"] in (2, 4, 6)
+    kept = adapter(run / "checkpoints" / f"checkpoint-{seen['best']['step']}")
+    saved = adapter(run / "adapter")
+    assert all(torch.equal(kept[k], saved[k]) for k in kept)
+    assert record["metrics"]["accuracy"] == seen["best"]["accuracy"]

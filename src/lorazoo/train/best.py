@@ -8,6 +8,7 @@ the final one: the record states both, and which one the adapter is.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -30,16 +31,26 @@ def evaluations(log_history: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {int(e["step"]): e for e in log_history if "eval_loss" in e and "step" in e}
 
 
-def held_evaluation(state: Any, loaded_best: bool) -> dict[str, Any] | None:
+def loaded_best_step(state: Any, load_best: bool) -> int | None:
+    """The step whose checkpoint Trainer loaded at the end (load_best_model_at_end), or None: Trainer loads
+    ``best_model_checkpoint`` only while it names the best step's folder."""
+    step, folder = state.best_global_step, state.best_model_checkpoint
+    if not load_best or not step or not folder or Path(folder).name != f"checkpoint-{step}":
+        return None
+    return int(step)
+
+
+def held_evaluation(state: Any, load_best: bool) -> dict[str, Any] | None:
     """The logged evaluation of the parameters the model now holds: the best step's after Trainer loaded it,
     else the last step's (None when that step was not evaluated)."""
-    step = state.best_global_step if loaded_best and state.best_global_step else state.global_step
+    step = loaded_best_step(state, load_best) or state.global_step
     return evaluations(state.log_history).get(int(step))
 
 
-def checkpoint_scores(state: Any, metric: str, greater_is_better: bool, loaded_best: bool) -> dict[str, Any]:
+def checkpoint_scores(state: Any, metric: str, greater_is_better: bool, load_best: bool) -> dict[str, Any]:
     """metrics.json ``checkpoints``: the final and the best evaluated step's scores, and which the adapter holds."""
     evals = evaluations(state.log_history)
+    held = loaded_best_step(state, load_best)
 
     def scores(step: int) -> dict[str, Any]:
         entry = evals[step]
@@ -47,7 +58,7 @@ def checkpoint_scores(state: Any, metric: str, greater_is_better: bool, loaded_b
         return {"step": step, **{k: v for k, v in named.items() if k != "runtime" and not k.endswith("_per_second")}}
 
     best_step = int(state.best_global_step) if state.best_global_step and state.best_global_step in evals else None
-    holds_best = loaded_best and best_step is not None
+    holds_best = held is not None and held == best_step
     return {
         "metric_for_best_model": metric,
         "greater_is_better": greater_is_better,

@@ -112,6 +112,10 @@ class CurvesCallback(TrainerCallback):
         if control.should_save or state.global_step >= state.max_steps:
             control.should_log = True
 
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_save:  # an epoch-end checkpoint (saves following eval_strategy=epoch)
+            control.should_log = True
+
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         logs = logs or {}
         if "loss" in logs:
