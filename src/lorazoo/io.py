@@ -9,6 +9,7 @@ lifecycle calls the serializer and never the other way round.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -80,6 +81,15 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
             fh.write("\n")
 
     return atomic_write(path, write)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks (data files and artifacts can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_save_safetensors(

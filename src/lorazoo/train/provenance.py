@@ -8,7 +8,6 @@ used (the values fitted to the model in place of the composed ones: ``config_use
 from __future__ import annotations
 
 import copy
-import hashlib
 import platform
 import resource
 import shlex
@@ -21,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..io import file_sha256
 from ..version import __version__
 
 CONFIG_USED = "config_used.yaml"
@@ -65,17 +65,9 @@ def code_record() -> dict[str, Any]:
     return {"lorazoo_version": __version__, "git": git_state(), "versions": library_versions()}
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def data_checksums(paths: Iterable[Path]) -> dict[str, str]:
     """{resolved path: sha256} of every data file the task read (hub data has no local file to hash)."""
-    return {str(p.resolve()): sha256_of(p) for p in dict.fromkeys(paths) if p.is_file()}
+    return {str(p.resolve()): file_sha256(p) for p in dict.fromkeys(paths) if p.is_file()}
 
 
 def job_command(argv: list[str], overrides: list[str], multirun: bool) -> str:

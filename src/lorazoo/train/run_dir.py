@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from ..io import RUN_FILE, atomic_write_json, leftover_scratch
+from ..io import RUN_FILE, atomic_write_json, file_sha256, leftover_scratch
 from ..projections.rng import GENERATOR_VERSION
 from .checkpoints import complete_checkpoints
 from .config_diff import NO_DIFFERENCE, first_difference, flatten
@@ -174,15 +174,7 @@ def artifact_hashes(directory: Path) -> dict[str, str]:
     """sha256 of every file under the run's adapter/ (relative paths): recorded in the completed metrics.json."""
     root = directory / ADAPTER_DIR
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
-    return {str(p.relative_to(directory)): _sha256(p) for p in files}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return {str(p.relative_to(directory)): file_sha256(p) for p in files}
 
 
 def artifact_problems(directory: Path, metrics: dict[str, Any]) -> list[str]:
@@ -196,7 +188,7 @@ def artifact_problems(directory: Path, metrics: dict[str, Any]) -> list[str]:
         path = directory / name
         if not path.is_file():
             problems.append(f"{name} is missing")
-        elif digest is not None and _sha256(path) != digest:
+        elif digest is not None and file_sha256(path) != digest:
             problems.append(f"{name} changed since the run completed")
     return problems
 
