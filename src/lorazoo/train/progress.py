@@ -27,9 +27,12 @@ def start_job() -> None:
     _job_started = time.perf_counter()
 
 
-def say(line: str, file: Any = None) -> None:
-    """Print ``line`` (stderr by default) and copy it into the job's log file (Hydra's cli.log), if any."""
+def say(line: str, file: Any = None, log: bool = True) -> None:
+    """Print ``line`` (stderr by default) and copy it into the job's log file (Hydra's cli.log), if any;
+    ``log=False`` for a finished run's dir that must stay byte-identical (a relaunched sweep reusing it)."""
     print(line, file=file or sys.stderr, flush=True)
+    if not log:
+        return
     record = logging.LogRecord("lorazoo", logging.INFO, __file__, 0, line, None, None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
@@ -92,8 +95,8 @@ def job_line(record: dict[str, Any], position: tuple[int, int | None]) -> str:
     return f"{head} {what} {result} ({duration(time.perf_counter() - _job_started)})"
 
 
-def report_job(record: dict[str, Any]) -> None:
+def report_job(record: dict[str, Any], log: bool = True) -> None:
     """The sweep's progress line for this finished job (nothing outside a multirun)."""
     position = sweep_position()
     if position is not None:
-        say(job_line(record, position), file=sys.stdout)
+        say(job_line(record, position), file=sys.stdout, log=log)

@@ -256,10 +256,11 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     if claim.completed is not None:  # resumable sweeps: this exact config already finished here
         progress.say(
             f"[lorazoo] {out}: this config already completed (fingerprint {claim.fingerprint}); result reused, "
-            "nothing trained (delete the dir to retrain)"
+            "nothing trained (delete the dir to retrain)",
+            log=False,  # the completed run's files, its cli.log included, stay as they were
         )
         if is_rank_zero():
-            progress.report_job(claim.completed)
+            progress.report_job(claim.completed, log=False)
         return claim.completed
     logger = RunLogger(from_node(LoggerOptions, cfg.logger, "logger config"))
     get_projection_class(adapter_config(projection, model_opts, seed).projection)  # rank, alpha, name: fail in seconds
