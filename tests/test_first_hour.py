@@ -558,14 +558,16 @@ def test_a_failed_retry_never_overwrites_a_completed_record(tmp_path: Path):
     done = run(composed(*TINY, "model=tiny_bert", "projection=lora", "trainer.max_steps=1"), output_dir=tmp_path)
     from lorazoo.train.errors import RunDirError
 
-    with pytest.raises(RunDirError, match="holds another run"):  # the dir is the finished run's, whatever else
-        run(composed(*TINY, "model=tiny_bert", "projection.rank=0"), output_dir=tmp_path)
+    # another config refused in the finished run's dir: by the config check (now first) or by the run dir
+    for other in ("projection.rank=0", "projection.rank=2"):
+        with pytest.raises((ConfigError, RunDirError)):
+            run(composed(*TINY, "model=tiny_bert", "projection=lora", other), output_dir=tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(done, default=str))
     retry = tmp_path / "retry"  # an earlier setup failure is replaced by the new reason
     for rank in (0, -1):
         with pytest.raises(ConfigError):
             run(composed(*TINY, "model=tiny_bert", f"projection.rank={rank}"), output_dir=retry)
-    assert "got -1" in json.loads((retry / "metrics.json").read_text())["error"]
+    assert "projection.rank=-1" in json.loads((retry / "metrics.json").read_text())["error"]
 
 
 def test_wall_time_totals_train_time_across_resumes(tmp_path: Path):
@@ -629,6 +631,7 @@ def test_compare_plot_title_and_majority_line(tmp_path: Path, monkeypatch):
     import matplotlib.axes
 
     from lorazoo import compare  # scripts/compare.py and lorazoo-compare run this module
+
     assert compare.seeds_phrase([1, 1]) == "1 seed per point"
     assert compare.seeds_phrase([3, 3]) == "mean ± std over 3 seeds per point"
     assert compare.seeds_phrase([2, 3]) == "mean ± std over 2-3 seeds per point"
