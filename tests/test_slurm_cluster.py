@@ -115,7 +115,15 @@ def wait_for(condition, what: str, timeout: float = 300):
 def test_a_preempted_job_resumes_by_itself_bit_equal(slurm_env, tmp_path):
     """Two identical jobs (they differ only in the unfingerprinted name); one gets scancel -s USR2 after its
     first checkpoint: submitit requeues it, the next attempt resumes, and the sweep completes with exit 0."""
-    steps = ["task.max_train_samples=64", "trainer.batch_size=8", "trainer.max_steps=40", "trainer.save_steps=8"]
+    # a tiny step takes ~10 ms: the run must outlast the first checkpoint by far more than the 0.5 s poll plus
+    # scancel, or the signal lands after training ended (seen at 40 steps: the job finished, then died of USR2)
+    steps = [
+        "task.max_train_samples=64",
+        "trainer.batch_size=8",
+        "trainer.max_steps=1500",
+        "trainer.save_steps=50",
+        "trainer.save_total_limit=2",
+    ]
     proc = sweep(
         slurm_env,
         tmp_path,
@@ -141,7 +149,7 @@ def test_a_preempted_job_resumes_by_itself_bit_equal(slurm_env, tmp_path):
     code, out, err = finish(proc)
     assert code == 0, err[-3000:]
     record = metrics(victim)
-    assert record["status"] == "completed" and record["steps"] == 40
+    assert record["status"] == "completed" and record["steps"] == 1500
     assert [a["restart_count"] for a in record["attempts"]] == [0, 1]
     assert record["train"]["resumed_from"]
     plain, resumed = (load_file(str(d / "adapter" / "adapter.safetensors")) for d in (tmp_path / "s" / "plain", victim))
