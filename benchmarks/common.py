@@ -361,7 +361,7 @@ class Impl:
 
     @property
     def key(self) -> str:
-        return f"{self.library}/{self.setting.key}" if self.library == "lorazoo" else f"peft/{self.setting.key}"
+        return f"{self.library}/{self.setting.key}"
 
     def build(self, base: nn.Module, seed: int = 0) -> nn.Module:
         """Attach this implementation's adapter to ``base`` (in place); PEFT draws its init from torch's RNG."""

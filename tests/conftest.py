@@ -82,10 +82,6 @@ TINY_TARGETS = {
 }
 
 
-def registered_cases() -> list[str]:
-    return [name for name in projection_names()]
-
-
 @pytest.fixture(autouse=True)
 def _isolated_environment():
     """Undo every os.environ change a test makes, including ones made by library code it calls (submitit's

@@ -287,12 +287,6 @@ def read_checksums(path: str | Path) -> dict[str, Any] | None:
 HAND_WRITTEN = "hand_written"  # adapter_config.json key: load without the integrity record (files written by hand)
 
 
-def read_adapter(path: str | Path) -> tuple[AdapterConfig, Layout, dict[str, torch.Tensor]]:
-    """Everything an adapter directory holds: its config, the layout it was trained on, its tensors."""
-    config, layout = read_adapter_config(path)
-    return config, layout, read_adapter_tensors(path)
-
-
 def refuse_export_over_adapter(path: str | Path) -> None:
     """An export may not land in a lorazoo adapter dir (its adapter_config.json would be overwritten by PEFT's),
     a run dir or a run dir's adapter/ (even one deleted): those hold results that must not change."""

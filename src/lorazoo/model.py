@@ -159,7 +159,7 @@ class AdaptedModel(nn.Module):
         elif self.active_adapter is not None and self.merged_adapter is None and not self.cache.disabled:
             if is_fsdp_managed(self):
                 self.cache.invalidate()  # FSDP reuses the gathered θ's storage across steps: never trust the no-grad key
-            self.cache.refresh(self.projection, self.projection.layout)
+            self.cache.refresh(self.projection)
         else:
             self.cache.mixed = None
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import AdapterStateError
-from .layout import Layout, LayoutEntry
+from .layout import LayoutEntry
 from .projections import factors
 from .projections.base import Projection
 from .projections.factors import Factor
@@ -107,7 +107,7 @@ class ThetaCache:
             self._no_grad_keys[cache_name] = key
         return pieces
 
-    def refresh(self, projection: Projection, layout: Layout) -> None:
+    def refresh(self, projection: Projection) -> None:
         self.pieces, self.mixed, self.mixed_pieces = None, None, {}
         self.pieces = self._compute(" active", projection)
 

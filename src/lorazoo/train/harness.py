@@ -96,10 +96,9 @@ class Harness:
             raise ConfigError(
                 f"eval.lm_eval.tasks={options.tasks} needs lm-eval, which is not installed: {INSTALL_HINT}"
             ) from exc
-        for bad in ("num_fewshot",):
-            value = getattr(options, bad)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ConfigError(f"eval.lm_eval.{bad}={value!r} is not valid; valid: null or an integer >= 0")
+        shots = options.num_fewshot
+        if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 0):
+            raise ConfigError(f"eval.lm_eval.num_fewshot={shots!r} is not valid; valid: null or an integer >= 0")
         if options.limit is not None and not (isinstance(options.limit, (int, float)) and options.limit > 0):
             raise ConfigError(
                 f"eval.lm_eval.limit={options.limit!r} is not valid; valid: null, a count, or a fraction < 1"
