@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
-from test_runner import train
+from test_runner import train, train_killed_at_step
 
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.compare import main as compare_main
@@ -20,7 +20,6 @@ from lorazoo.train.config_schema import check
 from lorazoo.train.curves import CURVES_FILE, append_row, read_rows, run_train_loss
 from lorazoo.train.errors import ConfigError
 from lorazoo.train.options import TrainerOptions
-from lorazoo.train.trainer import LoraZooTrainer
 
 SMALL = ["model=tiny_bert", "projection=lora", "task.max_train_samples=40", "task.max_eval_samples=16"]
 
@@ -75,29 +74,14 @@ def test_compare_plots_the_curves_of_two_runs(two_runs: list[Path], tmp_path: Pa
     assert plot_curves([tmp_path], tmp_path / "none.png") is None  # no curve: nothing drawn, no empty figure
 
 
-class _Killed(Exception):
-    pass
-
-
 def test_resumed_run_reports_the_whole_runs_train_loss_and_continues_its_curve(tmp_path: Path, monkeypatch):
     """Before: train_loss covered only the steps after the resume (the issue's 0.980 vs 1.0026)."""
     args = [*SMALL, "trainer.max_steps=6", "trainer.save_steps=2", "trainer.logging_steps=10", "seed=5"]
     straight = train(tmp_path / "straight", *args)
-
-    original = LoraZooTrainer.training_step
-
-    def dies_at_step_4(self, *a, **k):
-        if self.state.global_step == 3:
-            raise _Killed()
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(LoraZooTrainer, "training_step", dies_at_step_4)
-    with pytest.raises(_Killed):
-        train(tmp_path / "resumed", *args)
+    train_killed_at_step(monkeypatch, tmp_path / "resumed", 3, *args)
     append_row(tmp_path / "resumed" / CURVES_FILE, {"step": 3, "loss": 9.0, "steps": 1})  # work the resume redoes
     with (tmp_path / "resumed" / CURVES_FILE).open("a") as fh:
         fh.write('{"step": 3, "lo')  # a write torn by the kill
-    monkeypatch.setattr(LoraZooTrainer, "training_step", original)
     resumed = train(tmp_path / "resumed", *args, "trainer.resume=true")
 
     assert resumed["train"]["resumed_from"].endswith("checkpoint-2")

@@ -169,6 +169,21 @@ class _Killed(BaseException):
     """Stands in for SIGKILL in-process: nothing after the raise runs."""
 
 
+def train_killed_at_step(monkeypatch: pytest.MonkeyPatch, tmp: Path, step: int, *overrides: str) -> None:
+    """A run into ``tmp`` killed as it starts optimizer step ``step`` (checkpoints before it stay)."""
+    original = LoraZooTrainer.training_step
+
+    def dies(self, *a, **k):
+        if self.state.global_step == step:
+            raise _Killed()
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(LoraZooTrainer, "training_step", dies)
+    with pytest.raises(_Killed):
+        train(tmp, *overrides)
+    monkeypatch.setattr(LoraZooTrainer, "training_step", original)
+
+
 def test_resume_is_bit_equal_to_an_uninterrupted_run(tmp_path: Path, monkeypatch):
     args = [
         "model=tiny_bert",
@@ -181,18 +196,7 @@ def test_resume_is_bit_equal_to_an_uninterrupted_run(tmp_path: Path, monkeypatch
         "seed=5",
     ]
     train(tmp_path / "straight", *args)
-
-    original = LoraZooTrainer.training_step
-
-    def dies_at_step_4(self, *a, **k):
-        if self.state.global_step == 3:
-            raise _Killed()
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(LoraZooTrainer, "training_step", dies_at_step_4)
-    with pytest.raises(_Killed):
-        train(tmp_path / "resumed", *args)
-    monkeypatch.setattr(LoraZooTrainer, "training_step", original)
+    train_killed_at_step(monkeypatch, tmp_path / "resumed", 3, *args)
     record = train(tmp_path / "resumed", *args, "trainer.resume=true")
     assert record["train"]["resumed_from"].endswith("checkpoint-2")
     a, b = adapter_tensors(tmp_path / "straight" / "adapter"), adapter_tensors(tmp_path / "resumed" / "adapter")

@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from .io import atomic_write
+from .io import atomic_save_png, atomic_write
 from .train.config_diff import flatten
 
 # Headline metric per task (the paper convention); unknown tasks fall back to the first known key they report.
@@ -523,14 +523,7 @@ def plot_task(task: str, metric: str, groups: list[Group], path: Path) -> Path |
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-
-    def write(tmp: str) -> None:
-        fig.savefig(tmp, format="png")
-
-    try:
-        return atomic_write(path, write)
-    finally:
-        plt.close(fig)
+    return atomic_save_png(path, fig)
 
 
 def task_table(task: str, metric: str, groups: list[Group]) -> list[str]:

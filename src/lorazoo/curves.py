@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write
+from .io import atomic_save_png
 from .train.curves import CURVES_FILE, read_rows
 
 
@@ -58,11 +58,4 @@ def plot_curves(run_dirs: list[Path], path: str | Path) -> Path | None:
         ax.grid(True, alpha=0.3)
     left.legend(fontsize=7, loc="best")
     fig.tight_layout()
-
-    def write(tmp: str) -> None:
-        fig.savefig(tmp, format="png")
-
-    try:
-        return atomic_write(path, write)
-    finally:
-        plt.close(fig)
+    return atomic_save_png(path, fig)

@@ -83,6 +83,16 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write(path, write)
 
 
+def atomic_save_png(path: str | Path, figure: Any) -> Path:
+    """A matplotlib figure written atomically as PNG, then closed (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    finally:
+        plt.close(figure)
+
+
 def file_sha256(path: str | Path) -> str:
     """sha256 hex digest of a file, read in 1 MiB blocks (data files and artifacts can be large)."""
     digest = hashlib.sha256()
