@@ -139,7 +139,7 @@ FLOORS_MODULES = {
     "test_optimizer",
     "test_sweep",
     "test_quantized",
-    "test_math_eval",
+    "test_math",
     "test_gguf_cache",
     "test_lm_eval",
     "test_model_families",

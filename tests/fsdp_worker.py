@@ -1,4 +1,4 @@
-"""One rank of the FSDP2 check (run by tests/test_fsdp.py under torchrun, gloo, CPU).
+"""One rank of the FSDP2 check (run by tests/core/test_sharding.py under torchrun, gloo, CPU).
 
 Per projection: a tiny Llama with the adapter, ``fully_shard`` per decoder layer and at the root (what
 accelerate's FSDP2 does), each rank on half of the batch. Checked against an unsharded copy that sees the

@@ -1,4 +1,4 @@
-"""One rank of tests/test_weight_aware.py's distributed check (torchrun, gloo, CPU).
+"""One rank of tests/core/test_weight_aware.py's distributed check (torchrun, gloo, CPU).
 
 Rank 1 stands in for a machine whose BLAS returns the other sign of every singular pair (an SVD's sign is
 free); after ``attach`` every rank must hold rank 0's structures, so every rank trains the same ΔW.

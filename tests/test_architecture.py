@@ -28,14 +28,25 @@ LAYERS: list[tuple[str, ...]] = [
     ("lorazoo.config",),
     ("lorazoo.layout",),
     ("lorazoo.projections",),  # the package and every module in it
-    ("lorazoo.io", "lorazoo.quantized", "lorazoo.rank_limit"),  # quantized: bitsandbytes weights; rank_limit: SVD
+    ("lorazoo.files", "lorazoo.quantized", "lorazoo.rank_limit"),  # quantized: bitsandbytes weights; rank_limit: SVD
     ("lorazoo.integrity",),  # checks a saved adapter against what its config regenerates; used by model
-    ("lorazoo.reconstructor",),
-    ("lorazoo.wrappers", "lorazoo.mixed"),
+    ("lorazoo.adapted_layers",),
+    ("lorazoo.targets", "lorazoo.mixed"),
     ("lorazoo.peft_config",),  # what PEFT auto classes need from an export
     ("lorazoo.model",),
     ("lorazoo.counting",),
     ("lorazoo",),  # the public API (__init__)
+    # train/, bottom to top: each subpackage may import only the ones listed above it
+    ("lorazoo.train.errors",),
+    ("lorazoo.train.options",),  # typed views of the config groups, parsed once
+    ("lorazoo.train.records",),  # the run dir, its checkpoints and records
+    ("lorazoo.train.loading",),  # base model, quantisation, hub, init adapter
+    ("lorazoo.train.evaluation",),  # metrics, lm-eval harness
+    ("lorazoo.train.tasks",),  # datasets and their metrics
+    ("lorazoo.train.engine",),  # the Trainer and what hooks into it
+    ("lorazoo.train.config",),  # whole-config checks that read every component's declarations
+    ("lorazoo.train.sweep",),  # Optuna, Slurm, the sweep objective
+    ("lorazoo.train.runner",),  # one run, stage by stage
     ("lorazoo.train",),
     ("lorazoo.compare", "lorazoo.rerun", "lorazoo.curves"),  # command-line tools over run dirs (read train records)
     ("lorazoo.cli_hints",),
@@ -131,7 +142,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_reader_sees_relative_and_lazy_imports():
     """Guard against a reader that finds nothing (which would make the tests below pass vacuously)."""
     graph = lorazoo_graph()
-    assert "lorazoo.reconstructor" in graph["lorazoo.model"]
+    assert "lorazoo.adapted_layers" in graph["lorazoo.model"]
     assert "lorazoo.projections.base" in graph["lorazoo.projections.lora"]
     assert "lorazoo.projections.rng" in graph["lorazoo.projections.base"]  # `from . import rng`
     assert "lorazoo.train" in graph["lorazoo.cli"]  # imported inside main()
@@ -153,7 +164,7 @@ def test_imports_flow_one_way():
     assert not upward, "imports going back up a layer: " + "; ".join(sorted(upward))
 
 
-@pytest.mark.parametrize("name", sorted(n for n in lorazoo_graph() if layer_of(n) < layer_of("lorazoo.train")))
+@pytest.mark.parametrize("name", sorted(n for n in lorazoo_graph() if layer_of(n) < layer_of("lorazoo.train.errors")))
 def test_core_never_imports_train_hydra_or_wandb(name):
     bad = sorted(d for d in lorazoo_graph()[name] if d.startswith(CORE_FORBIDDEN))
     assert not bad, f"core module {name} imports {bad}"

@@ -1,8 +1,8 @@
 """lorazoo: every LoRA variant as a projection θ_d → θ_D behind one adapter lifecycle."""
 
-from .config import AdapterConfig
-from .counting import count_parameters
-from .errors import (
+from lorazoo.config import AdapterConfig
+from lorazoo.counting import count_parameters
+from lorazoo.errors import (
     AdapterFileError,
     AdapterStateError,
     ConfigError,
@@ -11,11 +11,11 @@ from .errors import (
     TargetModulesError,
     UnknownProjectionError,
 )
-from .layout import Layout, LayoutEntry
-from .model import AdaptedModel, attach, load_adapter
-from .packaged import packaged_gguf_file, packaged_model_path
-from .projections import Projection, projection_names, register_projection
-from .version import __version__
+from lorazoo.layout import Layout, LayoutEntry
+from lorazoo.model import AdaptedModel, attach, load_adapter
+from lorazoo.packaged import packaged_gguf_file, packaged_model_path
+from lorazoo.projections import Projection, projection_names, register_projection
+from lorazoo.version import __version__
 
 __all__ = [
     "AdaptedModel",

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import AdapterStateError
-from .layout import LayoutEntry
-from .projections import factors
-from .projections.base import Projection
-from .projections.factors import Factor
-from .quantized import check_requantizable, dequantized_weight, quantization_of, requantize_
-from .sharding import add_into
+from lorazoo.errors import AdapterStateError
+from lorazoo.layout import LayoutEntry
+from lorazoo.projections import factors
+from lorazoo.projections.base import Projection
+from lorazoo.projections.factors import Factor
+from lorazoo.quantized import check_requantizable, dequantized_weight, quantization_of, requantize_
+from lorazoo.sharding import add_into
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,7 @@ def wrap_module(module: nn.Module, module_name: str, cache: ThetaCache) -> Adapt
     if layer_type is None:
         raise TypeError(f"{module_name!r} ({type(module).__name__}) is not a module lorazoo adapts")
     if layer_type is AdaptedEmbedding and module.max_norm is not None:
-        from .errors import TargetModulesError
+        from lorazoo.errors import TargetModulesError
 
         raise TargetModulesError(
             f"{module_name!r} is an nn.Embedding with max_norm={module.max_norm}: its renormalisation would "

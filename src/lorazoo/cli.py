@@ -19,10 +19,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from .errors import LoraZooError
-from .train.config_store import register_projection_options
-from .train.naming import register_resolvers
-from .train.sweep_outcome import failed_stage, note_failure
+from lorazoo.errors import LoraZooError
+from lorazoo.train.config.store import register_projection_options
+from lorazoo.train.records.naming import register_resolvers
+from lorazoo.train.sweep.outcome import failed_stage, note_failure
 
 
 def config_dir() -> str:
@@ -57,7 +57,7 @@ MAX_OVERRIDE_DEPTH = 32
 def check_argv(argv: list[str]) -> None:
     """Refuse what Hydra's override parser cannot report in one line: a value nested so deep that the
     parser's recursion overflows (a traceback wall). Runs before Hydra sees the command line."""
-    from .jsonsafe import nesting_depth
+    from lorazoo.jsonsafe import nesting_depth
 
     for arg in argv:
         depth = nesting_depth(arg.replace("'", '"'))
@@ -76,7 +76,7 @@ def _ranks_share_one_run_dir(hydra_main: Callable[..., Any]) -> Callable[..., An
 
     @functools.wraps(hydra_main)
     def launch(*args: Any, **kwargs: Any) -> Any:
-        from .train.distributed import follower_overrides
+        from lorazoo.train.engine.distributed import follower_overrides
 
         sys.argv[1:] = follower_overrides(sys.argv[1:])
         return hydra_main(*args, **kwargs)
@@ -94,8 +94,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     """
     try:
         _quiet_libraries()
-        from .train import run
-        from .train.objective import main_metric, objective
+        from lorazoo.train import run
+        from lorazoo.train.sweep.objective import main_metric, objective
 
         record = run(cfg)
         return objective(record, main_metric(cfg.task, int(cfg.seed)))
@@ -162,7 +162,7 @@ def _one_line_errors() -> None:
 def main() -> None:
     """``python run.py ...``: Hydra's main, plus the valid spellings when Hydra rejects a key or a group option."""
     check_argv(sys.argv[1:])
-    from .cli_hints import check_group_choices
+    from lorazoo.cli_hints import check_group_choices
 
     bad_choice = check_group_choices(sys.argv[1:], CONFIG_DIR)
     if bad_choice:
@@ -175,7 +175,7 @@ def main() -> None:
         hydra_main()
     except SystemExit as exc:
         if exc.code == 1:
-            from .cli_hints import unknown_key_hint
+            from lorazoo.cli_hints import unknown_key_hint
 
             hint = unknown_key_hint(sys.argv[1:], CONFIG_DIR)
             if hint:

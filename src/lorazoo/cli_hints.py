@@ -93,7 +93,7 @@ def _choices(overrides: list[str]) -> list[tuple[str, str]]:
 
 def _undeclared_projection(name: str) -> bool:
     """A registered projection with no ``paper`` declaration: no ``projection/<name>`` node is derived for it."""
-    from .projections import get_projection_class, projection_names
+    from lorazoo.projections import get_projection_class, projection_names
 
     return name in projection_names() and get_projection_class(name).paper is None
 

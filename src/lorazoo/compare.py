@@ -41,8 +41,8 @@ from typing import Any
 
 import yaml
 
-from .io import atomic_save_png, atomic_write
-from .train.config_diff import flatten
+from lorazoo.files import atomic_save_png, atomic_write
+from lorazoo.train.records.config_diff import flatten
 
 # Headline metric per task (the paper convention); unknown tasks fall back to the first known key they report.
 MAIN_METRIC = {
@@ -722,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         + "".join(f"\n  {p}" for p in result["images"].values())
     )
     if args.curves:
-        from .curves import plot_curves
+        from lorazoo.curves import plot_curves
 
         drawn = plot_curves(find_run_dirs(args.dirs), args.curves)
         print(f"curves -> {drawn}" if drawn else "curves: no run has a curves.jsonl")

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from lorazoo.errors import ConfigError
 
 
 @dataclass

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import AdapterConfig
-from .errors import ConfigError
-from .projections import build_projection, layout_rank
-from .wrappers import layout_from_model
+from lorazoo.config import AdapterConfig
+from lorazoo.errors import ConfigError
+from lorazoo.projections import build_projection, layout_rank
+from lorazoo.targets import layout_from_model
 
 KNOWN_MODELS = ("gemma-7b", "llama-2-7b", "minilm", "mistral-7b", "roberta-base", "roberta-large", "smollm2-135m")
 TASK_TYPES = ("seq_cls", "causal_lm", "base")

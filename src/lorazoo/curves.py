@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_save_png
-from .train.curves import CURVES_FILE, read_rows
+from lorazoo.files import atomic_save_png
+from lorazoo.train.engine.curves import CURVES_FILE, read_rows
 
 
 def _label(run_dir: Path) -> str:

@@ -23,12 +23,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import jsonsafe
-from .config import AdapterConfig
-from .errors import AdapterFileError, ConfigError
-from .layout import Layout
-from .projections import get_projection_class
-from .version import __version__
+from lorazoo import jsonsafe
+from lorazoo.config import AdapterConfig
+from lorazoo.errors import AdapterFileError, ConfigError
+from lorazoo.layout import Layout
+from lorazoo.projections import get_projection_class
+from lorazoo.version import __version__
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter.safetensors"

@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from .config import AdapterConfig
-from .errors import AdapterFileError
-from .layout import Layout
-from .projections import layout_rank
-from .projections.rng import GENERATOR_VERSION
+from lorazoo.config import AdapterConfig
+from lorazoo.errors import AdapterFileError
+from lorazoo.layout import Layout
+from lorazoo.projections import layout_rank
+from lorazoo.projections.rng import GENERATOR_VERSION
 
 SAMPLES = 16
 

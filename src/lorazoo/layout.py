@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from .errors import TargetModulesError
+from lorazoo.errors import TargetModulesError
 
 ALL_LINEAR = "all-linear"
 # Top-level children that hold task heads; `all-linear` never adapts them (as PEFT does for lm_head).

@@ -17,8 +17,8 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import AdapterStateError, ConfigError
-from .reconstructor import LayerSlot, MixedBatch
+from lorazoo.adapted_layers import LayerSlot, MixedBatch
+from lorazoo.errors import AdapterStateError, ConfigError
 
 BASE_ADAPTER = "__base__"
 # consumed by transformers' forward decorators (can_return_tuple), so absent from the signature

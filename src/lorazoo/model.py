@@ -14,17 +14,18 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from . import integrity, io
-from .config import AdapterConfig
-from .errors import AdapterFileError, AdapterStateError, LayoutMismatchError, TargetModulesError
-from .layout import Layout
-from .mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
-from .peft_config import implied_head_modules, peft_base_path, peft_task_type
-from .projections import Projection, build_projection, layout_rank
-from .quantized import dequantized_weight, keep_4bit_layout_portable, quantization_of
-from .rank_limit import EXPORT_RECORD, card_writer, check_max_rank, cut_record, limit_rank
-from .reconstructor import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
-from .sharding import (
+from lorazoo import files as io
+from lorazoo import integrity
+from lorazoo.adapted_layers import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
+from lorazoo.config import AdapterConfig
+from lorazoo.errors import AdapterFileError, AdapterStateError, LayoutMismatchError, TargetModulesError
+from lorazoo.layout import Layout
+from lorazoo.mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
+from lorazoo.peft_config import implied_head_modules, peft_base_path, peft_task_type
+from lorazoo.projections import Projection, build_projection, layout_rank
+from lorazoo.quantized import dequantized_weight, keep_4bit_layout_portable, quantization_of
+from lorazoo.rank_limit import EXPORT_RECORD, card_writer, check_max_rank, cut_record, limit_rank
+from lorazoo.sharding import (
     call_with_full_parameters,
     copy_into,
     full,
@@ -33,7 +34,7 @@ from .sharding import (
     is_main_process,
     shape_of,
 )
-from .wrappers import ModuleCopies, float_dtype, layout_from_model, set_submodule
+from lorazoo.targets import ModuleCopies, float_dtype, layout_from_model, set_submodule
 
 DEFAULT_ADAPTER = "default"
 
@@ -399,14 +400,14 @@ class AdaptedModel(nn.Module):
         ``Trainer``, TRL and the W&B callback call it with that signature."""
         if only_trainable is None and exclude_embeddings is None:
             return self.parameter_counts()
-        from .interop import count_parameters_like_transformers
+        from lorazoo.interop import count_parameters_like_transformers
 
         return count_parameters_like_transformers(self, bool(only_trainable), bool(exclude_embeddings))
 
     @property
     def accepts_loss_kwargs(self) -> bool:
         """What Trainer would read off the base: does its loss divide by ``num_items_in_batch``?"""
-        from .interop import accepts_loss_kwargs
+        from lorazoo.interop import accepts_loss_kwargs
 
         return accepts_loss_kwargs(self.base_model)
 

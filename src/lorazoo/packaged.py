@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .errors import ConfigError, ModelUnavailableError
+from lorazoo.errors import ConfigError, ModelUnavailableError
 
 # name (as configs/model/<name>.yaml) → (python package, GGUF file or None)
 PACKAGED_MODELS: dict[str, tuple[str, str | None]] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .packaged import PREFIX, resolve_source
+from lorazoo.packaged import PREFIX, resolve_source
 
 # transformers class-name suffix → PEFT TaskType value
 TASK_TYPES = (

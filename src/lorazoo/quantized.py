@@ -22,7 +22,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from .errors import AdapterStateError
+from lorazoo.errors import AdapterStateError
 
 QUANTIZED_PARAMS = {"Params4bit": "4bit", "Int8Params": "8bit"}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError
+from lorazoo.errors import ConfigError
 
 Factors = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 VLLM_MAX_LORA_RANK = 512  # vllm/config/lora.py: MaxLoRARanks = Literal[1, 8, ..., 320, 512]

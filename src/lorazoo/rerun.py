@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import LoraZooError
-from .train.provenance import CONFIG_USED
+from lorazoo.errors import LoraZooError
+from lorazoo.train.records.provenance import CONFIG_USED
 
 
 class RerunError(LoraZooError, ValueError):

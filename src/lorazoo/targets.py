@@ -16,9 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import AdapterStateError
-from .layout import HEAD_MODULE_NAMES, Layout, is_all_linear, select_targets
-from .reconstructor import (
+from lorazoo.adapted_layers import (
     AdaptedEmbedding,
     AdaptedLayer,
     MixedBatch,
@@ -26,6 +24,8 @@ from .reconstructor import (
     adapted_layer_type,
     module_features,
 )
+from lorazoo.errors import AdapterStateError
+from lorazoo.layout import HEAD_MODULE_NAMES, Layout, is_all_linear, select_targets
 
 
 class ModuleCopies(nn.Module):

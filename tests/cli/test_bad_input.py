@@ -15,7 +15,7 @@ import pytest
 import torch
 from forked_cli import run_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BASE = ["model=tiny_bert", "logger=none", "trainer.progress_bar=false"]
 
 # id: (overrides, regex the last stderr line must match, "hydra" when Hydra itself rejects it at compose time)

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from lorazoo import compare
-from lorazoo.train.config_diff import flatten
+from lorazoo.train.records.config_diff import flatten
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 ACCURACY = {("lora", 0): 0.80, ("lora", 1): 0.90, ("unilora", 0): 0.70, ("unilora", 1): 0.74}

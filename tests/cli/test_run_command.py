@@ -30,13 +30,13 @@ from lorazoo import (
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.projections import build_projection
 from lorazoo.train import run
-from lorazoo.train.data_root import apply_data_root, find_task_data
-from lorazoo.train.model_fit import explicit_keys, fit_projection, meta_layout
-from lorazoo.train.models import adapter_config
-from lorazoo.train.naming import run_name, slug, wandb_group
+from lorazoo.train.config.model_fit import explicit_keys, fit_projection, meta_layout
+from lorazoo.train.loading.base_model import adapter_config
 from lorazoo.train.options import ModelOptions, ProjectionOptions, from_node
+from lorazoo.train.records.naming import run_name, slug, wandb_group
+from lorazoo.train.tasks.data_root import apply_data_root, find_task_data
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 PACKAGED = ["minilm", "smollm2-135m", "tiny_bert", "tiny_llama"]
 TINY = [
@@ -175,7 +175,7 @@ def test_every_projection_trains_with_its_defaults_through_the_runner(tmp_path: 
 @pytest.fixture(scope="module")
 def real_bases():
     """The packaged MiniLM and SmolLM2 (fp32), each loaded once."""
-    from lorazoo.train.models import load_base
+    from lorazoo.train.loading.base_model import load_base
 
     cache = {}
 
@@ -378,7 +378,7 @@ def test_wandb_run_survives_kill_and_resume(tmp_path: Path):
     assert len(killed) == 1 and killed[0]["history"] >= 5, killed  # the curve before the kill is on disk
     run_id = (run_dir / "wandb_run_id").read_text().strip()
     assert killed[0]["id"] == run_id
-    from lorazoo.train.trainer import last_complete_checkpoint
+    from lorazoo.train.engine.trainer import last_complete_checkpoint
 
     last = last_complete_checkpoint(run_dir / "checkpoints")
     resumed = subprocess.run(
@@ -399,7 +399,7 @@ def test_wandb_run_survives_kill_and_resume(tmp_path: Path):
 
 # ----------------------------------------------------------------------------- (e) one final evaluation
 def test_final_evaluation_runs_once(tmp_path: Path, monkeypatch):
-    from lorazoo.train.trainer import LoraZooTrainer
+    from lorazoo.train.engine.trainer import LoraZooTrainer
 
     calls = []
     original = LoraZooTrainer.evaluate
@@ -432,7 +432,7 @@ def test_schema_match_warning_is_filtered():
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_files_lorazoo_writes_honour_the_umask(tmp_path: Path, umask: int, mode: int):
-    from tests.conftest import tiny_llama
+    from conftest import tiny_llama
 
     old = os.umask(umask)
     try:
@@ -473,9 +473,8 @@ def test_files_lorazoo_writes_honour_the_umask(tmp_path: Path, umask: int, mode:
 @pytest.mark.parametrize("kind", ["llama", "bert"])
 def test_peft_export_loads_with_autopeft_and_gives_equal_logits(tmp_path: Path, kind: str):
     """A base saved to a dir, adapted, exported: AutoPeftModelFor*.from_pretrained(<export>) alone rebuilds it."""
+    from conftest import perturb, tiny_bert, tiny_llama
     from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
-
-    from tests.conftest import perturb, tiny_bert, tiny_llama
 
     (tiny_llama if kind == "llama" else tiny_bert)().save_pretrained(tmp_path / "base")
     auto_class = AutoPeftModelForCausalLM if kind == "llama" else AutoPeftModelForSequenceClassification
@@ -667,7 +666,7 @@ def test_a_failing_final_evaluation_keeps_the_trained_adapter(tmp_path: Path, mo
     """Training done, then the metric/generation/lm-eval step fails: the run is 'failed', the adapter is kept."""
     from safetensors.torch import load_file
 
-    from lorazoo.train.trainer import LoraZooTrainer
+    from lorazoo.train.engine.trainer import LoraZooTrainer
 
     trained: list[torch.Tensor] = []
 

@@ -16,7 +16,7 @@ from lorazoo import (
     attach,
     count_parameters,
 )
-from lorazoo.reconstructor import AdaptedConv1D, AdaptedEmbedding, AdaptedLinear
+from lorazoo.adapted_layers import AdaptedConv1D, AdaptedEmbedding, AdaptedLinear
 
 IDS = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(9))
 

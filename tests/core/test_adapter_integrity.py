@@ -250,7 +250,7 @@ def test_loading_weights_into_a_merged_adapter_keeps_the_base_exact(tmp_path: Pa
 
 
 def test_set_adapter_during_training_is_refused(tmp_path: Path):
-    from lorazoo.train.trainer import LoraZooTrainer
+    from lorazoo.train.engine.trainer import LoraZooTrainer
 
     model = attach(tiny_bert(), AdapterConfig(projection="lora", rank=4, modules_to_save=["classifier"]))
     model.add_adapter("other", AdapterConfig(projection="lora", rank=4, modules_to_save=["classifier"]))

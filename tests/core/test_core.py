@@ -22,7 +22,7 @@ from lorazoo import (
     attach,
     load_adapter,
 )
-from lorazoo.wrappers import layout_from_model, match_target_modules
+from lorazoo.targets import layout_from_model, match_target_modules
 
 
 # ----------------------------------------------------------------------------- layout
@@ -151,7 +151,7 @@ def test_lora_matches_peft_forward_and_backward():
     )
     factors = ours.lora_factors()
     theta = ours.projection()
-    from lorazoo.reconstructor import factors_from_theta
+    from lorazoo.adapted_layers import factors_from_theta
 
     with torch.no_grad():
         for entry in ours.layout:

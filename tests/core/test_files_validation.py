@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 import lorazoo
 from lorazoo import AdapterConfig, attach, load_adapter
-from lorazoo import io as zio
+from lorazoo import files as zio
 from lorazoo.errors import AdapterFileError, LoraZooError
 
 # a valid value different from the saved one, for every AdapterConfig field: the generated test below fails

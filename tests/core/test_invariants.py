@@ -13,9 +13,9 @@ from conftest import PROJECTION_CASES, TINY_MODELS, TINY_TARGETS, model_inputs, 
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, attach, load_adapter, projection_names
+from lorazoo.adapted_layers import AdaptedLinear
 from lorazoo.integrity import regenerated
 from lorazoo.projections import get_projection_class
-from lorazoo.reconstructor import AdaptedLinear
 
 PROJECTIONS = projection_names()
 ZERO_AT_INIT = {p for p in PROJECTIONS if get_projection_class(p).zero_at_init}

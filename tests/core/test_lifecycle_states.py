@@ -30,9 +30,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from torch import nn
 
 from lorazoo import AdapterConfig, attach, load_adapter, projection_names
+from lorazoo.adapted_layers import AdaptedLayer
 from lorazoo.errors import AdapterStateError
-from lorazoo.reconstructor import AdaptedLayer
-from lorazoo.wrappers import ModuleCopies
+from lorazoo.targets import ModuleCopies
 
 NAMES = st.sampled_from(["a", "b", "c"])
 MACHINE_PROJECTIONS = st.sampled_from(["lora", "prolora", "vera", "unilora"])  # prolora carries dropout

@@ -11,7 +11,7 @@ from torch import nn
 
 from lorazoo import AdapterConfig, attach, load_adapter, projection_names
 from lorazoo.projections import get_projection_class, layout_rank
-from lorazoo.wrappers import layout_from_model
+from lorazoo.targets import layout_from_model
 
 WIDTHS = st.sampled_from([8, 16, 24, 32])
 

@@ -223,7 +223,7 @@ def test_runner_trains_on_a_quantised_tiny_llama(tmp_path, mode):
     assert record["status"] == "completed" and record["steps"] == 2
     assert (tmp_path / "run" / "adapter" / "adapter.safetensors").is_file()
     # the runner's base really is quantised (the same loader the run used)
-    from lorazoo.train.models import load_base
+    from lorazoo.train.loading.base_model import load_base
     from lorazoo.train.options import ModelOptions, from_node
 
     base, _, _ = load_base(from_node(ModelOptions, cfg.model, "model config"), num_labels=1)

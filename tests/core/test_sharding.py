@@ -14,7 +14,7 @@ import pytest
 
 from lorazoo import projection_names
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from lorazoo import (
 )
 from lorazoo.projections import build_projection, get_projection_class
 from lorazoo.quantized import dequantized_weight
-from lorazoo.wrappers import layout_from_model
+from lorazoo.targets import layout_from_model
 
 # the issue's two methods by name (so these tests fail, not vanish, where they are missing) + any later one
 WEIGHT_AWARE = sorted(
@@ -211,7 +211,7 @@ def _quantised(path: Path, mode: str):
 @pytest.mark.parametrize("mode", ["8bit", "4bit"])
 @pytest.mark.parametrize("projection", WEIGHT_AWARE)
 def test_a_quantised_base_gives_the_svd_of_its_dequantised_weight(projection, mode, tmp_path):
-    # widths a multiple of the 4-bit blocksize (64), as tests/test_quantized.py explains
+    # widths a multiple of the 4-bit blocksize (64), as tests/core/test_quantized.py explains
     tiny_llama(0, hidden=64, intermediate=128).save_pretrained(tmp_path / "base")
     base = _quantised(tmp_path / "base", mode)
     dense = {name: dequantized_weight(base.get_submodule(name)) for name in ("model.layers.0.self_attn.q_proj",)}
@@ -236,7 +236,7 @@ def test_a_quantised_base_gives_the_svd_of_its_dequantised_weight(projection, mo
 @pytest.mark.parametrize("projection", WEIGHT_AWARE)
 def test_run_py_trains_each_on_the_tiny_llama(projection, tmp_path):
     """``python run.py projection=<m> model=tiny_llama`` (the paper setting from the projection file; LoRA-XS's
-    r = 64 fitted to the 16-wide k_proj), with the tiny task overrides tests/test_runner.py uses."""
+    r = 64 fitted to the 16-wide k_proj), with the tiny task overrides tests/train/test_runner.py uses."""
     import json
 
     from hydra import compose, initialize_config_dir
@@ -273,7 +273,7 @@ def test_every_rank_takes_rank_zeros_svd(tmp_path):
     import subprocess
     import sys
 
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(here.parent / "src")])}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)

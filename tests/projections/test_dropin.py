@@ -18,7 +18,7 @@ import yaml
 
 import lorazoo
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DROPIN = textwrap.dedent('''
     """A test-only method: LoRA whose θ_D is θ times a fixed scale (the smallest projection there is)."""
@@ -209,11 +209,11 @@ def test_dropped_in_file_is_listed_by_help(package_copy, tmp_path):
 
 
 PER_PROJECTION_TESTS = [  # tests parametrised over projection_names() whose dropin cases must all pass
-    "test_first_hour.py::test_defaults_fit_every_packaged_model",
-    "test_first_hour.py::test_every_projection_trains_with_its_defaults_through_the_runner",
+    "test_run_command.py::test_defaults_fit_every_packaged_model",
+    "test_run_command.py::test_every_projection_trains_with_its_defaults_through_the_runner",
     "test_sweep.py::test_every_projection_has_an_lr_preset_around_its_lr",
-    "test_configs.py::test_every_projection_declares_its_paper_settings",
-    "test_configs.py::test_lr_sweeper_searches_each_declared_lr",
+    "test_config_groups.py::test_every_projection_declares_its_paper_settings",
+    "test_config_groups.py::test_lr_sweeper_searches_each_declared_lr",
     "test_pieces.py",
     "test_properties.py",
 ]

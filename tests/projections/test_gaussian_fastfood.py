@@ -12,8 +12,7 @@ import torch
 from conftest import model_inputs, tiny_bert
 
 from lorazoo import AdapterConfig, ConfigError, Layout, attach
-from lorazoo.projections import build_projection
-from lorazoo.projections import rng as zrandom
+from lorazoo.projections import build_projection, rng
 from lorazoo.projections.fastfood import fastfood_structures, walsh_hadamard
 from lorazoo.projections.gaussian import _ChunkedMatVec
 
@@ -36,7 +35,7 @@ def test_gaussian_entries_follow_the_documented_stream():
     p = make("gaussian")
     P, D, d = p.matrix().double(), SMALL.D, 48
     for i, j in [(0, 0), (0, 47), (5, 3), (415, 47), (200, 17)]:
-        expected = zrandom.normal(0, "gaussian/P", 1, start=i * d + j)[0] / math.sqrt(D)
+        expected = rng.normal(0, "gaussian/P", 1, start=i * d + j)[0] / math.sqrt(D)
         assert P[i, j].item() == pytest.approx(expected, rel=1e-6)
     assert P.var().item() * D == pytest.approx(1.0, rel=0.05)  # N(0, 1/D): columns of unit norm on average
     assert abs(P.mean().item()) < 3 / math.sqrt(D * d * D)

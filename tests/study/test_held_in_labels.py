@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.train import build_task, run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "logger=none",
     "model=tiny_bert",

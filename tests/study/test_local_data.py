@@ -14,12 +14,12 @@ from omegaconf import OmegaConf
 
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.train import run
-from lorazoo.train.data_root import apply_data_root
 from lorazoo.train.errors import DataUnavailableError
-from lorazoo.train.provenance import DATA_KEYS, data_path_origin
+from lorazoo.train.records.provenance import DATA_KEYS, data_path_origin
 from lorazoo.train.runner import apply_task_overrides
+from lorazoo.train.tasks.data_root import apply_data_root
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _fair_compare():

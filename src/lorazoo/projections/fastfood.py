@@ -25,11 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import AdapterConfig
-from ..layout import Layout
-from . import rng as zrandom
-from .base import PaperSettings, Projection, register_projection
-from .options import option
+from lorazoo.config import AdapterConfig
+from lorazoo.layout import Layout
+from lorazoo.projections import rng
+from lorazoo.projections.base import PaperSettings, Projection, register_projection
+from lorazoo.projections.options import option
 
 
 def walsh_hadamard(x: torch.Tensor) -> torch.Tensor:
@@ -54,10 +54,10 @@ def fastfood_structures(seed: int, D: int, block: int) -> tuple[np.ndarray, np.n
     """Signs (K, L), flat gather indices of the per-block permutations (K·L,), scaled G (K, L)."""
     num_blocks = -(-D // block)
     total = num_blocks * block
-    signs = zrandom.rademacher(seed, "fastfood/B", total).reshape(num_blocks, block)
-    bits = zrandom.random_bits(seed, "fastfood/Pi", total).reshape(num_blocks, block)
+    signs = rng.rademacher(seed, "fastfood/B", total).reshape(num_blocks, block)
+    bits = rng.random_bits(seed, "fastfood/Pi", total).reshape(num_blocks, block)
     perm = np.argsort(bits, axis=1, kind="stable") + (np.arange(num_blocks) * block)[:, None]
-    gauss = zrandom.normal(seed, "fastfood/G", total).reshape(num_blocks, block)
+    gauss = rng.normal(seed, "fastfood/G", total).reshape(num_blocks, block)
     gauss = gauss / np.sqrt((gauss**2).sum(axis=1, keepdims=True) * D)
     return signs, perm.reshape(-1).astype(np.int64), gauss
 
@@ -100,9 +100,9 @@ class FastfoodProjection(Projection):
         theta = self.theta
         if self.signs is None or self.signs.device != theta.device:
             signs, perm, gauss = fastfood_structures(self.config.seed, self.D, self.block)
-            self.signs = zrandom.as_tensor(signs).to(theta.device)
+            self.signs = rng.as_tensor(signs).to(theta.device)
             self.perm = torch.from_numpy(perm).to(theta.device)
-            self.gauss = zrandom.as_tensor(gauss).to(theta.device)
+            self.gauss = rng.as_tensor(gauss).to(theta.device)
         signs_t, perm_t, gauss_t = self.signs, self.perm, self.gauss
         assert signs_t is not None and perm_t is not None and gauss_t is not None  # generated together above
         return signs_t.to(theta.dtype), perm_t, gauss_t.to(theta.dtype)

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import AdapterConfig
-from ..layout import Layout
-from . import rng as zrandom
-from .base import PaperSettings, Projection, register_projection
-from .options import option
+from lorazoo.config import AdapterConfig
+from lorazoo.layout import Layout
+from lorazoo.projections import rng
+from lorazoo.projections.base import PaperSettings, Projection, register_projection
+from lorazoo.projections.options import option
 
 _STREAM = "gaussian/P"
 # values per generated chunk: on a CPU large enough that the per-call cost (~0.1 ms: keys, guards of the
@@ -80,7 +80,7 @@ class GaussianProjection(Projection):
     ) -> torch.Tensor:
         """Rows [start, stop) of P, identical however the rows are chunked."""
         d = self.theta.numel()
-        values = zrandom.normal_torch(
+        values = rng.normal_torch(
             self.config.seed,
             _STREAM,
             (stop - start) * d,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import AdapterConfig
-from ..layout import Layout
-from .base import PaperSettings, Projection, register_projection
+from lorazoo.config import AdapterConfig
+from lorazoo.layout import Layout
+from lorazoo.projections.base import PaperSettings, Projection, register_projection
 
 
 @register_projection("lora")

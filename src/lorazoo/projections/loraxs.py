@@ -21,13 +21,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import AdapterConfig
-from ..layout import Layout
-from . import rng as zrandom
-from .base import PaperSettings, register_projection
-from .factors import Factor, concatenated
-from .options import option
-from .svd import SVDProjection
+from lorazoo.config import AdapterConfig
+from lorazoo.layout import Layout
+from lorazoo.projections import rng
+from lorazoo.projections.base import PaperSettings, register_projection
+from lorazoo.projections.factors import Factor, concatenated
+from lorazoo.projections.options import option
+from lorazoo.projections.svd import SVDProjection
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class LoRAXSProjection(SVDProjection):
     def __init__(self, layout: Layout, config: AdapterConfig):
         super().__init__(layout, config)
         n, r = len(layout), config.rank
-        values = zrandom.normal(config.seed, "loraxs/R", n * r * r) * self.opts.init_std
-        self.R = nn.Parameter(zrandom.as_tensor(values).view(n, r, r))
+        values = rng.normal(config.seed, "loraxs/R", n * r * r) * self.opts.init_std
+        self.R = nn.Parameter(rng.as_tensor(values).view(n, r, r))
 
     def pieces(self) -> tuple[Factor, ...]:
         """[A_1, B_1, ...] with A_l = R_l Σ_r V_rᵀ and B_l = U_r (flat)."""

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import AdapterConfig
-from ..layout import Layout
-from . import rng as zrandom
-from .base import PaperSettings, Projection, lora_style_init, register_projection
-from .options import option
+from lorazoo.config import AdapterConfig
+from lorazoo.layout import Layout
+from lorazoo.projections import rng
+from lorazoo.projections.base import PaperSettings, Projection, lora_style_init, register_projection
+from lorazoo.projections.options import option
 
 _STREAM = "nola/bases"
 _CHUNK_ELEMENTS = {"cpu": 1 << 18}  # per generated chunk; an accelerator takes bigger ones
@@ -83,7 +83,7 @@ class NOLAProjection(Projection):
     def basis_rows(self, segment: int, start: int, stop: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """Bases [start, stop) of θ_D segment ``segment`` as a (stop − start) × numel matrix, U(±1) / √k."""
         n = self.sizes[segment]
-        values = zrandom.uniform_torch(
+        values = rng.uniform_torch(
             self.config.seed, _STREAM, (stop - start) * n, -1.0, 1.0, self.k * self.starts[segment] + start * n, device
         )
         return values.div_(math.sqrt(self.k)).view(stop - start, n).to(dtype)

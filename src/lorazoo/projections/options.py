@@ -15,7 +15,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..errors import ConfigError
+from lorazoo.errors import ConfigError
 
 _META = "lorazoo"
 

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import AdapterConfig
-from ..layout import Layout, LayoutEntry
-from .base import PaperSettings, Projection, register_projection
-from .options import option
+from lorazoo.config import AdapterConfig
+from lorazoo.layout import Layout, LayoutEntry
+from lorazoo.projections.base import PaperSettings, Projection, register_projection
+from lorazoo.projections.options import option
 
 
 def ceil_div(a: int, b: int) -> int:

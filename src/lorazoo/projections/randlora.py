@@ -19,7 +19,7 @@ kaiming-uniform from torch's generator and divides by the std: the same distribu
 numbers, so parity tests copy PEFT's tensors). They are built lazily, on first use (counting builds the
 projection without them), and regenerated from the seed rather than saved.
 
-d = Σ_l n_l (r + m_l): tiny Llama q,v at r = 8 → 1,472 as PEFT (tests/test_randlora.py).
+d = Σ_l n_l (r + m_l): tiny Llama q,v at r = 8 → 1,472 as PEFT (tests/projections/test_randlora.py).
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import AdapterConfig
-from ..errors import ConfigError
-from ..layout import Layout, LayoutEntry
-from . import rng as zrandom
-from .base import PaperSettings, Projection, register_projection
-from .factors import Factor, concatenated
+from lorazoo.config import AdapterConfig
+from lorazoo.errors import ConfigError
+from lorazoo.layout import Layout, LayoutEntry
+from lorazoo.projections import rng
+from lorazoo.projections.base import PaperSettings, Projection, register_projection
+from lorazoo.projections.factors import Factor, concatenated
 
 
 def num_bases(in_features: int, out_features: int, rank: int) -> int:
@@ -173,5 +173,5 @@ def _oriented(entry: LayoutEntry, small: torch.Tensor, big: torch.Tensor) -> tup
 
 def _unit_std(seed: int, purpose: str, shape: tuple[int, ...]) -> torch.Tensor:
     """U(±1) values divided by their standard deviation, as PEFT normalises its kaiming draws."""
-    values = zrandom.as_tensor(zrandom.uniform(seed, purpose, math.prod(shape), -1.0, 1.0)).view(shape)
+    values = rng.as_tensor(rng.uniform(seed, purpose, math.prod(shape), -1.0, 1.0)).view(shape)
     return values / values.std()

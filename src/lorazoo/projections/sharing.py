@@ -13,9 +13,9 @@ from collections.abc import Callable, Hashable
 
 import torch
 
-from ..layout import Layout, LayoutEntry
-from . import rng as zrandom
-from .factors import ScaledRows
+from lorazoo.layout import Layout, LayoutEntry
+from lorazoo.projections import rng
+from lorazoo.projections.factors import ScaledRows
 
 
 class LayerGroups:
@@ -44,5 +44,5 @@ def scaled_factor_pieces(
 
 def uniform_matrix(seed: int, purpose: str, shape: tuple[int, int], bound: float) -> torch.Tensor:
     """A (rows × cols) float32 matrix with U(±bound) entries from the counter-based generator."""
-    values = zrandom.uniform(seed, purpose, shape[0] * shape[1], -bound, bound)
-    return zrandom.as_tensor(values.reshape(shape))
+    values = rng.uniform(seed, purpose, shape[0] * shape[1], -bound, bound)
+    return rng.as_tensor(values.reshape(shape))

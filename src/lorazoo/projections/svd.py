@@ -22,10 +22,10 @@ from collections.abc import Iterable
 
 import torch
 
-from ..config import AdapterConfig
-from ..errors import AdapterStateError, ConfigError, LayoutMismatchError
-from ..layout import Layout
-from .base import Projection
+from lorazoo.config import AdapterConfig
+from lorazoo.errors import AdapterStateError, ConfigError, LayoutMismatchError
+from lorazoo.layout import Layout
+from lorazoo.projections.base import Projection
 
 SVD_BUFFERS = ("svd_U", "svd_S", "svd_Vh", "base_sha256")
 

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import AdapterConfig
-from ..errors import ConfigError
-from ..layout import Layout, LayoutEntry
-from .base import PaperSettings, Projection, register_projection
-from .factors import Factor, concatenated
-from .options import option
-from .sharing import LayerGroups, scaled_factor_pieces, uniform_matrix
+from lorazoo.config import AdapterConfig
+from lorazoo.errors import ConfigError
+from lorazoo.layout import Layout, LayoutEntry
+from lorazoo.projections.base import PaperSettings, Projection, register_projection
+from lorazoo.projections.factors import Factor, concatenated
+from lorazoo.projections.options import option
+from lorazoo.projections.sharing import LayerGroups, scaled_factor_pieces, uniform_matrix
 
 FACTORS = ("A", "B", "u", "v")
 TRAIN_ALIASES = {"shared": ("A", "B"), "scales": ("u", "v")}

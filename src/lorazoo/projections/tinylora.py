@@ -29,14 +29,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import AdapterConfig
-from ..errors import ConfigError
-from ..layout import Layout
-from . import rng as zrandom
-from .base import PaperSettings, register_projection
-from .factors import Factor, concatenated
-from .options import option
-from .svd import SVDProjection
+from lorazoo.config import AdapterConfig
+from lorazoo.errors import ConfigError
+from lorazoo.layout import Layout
+from lorazoo.projections import rng
+from lorazoo.projections.base import PaperSettings, register_projection
+from lorazoo.projections.factors import Factor, concatenated
+from lorazoo.projections.options import option
+from lorazoo.projections.svd import SVDProjection
 
 
 def _tying_ratio(projection: str, value: object) -> float:
@@ -88,12 +88,12 @@ class TinyLoRAProjection(SVDProjection):
         size = (max(groups) + 1 if groups else 0) * u
         if self.opts.init_weights == "uniform":
             bound = self.opts.init_v_bound
-            v = zrandom.as_tensor(zrandom.uniform(config.seed, "tinylora/v", size, -bound, bound))
+            v = rng.as_tensor(rng.uniform(config.seed, "tinylora/v", size, -bound, bound))
         else:
             v = torch.zeros(size)
         self.v = nn.Parameter(v.view(-1, u))
-        p = zrandom.normal(config.seed, "tinylora/P", n * u * r * r) / math.sqrt(r)  # N(0, 1/r), as PEFT
-        self.register_buffer("P", zrandom.as_tensor(p).view(n, u, r, r), persistent=False)
+        p = rng.normal(config.seed, "tinylora/P", n * u * r * r) / math.sqrt(r)  # N(0, 1/r), as PEFT
+        self.register_buffer("P", rng.as_tensor(p).view(n, u, r, r), persistent=False)
         self.register_buffer("group_of", torch.tensor(groups, dtype=torch.long), persistent=False)
 
     def pieces(self) -> tuple[Factor, ...]:

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import AdapterConfig
-from ..errors import ConfigError
-from ..layout import Layout
-from . import rng as zrandom
-from .base import PaperSettings, Projection, register_projection
-from .options import option
+from lorazoo.config import AdapterConfig
+from lorazoo.errors import ConfigError
+from lorazoo.layout import Layout
+from lorazoo.projections import rng
+from lorazoo.projections.base import PaperSettings, Projection, register_projection
+from lorazoo.projections.options import option
 
 
 def balanced_assignment(seed: int, sizes: list[int], widths: list[int]) -> np.ndarray:
@@ -28,7 +28,7 @@ def balanced_assignment(seed: int, sizes: list[int], widths: list[int]) -> np.nd
     """
     total = int(sum(sizes))
     segment = np.repeat(np.arange(len(sizes)), sizes)
-    order = np.lexsort((zrandom.random_bits(seed, "unilora/rows", total), segment))  # by segment, then hash
+    order = np.lexsort((rng.random_bits(seed, "unilora/rows", total), segment))  # by segment, then hash
     seg_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     col_start = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
     seg_of_sorted = segment[order]
@@ -92,7 +92,7 @@ class UniLoRAProjection(Projection):
         counts = np.bincount(columns, minlength=d)
         self.theta = self.small_uniform_theta(d)
         self.register_buffer("indices", torch.from_numpy(columns), persistent=False)
-        self.register_buffer("column_scale", zrandom.as_tensor(1.0 / np.sqrt(counts)), persistent=False)
+        self.register_buffer("column_scale", rng.as_tensor(1.0 / np.sqrt(counts)), persistent=False)
 
     def forward(self) -> torch.Tensor:
         return (self.theta * self.column_scale).index_select(0, self.indices)

@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import AdapterConfig
-from ..errors import ConfigError
-from ..layout import Layout
-from ..sharding import copy_into, full
-from . import rng as zrandom
-from .base import PaperSettings, Projection, register_projection
-from .options import option
+from lorazoo.config import AdapterConfig
+from lorazoo.errors import ConfigError
+from lorazoo.layout import Layout
+from lorazoo.projections import rng
+from lorazoo.projections.base import PaperSettings, Projection, register_projection
+from lorazoo.projections.options import option
+from lorazoo.sharding import copy_into, full
 
 TOPK_KEYS = ("bank", "topk_indices", "topk_logit_gaps")
 
@@ -100,10 +100,10 @@ class VBLoRAProjection(Projection):
         self.inference_only = False  # set by loading a save_topk_only file
 
         seed = config.seed
-        bank = zrandom.uniform(seed, "vblora/bank", num_vectors * b, -init_bank, init_bank)
-        logits = zrandom.normal(seed, "vblora/logits", self.num_subvectors * num_vectors) * init_std
-        self.bank = nn.Parameter(zrandom.as_tensor(bank).view(num_vectors, b))
-        self.logits = nn.Parameter(zrandom.as_tensor(logits).view(self.num_subvectors, num_vectors))
+        bank = rng.uniform(seed, "vblora/bank", num_vectors * b, -init_bank, init_bank)
+        logits = rng.normal(seed, "vblora/logits", self.num_subvectors * num_vectors) * init_std
+        self.bank = nn.Parameter(rng.as_tensor(bank).view(num_vectors, b))
+        self.logits = nn.Parameter(rng.as_tensor(logits).view(self.num_subvectors, num_vectors))
         self.register_buffer("order", torch.from_numpy(subvector_order(layout, b)), persistent=False)
 
     @staticmethod

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import AdapterConfig
-from ..layout import Layout
-from .base import PaperSettings, Projection, register_projection
-from .factors import Factor, concatenated
-from .options import option
-from .sharing import scaled_factor_pieces, uniform_matrix
+from lorazoo.config import AdapterConfig
+from lorazoo.layout import Layout
+from lorazoo.projections.base import PaperSettings, Projection, register_projection
+from lorazoo.projections.factors import Factor, concatenated
+from lorazoo.projections.options import option
+from lorazoo.projections.sharing import scaled_factor_pieces, uniform_matrix
 
 
 @dataclass(frozen=True)

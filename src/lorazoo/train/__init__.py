@@ -3,7 +3,7 @@
 The core (``lorazoo.*`` outside this package) never imports it; this package uses the core's public API.
 """
 
-from .runner import run
-from .tasks import build_task, register_task, task_names
+from lorazoo.train.runner import run
+from lorazoo.train.tasks import build_task, register_task, task_names
 
 __all__ = ["build_task", "register_task", "run", "task_names"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..errors import ConfigError, LoraZooError, ModelUnavailableError
+from lorazoo.errors import ConfigError, LoraZooError, ModelUnavailableError
 
 
 class DataUnavailableError(LoraZooError, OSError):

@@ -7,13 +7,14 @@ keys misspelled inside config files (experiment configs, a user's own yaml).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError
+from lorazoo.train.errors import ConfigError, ModelUnavailableError
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -56,6 +57,27 @@ def check_name_list(value: Any, name: str) -> None:
         raise ConfigError(f"{name}={value!r} is invalid; valid: a list of module names, e.g. [classifier]")
 
 
+QUANTIZATIONS = ("none", "8bit", "4bit")
+QUANT_TYPES = ("nf4", "fp4")
+
+
+def check_quantization(mode: str, quant_type: str, double_quant: Any, compute_dtype: str | None) -> None:
+    """Fail in seconds (before any weights load) on a value bitsandbytes cannot honour."""
+    if mode not in QUANTIZATIONS:
+        raise ConfigError(f"model.quantization={mode!r} is not valid; choose one of {list(QUANTIZATIONS)}")
+    if quant_type not in QUANT_TYPES:
+        raise ConfigError(f"model.bnb_4bit_quant_type={quant_type!r} is not valid; choose one of {list(QUANT_TYPES)}")
+    if not isinstance(double_quant, bool):
+        raise ConfigError(f"model.bnb_4bit_use_double_quant={double_quant!r} is not valid; use true or false")
+    if compute_dtype is not None and compute_dtype not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(
+            f"model.bnb_4bit_compute_dtype={compute_dtype!r} is not valid; choose float32, bfloat16, "
+            "float16 or null (= model.dtype)"
+        )
+    if mode != "none" and importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelUnavailableError(f"model.quantization={mode} needs bitsandbytes: pip install 'bitsandbytes>=0.45'")
+
+
 @dataclass
 class ProjectionOptions:
     """configs/projection/*.yaml: the adapter (its optimizer settings live in configs/optimizer/)."""
@@ -88,8 +110,6 @@ class ModelOptions:
     bnb_4bit_compute_dtype: str | None = None  # None: model.dtype
 
     def __post_init__(self) -> None:
-        from .quantization import check_quantization
-
         check_choice(self.task_type, ("seq_cls", "causal_lm"), "model.task_type")
         check_choice(self.dtype, ("float32", "bfloat16"), "model.dtype")
         check_quantization(

@@ -14,15 +14,14 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..errors import LoraZooError
-from ..io import atomic_write_json
-from ..projections import get_projection_class
-from ..version import __version__
-from . import config_schema, preflight, progress, provenance, run_dir, slurm_attempt
-from .best import best_metric_name, checkpoint_scores, held_evaluation
-from .checkpoints import foreign_checkpoints, resume_point
-from .data_root import apply_data_root
-from .distributed import (
+from lorazoo.errors import LoraZooError
+from lorazoo.files import atomic_write_json
+from lorazoo.projections import get_projection_class
+from lorazoo.train.config import preflight
+from lorazoo.train.config import schema as config_schema
+from lorazoo.train.config.model_fit import Change, explicit_keys, fit_projection, meta_layout
+from lorazoo.train.engine.best import best_metric_name, checkpoint_scores, held_evaluation
+from lorazoo.train.engine.distributed import (
     adopt_slurm_environment,
     agree_on_output_dir,
     check_data_parallel,
@@ -32,22 +31,33 @@ from .distributed import (
     scale_arguments,
     world_size,
 )
-from .errors import ConfigError, DataUnavailableError, NonFiniteMetricError
-from .harness import eval_options, flat_scores
-from .harness import prepare as prepare_lm_eval
-from .model_fit import Change, explicit_keys, fit_projection, meta_layout
-from .models import adapter_config, load_adapted_model
-from .naming import register_resolvers, run_name, wandb_group
-from .optimizer import OptimizerOptions, check_groups
-from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node, to_plain
-from .recorded import Redactor, recorded
-from .run_record import CPU_TIME, prior_train_time, write_failure
-from .tasks import build_task
-from .tasks.base import recording_reads
-from .tracking import RunLogger
+from lorazoo.train.engine.optimizer import OptimizerOptions, check_groups
+from lorazoo.train.engine.tracking import RunLogger
+from lorazoo.train.errors import ConfigError, DataUnavailableError, NonFiniteMetricError
+from lorazoo.train.evaluation.harness import eval_options, flat_scores
+from lorazoo.train.evaluation.harness import prepare as prepare_lm_eval
+from lorazoo.train.loading.base_model import adapter_config, load_adapted_model
+from lorazoo.train.options import (
+    LoggerOptions,
+    ModelOptions,
+    ProjectionOptions,
+    TrainerOptions,
+    from_node,
+    to_plain,
+)
+from lorazoo.train.records import progress, provenance, run_dir
+from lorazoo.train.records.checkpoints import foreign_checkpoints, resume_point
+from lorazoo.train.records.naming import register_resolvers, run_name, wandb_group
+from lorazoo.train.records.recorded import Redactor, recorded
+from lorazoo.train.records.run_record import CPU_TIME, prior_train_time, write_failure
+from lorazoo.train.sweep import slurm_attempt
+from lorazoo.train.tasks import build_task
+from lorazoo.train.tasks.base import recording_reads
+from lorazoo.train.tasks.data_root import apply_data_root
+from lorazoo.version import __version__
 
 if TYPE_CHECKING:
-    from ..model import AdaptedModel
+    from lorazoo.model import AdaptedModel
 
 register_resolvers()
 
@@ -301,14 +311,14 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     init_from = trainer_opts.init_adapter
     init_seed = None
     if init_from:  # checked before the model loads: a wrong start adapter costs seconds
-        from .init_adapter import check_compatible, read_init_config
+        from lorazoo.train.loading.init_adapter import check_compatible, read_init_config
 
         saved = read_init_config(init_from)
         check_compatible(saved, adapter_config(projection, model_opts, seed), init_from)
         init_seed = saved.seed
     loaded = load_adapted_model(model_opts, projection, seed, task.num_labels, adapter_seed=init_seed)
     if init_from:
-        from .init_adapter import load_projection_weights
+        from lorazoo.train.loading.init_adapter import load_projection_weights
 
         load_projection_weights(loaded.model, init_from)
     train_set, eval_set = task.datasets(loaded.tokenizer)
@@ -318,9 +328,11 @@ def _run(cfg: DictConfig, hydra: dict[str, Any], out: Path, stack: contextlib.Ex
     resume_from = _resume_point(
         checkpoints, claim.resume, claim.fingerprint, adapter_config(projection, model_opts, seed).to_dict()
     )
-    from .curves import CurvesCallback
-    from .train_time import TrainTimeCallback
-    from .trainer import LoraZooTrainer  # transformers' Trainer takes seconds to import: after every input check
+    from lorazoo.train.engine.curves import CurvesCallback
+    from lorazoo.train.engine.train_time import TrainTimeCallback
+    from lorazoo.train.engine.trainer import (
+        LoraZooTrainer,  # transformers' Trainer takes seconds to import: after every input check
+    )
 
     curves = CurvesCallback(out, write=is_rank_zero())  # curves.jsonl; its rows give the whole run's train loss
     best_metric = best_metric_name(trainer_opts, task.metric_keys(), task.prediction_loss_only)
@@ -468,8 +480,8 @@ def _require_finite(metrics: dict[str, Any]) -> None:
 
 def _failure_reason(exc: BaseException) -> str:
     """A short word for metrics.json ``reason`` (compare.py lists failed runs by it)."""
-    from .divergence import DivergedError
-    from .errors import NonFiniteLossError
+    from lorazoo.train.engine.divergence import DivergedError
+    from lorazoo.train.errors import NonFiniteLossError
 
     for cls, reason in (
         (DivergedError, "diverged"),

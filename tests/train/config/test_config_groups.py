@@ -12,7 +12,7 @@ from omegaconf import OmegaConf, open_dict
 
 from lorazoo import projection_names
 from lorazoo.cli import CONFIG_DIR
-from lorazoo.train.optimizer import OptimizerOptions
+from lorazoo.train.engine.optimizer import OptimizerOptions
 from lorazoo.train.options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node
 from lorazoo.train.runner import apply_task_overrides
 from lorazoo.train.tasks import build_task
@@ -173,7 +173,7 @@ def test_every_projection_declares_its_paper_settings(name: str):
 def test_projection_yaml_agrees_with_the_paper_declaration(name: str):
     """A configs/projection yaml replaces the derived node (for its comments): its values may not drift."""
     from lorazoo.projections import get_projection_class
-    from lorazoo.train.config_store import projection_node
+    from lorazoo.train.config.store import projection_node
 
     paper = get_projection_class(name).paper
     assert paper is not None, f"configs/projection/{name}.yaml has no paper declaration to agree with"
@@ -204,7 +204,7 @@ def test_lr_sweeper_searches_each_declared_lr(name: str):
 @pytest.mark.parametrize("lr", [4e-4, 2e-4, 1e-3, 1e-2, 5e-3, 4e-3, 3e-5])
 def test_lr_interval_is_written_in_decimal(lr: float):
     """4e-4 / 10 is written 4e-05, not 3.9999999999999996e-05 (the sweep's log files show these values)."""
-    from lorazoo.train.config_store import log_interval
+    from lorazoo.train.config.store import log_interval
 
     low, high = re.fullmatch(r"tag\(log, interval\((\S+), (\S+)\)\)", log_interval(lr)).groups()
     assert len(low) <= 6 and len(high) <= 6, (low, high)
@@ -216,7 +216,7 @@ def test_a_rank_other_than_the_paper_one_is_the_users_choice(name: str):
     task_overrides) is explicit, so a value that cannot work is an error, never silently refitted."""
     import dataclasses
 
-    from lorazoo.train.model_fit import set_elsewhere
+    from lorazoo.train.config.model_fit import set_elsewhere
 
     opts = from_node(ProjectionOptions, compose_with(f"projection={name}").projection, "projection")
     assert set_elsewhere(opts) == set()

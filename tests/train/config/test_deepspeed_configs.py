@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, attach
 from lorazoo.cli import CONFIG_DIR
-from lorazoo.train.distributed import scale_arguments
+from lorazoo.train.engine.distributed import scale_arguments
 from lorazoo.train.errors import ConfigError
 from lorazoo.train.options import TrainerOptions, from_node
 

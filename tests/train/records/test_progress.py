@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from lorazoo import projection_names
-from lorazoo.train import progress
+from lorazoo.train.records import progress
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 TINY_JOB = [
     "model=tiny_bert",
     "projection=lora",
@@ -139,7 +139,7 @@ def test_wandb_console_lines_only_with_logger_verbose(tmp_path: Path, verbose: b
 def test_generation_shows_a_bar_over_its_prompts(capsys: pytest.CaptureFixture[str], shown: bool):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lorazoo.train.models import load_tokenizer
+    from lorazoo.train.loading.base_model import load_tokenizer
     from lorazoo.train.options import ModelOptions
     from lorazoo.train.tasks.causal import generate
 

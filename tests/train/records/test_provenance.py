@@ -17,9 +17,9 @@ import transformers
 import yaml
 
 from lorazoo.rerun import differences
-from lorazoo.train.provenance import job_command
+from lorazoo.train.records.provenance import job_command
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 TINY = [
     "projection=unilora",  # its default d (23,040) is fitted down to the tiny model's D
     "model=tiny_bert",

@@ -18,10 +18,11 @@ from hydra import compose, initialize_config_dir
 from lorazoo import AdapterConfig, attach
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.errors import AdapterFileError
-from lorazoo.train import run, run_dir
-from lorazoo.train.checkpoints import mark_complete
+from lorazoo.train import run
 from lorazoo.train.options import to_plain
-from lorazoo.train.run_dir import LOCK_FILE, RunDirError, claim
+from lorazoo.train.records import run_dir
+from lorazoo.train.records.checkpoints import mark_complete
+from lorazoo.train.records.run_dir import LOCK_FILE, RunDirError, claim
 
 RUN = [
     "logger=none",

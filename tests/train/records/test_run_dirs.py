@@ -18,8 +18,14 @@ from hydra import compose, initialize_config_dir
 from lorazoo import LoraZooError
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.train import run
-from lorazoo.train.checkpoints import COMPLETE_MARKER, WRITING_MARKER, complete_checkpoints, resume_point, rotate
-from lorazoo.train.run_dir import UNFINGERPRINTED, RunDirError, claim, fingerprint, identity
+from lorazoo.train.records.checkpoints import (
+    COMPLETE_MARKER,
+    WRITING_MARKER,
+    complete_checkpoints,
+    resume_point,
+    rotate,
+)
+from lorazoo.train.records.run_dir import UNFINGERPRINTED, RunDirError, claim, fingerprint, identity
 
 TINY = [
     "logger=none",
@@ -260,7 +266,7 @@ DIVERGING = [
 
 def test_diverged_run_is_failed_and_keeps_the_last_good_checkpoint(tmp_path: Path):
     """lr = 10 on the head: loss 1.1 → 30; reported `failed: diverged`, never `completed`."""
-    from lorazoo.train.divergence import DivergedError
+    from lorazoo.train.engine.divergence import DivergedError
 
     with pytest.raises(
         DivergedError, match=r"^diverged: smoothed train loss .* > 4 × initial 1\.09\d* for 3 logging steps"
@@ -275,7 +281,7 @@ def test_diverged_run_is_failed_and_keeps_the_last_good_checkpoint(tmp_path: Pat
 def test_divergence_factor_and_patience_are_options():
     from types import SimpleNamespace
 
-    from lorazoo.train.divergence import DivergedError, DivergenceStop
+    from lorazoo.train.engine.divergence import DivergedError, DivergenceStop
 
     def feed(stop: DivergenceStop, losses: list[float]) -> list[bool]:
         saves = []
@@ -316,7 +322,7 @@ def test_non_finite_final_metric_fails_the_run(tmp_path: Path, monkeypatch):
 
 def test_scratch_of_a_killed_write_is_removed_when_the_run_resumes(tmp_path: Path):
     """A SIGKILL between atomic_write's write and rename leaves ``.<name>.<random>.tmp``; the owner removes it."""
-    from lorazoo.train import run_dir
+    from lorazoo.train.records import run_dir
 
     (tmp_path / "adapter").mkdir()
     for name in (".train_time.json.x1y2.tmp", "adapter/.adapter.safetensors.z3.tmp"):

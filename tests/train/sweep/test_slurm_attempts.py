@@ -23,10 +23,10 @@ from lorazoo.cli import CONFIG_DIR
 from lorazoo.train import errors as train_errors
 from lorazoo.train import run
 from lorazoo.train.errors import RunDirError
-from lorazoo.train.slurm_attempt import is_requeued_attempt, record_attempt
-from lorazoo.train.sweep_outcome import Outcome, failed_stage, summary
+from lorazoo.train.sweep.outcome import Outcome, failed_stage, summary
+from lorazoo.train.sweep.slurm_attempt import is_requeued_attempt, record_attempt
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 TINY = [
     "model=tiny_bert",
     "projection=lora",
@@ -194,7 +194,7 @@ def test_a_named_sweep_keeps_one_folder(overrides, folder):
 
 def test_job_names_and_per_rank_logs():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from lorazoo.train.slurm_launcher import _rank_log, job_name
+    from lorazoo.train.sweep.slurm_launcher import _rank_log, job_name
 
     cfg = composed("projection=vera", "task=glue/sst2", "seed=2", "hydra/launcher=submitit_slurm")
     assert job_name(cfg) == "lorazoo:vera-glue-sst2-s2"

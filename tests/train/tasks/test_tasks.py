@@ -10,13 +10,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from lorazoo import LoraZooError
-from lorazoo.train import hub
 from lorazoo.train.errors import DataFormatError, DataUnavailableError
-from lorazoo.train.metrics import compute, majority_rate
+from lorazoo.train.evaluation.metrics import compute, majority_rate
+from lorazoo.train.loading import hub
 from lorazoo.train.tasks import build_task
 from lorazoo.train.tasks.math_answers import extract_prediction, is_equivalent, parse_answer
 
-SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+SHARED_GLUE = Path(__file__).resolve().parents[4] / "shared" / "data" / "glue"
 
 # one tiny file per GLUE task in the classic layout: (file name, text)
 TSV = {

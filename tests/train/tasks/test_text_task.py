@@ -20,7 +20,7 @@ from lorazoo.errors import ConfigError
 from lorazoo.train import build_task, run
 from lorazoo.train.errors import DataFormatError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 TINY = [
     "logger=none",
     "projection=lora",

@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LoraZooError
-from ..layout import Layout
-from ..projections import get_projection_class
-from ..wrappers import layout_from_model
-from .config_store import projection_node
-from .errors import ConfigError
-from .options import ModelOptions, ProjectionOptions
+from lorazoo.errors import LoraZooError
+from lorazoo.layout import Layout
+from lorazoo.projections import get_projection_class
+from lorazoo.targets import layout_from_model
+from lorazoo.train.config.store import projection_node
+from lorazoo.train.errors import ConfigError
+from lorazoo.train.options import ModelOptions, ProjectionOptions
 
 D_PER_D = 23040 / 147456  # Uni-LoRA GLUE: d / D on RoBERTa-base q,v r=4
 VERA_RANK_PER_WIDTH = 1024 / 768  # VeRA GLUE: r = 1024 on RoBERTa-base (hidden 768)
@@ -74,7 +74,7 @@ def yaml_defaults(name: str) -> dict[str, Any] | None:
     ``paper`` declaration (None when it has neither)."""
     import yaml
 
-    from ..counting import model_config_dirs
+    from lorazoo.counting import model_config_dirs
 
     for folder in model_config_dirs():
         path = folder.parent / "projection" / f"{name}.yaml"
@@ -172,8 +172,8 @@ def fit_projection(
 
 def meta_layout(model: ModelOptions, opts: ProjectionOptions, num_labels: int) -> Layout | None:
     """The adapted layout from the model's config alone (meta device, no weights); None when unknown."""
-    from ..counting import meta_model
-    from .models import TINY_CONFIGS, resolve_source
+    from lorazoo.counting import meta_model
+    from lorazoo.train.loading.base_model import TINY_CONFIGS, resolve_source
 
     fields: dict[str, Any] | None = None
     if model.pretrained.startswith("tiny:"):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..layout import Layout
-from .errors import ConfigError
-from .options import ModelOptions, ProjectionOptions, TrainerOptions
+from lorazoo.layout import Layout
+from lorazoo.train.errors import ConfigError
+from lorazoo.train.options import ModelOptions, ProjectionOptions, TrainerOptions
 
 # projections whose rank is the size of a shared random basis, not of each module's factors: VeRA's paper uses
 # r = 1024 on RoBERTa-base's width 768 (Kopiczko et al. 2024, arXiv:2310.11454, Table 1); memory still bounds it
@@ -38,7 +38,7 @@ def model_config(model: ModelOptions) -> Any | None:
     """The base model's transformers config, read without weights (None when it is not on disk offline)."""
     from transformers import AutoConfig
 
-    from .models import TINY_CONFIGS, resolve_source
+    from lorazoo.train.loading.base_model import TINY_CONFIGS, resolve_source
 
     if model.pretrained.startswith("tiny:"):
         kind = model.pretrained.split(":", 1)[1]
@@ -74,7 +74,7 @@ def check_base_model(model: ModelOptions, trainer: TrainerOptions) -> None:
     config = model_config(model)
     if config is None or model.quantization != "none":  # unknown offline; quantised sizes are the loader's
         return
-    from ..counting import meta_model
+    from lorazoo.counting import meta_model
 
     hidden, layers, vocab = _shape(config)
     if layers > MAX_LAYERS:  # even the meta-device model would take minutes to build

@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import ConfigError
+from lorazoo.train.errors import ConfigError
 
 INT32 = 2**31 - 1  # Trainer's step counters and torch's int32 index arithmetic
 SEED_MAX = 2**32 - 1  # numpy.random.seed (transformers.set_seed) takes 0..2**32-1
@@ -262,7 +262,7 @@ def check_fields(cls: type, node: Any, where: str) -> None:
             continue
         check_value(key, value, hints[name])
         if key == "optimizer.groups":
-            from .optimizer import GroupOptions
+            from lorazoo.train.engine.optimizer import GroupOptions
 
             for group, entry in value.items():
                 check_fields(GroupOptions, entry, f"{key}.{group}")
@@ -293,10 +293,10 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 
 def group_classes(plain: dict[str, Any]) -> dict[str, type]:
     """The dataclass each group's keys are typed by (the task's from the task registry)."""
-    from .harness import EvalOptions
-    from .optimizer import OptimizerOptions
-    from .options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions
-    from .tasks import task_class, task_names
+    from lorazoo.train.engine.optimizer import OptimizerOptions
+    from lorazoo.train.evaluation.harness import EvalOptions
+    from lorazoo.train.options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions
+    from lorazoo.train.tasks import task_class, task_names
 
     classes: dict[str, type] = {
         "projection": ProjectionOptions,
@@ -322,7 +322,7 @@ def check(cfg: DictConfig) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {unknown}; valid: {list(TOP_LEVEL)}")
     check_fields(TopLevel, {k: v for k, v in plain.items() if k not in GROUPS}, "")
-    from .options import from_node
+    from lorazoo.train.options import from_node
 
     for group, cls in group_classes(plain).items():
         if group in plain:

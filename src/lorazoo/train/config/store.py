@@ -20,7 +20,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from ..projections import PaperSettings, get_projection_class, projection_names
+from lorazoo.projections import PaperSettings, get_projection_class, projection_names
 
 GROUP = "projection_options"
 LR_SPAN = (Decimal("0.1"), Decimal(100))  # the fair protocol's lr search: 1/10 .. 100 × the paper lr

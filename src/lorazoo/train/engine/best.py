@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .options import TrainerOptions
+from lorazoo.train.errors import ConfigError
+from lorazoo.train.options import TrainerOptions
 
 
 def best_metric_name(options: TrainerOptions, metric_keys: list[str], loss_only: bool) -> str:

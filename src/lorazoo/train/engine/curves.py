@@ -22,7 +22,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..io import atomic_write, current_umask
+from lorazoo.files import atomic_write, current_umask
 
 CURVES_FILE = "curves.jsonl"
 _EVAL_TIMING = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")

@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..errors import LoraZooError
+from lorazoo.errors import LoraZooError
 
 SMOOTHING = 0.5
 

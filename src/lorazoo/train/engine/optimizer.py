@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
-from .options import check_choice
+from lorazoo.train.errors import ConfigError
+from lorazoo.train.options import check_choice
 
 OPTIMIZERS = ("adamw",)
 NO_DECAY = ["*bias", "*LayerNorm.weight", "*layer_norm.weight", "*norm.weight"]

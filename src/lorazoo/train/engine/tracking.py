@@ -8,9 +8,9 @@ import string
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from ..io import atomic_write
-from .distributed import is_rank_zero
-from .options import LoggerOptions
+from lorazoo.files import atomic_write
+from lorazoo.train.engine.distributed import is_rank_zero
+from lorazoo.train.options import LoggerOptions
 
 RUN_ID_FILE = "wandb_run_id"  # in the run dir: the W&B run a resume continues
 FLUSH_S = 2.0  # wandb's default is 15 s

@@ -14,9 +14,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..io import atomic_write_json
-from .provenance import CpuClock
-from .run_record import CPU_TIME, TRAIN_TIME, read_times
+from lorazoo.files import atomic_write_json
+from lorazoo.train.records.provenance import CpuClock
+from lorazoo.train.records.run_record import CPU_TIME, TRAIN_TIME, read_times
 
 
 class TrainTimeCallback(TrainerCallback):

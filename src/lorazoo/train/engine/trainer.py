@@ -13,12 +13,12 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
-from . import checkpoints as marks
-from .checkpoints import COMPLETE_MARKER
-from .divergence import DivergenceStop
-from .errors import NonFiniteLossError, WriteFailedError
-from .optimizer import OptimizerOptions, build_optimizer
-from .options import TrainerOptions
+from lorazoo.train.engine.divergence import DivergenceStop
+from lorazoo.train.engine.optimizer import OptimizerOptions, build_optimizer
+from lorazoo.train.errors import NonFiniteLossError, WriteFailedError
+from lorazoo.train.options import TrainerOptions
+from lorazoo.train.records import checkpoints as marks
+from lorazoo.train.records.checkpoints import COMPLETE_MARKER
 
 __all__ = ["COMPLETE_MARKER", "LoraZooTrainer", "last_complete_checkpoint"]
 

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write
-from .errors import ConfigError, DataUnavailableError
-from .hub import hub_unreachable_reason
-from .lm_eval_code import OPT_IN, code_in_task_yamls
-from .options import from_node
+from lorazoo.files import atomic_write
+from lorazoo.train.errors import ConfigError, DataUnavailableError
+from lorazoo.train.evaluation.lm_eval_code import OPT_IN, code_in_task_yamls
+from lorazoo.train.loading.hub import hub_unreachable_reason
+from lorazoo.train.options import from_node
 
 INSTALL_HINT = "pip install 'lorazoo[eval]' (lm-eval)"
 LOCAL_COPY_HINT = (

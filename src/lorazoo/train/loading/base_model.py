@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from .. import AdapterConfig, attach, gguf_cache
-from ..packaged import package_dir, resolve_source  # noqa: F401  (package_dir: re-exported)
-from .errors import ConfigError, ModelUnavailableError, RemoteCodeError
-from .hub import hub_unreachable_reason
-from .options import ModelOptions, ProjectionOptions
-from .quantization import bnb_config, quantize_in_memory
+from lorazoo import AdapterConfig, attach, gguf_cache
+from lorazoo.packaged import package_dir, resolve_source  # noqa: F401  (package_dir: re-exported)
+from lorazoo.train.errors import ConfigError, ModelUnavailableError, RemoteCodeError
+from lorazoo.train.loading.hub import hub_unreachable_reason
+from lorazoo.train.loading.quantization import bnb_config, quantize_in_memory
+from lorazoo.train.options import ModelOptions, ProjectionOptions
 
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "bert": dict(

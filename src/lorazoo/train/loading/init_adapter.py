@@ -14,9 +14,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..config import AdapterConfig
-from ..io import read_adapter_config
-from .errors import ConfigError
+from lorazoo.config import AdapterConfig
+from lorazoo.files import read_adapter_config
+from lorazoo.train.errors import ConfigError
 
 # fields that may differ between the saved adapter and this run's adapter
 _FREE = ("seed", "modules_to_save", "base_model_name_or_path")

@@ -8,33 +8,10 @@ path, so every source ends up quantised by one code path.
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from typing import Any
 
 import torch
-
-from .errors import ConfigError, ModelUnavailableError
-
-QUANTIZATIONS = ("none", "8bit", "4bit")
-QUANT_TYPES = ("nf4", "fp4")
-
-
-def check_quantization(mode: str, quant_type: str, double_quant: Any, compute_dtype: str | None) -> None:
-    """Fail in seconds (before any weights load) on a value bitsandbytes cannot honour."""
-    if mode not in QUANTIZATIONS:
-        raise ConfigError(f"model.quantization={mode!r} is not valid; choose one of {list(QUANTIZATIONS)}")
-    if quant_type not in QUANT_TYPES:
-        raise ConfigError(f"model.bnb_4bit_quant_type={quant_type!r} is not valid; choose one of {list(QUANT_TYPES)}")
-    if not isinstance(double_quant, bool):
-        raise ConfigError(f"model.bnb_4bit_use_double_quant={double_quant!r} is not valid; use true or false")
-    if compute_dtype is not None and compute_dtype not in ("float32", "bfloat16", "float16"):
-        raise ConfigError(
-            f"model.bnb_4bit_compute_dtype={compute_dtype!r} is not valid; choose float32, bfloat16, "
-            "float16 or null (= model.dtype)"
-        )
-    if mode != "none" and importlib.util.find_spec("bitsandbytes") is None:
-        raise ModelUnavailableError(f"model.quantization={mode} needs bitsandbytes: pip install 'bitsandbytes>=0.45'")
 
 
 def bnb_config(opts: Any) -> Any:

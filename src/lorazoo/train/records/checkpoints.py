@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import LoraZooError
-from .config_diff import first_difference, flatten
-from .errors import RunDirError
+from lorazoo.errors import LoraZooError
+from lorazoo.train.errors import RunDirError
+from lorazoo.train.records.config_diff import first_difference, flatten
 
 WRITING_MARKER = "checkpoint_writing"
 COMPLETE_MARKER = "checkpoint_complete"  # written last: a checkpoint without it was interrupted
@@ -73,7 +73,7 @@ def mark_writing(folder: Path, fingerprint: str | None) -> None:
 
 
 def mark_complete(folder: Path, step: int, fingerprint: str | None) -> None:
-    from ..io import atomic_write_json
+    from lorazoo.files import atomic_write_json
 
     atomic_write_json(folder / COMPLETE_MARKER, {"step": step, "fingerprint": fingerprint})
     (folder / WRITING_MARKER).unlink(missing_ok=True)
@@ -93,7 +93,7 @@ def rotate(directory: Path, keep: int | None, protect: str | None = None) -> Non
 
 def _readable(folder: Path) -> str | None:
     """Why ``folder`` cannot be resumed from, or None when it can."""
-    from ..io import read_adapter_config, read_adapter_tensors
+    from lorazoo.files import read_adapter_config, read_adapter_tensors
 
     try:
         read_adapter_config(folder)

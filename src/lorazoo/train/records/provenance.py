@@ -20,8 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..io import file_sha256
-from ..version import __version__
+from lorazoo.files import file_sha256
+from lorazoo.version import __version__
 
 CONFIG_USED = "config_used.yaml"
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets")
@@ -32,7 +32,7 @@ _CONFIG_FLAGS = ("--config-path", "--config-name", "--config-dir", "-cp", "-cn",
 def git_state(where: Path | None = None) -> dict[str, Any] | None:
     """{"commit", "dirty"} of the checkout lorazoo is imported from; None when it is not a git checkout
     (an installed wheel) or git is missing."""
-    where = where or Path(__file__).resolve().parents[3]
+    where = where or Path(__file__).resolve().parents[4]
 
     def git(*args: str) -> str | None:
         try:
@@ -115,7 +115,7 @@ def config_used(cfg: DictConfig, fitted: dict[str, Any]) -> dict[str, Any]:
 
 def write_config_used(out: Path, cfg: DictConfig, fitted: dict[str, Any]) -> Path:
     """``<run dir>/config_used.yaml``, and ``.hydra/config.yaml`` when Hydra's copy is there: both say what ran."""
-    from ..io import atomic_write
+    from lorazoo.files import atomic_write
 
     used = OmegaConf.create(config_used(cfg, fitted))
     written = out / CONFIG_USED

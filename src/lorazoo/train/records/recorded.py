@@ -17,7 +17,7 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config_diff import flatten
+from lorazoo.train.records.config_diff import flatten
 
 _NO_DEFAULT = object()
 MIN_SUBSTRING = 6  # shorter values are replaced only where they are a whole string ("1" inside "10" is no secret)

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from ..io import RUN_FILE, atomic_write_json, file_sha256, leftover_scratch
-from ..projections.rng import GENERATOR_VERSION
-from .checkpoints import complete_checkpoints
-from .config_diff import NO_DIFFERENCE, first_difference, flatten
-from .errors import RunDirError
+from lorazoo.files import RUN_FILE, atomic_write_json, file_sha256, leftover_scratch
+from lorazoo.projections.rng import GENERATOR_VERSION
+from lorazoo.train.errors import RunDirError
+from lorazoo.train.records.checkpoints import complete_checkpoints
+from lorazoo.train.records.config_diff import NO_DIFFERENCE, first_difference, flatten
 
 LOCK_FILE = ".lorazoo.lock"
 METRICS_FILE = "metrics.json"

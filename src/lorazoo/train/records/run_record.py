@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json
+from lorazoo.files import atomic_write_json
 
 TRAIN_TIME = "train_time.json"
 CPU_TIME = "cpu_time.json"  # {step: CPU seconds of training so far}, the same way as TRAIN_TIME

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .tasks import build_task
+from lorazoo.train.tasks import build_task
 
 LOWER_IS_BETTER = frozenset({"perplexity", "loss"})  # returned negated, so every objective is maximised
 

@@ -16,7 +16,7 @@ from typing import Any
 from hydra_plugins.hydra_optuna_sweeper import optuna_sweeper as plugin
 from omegaconf import OmegaConf
 
-from .errors import ConfigError
+from lorazoo.train.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

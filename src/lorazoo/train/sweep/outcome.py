@@ -12,8 +12,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import LoraZooError
-from ..io import atomic_write_json
+from lorazoo.errors import LoraZooError
+from lorazoo.files import atomic_write_json
 
 _noted: list[tuple[BaseException, str]] = []  # (the failure, its job dir)
 

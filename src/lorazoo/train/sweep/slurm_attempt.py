@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json
+from lorazoo.files import atomic_write_json
 
 ATTEMPTS_FILE = "slurm_attempts.json"
 

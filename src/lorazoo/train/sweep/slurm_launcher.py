@@ -27,9 +27,9 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher as plugin
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..errors import LoraZooError
-from .naming import slug
-from .sweep_outcome import Outcome, failed_stage, one_line, summary, take_noted
+from lorazoo.errors import LoraZooError
+from lorazoo.train.records.naming import slug
+from lorazoo.train.sweep.outcome import Outcome, failed_stage, one_line, summary, take_noted
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ Every module in this package is imported here (pkgutil), so a new task is one fi
 import importlib
 import pkgutil
 
-from .base import Task, TaskOptions, build_task, register_task, task_class, task_names
+from lorazoo.train.tasks.base import Task, TaskOptions, build_task, register_task, task_class, task_names
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):

@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ... import jsonsafe
-from ..errors import ConfigError, DataFormatError, DataUnavailableError
-from ..hub import hub_unreachable_reason
-from ..options import from_node
+from lorazoo import jsonsafe
+from lorazoo.train.errors import ConfigError, DataFormatError, DataUnavailableError
+from lorazoo.train.loading.hub import hub_unreachable_reason
+from lorazoo.train.options import from_node
 
 _TASKS: dict[str, type[Task]] = {}
 

@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Task
-from .encoding import IGNORE, causal_collator, encode_columns
+from lorazoo.train.tasks.base import Task
+from lorazoo.train.tasks.encoding import IGNORE, causal_collator, encode_columns
 
 
 class CausalLMTask(Task):

@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import metrics
-from .base import Task, carve_holdout, subsample
-from .encoding import encode_columns
+from lorazoo.train.evaluation import metrics
+from lorazoo.train.tasks.base import Task, carve_holdout, subsample
+from lorazoo.train.tasks.encoding import encode_columns
 
 Row = tuple[str, "str | None", "int | float"]
 

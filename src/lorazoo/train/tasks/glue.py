@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataFormatError
-from .base import TaskOptions, lines_of, load_hub_split, register_task, require_file
-from .classification import ClassificationTask, Row
+from lorazoo.train.errors import ConfigError, DataFormatError
+from lorazoo.train.tasks.base import TaskOptions, lines_of, load_hub_split, register_task, require_file
+from lorazoo.train.tasks.classification import ClassificationTask, Row
 
 
 @dataclass(frozen=True)

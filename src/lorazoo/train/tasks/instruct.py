@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...io import atomic_write
-from .base import (
+from lorazoo.files import atomic_write
+from lorazoo.train.tasks.base import (
     TaskOptions,
     load_hub_split,
     located_records,
@@ -22,7 +22,7 @@ from .base import (
     require_keys,
     subsample,
 )
-from .causal import CausalLMTask, generate
+from lorazoo.train.tasks.causal import CausalLMTask, generate
 
 # The Stanford Alpaca prompt templates (github.com/tatsu-lab/stanford_alpaca, train.py).
 WITH_INPUT = (

@@ -9,7 +9,7 @@ import re
 import threading
 from typing import Any
 
-from ..errors import DataFormatError
+from lorazoo.train.errors import DataFormatError
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*(\{)?")
 GSM8K_MARK = "####"

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...io import atomic_write
-from ..errors import ConfigError, DataFormatError
-from ..options import check_choice
-from .base import (
+from lorazoo.files import atomic_write
+from lorazoo.train.errors import ConfigError, DataFormatError
+from lorazoo.train.options import check_choice
+from lorazoo.train.tasks.base import (
     TaskOptions,
     load_hub_split,
     located_records,
@@ -37,8 +37,8 @@ from .base import (
     require_keys,
     subsample,
 )
-from .causal import CausalLMTask, generate
-from .math_answers import (
+from lorazoo.train.tasks.causal import CausalLMTask, generate
+from lorazoo.train.tasks.math_answers import (
     extract_prediction,
     gsm8k_reference,
     is_equivalent,

