@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 import lorazoo
-from lorazoo.io import atomic_write_json
+from lorazoo.files import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results" / "benchmarks"

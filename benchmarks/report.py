@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lorazoo.io import atomic_write
+from lorazoo.files import atomic_write
 
 from . import common, stats
 from .common import fmt

@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def write_markdown(data: dict[str, Any], path: Path) -> Path:
-    from lorazoo.io import atomic_write
+    from lorazoo.files import atomic_write
 
     text = "\n".join(report.serving_section(data))
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -25,9 +25,9 @@ import yaml  # noqa: E402
 
 from lorazoo import AdapterConfig, LoraZooError, count_parameters, projection_names  # noqa: E402
 from lorazoo.counting import load_model_spec  # noqa: E402
-from lorazoo.io import atomic_write  # noqa: E402
+from lorazoo.files import atomic_write  # noqa: E402
 from lorazoo.projections import get_projection_class  # noqa: E402
-from lorazoo.train.model_fit import yaml_defaults  # noqa: E402
+from lorazoo.train.config.model_fit import yaml_defaults  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "results" / "param_counts.md"

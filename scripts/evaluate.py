@@ -26,7 +26,7 @@ def model_options(run_dir: Path, adapter_dir: Path, base: str | None) -> tuple[A
     """ModelOptions and seed of the run (the seed regenerates a random ``tiny:`` base exactly)."""
     from omegaconf import OmegaConf
 
-    from lorazoo.io import read_adapter_config
+    from lorazoo.files import read_adapter_config
     from lorazoo.train.options import ModelOptions, from_node
 
     config, _ = read_adapter_config(adapter_dir)
@@ -55,7 +55,7 @@ def load_run_model(run_dir: Path, base: str | None) -> tuple[Any, Any, str]:
     from transformers import set_seed
 
     from lorazoo import load_adapter
-    from lorazoo.train.models import load_base
+    from lorazoo.train.loading.base_model import load_base
 
     adapter_dir = run_dir / "adapter" if (run_dir / "adapter").is_dir() else run_dir
     if not (adapter_dir / "adapter_config.json").is_file():
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or args.run_dir / "lm_eval" / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())
     try:
-        from lorazoo.train.harness import Harness, LmEvalOptions
+        from lorazoo.train.evaluation.harness import Harness, LmEvalOptions
 
         if out.exists():
             raise LoraZooError(f"{out} exists; results files are never overwritten (pass another --out)")

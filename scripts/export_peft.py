@@ -20,7 +20,7 @@ from pathlib import Path
 import transformers
 
 from lorazoo import LoraZooError, load_adapter
-from lorazoo.io import CONFIG_NAME, read_adapter_config
+from lorazoo.files import CONFIG_NAME, read_adapter_config
 from lorazoo.packaged import resolve_source
 from lorazoo.rank_limit import EXPORT_RECORD
 

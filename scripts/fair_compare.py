@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from lorazoo.io import atomic_write_json
+from lorazoo.files import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
