@@ -75,6 +75,7 @@ class Task:
     task_type: ClassVar[str] = "seq_cls"
     prediction_loss_only: ClassVar[bool] = False
     supports_holdout: ClassVar[bool] = False  # True where load() honours task.holdout_dev
+    greater_is_better: ClassVar[bool] = True  # the direction of the main metric (first of metric_keys)
 
     def __init__(self, options: Any, seed: int):
         self.options = options
@@ -116,6 +117,15 @@ class Task:
     def metric_keys(self) -> list[str]:
         """The task's headline metric names (copied to the top level of metrics.json)."""
         return []
+
+    def metric_meaning(self) -> dict[str, Any]:
+        """The main metric (first of ``metric_keys``) and whether larger is better, declared here once: the
+        runner writes it into metrics.json, where the sweep objective, the summary and compare read it. A task
+        reporting no score of its own is ranked by its evaluation loss, lower first."""
+        keys = self.metric_keys()
+        if not keys:
+            return {"main_metric": "loss", "greater_is_better": False}
+        return {"main_metric": keys[0], "greater_is_better": self.greater_is_better}
 
     def summary(self) -> dict[str, Any]:
         """Extra facts for metrics.json (data sizes, majority_rate, ...)."""

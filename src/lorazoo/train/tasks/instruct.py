@@ -70,6 +70,7 @@ def prompt_of(record: dict) -> str:
 @register_task("instruct/alpaca", "instruct")
 class AlpacaTask(CausalLMTask):
     Options = AlpacaOptions
+    greater_is_better = False  # perplexity
 
     def load(self) -> None:
         opts = self.options

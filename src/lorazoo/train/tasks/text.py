@@ -200,6 +200,7 @@ class TextGenerateTask(CausalLMTask):
     """Causal-LM fine-tuning on (prompt, target) columns; scored by held-out loss and perplexity."""
 
     Options = TextGenerateOptions
+    greater_is_better = False  # perplexity
 
     def metric_keys(self) -> list[str]:
         return ["perplexity"]
