@@ -89,16 +89,16 @@ def _ranks_share_one_run_dir(hydra_main: Callable[..., Any]) -> Callable[..., An
 def hydra_main(cfg: DictConfig) -> float | None:
     """Train + evaluate one job (one per multirun job); writes metrics.json and adapter/ in the job dir.
 
-    Returns the sweep objective (the task's main metric, larger is better; see train/objective.py), or
+    Returns the sweep objective (the task's main metric, larger is better; see train/sweep/objective.py), or
     None when a multirun job's training failed, which hydra-optuna-sweeper records as a failed trial.
     """
     try:
         _quiet_libraries()
         from lorazoo.train import run
-        from lorazoo.train.sweep.objective import main_metric, objective
+        from lorazoo.train.sweep.objective import objective
 
         record = run(cfg)
-        return objective(record, main_metric(cfg.task, int(cfg.seed)))
+        return objective(record, cfg.task)
     except (LoraZooError, OSError) as exc:
         if _debugging():
             raise

@@ -17,7 +17,9 @@ from omegaconf import OmegaConf
 
 from lorazoo import projection_names
 from lorazoo.cli import CONFIG_DIR
-from lorazoo.train.sweep.objective import main_metric, objective
+from lorazoo.train.sweep.objective import objective
+from lorazoo.train.tasks import build_task
+from lorazoo.train.tasks.meaning import MetricMeaningError
 
 REPO = Path(__file__).resolve().parents[3]
 TINY_SWEEP = [
@@ -45,35 +47,89 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def task_node(task: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=[f"task={task}"]).task
+
+
 @pytest.mark.parametrize(
-    "task,metric",
+    "task,metric,sign",
     [
-        ("tweets", "accuracy"),
-        ("glue/cola", "matthews_correlation"),
-        ("glue/stsb", "pearson"),
-        ("glue/mrpc", "accuracy"),
-        ("math/gsm8k", "exact_match"),
-        ("instruct/alpaca", "perplexity"),
+        ("tweets", "accuracy", 1),
+        ("glue/cola", "matthews_correlation", 1),
+        ("glue/stsb", "pearson", 1),
+        ("glue/mrpc", "accuracy", 1),
+        ("math/gsm8k", "exact_match", 1),
+        ("instruct/alpaca", "perplexity", -1),
+        ("text/generate", "perplexity", -1),
     ],
 )
-def test_main_metric_per_task(task: str, metric: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"task={task}"])
-    assert main_metric(cfg.task) == metric
+def test_record_without_a_meaning_uses_its_tasks_declaration(task: str, metric: str, sign: int):
+    """A record from before lorazoo wrote main_metric/greater_is_better: the task built from the run's config."""
+    record = {"status": "completed", metric: 0.5, "metrics": {metric: 0.5, "loss": 0.25, "f1": 0.75}}
+    assert objective(record, task_node(task)) == sign * 0.5
 
 
 def test_objective_orients_and_fails():
-    assert objective({"status": "completed", "accuracy": 0.75}, "accuracy") == 0.75
-    assert objective({"status": "completed", "perplexity": 12.5}, "perplexity") == -12.5  # maximised
-    assert objective({"status": "completed", "metrics": {"pearson": 0.5}}, "pearson") == 0.5
+    assert objective({"status": "completed", "accuracy": 0.75, **greater_first("accuracy")}) == 0.75
+    assert objective({"status": "completed", "perplexity": 12.5, **lower_first("perplexity")}) == -12.5  # maximised
+    assert objective({"status": "completed", "metrics": {"pearson": 0.5}, **greater_first("pearson")}) == 0.5
     for bad in (
         {"status": "failed", "accuracy": 0.9},
         {"status": "running"},
         None,
-        {"status": "completed", "accuracy": float("nan")},
-        {"status": "completed"},
+        {"status": "completed", "accuracy": float("nan"), **greater_first("accuracy")},
+        {"status": "completed", **greater_first("accuracy")},
     ):
-        assert objective(bad, "accuracy") is None  # the sweeper records None as a failed trial
+        assert objective(bad) is None  # the sweeper records None as a failed trial
+
+
+def greater_first(metric: str) -> dict:
+    return {"main_metric": metric, "greater_is_better": True}
+
+
+def lower_first(metric: str) -> dict:
+    return {"main_metric": metric, "greater_is_better": False}
+
+
+@pytest.mark.parametrize("metric", ["perplexity", "word_error_rate", "loss"])
+def test_objective_takes_the_direction_the_record_states(metric: str):
+    """Lower is better because the record says so, whatever the metric's name; the record wins over the task."""
+    low, high = ({"status": "completed", metric: v, **lower_first(metric)} for v in (2.0, 3.0))
+    assert objective(low, task_node("tweets")) > objective(high, task_node("tweets"))
+    assert objective({"status": "completed", metric: 2.0, **greater_first(metric)}) == 2.0
+
+
+def test_lower_is_better_task_prefers_the_lower_perplexity():
+    """instruct/alpaca declares perplexity, lower first: the sweep maximises the objective, so 8 beats 9."""
+    node = task_node("instruct/alpaca")
+    meaning = build_task(node, 0).metric_meaning()
+    better, worse = ({"status": "completed", "perplexity": v, **meaning} for v in (8.0, 9.0))
+    assert objective(better, node) > objective(worse, node)
+    assert objective({"status": "completed", "perplexity": 8.0}, node) == objective(better, node)
+
+
+@pytest.mark.parametrize(
+    "record,message",
+    [
+        ({"output_dir": "/runs/r1"}, "/runs/r1/metrics.json: the record has no main_metric/greater_is_better"),
+        (
+            {**greater_first("accuracy"), "greater_is_better": "false"},
+            "greater_is_better='false' is not a metric meaning",
+        ),
+        ({"main_metric": "accuracy"}, "greater_is_better=None is not a metric meaning"),
+        ({"greater_is_better": True}, "main_metric=None, greater_is_better=True is not a metric meaning"),
+    ],
+)
+def test_record_without_a_usable_meaning_is_a_one_line_error(record: dict, message: str):
+    with pytest.raises(MetricMeaningError) as caught:
+        objective({"status": "completed", "accuracy": 0.5, **record})
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_record_whose_task_config_no_longer_builds_is_a_one_line_error():
+    with pytest.raises(MetricMeaningError, match=r"task config does not build .*unknown key\(s\) \['retired'\]"):
+        objective({"status": "completed", "accuracy": 0.5}, {"name": "tweets", "retired": 1})
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
-"""The number a sweep optimises: the task's main metric, oriented so that larger is better.
+"""The number a sweep optimises: the run's main metric, oriented so that larger is better.
 
+Which metric is main and which way is better is what the run's record states (``main_metric`` and
+``greater_is_better``, the task's own declaration; see ``tasks/meaning.py``), never a list of names here.
 Hydra's Optuna sweeper reads the value ``run.py``'s main returns. A job that did not complete returns
 ``None``: hydra-optuna-sweeper 1.3 then records the trial as FAIL (its value is not float-castable) and
 goes on with the next trial, where a NaN would make optuna 2.10's ``Study.tell`` raise and end the sweep.
@@ -10,22 +12,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lorazoo.train.tasks import build_task
-
-LOWER_IS_BETTER = frozenset({"perplexity", "loss"})  # returned negated, so every objective is maximised
+from lorazoo.train.tasks.meaning import recorded_meaning
 
 
-def main_metric(task_node: Any, seed: int = 0) -> str:
-    """The task's headline metric (the first of its metric keys: accuracy, matthews_correlation, pearson, ...)."""
-    keys = build_task(task_node, seed).metric_keys()
-    return keys[0] if keys else "loss"
-
-
-def objective(record: dict[str, Any] | None, metric: str) -> float | None:
-    """``record[metric]`` (negated when lower is better); None for a failed/unfinished run or a non-finite value."""
+def objective(record: dict[str, Any] | None, task_node: Any = None) -> float | None:
+    """The record's main metric, negated when lower is better; None for a failed/unfinished run or a
+    non-finite value. ``task_node`` (the run's task config) supplies the meaning when the record lacks it."""
     if not record or record.get("status") != "completed":
         return None
+    where = f"{record['output_dir']}/metrics.json" if record.get("output_dir") else "the run's metrics.json"
+    meaning = recorded_meaning(record, task_node, where)
+    metric = meaning.main_metric
     value = record.get(metric, (record.get("metrics") or {}).get(metric))
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
-    return -float(value) if metric in LOWER_IS_BETTER else float(value)
+    return meaning.oriented(value)
