@@ -16,7 +16,6 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from test_architecture import LAYERS, layer_of
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "lorazoo"
@@ -26,7 +25,7 @@ EXAMPLE_FILES = {"src/lorazoo/projections/halfshared.py", "src/lorazoo/train/tas
 # Packages whose modules get one README row each; every other package is one row naming its modules.
 EXPANDED_PACKAGES = (PACKAGE, PACKAGE / "train")
 
-PATH = r"(?<![\w./<>-])(?P<path>(?:[\w-]+/)+[\w-]+\.py)(?:::(?P<name>\w+))?"
+PATH = r"(?<![\w./<>:@-])(?P<path>(?:[\w-]+/)+[\w-]+\.(?:py|yaml|json|sh|toml))(?:::(?P<name>\w+))?"
 CONTINUED = r"(?<![\w.:])::(?P<continued>\w+)"
 BARE_TEST = r"`(?P<bare>test_\w+|Test\w+)`"
 DOTTED = r"(?<![\w./-])(?P<dotted>lorazoo(?:\.\w+)+)"
@@ -125,6 +124,7 @@ def test_every_path_test_and_module_the_docs_name_exists(doc):
         "`src/lorazoo/train/run_dir.py`",  # a moved source file, from the repo root
         "`train/model_fit.py`",  # a moved source file, from the package
         "`scripts/no_such_script.py`",
+        "`configs/hydra/sweeper/no_such_search.yaml`",  # a config, script or data file
         "`test_no_such_test_anywhere`",  # a bare test name
         "`lorazoo.train.no_such_module.build`",  # a dotted reference
         "`lorazoo.quantized.no_such_function`",
@@ -139,7 +139,8 @@ def test_right_references_of_each_kind_pass():
         "`tests/core/test_core.py::test_bad_input_is_a_one_line_lorazoo_error`, `::test_load_into_a_different_base_"
         "names_the_module`, `src/lorazoo/model.py`, `projections/rng.py`, `test_same_seed_same_metrics_and_adapter`, "
         "`lorazoo.quantized.requantization_bound`, `lorazoo.train`, vllm/config/lora.py, `.lorazoo.lock`, "
-        "`src/lorazoo/projections/halfshared.py` (an example to create)"
+        "`src/lorazoo/projections/halfshared.py` (an example to create), `configs/hydra/sweeper/lr_search.yaml`, "
+        "`scripts/ci_floors.sh`, author/repo@commit:scripts/glue.sh"
     )
     assert broken_references(line) == []
 
@@ -201,6 +202,8 @@ def test_each_package_row_names_every_module_in_it():
 
 
 def test_the_module_table_runs_bottom_to_top_through_the_layers():
+    from test_architecture import layer_of  # here, not at the top: the path tests above do not need the graph
+
     order = [(layer_of(module_of(name)), name) for name, _ in module_table()]
     out_of_order = [f"{b[1]} after {a[1]}" for a, b in zip(order, order[1:]) if b[0] < a[0]]
     assert not out_of_order, "README module table is not in the layer order of LAYERS: " + "; ".join(out_of_order)
@@ -229,6 +232,8 @@ def contributing_chain() -> list[set[str]]:
 
 
 def test_the_contributing_layer_chain_is_the_layers_of_the_architecture_test():
+    from test_architecture import LAYERS
+
     expected = [{short_name(module) for module in layer} for layer in LAYERS]
     assert contributing_chain() == expected, "CONTRIBUTING's layer chain should read: " + " → ".join(
         ", ".join(sorted(layer)) for layer in expected
