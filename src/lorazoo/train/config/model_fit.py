@@ -173,13 +173,14 @@ def fit_projection(
 def meta_layout(model: ModelOptions, opts: ProjectionOptions, num_labels: int) -> Layout | None:
     """The adapted layout from the model's config alone (meta device, no weights); None when unknown."""
     from lorazoo.counting import meta_model
-    from lorazoo.train.loading.base_model import TINY_CONFIGS, resolve_source
+    from lorazoo.train.loading.base_model import resolve_source
+    from lorazoo.train.loading.tiny import TINY_CONFIGS, tiny_fields
 
     fields: dict[str, Any] | None = None
     if model.pretrained.startswith("tiny:"):
         kind = model.pretrained.split(":", 1)[1]
         if kind in TINY_CONFIGS:
-            fields = {"model_type": kind, "vocab_size": 128, **TINY_CONFIGS[kind], **model.dims}
+            fields = {"model_type": kind, "vocab_size": 128, **tiny_fields(kind, **model.dims)}
     elif model.dims.get("model_type"):
         fields = dict(model.dims)
     if fields is None:

@@ -38,14 +38,15 @@ def model_config(model: ModelOptions) -> Any | None:
     """The base model's transformers config, read without weights (None when it is not on disk offline)."""
     from transformers import AutoConfig
 
-    from lorazoo.train.loading.base_model import TINY_CONFIGS, resolve_source
+    from lorazoo.train.loading.base_model import resolve_source
+    from lorazoo.train.loading.tiny import TINY_CONFIGS, tiny_config
 
     if model.pretrained.startswith("tiny:"):
         kind = model.pretrained.split(":", 1)[1]
         if kind not in TINY_CONFIGS:
             return None  # the model loader names the valid kinds
         try:
-            return AutoConfig.for_model(kind, **{**TINY_CONFIGS[kind], **model.dims})
+            return tiny_config(kind, **model.dims)
         except Exception as exc:  # transformers' own validation of the fields (strict dataclasses, ...)
             raise _bad_dims(model, exc) from None
     try:

@@ -17,25 +17,11 @@ import torch
 
 from lorazoo import AdapterConfig, attach, gguf_cache
 from lorazoo.packaged import package_dir, resolve_source  # noqa: F401  (package_dir: re-exported)
-from lorazoo.train.errors import ConfigError, ModelUnavailableError, RemoteCodeError
+from lorazoo.train.errors import ModelUnavailableError, RemoteCodeError
 from lorazoo.train.loading.hub import hub_unreachable_reason
 from lorazoo.train.loading.quantization import bnb_config, quantize_in_memory
+from lorazoo.train.loading.tiny import tiny_config
 from lorazoo.train.options import ModelOptions, ProjectionOptions
-
-TINY_CONFIGS: dict[str, dict[str, Any]] = {
-    "bert": dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512
-    ),
-    "llama": dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=False,
-    ),
-}
 
 
 @dataclass
@@ -116,11 +102,9 @@ def load_tokenizer(opts: ModelOptions, source: str, gguf_file: str | None = None
 
 
 def _tiny_model(kind: str, opts: ModelOptions, num_labels: int, vocab_size: int) -> torch.nn.Module:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    if kind not in TINY_CONFIGS:
-        raise ConfigError(f"model.pretrained='tiny:{kind}' is not valid; choose one of {sorted(TINY_CONFIGS)}")
-    config = AutoConfig.for_model(kind, vocab_size=vocab_size, **{**TINY_CONFIGS[kind], **opts.dims})
+    config = tiny_config(kind, **opts.dims, vocab_size=vocab_size)
     if opts.task_type == "seq_cls":
         config.num_labels = num_labels
         return AutoModelForSequenceClassification.from_config(config)
