@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lorazoo.model",),
     ("lorazoo.counting",),
     ("lorazoo",),  # the public API (__init__)
+    ("lorazoo.export_peft",),  # lorazoo-export: an adapter dir -> a PEFT LoRA adapter (core only, no train/)
     # train/, bottom to top: each subpackage may import only the ones listed above it
     ("lorazoo.train.errors",),
     ("lorazoo.train.options",),  # typed views of the config groups, parsed once
@@ -48,7 +49,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("lorazoo.train.sweep",),  # Optuna, Slurm, the sweep objective
     ("lorazoo.train.runner",),  # one run, stage by stage
     ("lorazoo.train",),
-    ("lorazoo.compare", "lorazoo.rerun", "lorazoo.curves"),  # command-line tools over run dirs (read train records)
+    (
+        "lorazoo.compare",
+        "lorazoo.rerun",
+        "lorazoo.curves",
+        "lorazoo.evaluate",
+        "lorazoo.counting_tables",
+    ),  # command-line tools over run dirs and configs (read train records, compose configs)
     ("lorazoo.cli_hints",),
     ("lorazoo.cli",),
 ]

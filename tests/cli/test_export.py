@@ -1,20 +1,11 @@
-"""scripts/export_peft.py: lorazoo adapter on a local base directory → PEFT LoRA adapter with equal outputs."""
+"""lorazoo.export_peft (lorazoo-export, scripts/export_peft.py): lorazoo adapter on a local base directory → PEFT LoRA adapter with equal outputs."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
-from conftest import REPO_ROOT, model_inputs, perturb, tiny_bert
+from conftest import model_inputs, perturb, tiny_bert
 
-from lorazoo import AdapterConfig, attach
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("export_peft", REPO_ROOT / "scripts" / "export_peft.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from lorazoo import AdapterConfig, attach, export_peft
 
 
 def test_export_cli_round_trip(tmp_path, capsys):
@@ -32,7 +23,7 @@ def test_export_cli_round_trip(tmp_path, capsys):
         expected = model(**model_inputs("bert")).logits
     model.save_adapter(tmp_path / "adapter")
 
-    assert _script().main([str(tmp_path / "adapter"), str(tmp_path / "peft")]) == 0
+    assert export_peft.main([str(tmp_path / "adapter"), str(tmp_path / "peft")]) == 0
     served = PeftModel.from_pretrained(
         BertForSequenceClassification.from_pretrained(base_dir), tmp_path / "peft"
     ).eval()
@@ -43,5 +34,5 @@ def test_export_cli_round_trip(tmp_path, capsys):
 def test_export_cli_needs_a_loadable_base(tmp_path, capsys):
     model = attach(tiny_bert(), AdapterConfig(projection="lora", rank=4, base_model_name_or_path="tiny:bert"))
     model.save_adapter(tmp_path / "adapter")
-    assert _script().main([str(tmp_path / "adapter"), str(tmp_path / "out")]) == 2
+    assert export_peft.main([str(tmp_path / "adapter"), str(tmp_path / "out")]) == 2
     assert "--base" in capsys.readouterr().err

@@ -1,8 +1,8 @@
-"""count_parameters: the papers' numbers, offline, on meta-device models; and scripts/count_params.py."""
+"""count_parameters: the papers' numbers, offline, on meta-device models; and the paper-count tables
+(lorazoo.counting_tables: lorazoo-count, scripts/count_params.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import time
@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import REPO_ROOT
 
-from lorazoo import AdapterConfig, ConfigError, count_parameters, projection_names
+from lorazoo import AdapterConfig, ConfigError, count_parameters, counting_tables, projection_names
 from lorazoo.counting import meta_model, model_config_dirs
 
 ALL = "all-linear"
@@ -96,18 +96,9 @@ def test_unknown_model_and_bad_inputs_are_clear_errors():
     assert model_config_dirs()[0] == REPO_ROOT / "configs" / "model"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("count_params_script", REPO_ROOT / "scripts" / "count_params.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_writes_the_whole_table(tmp_path, capsys):
-    script = load_script()
     out = tmp_path / "param_counts.md"
-    assert script.main(["--out", str(out)]) == 0
+    assert counting_tables.main(["--out", str(out)]) == 0
     text = out.read_text()
     assert text == capsys.readouterr().out
     row = next(line for line in text.splitlines() if "--model roberta-base --projection lora --rank 8" in line)
@@ -145,19 +136,18 @@ def test_script_single_row_command(tmp_path):
 
 
 def test_script_rejects_an_unregistered_projection(capsys):
-    assert load_script().main(["--model", "roberta-base", "--projection", "nope"]) == 2
+    assert counting_tables.main(["--model", "roberta-base", "--projection", "nope"]) == 2
     assert "not registered" in capsys.readouterr().err
 
 
 def test_script_kwargs_round_trip_through_the_command_line():
     import shlex
 
-    script = load_script()
     for kwargs in (
         {"d": 23040, "share": "global"},
         {"train": ["shared", "u"], "x": 0.5},
         {"num_vectors": 90, "topk": 2},
     ):
-        command = script.Row("s", "roberta-base", "lora", 8, ["query"], kwargs).command()
+        command = counting_tables.Row("s", "roberta-base", "lora", 8, ["query"], kwargs).command()
         argv = shlex.split(command)[2:]
-        assert script.parse_kwargs(argv[argv.index("--kwargs") + 1]) == kwargs
+        assert counting_tables.parse_kwargs(argv[argv.index("--kwargs") + 1]) == kwargs

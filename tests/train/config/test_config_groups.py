@@ -225,7 +225,7 @@ def test_a_rank_other_than_the_paper_one_is_the_users_choice(name: str):
 
 @pytest.mark.parametrize("name", projection_names())
 def test_count_params_uses_the_rank_projection_composes_to(name: str):
-    """scripts/count_params.py's "this machine" rows: the rank of projection=<name>, yaml or derived."""
-    from test_counting import load_script
+    """lorazoo-count's "this machine" rows: the rank of projection=<name>, yaml or derived."""
+    from lorazoo.counting_tables import projection_defaults
 
-    assert load_script().projection_defaults(name)[0] == compose_with(f"projection={name}").projection.rank
+    assert projection_defaults(name)[0] == compose_with(f"projection={name}").projection.rank

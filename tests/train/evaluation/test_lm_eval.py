@@ -1,15 +1,16 @@
 """lm-evaluation-harness on the adapted model: in the training run (eval.lm_eval.tasks) and for finished runs
-(scripts/evaluate.py), checked against lm-eval on the exported PEFT adapter and on the bare base."""
+(lorazoo.evaluate: lorazoo-evaluate, scripts/evaluate.py), checked against lm-eval on the exported PEFT adapter and on the bare base."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, SHARED_DATA
+
+from lorazoo import evaluate
 
 pytest.importorskip("lm_eval")
 
@@ -24,13 +25,6 @@ LOCAL = [
     "eval.lm_eval.batch_size=4",
 ]
 pytestmark = pytest.mark.skipif(not (GSM8K / "test.jsonl").is_file(), reason=f"{GSM8K} absent")
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO_ROOT / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _lm_eval(**hflm_kwargs) -> dict:
@@ -119,11 +113,11 @@ def test_evaluate_script_scores_a_finished_run_without_touching_it(trained, caps
         "--out",
         str(target),
     ]
-    assert _script().main(argv) == 0
+    assert evaluate.main(argv) == 0
     scored = json.loads(target.read_text())["lm_eval"]["results"][TASK]
     assert scored["perplexity,none"] == pytest.approx(record["lm_eval"]["results"][TASK]["perplexity,none"], rel=1e-6)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the run is unchanged
-    assert _script().main(argv) == 2 and "never overwritten" in capsys.readouterr().err
+    assert evaluate.main(argv) == 2 and "never overwritten" in capsys.readouterr().err
 
 
 def test_evaluate_script_rebuilds_the_base_from_the_runs_config(trained, tmp_path: Path):
@@ -141,7 +135,7 @@ def test_evaluate_script_rebuilds_the_base_from_the_runs_config(trained, tmp_pat
     )
     argv = [str(run), "--tasks", TASK, "--include-path", str(TASKS), "--allow-include-path-code", "--no-default-tasks"]
     argv += ["--batch-size", "4"]
-    assert _script().main(argv) == 0
+    assert evaluate.main(argv) == 0
     (written,) = (run / "lm_eval").glob("*.json")
     scored = json.loads(written.read_text())["lm_eval"]["results"][TASK]
     assert scored["perplexity,none"] == pytest.approx(record["lm_eval"]["results"][TASK]["perplexity,none"], rel=1e-6)
