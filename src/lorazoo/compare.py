@@ -10,7 +10,9 @@ file read. Runs that differ in anything else are separate rows, whatever their c
 runs of one setting and seed count once (flagged in the ``dup`` column). A run recorded before lorazoo wrote
 ``lorazoo_run.json`` and ``.hydra/config.yaml`` is keyed on its job overrides, the only record it has. Writes,
 atomically:
-  <out>/<name>.md                  one table per task, rows sorted by the main metric (best first): mean ± sd
+  <out>/<name>.md                  one table per task, rows sorted by the main metric (best first; the metric
+                                   and its direction are what each run's metrics.json states, or for a record
+                                   from an older lorazoo what its task declares, see train/tasks/meaning.py): mean ± sd
                                    over seeds, n, a 95% bootstrap interval of the mean, trainable parameters, D,
                                    train wall and CPU seconds per run, the evaluation set, and each row's command;
   <out>/<name>_<task>.png          trainable parameters (log x) vs the task's main metric, one point per row
@@ -41,26 +43,11 @@ from typing import Any
 
 import yaml
 
+from lorazoo.errors import LoraZooError
 from lorazoo.files import atomic_save_png, atomic_write
 from lorazoo.train.records.config_diff import flatten
+from lorazoo.train.tasks.meaning import MetricMeaning, recorded_meaning, task_node_of
 
-# Headline metric per task (the paper convention); unknown tasks fall back to the first known key they report.
-MAIN_METRIC = {
-    "tweets": "accuracy",
-    "glue/sst2": "accuracy",
-    "glue/qnli": "accuracy",
-    "glue/rte": "accuracy",
-    "glue/mnli": "accuracy",
-    "glue/mrpc": "accuracy",
-    "glue/qqp": "accuracy",
-    "glue/cola": "matthews_correlation",
-    "glue/stsb": "pearson",
-    "math/gsm8k": "exact_match",
-    "math/math": "exact_match",
-    "instruct/alpaca": "perplexity",
-}
-METRIC_ORDER = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr", "exact_match", "perplexity", "mse")
-LOWER_IS_BETTER = {"perplexity", "loss", "mse"}
 # Config keys that cannot change what was trained or how it was scored: the seed (rows pool over it), where
 # data and outputs live (the data's content is keyed by its sha256 instead), logging and budget keys.
 NOT_SETTING = (
@@ -122,6 +109,8 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)  # flattened resolved config as used (fitted values)
     data_sha256: dict[str, str] = field(default_factory=dict)
     eval_examples: int | None = None
+    meaning: MetricMeaning | None = None  # the main metric and its direction, as the record states (completed runs)
+    headline: list[str] = field(default_factory=list)  # the task's scores: metrics.json copies them to its top level
 
     @property
     def search_trial(self) -> bool:
@@ -172,6 +161,14 @@ class Group:
     duplicates: list[Run] = field(default_factory=list)  # more runs of a seed already in ``runs``
     label: str = ""  # projection, plus the differing keys when a projection ran in several settings
     tag: str = ""  # the short form for plots: projection, or projection #k with several settings
+
+    @property
+    def meaning(self) -> MetricMeaning:
+        """The main metric and its direction every run of the group recorded (group_runs keys on it)."""
+        found = self.runs[0].meaning
+        if found is None:
+            raise ValueError(f"run {self.runs[0].run_dir} has no metric meaning; group_runs keeps completed runs only")
+        return found
 
     @property
     def tuned(self) -> dict[str, Any] | None:
@@ -345,30 +342,41 @@ def load_run(run_dir: Path) -> Run:
     run.config = config_as_used(run_dir, record)
     run.data_sha256 = dict(record.get("data_sha256") or {})
     metrics = dict(record.get("metrics") or {})
-    metrics.update({k: record[k] for k in METRIC_ORDER if _finite(record.get(k))})
+    run.headline = [k for k in metrics if _finite(record.get(k))]
+    metrics.update({k: record[k] for k in run.headline})
     run.metrics = {k: float(v) for k, v in metrics.items() if _finite(v)}
     if run.status == "completed" and not run.metrics:
         run.status = "completed without metrics"
+    if run.status == "completed":
+        run.meaning = recorded_meaning(record, _task_node(run), f"{run_dir / 'metrics.json'}")
+        if _finite(record.get(run.meaning.main_metric)):
+            run.metrics[run.meaning.main_metric] = float(record[run.meaning.main_metric])
     tuning = _read_json(run_dir.parent / "tuning.json")
     run.tuning = tuning if isinstance(tuning, dict) else None
     return run
 
 
-def main_metric(task: str, groups: list[Group]) -> str:
-    if task in MAIN_METRIC:
-        return MAIN_METRIC[task]
-    reported = {k for g in groups for r in g.runs for k in r.metrics}
-    return next((k for k in METRIC_ORDER if k in reported), "loss")
+def _task_node(run: Run) -> dict[str, Any] | None:
+    """The run's task config, to rebuild the task's metric meaning for a record that does not state it: the
+    config as used, else (a run from before lorazoo_run.json) its task name and ``task.*`` job overrides."""
+    node = task_node_of(run.config)
+    if node is None and run.task:
+        given = (o.split("=", 1) for o in run.overrides if o.startswith("task.") and "=" in o)
+        node = task_node_of({"task.name": run.task, **{k: yaml.safe_load(v) for k, v in given}})
+    return node
 
 
-def _sort_key(metric: str) -> Any:
-    lower = metric in LOWER_IS_BETTER
+def table_meaning(groups: list[Group]) -> MetricMeaning:
+    """The main metric and direction of one task table (group_runs puts groups of one meaning in a table)."""
+    return groups[0].meaning
 
+
+def _sort_key(meaning: MetricMeaning) -> Any:
     def key(group: Group) -> tuple[bool, float, str]:
-        stat = group.stat(metric)
+        stat = group.stat(meaning.main_metric)
         if stat is None:
             return True, 0.0, group.label
-        return False, stat[0] if lower else -stat[0], group.label
+        return False, -meaning.oriented(stat[0]), group.label
 
     return key
 
@@ -376,17 +384,20 @@ def _sort_key(metric: str) -> Any:
 def group_runs(runs: list[Run]) -> tuple[dict[str, list[Group]], list[Run]]:
     """(completed runs grouped per task by what ran, rows best first by the main metric; the runs that did not
     complete). lr-search trials are left out: see search_summary."""
-    buckets: dict[tuple[str, str, str, str], list[Run]] = defaultdict(list)
+    buckets: dict[tuple[tuple[str, str, str, str], MetricMeaning | None], list[Run]] = defaultdict(list)
     bad = []
     for run in runs:
         if run.search_trial:
             continue
         if run.status == "completed":
-            buckets[run.key].append(run)
+            buckets[(run.key, run.meaning)].append(run)
         else:
             bad.append(run)
+    meanings: dict[str, set[MetricMeaning | None]] = defaultdict(set)
+    for (key, meaning), _ in buckets.items():
+        meanings[key[0]].add(meaning)
     per_task: dict[str, list[Group]] = defaultdict(list)
-    for (task, model, projection, _), members in buckets.items():
+    for ((task, model, projection, _), meaning), members in buckets.items():
         members.sort(key=lambda r: (r.seed is None, str(r.seed), str(r.run_dir)))
         kept: list[Run] = []
         duplicates: list[Run] = []
@@ -396,10 +407,11 @@ def group_runs(runs: list[Run]) -> tuple[dict[str, list[Group]], list[Run]]:
         group = Group(task, model, projection, kept, duplicates, label=projection, tag=projection)
         if group.tuned is not None:
             group.label = group.tag = f"{projection} (tuned)"
-        per_task[task].append(group)
-    for task, groups in per_task.items():
+        table = task if len(meanings[task]) == 1 or meaning is None else f"{task} ({meaning.main_metric})"
+        per_task[table].append(group)  # runs of one task ranked by different metrics: a table per metric
+    for groups in per_task.values():
         _label_settings(groups)
-        groups.sort(key=_sort_key(main_metric(task, groups)))
+        groups.sort(key=_sort_key(table_meaning(groups)))
     return dict(sorted(per_task.items())), bad
 
 
@@ -483,6 +495,9 @@ def seeds_phrase(counts: list[int]) -> str:
 
 def plot_task(task: str, metric: str, groups: list[Group], path: Path) -> Path | None:
     """Trainable parameters (log x) vs the main metric; one labelled point per group; Pareto front as a step line."""
+    meaning = table_meaning(groups)
+    if metric != meaning.main_metric:
+        raise ValueError(f"plot_task draws the table's main metric {meaning.main_metric!r}, got metric={metric!r}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -499,7 +514,7 @@ def plot_task(task: str, metric: str, groups: list[Group], path: Path) -> Path |
         labels.append(f"{g.tag} ({g.model})" if many_models else g.tag)
     if not points:
         return None
-    lower = metric in LOWER_IS_BETTER
+    lower = not meaning.greater_is_better
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     xs, ys = zip(*points)
     ax.errorbar(xs, ys, yerr=errors, fmt="o", capsize=3, color="tab:blue", ecolor="tab:gray", zorder=3)
@@ -513,7 +528,7 @@ def plot_task(task: str, metric: str, groups: list[Group], path: Path) -> Path |
     ax.set_xscale("log")
     ax.set_xlim(min(xs) / 2, right)
     ax.set_xlabel("trainable parameters (adapter, log scale)")
-    ax.set_ylabel(f"{metric} ({'lower' if lower else 'higher'} is better)")
+    ax.set_ylabel(f"{metric} ({meaning.phrase})")
     majority = {r.majority_rate for g in groups for r in g.runs if r.majority_rate is not None}
     if metric == "accuracy" and len(majority) == 1:  # what always predicting the most frequent class scores
         ax.axhline(majority.pop(), color="tab:gray", linestyle="--", linewidth=1, label="majority class", zorder=1)
@@ -527,7 +542,8 @@ def plot_task(task: str, metric: str, groups: list[Group], path: Path) -> Path |
 
 
 def task_table(task: str, metric: str, groups: list[Group]) -> list[str]:
-    keys = [k for k in METRIC_ORDER if k != metric and any(g.values(k) for g in groups)]
+    headline = dict.fromkeys(k for g in groups for r in g.runs for k in r.headline)  # in the records' order
+    keys = [k for k in headline if k not in (metric, "loss") and any(g.values(k) for g in groups)]
     keys += ["loss"] if any(g.values("loss") for g in groups) and metric != "loss" else []
     head = [
         "projection",
@@ -603,18 +619,20 @@ def search_summary(runs: list[Run]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for (task, projection), members in sorted(trials.items()):
-        metric = MAIN_METRIC.get(task) or next(
-            (k for k in METRIC_ORDER if any(k in r.metrics for r in members)), "loss"
-        )
-        done = [r for r in members if r.status == "completed" and metric in r.metrics]
-        pick = min if metric in LOWER_IS_BETTER else max
-        best = pick(done, key=lambda r: r.metrics[metric]) if done else None
+        meaning = next((r.meaning for r in members if r.meaning is not None), None)
+        metric = meaning.main_metric if meaning else "loss"
+        done = [r for r in members if r.status == "completed" and r.meaning == meaning and metric in r.metrics]
+        best = _best(done, meaning) if meaning and done else None
         lrs = " ".join(o for o in best.overrides if ".lr" in o.split("=", 1)[0]) if best else "—"
         lines.append(
             f"| {task} | {projection} | {len(members)} | {len(done)} | "
             f"{f'{best.metrics[metric]:.4f}' if best else '—'} | `{lrs}` |"
         )
     return [*lines, ""]
+
+
+def _best(runs: list[Run], meaning: MetricMeaning) -> Run:
+    return max(runs, key=lambda r: meaning.oriented(r.metrics[meaning.main_metric]))
 
 
 def render(
@@ -637,9 +655,9 @@ def render(
         "",
     ]
     for task, groups in per_task.items():
-        metric = main_metric(task, groups)
-        lower = metric in LOWER_IS_BETTER
-        lines += [f"## {task}", "", f"Main metric: **{metric}** ({'lower' if lower else 'higher'} is better)."]
+        meaning = table_meaning(groups)
+        metric = meaning.main_metric
+        lines += [f"## {task}", "", f"Main metric: **{metric}** ({meaning.phrase})."]
         majority = {r.majority_rate for g in groups for r in g.runs if r.majority_rate is not None}
         if len(majority) == 1:
             lines[-1] += f" Majority-class rate of the evaluation set: {majority.pop():.4f}."
@@ -679,7 +697,7 @@ def compare(roots: list[str | Path], out: str | Path = "results", name: str = "c
     runs = [load_run(d) for d in find_run_dirs(roots)]
     per_task, bad = group_runs(runs)
     images = {
-        task: plot_task(task, main_metric(task, groups), groups, out / f"{name}_{slug(task)}.png")
+        task: plot_task(task, table_meaning(groups).main_metric, groups, out / f"{name}_{slug(task)}.png")
         for task, groups in per_task.items()
     }
     text = render(per_task, bad, images, name, [str(r) for r in roots], search_summary(runs))
@@ -710,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = compare(args.dirs, args.out, args.name)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, LoraZooError) as exc:
         parser.error(str(exc))
     groups = [g for gs in result["groups"].values() for g in gs]
     n_ok = sum(len(g.runs) for g in groups)

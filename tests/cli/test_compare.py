@@ -4,7 +4,6 @@ failed-run section, the Pareto front and its PNG, on fake run dirs and on one re
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -12,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import compose_config, run_config, run_py, tiny_job
 
 from lorazoo import compare
 from lorazoo.train.records.config_diff import flatten
+from lorazoo.train.tasks.meaning import MetricMeaningError
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -194,16 +195,107 @@ def test_repeated_seed_counts_once_and_is_flagged(tmp_path: Path, same_result: b
     assert printed.returncode == 0 and "1 repeated seed(s) counted once" in printed.stdout
 
 
-@pytest.mark.parametrize("metric", ["accuracy", "perplexity"])
-def test_rows_sorted_by_the_main_metric_in_its_direction(tmp_path: Path, metric: str):
-    task = "tweets" if metric == "accuracy" else "instruct/alpaca"
-    scores = {"lora": 0.6, "vera": 0.9, "unilora": 0.75}
+TASK_MEANINGS = [  # an older record (no main_metric/greater_is_better): the task rebuilt from its config decides
+    ("tweets", "accuracy", True),
+    ("glue/cola", "matthews_correlation", True),
+    ("glue/stsb", "pearson", True),
+    ("math/gsm8k", "exact_match", True),
+    ("instruct/alpaca", "perplexity", False),
+    ("text/generate", "perplexity", False),
+]
+
+
+def scored_runs(root: Path, task: str, metric: str, scores: dict[str, float], meaning: dict | None = None) -> None:
+    """One fake completed run per projection of ``task``, scored ``metric``; ``meaning``: the record's keys."""
     for projection, score in scores.items():
-        run = fake_run(tmp_path, projection, projection, 0, completed("lora", 0))
-        _rewrite(run, {"task": task, "projection": projection, metric: score, "metrics": {metric: score}})
-    groups = compare.compare([tmp_path], out=tmp_path / "out")["groups"][task]
-    best_first = sorted(scores, key=scores.get, reverse=metric == "accuracy")
-    assert [g.projection for g in groups] == best_first
+        run = fake_run(root, projection, projection, 0, completed("lora", 0))
+        record = {"task": task, "projection": projection, metric: score, "metrics": {metric: score, "loss": 1.0}}
+        _rewrite(run, {**record, **(meaning or {})}, identity={"task.name": task})
+        if meaning is None:
+            for gone in ("main_metric", "greater_is_better"):
+                assert gone not in json.loads((run / "metrics.json").read_text())
+
+
+SCORES = {"lora": 0.9, "vera": 0.6, "unilora": 0.75}  # alphabetical order is neither direction's ranking
+
+
+@pytest.mark.parametrize("task,metric,greater", TASK_MEANINGS)
+def test_rows_of_an_older_record_sorted_by_its_tasks_declaration(tmp_path: Path, task: str, metric: str, greater):
+    scored_runs(tmp_path, task, metric, SCORES)
+    result = compare.compare([tmp_path], out=tmp_path / "out")
+    best_first = sorted(SCORES, key=SCORES.get, reverse=greater)  # type: ignore[arg-type]
+    assert [g.projection for g in result["groups"][task]] == best_first
+    phrase = "higher is better" if greater else "lower is better"
+    assert f"Main metric: **{metric}** ({phrase})." in result["table"].read_text()
+
+
+@pytest.mark.parametrize("greater", [False, True])
+def test_direction_is_read_from_metrics_json(tmp_path: Path, greater: bool):
+    """A made-up metric name: only the record's greater_is_better can say which way is better (the task config,
+    tweets, would say accuracy, higher first)."""
+    meaning = {"main_metric": "word_error_rate", "greater_is_better": greater}
+    scored_runs(tmp_path, "tweets", "word_error_rate", SCORES, meaning)
+    result = compare.compare([tmp_path], out=tmp_path / "out")
+    groups = result["groups"]["tweets"]
+    assert [g.projection for g in groups] == sorted(SCORES, key=SCORES.get, reverse=greater)  # type: ignore[arg-type]
+    text = result["table"].read_text()
+    assert f"Main metric: **word_error_rate** ({'higher' if greater else 'lower'} is better)." in text
+    assert row(text, groups[0].label)[3] == f"{min(SCORES.values()) if not greater else max(SCORES.values()):.4f}"
+    assert_png(result["images"]["tweets"])
+
+
+@pytest.mark.parametrize(
+    "task,metric,stated",
+    [
+        ("instruct/alpaca", "perplexity", {}),  # an older record: the task declares perplexity, lower first
+        ("tweets", "word_error_rate", {"main_metric": "word_error_rate", "greater_is_better": False}),
+    ],
+)
+def test_lower_is_better_trials_pick_the_lowest(tmp_path: Path, task: str, metric: str, stated: dict):
+    """lr-search trials ranked lower-first: the best held-in score is the lowest."""
+    root = tmp_path / "fair" / "t" / "lora" / "search"
+    for k, value in enumerate((12.0, 7.5, 9.0)):
+        trial = fake_run(root, f"{k}_trial", "lora", 0, completed("lora", 0))
+        record = {"task": task, metric: value, "metrics": {metric: value, "loss": 2.0}, **stated}
+        overrides = ["projection=lora", f"optimizer.lr={k + 1}e-3", "task.holdout_dev=20"]
+        _rewrite(trial, {**record, "overrides": overrides}, identity={"task.name": task})
+    text = compare.compare([tmp_path / "fair"], out=tmp_path / "out")["table"].read_text()
+    assert f"| {task} | lora | 3 | 3 | 7.5000 | `optimizer.lr=2e-3` |" in text
+
+
+def test_one_task_ranked_by_two_metrics_gets_a_table_per_metric(tmp_path: Path):
+    """text/classify runs as classification (accuracy) and as regression (pearson): never one ranking."""
+    scored_runs(tmp_path / "a", "text/classify", "accuracy", {"lora": 0.8})
+    scored_runs(tmp_path / "b", "text/classify", "pearson", {"vera": 0.5}, {"main_metric": "pearson", **HIGHER})
+    groups = compare.compare([tmp_path], out=tmp_path / "out")["groups"]
+    assert sorted(groups) == ["text/classify (accuracy)", "text/classify (pearson)"]
+
+
+HIGHER = {"greater_is_better": True}
+
+
+@pytest.mark.parametrize(
+    "record,identity,message",
+    [
+        ({"greater_is_better": "no"}, None, "main_metric=None, greater_is_better='no' is not a metric meaning"),
+        ({}, {"task.name": "tweets", "task.retired_key": 3}, "unknown key(s) ['retired_key']"),
+        ({}, {"task.name": "no/such_task"}, "unknown task 'no/such_task'"),
+    ],
+)
+def test_record_without_a_usable_meaning_is_a_one_line_error_naming_the_run(tmp_path, record, identity, message):
+    run = fake_run(tmp_path, "old", "lora", 0, completed("lora", 0))
+    _rewrite(run, record, identity)
+    with pytest.raises(MetricMeaningError) as caught:
+        compare.compare([tmp_path], out=tmp_path / "out")
+    text = str(caught.value)
+    assert text.startswith(f"{run / 'metrics.json'}: ") and message in text and "\n" not in text
+    printed = subprocess.run(
+        [sys.executable, "-m", "lorazoo.compare", str(tmp_path), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert printed.returncode == 2 and message in printed.stderr and "Traceback" not in printed.stderr
 
 
 def test_bootstrap_interval_is_scipys_percentile_interval():
@@ -225,44 +317,13 @@ def test_pareto_front(lower: bool):
     if lower:
         points = [(x, -y) for x, y in points]
     assert compare.pareto_front(points, lower_is_better=lower) == [4, 0, 2, 1]
-    assert compare.main_metric("glue/cola", []) == "matthews_correlation"
-    assert compare.main_metric("instruct/alpaca", []) == "perplexity" and "perplexity" in compare.LOWER_IS_BETTER
 
 
 def test_real_tiny_sweep(tmp_path: Path):
     # lora and vera: neither has a d that must fit the tiny model's D (unilora's default d = 23,040 does not)
     sweep = tmp_path / "sweep"
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "WANDB_MODE": "disabled",
-        "OMP_NUM_THREADS": "1",
-    }
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "run.py"),
-            "-m",
-            "projection=lora,vera",
-            "projection.rank=4",
-            "seed=0,1",
-            "model=tiny_bert",
-            "task=tweets",
-            "trainer.max_steps=2",
-            "trainer.batch_size=8",
-            "task.max_train_samples=32",
-            "task.max_eval_samples=16",
-            "trainer.progress_bar=false",
-            "logger=none",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    job = tiny_job(32, 16, "task=tweets", "trainer.max_steps=2", "trainer.batch_size=8", projection="lora,vera")
+    out = run_py("-m", *job, "projection.rank=4", "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     script = subprocess.run(
         [
@@ -324,24 +385,9 @@ def test_fair_comparison_rows_are_marked_tuned_and_trials_kept_apart(tmp_path: P
 def test_real_runs_grouped_by_what_ran(tmp_path: Path):
     """The acceptance case on real run dirs (in-process runs record no command-line overrides at all): runs
     that differ only in trainer.max_steps are two rows; two identical seed-0 runs are one row, flagged."""
-    from hydra import compose, initialize_config_dir
-
-    from lorazoo.cli import CONFIG_DIR
-    from lorazoo.train import run
-
-    tiny = [
-        "model=tiny_bert",
-        "projection=lora",
-        "projection.rank=4",
-        "task.max_train_samples=16",
-        "task.max_eval_samples=8",
-        "trainer.batch_size=8",
-        "trainer.progress_bar=false",
-        "logger=none",
-    ]
+    tiny = tiny_job(16, 8, "projection.rank=4", "trainer.batch_size=8")
     for name, steps in (("a", 1), ("b", 1), ("c", 2)):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            run(compose("config", overrides=[*tiny, f"trainer.max_steps={steps}"]), output_dir=tmp_path / "runs" / name)
+        run_config(compose_config(*tiny, f"trainer.max_steps={steps}"), tmp_path / "runs" / name)
     result = compare.compare([tmp_path / "runs"], out=tmp_path / "out")
     groups = result["groups"]["tweets"]
     by_steps = {g.runs[0].steps: g for g in groups}
