@@ -8,6 +8,7 @@ the final one: the record states both, and which one the adapter is.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,17 @@ def best_metric_name(options: TrainerOptions, metric_keys: list[str], loss_only:
             f"trainer.metric_for_best_model={chosen!r} is not a score this task's evaluation reports; valid: {valid}"
         )
     return chosen.removeprefix("eval_")
+
+
+def best_greater_is_better(options: TrainerOptions, metric: str, meaning: Mapping[str, Any]) -> bool:
+    """``trainer.greater_is_better``, else the direction the task declares for its main metric
+    (``Task.metric_meaning``), lower-first for the loss; for another of the task's scores, Trainer's rule
+    (higher first unless the name ends in "loss"), as configs/trainer/default.yaml states."""
+    if options.greater_is_better is not None:
+        return bool(options.greater_is_better)
+    if metric == meaning["main_metric"]:
+        return bool(meaning["greater_is_better"])
+    return not metric.endswith("loss")
 
 
 def evaluations(log_history: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
