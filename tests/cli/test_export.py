@@ -1,4 +1,5 @@
-"""lorazoo.export_peft (lorazoo-export, scripts/export_peft.py): lorazoo adapter on a local base directory → PEFT LoRA adapter with equal outputs."""
+"""lorazoo.export_peft (lorazoo-export, scripts/export_peft.py): lorazoo adapter on a local base directory → PEFT
+LoRA adapter with equal outputs."""
 
 from __future__ import annotations
 
