@@ -56,6 +56,7 @@ LAYERS: list[tuple[str, ...]] = [
         "lorazoo.evaluate",
         "lorazoo.counting_tables",
     ),  # command-line tools over run dirs and configs (read train records, compose configs)
+    ("lorazoo.study",),  # the fair study (lorazoo-fair): plans run.py sweeps, reads their records through compare
     ("lorazoo.cli_hints",),
     ("lorazoo.cli",),
 ]

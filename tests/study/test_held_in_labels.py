@@ -3,9 +3,7 @@ every task picks ``task.max_eval_samples`` the same stated way (a random N by ta
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from lorazoo.cli import CONFIG_DIR
+from lorazoo.study import fair
 from lorazoo.train import build_task, run
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "logger=none",
     "model=tiny_bert",
@@ -48,10 +46,6 @@ def test_held_in_scores_are_labelled_so_in_the_summary_and_record(tmp_path: Path
 
 
 def test_fair_compare_records_the_search_score_as_held_in(tmp_path: Path):
-    spec = importlib.util.spec_from_file_location("fair_compare_labels", REPO / "scripts" / "fair_compare.py")
-    fair = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = fair
-    spec.loader.exec_module(fair)
     root = tmp_path / "tweets" / "lora"
     (root / "search").mkdir(parents=True)
     (root / "search" / "optimization_results.yaml").write_text(

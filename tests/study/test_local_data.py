@@ -3,8 +3,6 @@ data_root reaches every experiment), and a missing file's error says which setti
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,21 +11,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from lorazoo.cli import CONFIG_DIR
+from lorazoo.study import fair
 from lorazoo.train import run
 from lorazoo.train.errors import DataUnavailableError
 from lorazoo.train.records.provenance import DATA_KEYS, data_path_origin
 from lorazoo.train.runner import apply_task_overrides
 from lorazoo.train.tasks.data_root import apply_data_root
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _fair_compare():
-    spec = importlib.util.spec_from_file_location("fair_compare_script", REPO / "scripts" / "fair_compare.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def compose_cfg(*overrides: str):
@@ -37,7 +26,6 @@ def compose_cfg(*overrides: str):
 
 @pytest.mark.parametrize("option", ["data_root=/data", "task.data_dir=/data/glue/SST-2", "task.data_file=/d.json"])
 def test_fair_compare_takes_run_py_data_options(tmp_path: Path, capsys, option: str):
-    fair = _fair_compare()
     argv = ["--task", "glue/sst2", "--projections", "lora", "--trials", "2", "--seeds", "0", "--dry-run"]
     assert fair.main([*argv, "--out", str(tmp_path), option]) == 0
     commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("+ python run.py")]

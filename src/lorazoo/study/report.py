@@ -1,0 +1,234 @@
+"""The study's results file, regenerated from the run records a ``lorazoo-fair`` output holds.
+
+    python -m lorazoo.study.report results/study/runs --md results/study/RESULTS.md [--planned 120]
+
+Reads <out>/<task>/<projection>/final/{tuning.json, seed_*/metrics.json, seed_*/curves.jsonl} (nothing else:
+adapters and checkpoints may be absent) and writes, per task: each method's trainable count, tuned lr with its
+edge flag, n seeds, both protocols (lorazoo.study.stats), the command that reproduces the row; the paired
+differences and which gaps are resolved; a score-vs-trainable plot with intervals and the learning curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorazoo.compare import Run, load_run
+from lorazoo.curves import plot_curves
+from lorazoo.files import atomic_save_png, atomic_write
+from lorazoo.study import stats
+from lorazoo.train.engine.curves import CURVES_FILE, read_rows
+
+
+@dataclass
+class Method:
+    """One projection on one task: its completed final runs and its tuning record."""
+
+    task: str
+    projection: str
+    runs: list[Run] = field(default_factory=list)
+    tuning: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metric(self) -> str | None:
+        return next((r.meaning.main_metric for r in self.runs if r.meaning is not None), None)
+
+    @property
+    def greater(self) -> bool:
+        return next((r.meaning.greater_is_better for r in self.runs if r.meaning is not None), True)
+
+    def final(self) -> dict[int, float]:
+        """seed → final-checkpoint score (as reported, not oriented)."""
+        metric = self.metric
+        return {int(r.seed): r.metrics[metric] for r in self.runs if r.seed is not None and metric in r.metrics}
+
+    def best(self) -> dict[int, float]:
+        """seed → best periodic dev evaluation (oriented back to the reported sign)."""
+        out: dict[int, float] = {}
+        key = f"eval_{self.metric}"
+        for r in self.runs:
+            evals = [float(row[key]) for row in read_rows(r.run_dir / CURVES_FILE) if _finite(row.get(key))]
+            if evals and r.seed is not None:
+                out[int(r.seed)] = max(evals) if self.greater else min(evals)
+        return out
+
+    def protocols(self) -> stats.Protocols | None:
+        """Both protocols, computed on oriented scores and reported in the metric's own sign."""
+        sign = 1.0 if self.greater else -1.0
+        oriented = stats.protocols(
+            {s: sign * v for s, v in self.final().items()}, {s: sign * v for s, v in self.best().items()}
+        )
+        if oriented is None or sign > 0:
+            return oriented
+        best = None if oriented.best_median is None else -oriented.best_median
+        return stats.Protocols(oriented.n, -oriented.final_mean, oriented.final_sd, best)
+
+    @property
+    def trainable(self) -> int | None:
+        return next((r.trainable for r in self.runs if r.trainable is not None), None)
+
+    def reproduce(self) -> str:
+        """The command that reruns this row: the recorded lorazoo-fair command (search + seeds), else the
+        seeds' shared run.py overrides."""
+        if self.tuning.get("command"):
+            return str(self.tuning["command"])
+        shared = [o for o in (self.runs[0].overrides if self.runs else []) if not o.startswith("seed=")]
+        shared = [o for o in shared if all(o in r.overrides for r in self.runs)]
+        seeds = ",".join(str(s) for s in sorted(self.final()))
+        return f"python run.py -m {' '.join(shared)} seed={seeds}"
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def collect(root: Path) -> tuple[list[Method], int]:
+    """Methods found under ``root`` (completed final runs only) and how many final run dirs exist at all."""
+    methods: list[Method] = []
+    seen = 0
+    for final in sorted(root.glob("*/*/final")):
+        runs = [load_run(d) for d in sorted(p for p in final.iterdir() if p.is_dir())]
+        seen += len(runs)
+        done = [r for r in runs if r.status == "completed" and r.meaning is not None]
+        tuning = json.loads((final / "tuning.json").read_text()) if (final / "tuning.json").is_file() else {}
+        if done:
+            task = str(done[0].task)
+            methods.append(Method(task, final.parent.name, done, tuning))
+    return methods, seen
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def lr_cell(tuning: dict[str, Any]) -> str:
+    """The tuned lr(s), the multiple of the paper lr, and the edge flag."""
+    params = tuning.get("best_params") or {}
+    lrs = ", ".join(f"{k.removeprefix('optimizer.')} {v}" for k, v in params.items()) or "–"
+    mult = tuning.get("best_multiplier")
+    edge = tuning.get("edge")
+    flag = f" **EDGE ({edge})**" if edge else ""
+    return f"{lrs}{f' ({mult:.3g}× paper)' if mult else ''}{flag}"
+
+
+def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) -> list[str]:
+    metric = methods[0].metric
+    direction = "higher" if methods[0].greater else "lower"
+    lines = [
+        f"## {task}",
+        "",
+        f"Main metric: **{metric}** ({direction} is better), full dev set. *final*: the last checkpoint, mean ± sd "
+        "over seeds (lorazoo's protocol); *best-step median*: each seed's best periodic dev evaluation, median over "
+        "seeds (the papers' protocol, VB-LoRA's GLUE tables); *inflation*: the second minus the first.",
+        "",
+        "| projection | trainable | tuned lr | n | final mean ± sd | best-step median | inflation | reproduce |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ordered = sorted(methods, key=lambda m: (m.trainable or 0, m.projection))
+    for m in ordered:
+        p = m.protocols()
+        if p is None:
+            continue
+        sd = f" ± {p.final_sd:.4f}" if p.final_sd is not None else ""
+        lines.append(
+            f"| {m.projection} | {m.trainable or 0:,} | {lr_cell(m.tuning)} | {p.n} | {p.final_mean:.4f}{sd} | "
+            f"{_fmt(p.best_median)} | {_fmt(p.inflation)} | `{m.reproduce()}` |"
+        )
+    sign = 1.0 if methods[0].greater else -1.0
+    pairs = stats.all_pairs({m.projection: {s: sign * v for s, v in m.final().items()} for m in ordered})
+    lines += [
+        "",
+        f"Paired differences (row − column method, final checkpoint, {direction}-is-better turned so that > 0 means "
+        f"the first is better; same seeds; {stats.CONFIDENCE:.0%} percentile bootstrap over seeds): a gap is "
+        "*resolved* when its interval excludes 0.",
+        "",
+        "| A | B | seeds | A − B | interval | resolved |",
+        "|---|---|---|---|---|---|",
+    ]
+    for pair in pairs:
+        lines.append(
+            f"| {pair.a} | {pair.b} | {len(pair.seeds)} | {pair.mean:+.4f} | [{pair.low:+.4f}, {pair.high:+.4f}] | "
+            f"{'yes' if pair.resolved else 'no'} |"
+        )
+    if not pairs:
+        lines.append("| – | – | – | – | – | no pair has 2 shared seeds yet |")
+    slug = task.replace("/", "_")
+    plot = plot_scores(task, ordered, figures / f"{slug}_scores.png")
+    curves = plot_curves([r.run_dir for m in ordered for r in m.runs], figures / f"{slug}_curves.png")
+    for title, path in (("score vs trainable parameters", plot), ("learning curves", curves)):
+        if path is not None:
+            lines += ["", f"![{task}: {title}]({path.relative_to(md_dir)})"]
+    return lines + [""]
+
+
+def plot_scores(task: str, methods: list[Method], path: Path) -> Path | None:
+    """Final mean ± sd against trainable parameters (log x), one point per method."""
+    points = [(m, p) for m in methods if (p := m.protocols()) is not None and m.trainable]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for m, p in points:
+        ax.errorbar([float(m.trainable or 0)], [p.final_mean], yerr=[[p.final_sd or 0.0]], fmt="o", capsize=4)
+        ax.annotate(m.projection, (m.trainable, p.final_mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable adapter parameters (log)")
+    ax.set_ylabel(f"{points[0][0].metric} (final, mean ± sd over seeds)")
+    ax.set_title(f"{task}: score vs trainable parameters", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_save_png(path, fig)
+
+
+def render(root: Path, md: Path, planned: int | None = None) -> str:
+    """The whole results file (also written to ``md``), with a partial banner while runs are missing."""
+    methods, seen = collect(root)
+    completed = sum(len(m.runs) for m in methods)
+    lines = [f"# Study results: {root}", ""]
+    if planned is not None and completed < planned:
+        lines += [
+            f"> **partial: {completed} of {planned} final runs** completed; rerun the study command to continue.",
+            "",
+        ]
+    lines += [f"Regenerated by `python -m lorazoo.study.report {root} --md {md}` from the run records only.", ""]
+    for task in sorted({m.task for m in methods}):
+        lines += task_section(task, [m for m in methods if m.task == task], md.parent / "figures", md.parent)
+    if not methods:
+        lines.append(f"No completed final run under {root} yet ({seen} run dirs found).")
+    text = "\n".join(lines) + "\n"
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    atomic_write(md, write)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lorazoo.study.report", description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("root", help="a lorazoo-fair --out directory")
+    p.add_argument("--md", default="results/study/RESULTS.md", help="the results file to write")
+    p.add_argument("--planned", type=int, default=None, help="final runs the study plans (for the partial banner)")
+    args = p.parse_args(argv)
+    root = Path(args.root)
+    if not root.is_dir():
+        p.error(f"{args.root!r} is not a directory; valid: a lorazoo-fair --out directory")
+    md = Path(args.md)
+    md.parent.mkdir(parents=True, exist_ok=True)
+    render(root, md, args.planned)
+    print(f"wrote {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

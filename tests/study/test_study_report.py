@@ -1,0 +1,130 @@
+"""The study's two reporting protocols, paired bootstrap differences and its results file, on constructed run
+records (lorazoo.study.stats, lorazoo.study.report): numbers checked against hand computations."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lorazoo.study import report, stats
+
+
+def write_run(
+    root: Path, task: str, projection: str, seed: int, final: float, evals: list[float], metric: str = "accuracy"
+) -> Path:
+    run = root / task.replace("/", "_") / projection / "final" / f"seed_{seed}"
+    run.mkdir(parents=True)
+    overrides = [f"experiment=cpu_study_{projection}", f"task={task}", "optimizer.lr=0.004", f"seed={seed}"]
+    record = {
+        "status": "completed",
+        "task": task,
+        "projection": projection,
+        "model": "minilm",
+        "seed": seed,
+        "trainable": {"lora": 73728, "unilora": 4096, "vera": 7680}[projection],
+        "overrides": overrides,
+        metric: final,
+        "metrics": {"loss": 0.5, metric: final},
+        "main_metric": metric,
+        "greater_is_better": metric != "loss",
+    }
+    (run / "metrics.json").write_text(json.dumps(record))
+    rows = [{"step": 10 * (k + 1), "eval_loss": 0.5, f"eval_{metric}": v} for k, v in enumerate(evals)]
+    rows.insert(1, {"step": 15, "loss": 0.6, "lr": 1e-3, "steps": 5})  # a training row between evaluations
+    (run / "curves.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+FINAL = {0: 0.80, 1: 0.84, 2: 0.78, 3: 0.90, 4: 0.70}
+EVALS = {0: [0.75, 0.82, 0.80], 1: [0.86, 0.84, 0.84], 2: [0.70, 0.78, 0.78], 3: [0.88, 0.91, 0.90], 4: [0.7, 0.7, 0.7]}
+
+
+def test_both_protocols_from_constructed_records(tmp_path: Path):
+    for seed, final in FINAL.items():
+        write_run(tmp_path, "glue/sst2", "lora", seed, final, EVALS[seed])
+    (method,) = report.collect(tmp_path)[0]
+    p = method.protocols()
+    assert p is not None and p.n == 5
+    assert p.final_mean == pytest.approx(statistics.fmean(FINAL.values()))
+    assert p.final_sd == pytest.approx(statistics.stdev(FINAL.values()))
+    best = [max(EVALS[s]) for s in sorted(FINAL)]  # 0.82, 0.86, 0.78, 0.91, 0.70
+    assert p.best_median == pytest.approx(statistics.median(best)) == pytest.approx(0.82)
+    assert p.inflation == pytest.approx(0.82 - statistics.fmean(FINAL.values()))
+
+
+def test_protocols_for_a_lower_is_better_metric_take_the_minimum(tmp_path: Path):
+    for seed, (final, evals) in enumerate([(0.5, [0.7, 0.4, 0.5]), (0.6, [0.6, 0.65, 0.6]), (0.3, [0.35, 0.3])]):
+        write_run(tmp_path, "text/generate", "lora", seed, final, evals, metric="loss")
+    (method,) = report.collect(tmp_path)[0]
+    p = method.protocols()
+    assert p is not None and p.final_mean == pytest.approx(statistics.fmean([0.5, 0.6, 0.3]))
+    assert p.best_median == pytest.approx(statistics.median([0.4, 0.6, 0.3]))  # each seed's lowest loss
+    assert p.inflation is not None and p.inflation < 0  # the best step only ever looks better (lower)
+
+
+def test_best_step_never_below_the_final_score():
+    """A seed whose periodic evaluations all lie below its final score keeps the final one as its best."""
+    p = stats.protocols({0: 0.9, 1: 0.8}, {0: 0.5, 1: 0.85})
+    assert p is not None and p.best_median == pytest.approx(statistics.median([0.9, 0.85]))
+    assert stats.protocols({}, {}) is None
+
+
+def plain_bootstrap(diffs: list[float]) -> tuple[float, float]:
+    """The paired bootstrap rebuilt with numpy alone: resample seeds, mean, 2.5/97.5 percentiles."""
+    gen = np.random.default_rng(0)
+    d = np.asarray(diffs)
+    means = d[gen.integers(0, len(d), size=(stats.RESAMPLES, len(d)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def test_paired_bootstrap_on_constructed_data():
+    a = {0: 0.85, 1: 0.86, 2: 0.84, 3: 0.87, 4: 0.85, 9: 0.99}  # seed 9 has no partner: not used
+    b = {0: 0.80, 1: 0.82, 2: 0.81, 3: 0.80, 4: 0.81}
+    pair = stats.paired_difference("a", "b", a, b)
+    diffs = [a[s] - b[s] for s in range(5)]
+    assert pair is not None and pair.seeds == (0, 1, 2, 3, 4)
+    assert pair.mean == pytest.approx(statistics.fmean(diffs))
+    assert (pair.low, pair.high) == pytest.approx(plain_bootstrap(diffs))
+    assert pair.low <= pair.mean <= pair.high and pair.resolved
+    noisy = stats.paired_difference("a", "b", {0: 0.8, 1: 0.7, 2: 0.9}, {0: 0.75, 1: 0.78, 2: 0.85})
+    assert noisy is not None and noisy.low < 0 < noisy.high and not noisy.resolved
+    assert stats.paired_difference("a", "b", {0: 0.8}, {0: 0.7, 1: 0.6}) is None  # one shared seed
+    worse = stats.paired_difference("b", "a", b, a)
+    assert worse is not None and worse.resolved and worse.high < 0
+
+
+def test_results_file_rows_commands_edges_gaps_and_plots(tmp_path: Path):
+    runs, md = tmp_path / "runs", tmp_path / "results" / "RESULTS.md"
+    for seed in range(3):
+        write_run(runs, "glue/sst2", "lora", seed, 0.85 + 0.01 * seed, [0.8, 0.86])
+        write_run(runs, "glue/sst2", "unilora", seed, 0.80 + 0.01 * seed, [0.8, 0.81])
+    write_run(runs, "glue/sst2", "vera", 0, 0.7, [0.7])
+    command = "lorazoo-fair --task glue/sst2 --search halving --budget 480 --projections lora"
+    tuning = {"best_params": {"optimizer.lr": "0.004"}, "best_multiplier": 10.0, "edge": None, "command": command}
+    (runs / "glue_sst2" / "lora" / "final" / "tuning.json").write_text(json.dumps(tuning))
+    edge = {**tuning, "edge": "high", "command": command.replace("lora", "unilora")}
+    (runs / "glue_sst2" / "unilora" / "final" / "tuning.json").write_text(json.dumps(edge))
+    text = report.render(runs, md, planned=15)
+    assert md.read_text() == text
+    assert "partial: 7 of 15 final runs" in text
+    rows: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("| "):
+            rows.setdefault(line.split(" | ")[0].strip("| "), line)  # the method table comes first
+    assert f"`{command}`" in rows["lora"] and "73,728" in rows["lora"] and "10× paper" in rows["lora"]
+    assert "EDGE (high)" in rows["unilora"] and "EDGE" not in rows["lora"]
+    assert "`python run.py -m experiment=cpu_study_vera task=glue/sst2 optimizer.lr=0.004 seed=0`" in rows["vera"]
+    gap = next(
+        line for line in text.splitlines() if line.startswith("| lora | unilora |") or "| unilora | lora |" in line
+    )
+    assert "+0.0500" in gap or "-0.0500" in gap
+    assert gap.rstrip().endswith("| yes |")  # a constant 0.05 gap over 3 seeds is resolved
+    assert (md.parent / "figures" / "glue_sst2_scores.png").is_file()
+    assert (md.parent / "figures" / "glue_sst2_curves.png").is_file()
+    assert "](figures/glue_sst2_scores.png)" in text
+    assert "partial" not in report.render(runs, md, planned=7)
