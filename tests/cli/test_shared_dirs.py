@@ -1,49 +1,17 @@
-"""`python run.py` processes sharing a directory (issue 13) and resumable sweeps (issue 14 item 5)."""
+"""`python run.py` processes sharing a directory, and sweeps that resume by training only their missing jobs."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-JOB = [
-    "model=tiny_bert",
-    "logger=none",
-    "trainer.progress_bar=false",
-    "projection=lora",
-    "task.max_train_samples=16",
-    "task.max_eval_samples=8",
-    "task.max_length=32",
-    "trainer.batch_size=8",
-    "trainer.save_steps=1",
-]
+from helpers import RUN_PY, run_env, run_py, snapshot, tiny_job
 
-
-def _env() -> dict[str, str]:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "WANDB_MODE": "disabled",
-        "OMP_NUM_THREADS": "1",
-    }
-    env.pop("HYDRA_FULL_ERROR", None)
-    return env
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=400
-    )
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+JOB = tiny_job(16, 8, "task.max_length=32", "trainer.batch_size=8", "trainer.save_steps=1")
 
 
 def test_two_runs_in_one_dir_at_once(tmp_path: Path):
@@ -52,14 +20,14 @@ def test_two_runs_in_one_dir_at_once(tmp_path: Path):
     first = subprocess.Popen(
         [
             sys.executable,
-            str(REPO / "run.py"),
+            str(RUN_PY),
             *JOB,
             "trainer.max_steps=400",
             "trainer.save_steps=100",
             f"hydra.run.dir={run_dir}",
         ],
         cwd=tmp_path,
-        env=_env(),
+        env=run_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -70,7 +38,7 @@ def test_two_runs_in_one_dir_at_once(tmp_path: Path):
             assert first.poll() is None, first.stderr.read()[-2000:]
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        second = cli(*JOB, "projection=vera", "trainer.max_steps=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        second = run_py(*JOB, "projection=vera", "trainer.max_steps=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
         # it did not wait for the lock: the first run is still training when the second has already given up
         assert first.poll() is None, "the first run ended before the second was refused; the test proves nothing"
     finally:
@@ -90,12 +58,12 @@ def test_two_runs_in_one_dir_at_once(tmp_path: Path):
 def test_another_run_in_a_used_dir_leaves_it_byte_identical(tmp_path: Path):
     """Hydra's own .hydra/ files included: lorazoo writes them only once the dir is its own."""
     run_dir = tmp_path / "run"
-    done = cli(*JOB, "trainer.max_steps=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    done = run_py(*JOB, "trainer.max_steps=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "overrides.yaml").is_file()
     before = snapshot(run_dir)
     for extra in (["projection=vera"], ["projection=vera", "trainer.resume=true"], ["projection.rank=2"]):
-        out = cli(*JOB, "trainer.max_steps=3", *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        out = run_py(*JOB, "trainer.max_steps=3", *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
         last = [line for line in out.stderr.splitlines() if line.strip()][-1]
         assert (
             out.returncode == 2
@@ -109,20 +77,20 @@ def test_relaunched_sweep_trains_only_missing_jobs(tmp_path: Path):
     """Re-launching a finished sweep trains nothing; deleting one job's dir retrains exactly that job."""
     sweep = tmp_path / "sweep"
     args = ["-m", *JOB, "trainer.max_steps=2", "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
-    first = cli(*args, cwd=tmp_path)
+    first = run_py(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert len(jobs) == 3
     metrics = {job.name: (job / "metrics.json").read_bytes() for job in jobs}
     files = {job.name: snapshot(job) for job in jobs}
 
-    again = cli(*args, cwd=tmp_path)
+    again = run_py(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("already completed") == 3 and "[lorazoo] tweets" not in again.stdout
     assert {job.name: snapshot(job) for job in jobs} == files  # nothing rewritten
 
     shutil.rmtree(jobs[1])
-    third = cli(*args, cwd=tmp_path)
+    third = run_py(*args, cwd=tmp_path)
     assert third.returncode == 0, third.stderr[-3000:]
     assert third.stderr.count("already completed") == 2 and third.stdout.count("[lorazoo] tweets") == 1
     retrained = json.loads((jobs[1] / "metrics.json").read_text())

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import perturb, tiny_gpt2, tiny_llama
+from helpers import perturb, tiny_gpt2, tiny_llama
 from torch import nn
 
 from lorazoo import (

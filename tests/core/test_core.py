@@ -7,7 +7,8 @@ import json
 
 import pytest
 import torch
-from conftest import model_inputs, perturb, tiny_bert, tiny_llama
+from helpers import model_inputs, perturb, tiny_bert, tiny_llama
+from helpers.parity import copy_factors_to_peft
 
 import lorazoo
 from lorazoo import (
@@ -150,15 +151,9 @@ def test_lora_matches_peft_forward_and_backward():
         tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0)
     )
     factors = ours.lora_factors()
-    theta = ours.projection()
+    copy_factors_to_peft(ours, peft_model)
     from lorazoo.adapted_layers import factors_from_theta
 
-    with torch.no_grad():
-        for entry in ours.layout:
-            a, b = factors_from_theta(theta, entry)
-            module = peft_model.base_model.model.get_submodule(entry.name)
-            module.lora_A["default"].weight.copy_(a)
-            module.lora_B["default"].weight.copy_(b)
     out_ours = ours(**inputs).logits
     out_peft = peft_model(**inputs).logits
     torch.testing.assert_close(out_ours, out_peft, atol=1e-5, rtol=0)

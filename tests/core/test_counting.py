@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 from lorazoo import AdapterConfig, ConfigError, count_parameters, counting_tables, projection_names
 from lorazoo.counting import meta_model, model_config_dirs

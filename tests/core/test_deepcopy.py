@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import PROJECTION_CASES, perturb, tiny_llama
+from helpers import PROJECTION_CASES, perturb, tiny_llama
 
 from lorazoo import AdapterConfig, attach
 

@@ -1,4 +1,4 @@
-"""Adapter files validated before allocation (issue 25, item 3): every AdapterConfig field is covered by the
+"""Adapter files validated before allocation: every AdapterConfig field is covered by the
 integrity record, an adapter without the record is refused (``"hand_written": true`` opts out), and the
 safetensors header is parsed with bounded sizes and checked against the record and the base before any tensor
 is read, so a header declaring a 1 GiB tensor never allocates it."""
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, model_inputs, perturb, tiny_bert
+from helpers import REPO_ROOT, model_inputs, perturb, tiny_bert
 from safetensors.torch import load_file
 
 import lorazoo
@@ -181,7 +181,7 @@ BOMB_CHILD = textwrap.dedent(
     """
     import json, resource, sys
     sys.path.insert(0, sys.argv[1])
-    from conftest import tiny_bert
+    from helpers import tiny_bert
     from lorazoo import load_adapter
     from lorazoo.errors import LoraZooError
     base = tiny_bert()

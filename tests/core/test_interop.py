@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_llama
+from helpers import tiny_llama
+from helpers.parity import copy_factors_to_peft
 
 from lorazoo import AdapterConfig, attach
 from lorazoo.adapted_layers import factors_from_theta
@@ -16,21 +17,7 @@ RANK, ALPHA = 4, 8
 
 
 def llama_with_vocab(vocab_size: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    return LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-            tie_word_embeddings=False,
-        )
-    )
+    return tiny_llama(0, vocab_size=vocab_size).train()
 
 
 def lorazoo_and_peft_twins(make_base=tiny_llama):
@@ -41,13 +28,7 @@ def lorazoo_and_peft_twins(make_base=tiny_llama):
     peft_model = get_peft_model(
         make_base(), LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules="all-linear", lora_dropout=0.0)
     )
-    theta = ours.projection().detach()
-    with torch.no_grad():
-        for entry in ours.layout:
-            a, b = factors_from_theta(theta, entry)
-            module = peft_model.base_model.model.get_submodule(entry.name)
-            module.lora_A["default"].weight.copy_(a)
-            module.lora_B["default"].weight.copy_(b)
+    copy_factors_to_peft(ours, peft_model)
     return ours, peft_model
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PROJECTION_CASES, TINY_MODELS, TINY_TARGETS, model_inputs, perturb
+from helpers import PROJECTION_CASES, TINY_MODELS, TINY_TARGETS, model_inputs, perturb
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, attach, load_adapter, projection_names

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import PROJECTION_CASES, model_inputs, tiny_bert
+from helpers import PROJECTION_CASES, model_inputs, tiny_bert
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import PROJECTION_CASES, perturb, tiny_bert, tiny_llama
+from helpers import PROJECTION_CASES, perturb, tiny_bert, tiny_llama
 
 from lorazoo import (
     AdapterConfig,

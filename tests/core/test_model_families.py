@@ -5,80 +5,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PROJECTION_CASES, perturb, tiny_bert, tiny_gpt2, tiny_llama
+from helpers import PROJECTION_CASES, perturb, tiny_bert, tiny_gpt2, tiny_llama, tiny_model
 
 from lorazoo import AdapterConfig, attach, load_adapter
 
 
-def tiny_opt(seed: int = 0):
-    from transformers import OPTConfig, OPTForCausalLM
-
-    torch.manual_seed(seed)
-    return OPTForCausalLM(
-        OPTConfig(
-            vocab_size=128,
-            hidden_size=32,
-            num_hidden_layers=2,
-            ffn_dim=64,
-            num_attention_heads=2,
-            max_position_embeddings=64,
-            word_embed_proj_dim=32,
-        )
-    ).eval()
+def family(model_type: str, auto_class: str = "AutoModelForCausalLM"):
+    """A builder of the tiny ``model_type`` (its small config in helpers.FAMILY_CONFIGS), seeded like tiny_bert."""
+    return lambda seed=0: tiny_model(model_type, auto_class, seed)
 
 
-def tiny_qwen2(seed: int = 0):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    return Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=128,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-            tie_word_embeddings=False,
-        )
-    ).eval()
-
-
-def tiny_mistral(seed: int = 0):
-    from transformers import MistralConfig, MistralForCausalLM
-
-    torch.manual_seed(seed)
-    return MistralForCausalLM(
-        MistralConfig(
-            vocab_size=128,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-            tie_word_embeddings=False,
-        )
-    ).eval()
-
-
-def tiny_t5(seed: int = 0):
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    torch.manual_seed(seed)
-    return T5ForConditionalGeneration(
-        T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, decoder_start_token_id=0)
-    ).eval()
-
-
-def tiny_distilbert(seed: int = 0):
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
-
-    torch.manual_seed(seed)
-    return DistilBertForSequenceClassification(
-        DistilBertConfig(vocab_size=128, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64)
-    ).eval()
+tiny_opt, tiny_qwen2, tiny_mistral = family("opt"), family("qwen2"), family("mistral")
+tiny_t5 = family("t5", "AutoModelForSeq2SeqLM")
+tiny_distilbert = family("distilbert", "AutoModelForSequenceClassification")
 
 
 # family: (builder, target_modules, how many modules the targets must adapt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PROJECTION_CASES
+from helpers import PROJECTION_CASES
 
 from lorazoo import AdapterConfig, Layout, projection_names
 from lorazoo.projections import build_projection, layout_rank

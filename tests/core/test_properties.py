@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PROJECTION_CASES, perturb
+from helpers import PROJECTION_CASES, perturb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn

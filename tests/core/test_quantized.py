@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PROJECTION_CASES, perturb, tiny_llama
+from helpers import PROJECTION_CASES, compose_config, perturb, run_config, tiny_llama
 
 from lorazoo import AdapterConfig, attach, load_adapter
 from lorazoo.quantized import dequantized_weight, quantization_of, requantization_bound
@@ -189,11 +189,6 @@ def test_adapter_trained_on_a_quantised_base_saves_and_loads(saved_base, tmp_pat
 
 @pytest.mark.parametrize("mode", ["8bit", "4bit"])
 def test_runner_trains_on_a_quantised_tiny_llama(tmp_path, mode):
-    from hydra import compose, initialize_config_dir
-
-    from lorazoo.cli import CONFIG_DIR
-    from lorazoo.train import run
-
     records = [{"instruction": f"Repeat the word number {i}.", "input": "", "output": f"word{i}"} for i in range(12)]
     data = tmp_path / "alpaca.json"
     data.write_text(json.dumps(records))
@@ -217,9 +212,8 @@ def test_runner_trains_on_a_quantised_tiny_llama(tmp_path, mode):
         "task.max_length=48",
         "trainer.max_steps=2",
     ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    record = run(cfg, output_dir=tmp_path / "run")
+    cfg = compose_config(*overrides)
+    record = run_config(cfg, tmp_path / "run")
     assert record["status"] == "completed" and record["steps"] == 2
     assert (tmp_path / "run" / "adapter" / "adapter.safetensors").is_file()
     # the runner's base really is quantised (the same loader the run used)

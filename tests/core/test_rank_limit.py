@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import PROJECTION_CASES, TINY_MODELS, TINY_TARGETS, model_inputs, perturb, tiny_bert, tiny_llama
+from helpers import PROJECTION_CASES, TINY_MODELS, TINY_TARGETS, model_inputs, perturb, tiny_bert, tiny_llama
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, ConfigError, attach, projection_names

@@ -1,43 +1,22 @@
 """FSDP2 (``fully_shard``, DTensor parameters) with 2 gloo processes on a tiny Llama, every projection:
 gradients equal one process on the whole batch, save → load is bit-equal (also back into the sharded
-model), merge equals the unmerged output and unmerge restores the sharded weights (tests/fsdp_worker.py)."""
+model), merge equals the unmerged output and unmerge restores the sharded weights (tests/helpers/fsdp_worker.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers.parallel import HELPERS, torchrun_two
 
 from lorazoo import projection_names
-
-HERE = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_fsdp2_two_gloo_processes_every_projection(tmp_path: Path):
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
-    }
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
     names = projection_names()
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(HERE / "fsdp_worker.py"),
-        str(tmp_path),
-        ",".join(names),
-    ]
-    done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=500)
+    done = torchrun_two(HELPERS / "fsdp_worker.py", str(tmp_path), ",".join(names))
     assert done.returncode == 0, done.stderr[-3000:]
     for rank in (0, 1):
         results = json.loads((tmp_path / f"rank{rank}.json").read_text())

@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PROJECTION_CASES, TINY_MODELS, TINY_TARGETS, model_inputs, perturb, tiny_llama
+from helpers import (
+    PROJECTION_CASES,
+    TINY_MODELS,
+    TINY_TARGETS,
+    compose_config,
+    model_inputs,
+    perturb,
+    run_config,
+    tiny_llama,
+)
+from helpers.parallel import HELPERS, torchrun_two
 
 from lorazoo import (
     AdapterConfig,
@@ -29,7 +39,7 @@ from lorazoo.projections import build_projection, get_projection_class
 from lorazoo.quantized import dequantized_weight
 from lorazoo.targets import layout_from_model
 
-# the issue's two methods by name (so these tests fail, not vanish, where they are missing) + any later one
+# the two SVD-based methods by name (so these tests fail, not vanish, where they are missing) + any later one
 WEIGHT_AWARE = sorted(
     {"loraxs", "tinylora"} | {n for n in projection_names() if get_projection_class(n).reads_base_weights}
 )
@@ -239,11 +249,6 @@ def test_run_py_trains_each_on_the_tiny_llama(projection, tmp_path):
     r = 64 fitted to the 16-wide k_proj), with the tiny task overrides tests/train/test_runner.py uses."""
     import json
 
-    from hydra import compose, initialize_config_dir
-
-    from lorazoo.cli import CONFIG_DIR
-    from lorazoo.train import run
-
     data = tmp_path / "data"
     data.mkdir()
     rows = [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(8)]
@@ -252,10 +257,7 @@ def test_run_py_trains_each_on_the_tiny_llama(projection, tmp_path):
     overrides = [f"projection={projection}", "model=tiny_llama", "task=math/gsm8k", f"task.data_dir={data}"]
     overrides += ["logger=none", "trainer.batch_size=4", "trainer.max_steps=2", "trainer.progress_bar=false"]
     overrides += ["task.max_eval_samples=2", "task.max_new_tokens=2", "task.max_length=48"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    run(cfg, output_dir=tmp_path / "run")
-    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    record = run_config(compose_config(*overrides), tmp_path / "run")
     assert record["status"] == "completed" and record["steps"] == 2 and record["trainable"] > 0
     from safetensors.torch import load_file
 
@@ -267,19 +269,10 @@ def test_run_py_trains_each_on_the_tiny_llama(projection, tmp_path):
 @pytest.mark.slow
 def test_every_rank_takes_rank_zeros_svd(tmp_path):
     """Two gloo processes; rank 1's SVD returns the opposite sign of every pair (as another BLAS may): after
-    attach both ranks hold rank 0's U_r, Σ_r, V_rᵀ (tests/svd_broadcast_worker.py)."""
+    attach both ranks hold rank 0's U_r, Σ_r, V_rᵀ (tests/helpers/svd_broadcast_worker.py)."""
     import json
-    import os
-    import subprocess
-    import sys
 
-    here = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(here.parent / "src")])}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += [str(here / "svd_broadcast_worker.py"), str(tmp_path), ",".join(WEIGHT_AWARE)]
-    done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
+    done = torchrun_two(HELPERS / "svd_broadcast_worker.py", str(tmp_path), ",".join(WEIGHT_AWARE), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     zero, one = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert zero == one and sorted(zero) == WEIGHT_AWARE

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import run_env, run_py, tiny_job
 
 import lorazoo
 
@@ -59,7 +60,7 @@ CHECK = textwrap.dedent("""
     import sys
     import lorazoo
     from lorazoo import AdapterConfig, ConfigError, attach
-    from conftest import PROJECTION_CASES, tiny_bert
+    from helpers import PROJECTION_CASES, tiny_bert
 
     assert lorazoo.__file__.startswith(sys.argv[1]), lorazoo.__file__
     assert "dropin" in lorazoo.projection_names()
@@ -110,7 +111,7 @@ def test_dropped_in_file_runs_the_invariant_matrix(package_copy):
         sys.executable,
         "-m",
         "pytest",
-        str(REPO_ROOT / "tests" / "test_invariants.py"),
+        str(REPO_ROOT / "tests" / "core" / "test_invariants.py"),
         "-k",
         "dropin",
         "-q",
@@ -128,7 +129,7 @@ def test_dropped_in_file_runs_the_invariant_matrix(package_copy):
     assert result.returncode == 0, tail
     passed = re.search(r"(\d+) passed", result.stdout)
     # every invariant × every tiny model + the per-projection tiny-case check, nothing skipped
-    import test_invariants
+    from core import test_invariants
 
     invariants = [n for n in vars(test_invariants.TestInvariants) if n.startswith("test_")]
     expected = len(invariants) * len(test_invariants.KINDS) + 1
@@ -136,34 +137,16 @@ def test_dropped_in_file_runs_the_invariant_matrix(package_copy):
     assert "skipped" not in result.stdout.splitlines()[-1], tail
 
 
-RUN_TINY = [
-    "model=tiny_bert",
-    "task.max_train_samples=16",
-    "task.max_eval_samples=8",
-    "trainer.max_steps=2",
-    "trainer.batch_size=8",
-    "trainer.progress_bar=false",
-    "logger=none",
-]
+RUN_TINY = tiny_job(16, 8, "trainer.max_steps=2", "trainer.batch_size=8", projection="dropin")
 
 
 def _run_py(package_copy: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**_env(package_copy), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "run.py"), *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_py(*args, cwd=cwd, timeout=600, env=run_env(**_env(package_copy)))
 
 
 def test_dropped_in_file_trains_through_run_py_with_its_paper_settings(package_copy, tmp_path):
     """projection=dropin resolves to the file's ``paper`` declaration (no configs/projection/dropin.yaml)."""
-    out = _run_py(package_copy, "projection=dropin", *RUN_TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    out = _run_py(package_copy, *RUN_TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "completed" and record["steps"] == 2
@@ -185,7 +168,6 @@ def test_dropped_in_file_has_a_working_lr_sweep(package_copy, tmp_path):
         package_copy,
         "-m",
         "hydra/sweeper=lr_dropin",
-        "projection=dropin",
         *RUN_TINY,
         "hydra.sweeper.n_trials=1",
         f"hydra.sweep.dir={sweep}",
@@ -209,13 +191,13 @@ def test_dropped_in_file_is_listed_by_help(package_copy, tmp_path):
 
 
 PER_PROJECTION_TESTS = [  # tests parametrised over projection_names() whose dropin cases must all pass
-    "test_run_command.py::test_defaults_fit_every_packaged_model",
-    "test_run_command.py::test_every_projection_trains_with_its_defaults_through_the_runner",
-    "test_sweep.py::test_every_projection_has_an_lr_preset_around_its_lr",
-    "test_config_groups.py::test_every_projection_declares_its_paper_settings",
-    "test_config_groups.py::test_lr_sweeper_searches_each_declared_lr",
-    "test_pieces.py",
-    "test_properties.py",
+    "cli/test_run_command.py::test_defaults_fit_every_packaged_model",
+    "cli/test_run_command.py::test_every_projection_trains_with_its_defaults_through_the_runner",
+    "train/sweep/test_sweep.py::test_every_projection_has_an_lr_preset_around_its_lr",
+    "train/config/test_config_groups.py::test_every_projection_declares_its_paper_settings",
+    "train/config/test_config_groups.py::test_lr_sweeper_searches_each_declared_lr",
+    "core/test_pieces.py",
+    "core/test_properties.py",
 ]
 
 
@@ -240,7 +222,7 @@ def test_a_file_without_a_paper_declaration_is_one_line_naming_it(tmp_path):
     shutil.copytree(Path(lorazoo.__file__).parent, root / "lorazoo", ignore=shutil.ignore_patterns("__pycache__"))
     undeclared = "\n".join(line for line in DROPIN.splitlines() if "paper = PaperSettings" not in line)
     (root / "lorazoo" / "projections" / "dropin.py").write_text(undeclared)
-    out = _run_py(root, "projection=dropin", *RUN_TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    out = _run_py(root, *RUN_TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert out.returncode == 2
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert errors == [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from conftest import model_inputs, tiny_bert
+from helpers import model_inputs, tiny_bert
 
 from lorazoo import AdapterConfig, ConfigError, Layout, attach
 from lorazoo.projections import build_projection, rng

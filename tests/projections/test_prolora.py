@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import model_inputs, perturb, tiny_bert, tiny_llama
+from helpers import model_inputs, perturb, tiny_bert, tiny_llama
 
 from lorazoo import AdapterConfig, ConfigError, Layout, attach
 from lorazoo.projections import build_projection

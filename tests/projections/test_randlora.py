@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 import torch
-from conftest import model_inputs, perturb, tiny_bert, tiny_gpt2, tiny_llama
+from helpers import model_inputs, perturb, tiny_bert, tiny_gpt2, tiny_llama
 
 from lorazoo import AdapterConfig, attach, count_parameters, load_adapter
 from lorazoo.projections.randlora import RandLoRAProjection, num_bases

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 import torch
-from conftest import model_inputs, perturb, tiny_bert, tiny_llama
+from helpers import model_inputs, perturb, tiny_bert, tiny_llama
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, ConfigError, Layout, attach, load_adapter

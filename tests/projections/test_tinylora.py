@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_llama
+from helpers import tiny_llama
 
 from lorazoo import AdapterConfig, ConfigError, attach, count_parameters
 from lorazoo.projections.tinylora import tying_groups

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from conftest import model_inputs, perturb, tiny_bert, tiny_llama
+from helpers import model_inputs, perturb, tiny_bert, tiny_llama
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, ConfigError, Layout, LoraZooError, attach, load_adapter
@@ -171,7 +171,7 @@ def _saved_for_backward_bytes(model, inputs: dict) -> int:
 
 @pytest.mark.parametrize("rank", [4, 64])
 def test_training_keeps_no_more_for_backward_than_peft_vera(rank):
-    """Issue 18: VeRA's peak memory at PEFT's. The layers apply A_l = diag(λ_d) A_sh as (x A_shᵀ) ⊙ λ_d, so
+    """VeRA's peak memory at PEFT's. The layers apply A_l = diag(λ_d) A_sh as (x A_shᵀ) ⊙ λ_d, so
     autograd keeps PEFT's (tokens × r) and (tokens × o) products and never a formed A_l, B_l (θ_D)."""
     ours, peft_model, _ = paired_models("llama", rank)
     inputs = model_inputs("llama")

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 from safetensors.torch import load_file
 
-from lorazoo.cli import CONFIG_DIR
 from lorazoo.errors import ConfigError
 from lorazoo.train import build_task, run
 
@@ -25,13 +24,8 @@ TINY = [
 ]
 
 
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def train(out: Path, *overrides: str) -> dict:
-    run(compose_cfg(*TINY, *overrides), output_dir=out)
+    run(compose_config(*TINY, *overrides), output_dir=out)
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -45,7 +39,7 @@ def write_sst2(root: Path, n_train: int = 60, n_dev: int = 12) -> Path:
 
 def test_holdout_dev_is_carved_from_train_and_seeded(tmp_path: Path):
     data = write_sst2(tmp_path / "SST-2")
-    cfg = compose_cfg("task=glue/sst2", f"task.data_dir={data}", "task.holdout_dev=10")
+    cfg = compose_config("task=glue/sst2", f"task.data_dir={data}", "task.holdout_dev=10")
     task = build_task(cfg.task, 0)
     task.load()
     held, trained = [r[0] for r in task.eval_rows], [r[0] for r in task.train_rows]
@@ -55,11 +49,11 @@ def test_holdout_dev_is_carved_from_train_and_seeded(tmp_path: Path):
     again.load()
     assert [r[0] for r in again.eval_rows] == held
     other = build_task(
-        compose_cfg("task=glue/sst2", f"task.data_dir={data}", "task.holdout_dev=10", "task.split_seed=1").task, 0
+        compose_config("task=glue/sst2", f"task.data_dir={data}", "task.holdout_dev=10", "task.split_seed=1").task, 0
     )
     other.load()
     assert [r[0] for r in other.eval_rows] != held
-    plain = build_task(compose_cfg("task=glue/sst2", f"task.data_dir={data}").task, 0)
+    plain = build_task(compose_config("task=glue/sst2", f"task.data_dir={data}").task, 0)
     plain.load()
     assert all(r[0].startswith("dev ") for r in plain.eval_rows) and len(plain.train_rows) == 60
 
@@ -67,11 +61,11 @@ def test_holdout_dev_is_carved_from_train_and_seeded(tmp_path: Path):
 def test_holdout_dev_bad_values_are_one_line_errors(tmp_path: Path):
     data = write_sst2(tmp_path / "SST-2", n_train=8)
     with pytest.raises(ConfigError, match="leaves no training data"):
-        build_task(compose_cfg("task=glue/sst2", f"task.data_dir={data}", "task.holdout_dev=8").task, 0).load()
+        build_task(compose_config("task=glue/sst2", f"task.data_dir={data}", "task.holdout_dev=8").task, 0).load()
     with pytest.raises(ConfigError, match="holdout_dev must be a positive integer"):
-        build_task(compose_cfg("task=glue/sst2", "task.holdout_dev=0").task, 0)
+        build_task(compose_config("task=glue/sst2", "task.holdout_dev=0").task, 0)
     with pytest.raises(ConfigError, match="not supported by task 'math/gsm8k'"):
-        build_task(compose_cfg("task=math/gsm8k", "+task.holdout_dev=5").task, 0)
+        build_task(compose_config("task=math/gsm8k", "+task.holdout_dev=5").task, 0)
 
 
 @pytest.mark.parametrize("projection", ["lora", "vera"])

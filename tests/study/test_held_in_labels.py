@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 
-from lorazoo.cli import CONFIG_DIR
 from lorazoo.study import fair
 from lorazoo.train import build_task, run
 
@@ -27,15 +26,10 @@ TINY = [
 ]
 
 
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 @pytest.mark.parametrize("holdout", [None, 12])
 def test_held_in_scores_are_labelled_so_in_the_summary_and_record(tmp_path: Path, capsys, holdout: int | None):
     extra = [f"task.holdout_dev={holdout}"] if holdout else []
-    run(compose_cfg(*TINY, *extra), output_dir=tmp_path)
+    run(compose_config(*TINY, *extra), output_dir=tmp_path)
     record = json.loads((tmp_path / "metrics.json").read_text())
     summary = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[lorazoo] tweets")][-1]
     if holdout:
@@ -116,7 +110,7 @@ TASKS = {
 
 
 def _scored(overrides: list[str], seed: int, n: int | None) -> tuple[list, str]:
-    cfg = compose_cfg(*overrides, f"task.max_eval_samples={'null' if n is None else n}")
+    cfg = compose_config(*overrides, f"task.max_eval_samples={'null' if n is None else n}")
     task = build_task(cfg.task, seed)
     task.load()
     rows = getattr(task, "eval_rows", None) or task.eval_pairs

@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import SHARED_DATA, run_py, tiny_job, train_killed_at_step, train_tiny
 from safetensors.torch import load_file
 
-from lorazoo.cli import CONFIG_DIR
-from lorazoo.train import run
 from lorazoo.train.engine.trainer import COMPLETE_MARKER, LoraZooTrainer
 from lorazoo.train.errors import NonFiniteLossError
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data"
-TINY = [
-    "logger=none",
-    "trainer.batch_size=8",
-    "trainer.eval_batch_size=16",
-    "trainer.logging_steps=1",
-    "trainer.progress_bar=false",
-]
 BASE_KEYS = {
     "status",
     "task",
@@ -46,13 +32,6 @@ BASE_KEYS = {
 }
 
 
-def train(tmp: Path, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, *overrides])
-    run(cfg, output_dir=tmp)
-    return json.loads((tmp / "metrics.json").read_text())
-
-
 def check_record(record: dict, out: Path, keys: set[str], steps: int) -> None:
     assert record["status"] == "completed" and record["steps"] == steps
     headline = keys - {"loss"}  # the task's own metrics are also copied to the top level
@@ -68,7 +47,7 @@ def adapter_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_tweets_tiny_bert(tmp_path: Path):
-    record = train(
+    record = train_tiny(
         tmp_path,
         "model=tiny_bert",
         "projection=lora",
@@ -98,10 +77,10 @@ def test_tweets_tiny_bert(tmp_path: Path):
 
 @pytest.mark.parametrize("subset,keys", [("sst2", {"accuracy", "majority_rate"}), ("stsb", {"pearson", "spearmanr"})])
 def test_glue_from_local_tsv(tmp_path: Path, subset: str, keys: set[str]):
-    folder = SHARED / "glue" / {"sst2": "SST-2", "stsb": "STS-B"}[subset]
+    folder = SHARED_DATA / "glue" / {"sst2": "SST-2", "stsb": "STS-B"}[subset]
     if not (folder / "dev.tsv").exists():
         pytest.skip(f"{folder} absent")
-    record = train(
+    record = train_tiny(
         tmp_path,
         "model=tiny_bert",
         "projection=lora",
@@ -124,7 +103,7 @@ def test_gsm8k_tiny_llama(tmp_path: Path):
     for split in ("train", "test"):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    record = train(
+    record = train_tiny(
         out,
         "model=tiny_llama",
         "projection=lora",
@@ -148,7 +127,7 @@ def test_alpaca_tiny_llama(tmp_path: Path):
     data = tmp_path / "alpaca.json"
     data.write_text(json.dumps(records))
     out = tmp_path / "run"
-    record = train(
+    record = train_tiny(
         out,
         "model=tiny_llama",
         "projection=lora",
@@ -165,25 +144,6 @@ def test_alpaca_tiny_llama(tmp_path: Path):
     assert len((out / "generations.jsonl").read_text().splitlines()) == 2
 
 
-class _Killed(BaseException):
-    """Stands in for SIGKILL in-process: nothing after the raise runs."""
-
-
-def train_killed_at_step(monkeypatch: pytest.MonkeyPatch, tmp: Path, step: int, *overrides: str) -> None:
-    """A run into ``tmp`` killed as it starts optimizer step ``step`` (checkpoints before it stay)."""
-    original = LoraZooTrainer.training_step
-
-    def dies(self, *a, **k):
-        if self.state.global_step == step:
-            raise _Killed()
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(LoraZooTrainer, "training_step", dies)
-    with pytest.raises(_Killed):
-        train(tmp, *overrides)
-    monkeypatch.setattr(LoraZooTrainer, "training_step", original)
-
-
 def test_resume_is_bit_equal_to_an_uninterrupted_run(tmp_path: Path, monkeypatch):
     args = [
         "model=tiny_bert",
@@ -195,9 +155,9 @@ def test_resume_is_bit_equal_to_an_uninterrupted_run(tmp_path: Path, monkeypatch
         "projection.dropout=0.1",
         "seed=5",
     ]
-    train(tmp_path / "straight", *args)
+    train_tiny(tmp_path / "straight", *args)
     train_killed_at_step(monkeypatch, tmp_path / "resumed", 3, *args)
-    record = train(tmp_path / "resumed", *args, "trainer.resume=true")
+    record = train_tiny(tmp_path / "resumed", *args, "trainer.resume=true")
     assert record["train"]["resumed_from"].endswith("checkpoint-2")
     a, b = adapter_tensors(tmp_path / "straight" / "adapter"), adapter_tensors(tmp_path / "resumed" / "adapter")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -214,7 +174,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monke
 
     monkeypatch.setattr(LoraZooTrainer, "compute_loss", poisoned)
     with pytest.raises(NonFiniteLossError, match="step 3.*checkpoint-2"):
-        train(
+        train_tiny(
             tmp_path,
             "model=tiny_bert",
             "projection=lora",
@@ -233,7 +193,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monke
 def test_wandb_offline_run(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    record = train(
+    record = train_tiny(
         tmp_path,
         "model=tiny_bert",
         "projection=lora",
@@ -248,39 +208,19 @@ def test_wandb_offline_run(tmp_path: Path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- the command line
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 def test_cli_errors_are_one_line(tmp_path: Path):
-    out = cli("task=glue/sst2", "model=tiny_bert", "logger=none", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    out = run_py("task=glue/sst2", "model=tiny_bert", "logger=none", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     errors = [line for line in out.stderr.splitlines() if line.strip()]
     assert errors[-1].startswith("error: ") and "task.data_dir=" in errors[-1] and "Traceback" not in out.stderr
-    unknown = cli("projection=unilorra", cwd=tmp_path)
+    unknown = run_py("projection=unilorra", cwd=tmp_path)
     assert unknown.returncode != 0 and "lora" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
 def test_multirun_one_dir_and_metrics_per_job(tmp_path: Path):
     sweep = tmp_path / "sweep"
-    out = cli(
-        "-m",
-        "projection=lora,vera",
-        "projection.rank=4",
-        "model=tiny_bert",
-        "task.max_train_samples=16",
-        "task.max_eval_samples=8",
-        "trainer.max_steps=1",
-        "trainer.batch_size=8",
-        "trainer.progress_bar=false",
-        "logger=none",
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
-    )
+    job = tiny_job(16, 8, "projection.rank=4", "trainer.max_steps=1", "trainer.batch_size=8", projection="lora,vera")
+    out = run_py("-m", *job, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     records = sorted(sweep.glob("*/metrics.json"))
     assert len(records) == 2
@@ -291,7 +231,7 @@ def test_multirun_one_dir_and_metrics_per_job(tmp_path: Path):
 @pytest.mark.slow
 def test_multirun_minilm_lora_unilora(tmp_path: Path):
     sweep = tmp_path / "sweep"
-    out = cli(
+    out = run_py(
         "-m",
         "projection=lora,unilora",
         "task.max_train_samples=32",
@@ -312,6 +252,6 @@ def test_hub_model_offline_and_mismatched_task_fail_fast(tmp_path: Path):
     from lorazoo import LoraZooError
 
     with pytest.raises(LoraZooError, match=r"model\.pretrained=<local dir>"):
-        train(tmp_path, "model=roberta-base", "task.max_train_samples=8", "task.max_eval_samples=8")
+        train_tiny(tmp_path, "model=roberta-base", "task.max_train_samples=8", "task.max_eval_samples=8")
     with pytest.raises(LoraZooError, match="causal_lm"):
-        train(tmp_path, "model=tiny_bert", "task=math/gsm8k")
+        train_tiny(tmp_path, "model=tiny_bert", "task=math/gsm8k")

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import perturb, tiny_bert
-from hydra import compose, initialize_config_dir
+from helpers import compose_config, perturb, tiny_bert
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, attach
@@ -27,10 +26,8 @@ SHIPPED = Path(CONFIG_DIR) / "deepspeed"
 
 @pytest.mark.parametrize("given,stage", [("zero2.json", 2), ("configs/deepspeed/zero3.json", 3)])
 def test_shipped_zero_configs_reach_training_arguments(given: str, stage: int):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "config", overrides=[f"trainer.deepspeed={given}", "trainer.precision=bf16", "trainer.use_cpu=false"]
-        )  # as on a GPU node
+    # as on a GPU node
+    cfg = compose_config(f"trainer.deepspeed={given}", "trainer.precision=bf16", "trainer.use_cpu=false")
     kwargs = scale_arguments(from_node(TrainerOptions, cfg.trainer, "trainer"))
     path = Path(kwargs["deepspeed"])
     assert path.is_file() and path.parent == SHIPPED.resolve()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.parallel import NO_DROPOUT, step_losses, train_in_process
 from safetensors.torch import load_file
-from test_distributed import NO_DROPOUT, step_losses, train_in_process
 
 
 @pytest.mark.slow

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import compose_config, train_killed_at_step, train_tiny
 from safetensors.torch import load_file
-from test_runner import train, train_killed_at_step
 
-from lorazoo.cli import CONFIG_DIR
 from lorazoo.compare import main as compare_main
 from lorazoo.curves import plot_curves
 from lorazoo.train.config.schema import check
@@ -37,7 +35,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two seeds, evaluated every 2 steps, logged every 10 (longer than the run): only the forced logs exist."""
     root = tmp_path_factory.mktemp("curves")
     for seed in (0, 1):
-        train(
+        train_tiny(
             root / f"s{seed}",
             *SMALL,
             f"seed={seed}",
@@ -75,14 +73,14 @@ def test_compare_plots_the_curves_of_two_runs(two_runs: list[Path], tmp_path: Pa
 
 
 def test_resumed_run_reports_the_whole_runs_train_loss_and_continues_its_curve(tmp_path: Path, monkeypatch):
-    """Before: train_loss covered only the steps after the resume (the issue's 0.980 vs 1.0026)."""
+    """Before: train_loss covered only the steps after the resume (seen: 0.980 vs 1.0026)."""
     args = [*SMALL, "trainer.max_steps=6", "trainer.save_steps=2", "trainer.logging_steps=10", "seed=5"]
-    straight = train(tmp_path / "straight", *args)
+    straight = train_tiny(tmp_path / "straight", *args)
     train_killed_at_step(monkeypatch, tmp_path / "resumed", 3, *args)
     append_row(tmp_path / "resumed" / CURVES_FILE, {"step": 3, "loss": 9.0, "steps": 1})  # work the resume redoes
     with (tmp_path / "resumed" / CURVES_FILE).open("a") as fh:
         fh.write('{"step": 3, "lo')  # a write torn by the kill
-    resumed = train(tmp_path / "resumed", *args, "trainer.resume=true")
+    resumed = train_tiny(tmp_path / "resumed", *args, "trainer.resume=true")
 
     assert resumed["train"]["resumed_from"].endswith("checkpoint-2")
     assert resumed["train"]["train_loss"] == pytest.approx(straight["train"]["train_loss"], rel=1e-9)
@@ -92,7 +90,7 @@ def test_resumed_run_reports_the_whole_runs_train_loss_and_continues_its_curve(t
 
 def test_best_evaluated_step_is_kept_loaded_and_reported(tmp_path: Path):
     run = tmp_path / "best"
-    record = train(
+    record = train_tiny(
         run,
         *SMALL,
         "trainer.max_steps=5",
@@ -130,8 +128,7 @@ def test_by_default_the_adapter_is_the_last_step_and_the_best_is_still_reported(
 
 
 def compose_trainer(*overrides: str) -> None:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        check(compose("config", overrides=list(overrides)))
+    check(compose_config(*overrides))
 
 
 @pytest.mark.parametrize(
@@ -185,7 +182,7 @@ def test_a_metric_evaluation_does_not_report_is_refused(given, keys, loss_only):
 
 def test_best_by_epoch_saves_at_epoch_ends_and_the_curve_still_covers_every_step(tmp_path: Path):
     run = tmp_path / "epochs"
-    record = train(
+    record = train_tiny(
         run,
         *SMALL[:2],
         "task.max_train_samples=16",

@@ -4,21 +4,17 @@ processes equals one process at the same global batch, and writes one run direct
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_bert, tiny_llama
-from hydra import compose, initialize_config_dir
+from helpers import RUN_PY, tiny_bert, tiny_llama
+from helpers.parallel import COMMON, NO_DROPOUT, assert_same_run, torchrun_two, train_in_process
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, attach
-from lorazoo.cli import CONFIG_DIR
-from lorazoo.train import run
 from lorazoo.train.engine.distributed import (
     check_data_parallel,
     check_engine,
@@ -27,19 +23,6 @@ from lorazoo.train.engine.distributed import (
 )
 from lorazoo.train.errors import ConfigError
 from lorazoo.train.options import TrainerOptions
-
-REPO = Path(__file__).resolve().parents[3]
-NO_DROPOUT = ["+model.dims.hidden_dropout_prob=0", "+model.dims.attention_probs_dropout_prob=0"]  # masks are per rank
-COMMON = [
-    "logger=none",
-    "trainer.logging_steps=1",
-    "trainer.progress_bar=false",
-    "trainer.max_steps=3",
-    "trainer.save_steps=3",
-    "trainer.eval_batch_size=4",
-    "trainer.warmup_ratio=0",
-    "seed=3",
-]
 
 
 def gsm8k_files(folder: Path) -> Path:
@@ -72,60 +55,12 @@ def case_overrides(case: str, tmp: Path) -> list[str]:
     ]
 
 
-def train_in_process(out: Path, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[*COMMON, *overrides])
-    run(cfg, output_dir=out)
-    return json.loads((out / "metrics.json").read_text())
-
-
-def step_losses(run_dir: Path) -> list[float]:
-    state = json.loads((run_dir / "checkpoints" / "checkpoint-3" / "trainer_state.json").read_text())
-    return [h["loss"] for h in state["log_history"] if "loss" in h]
-
-
-def assert_same_run(one: Path, two: Path) -> None:
-    a, b = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
-    assert (a["world_size"], b["world_size"]) == (1, 2) and a["status"] == b["status"] == "completed"
-    assert step_losses(one) == pytest.approx(step_losses(two), abs=1e-5)
-    assert a["train"]["train_loss"] == pytest.approx(b["train"]["train_loss"], abs=1e-5)
-    assert a["metrics"]["loss"] == pytest.approx(b["metrics"]["loss"], abs=1e-5)
-    ta, tb = (
-        load_file(str(one / "adapter" / "adapter.safetensors")),
-        load_file(str(two / "adapter" / "adapter.safetensors")),
-    )
-    assert ta.keys() == tb.keys()
-    for key in ta:
-        assert torch.allclose(ta[key], tb[key], atol=1e-5, rtol=0), key
-
-
-def torchrun_two(tmp_path: Path, overrides: list[str], two: Path) -> subprocess.CompletedProcess:
+def run_py_on_two(tmp_path: Path, overrides: list[str], two: Path) -> subprocess.CompletedProcess:
     """``run.py`` under torchrun, 2 processes on gloo, into the run dir ``two``; the cwd is ``tmp_path/cwd``."""
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "WANDB_MODE": "disabled",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-    }
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
     # no hydra.run.dir: each rank's Hydra would pick its own time-stamped dir; rank 0's must be the only one
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(REPO / "run.py"),
-        *COMMON,
-        *overrides,
-        f"hydra.run.dir={two}",
-    ]
-    return subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=500)
+    return torchrun_two(RUN_PY, *COMMON, *overrides, f"hydra.run.dir={two}", cwd=cwd)
 
 
 @pytest.mark.slow
@@ -134,7 +69,7 @@ def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(tmp_p
     overrides = case_overrides(case, tmp_path)
     train_in_process(tmp_path / "one", *overrides, "trainer.batch_size=8")
     two, cwd = tmp_path / "two", tmp_path / "cwd"
-    done = torchrun_two(tmp_path, [*overrides, "trainer.batch_size=4"], two)
+    done = run_py_on_two(tmp_path, [*overrides, "trainer.batch_size=4"], two)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("metrics.json")) == [
         "one/metrics.json",
@@ -149,10 +84,10 @@ def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(tmp_p
 @pytest.mark.slow
 def test_torchrun_train_loss_is_the_global_mean_over_every_step(tmp_path: Path):
     """No log inside the run (logging_steps > max_steps): Trainer's train_loss was rank 0's own loss
-    (issue 25: 1.09806 against 1.09558); every step's loss must be the mean over both ranks."""
+    (seen: 1.09806 against 1.09558); every step's loss must be the mean over both ranks."""
     overrides = [*case_overrides("classification", tmp_path), "trainer.logging_steps=10", "trainer.max_steps=4"]
     one = train_in_process(tmp_path / "one", *overrides, "trainer.save_steps=4", "trainer.batch_size=8")
-    done = torchrun_two(tmp_path, [*overrides, "trainer.save_steps=4", "trainer.batch_size=4"], tmp_path / "two")
+    done = run_py_on_two(tmp_path, [*overrides, "trainer.save_steps=4", "trainer.batch_size=4"], tmp_path / "two")
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert (one["world_size"], two["world_size"]) == (1, 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_bert
+from helpers import tiny_bert
 
 from lorazoo import AdapterConfig, LoraZooError, attach
 from lorazoo.train.engine.optimizer import OptimizerOptions, build_optimizer

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, SHARED_DATA
+from helpers import REPO_ROOT, SHARED_DATA, compose_config, train_tiny
 
 from lorazoo import evaluate
 
@@ -41,7 +41,6 @@ def _lm_eval(**hflm_kwargs) -> dict:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny Llama saved to a directory (so PEFT/lm-eval can load it), trained 3 steps with lm-eval after."""
-    from test_runner import train
     from transformers import set_seed
 
     from lorazoo.train.loading.base_model import load_base
@@ -58,7 +57,7 @@ def trained(tmp_path_factory):
     base.save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
     out = root / "run"
-    record = train(
+    record = train_tiny(
         out,
         "model=tiny_llama",
         f"model.pretrained={root / 'base'}",
@@ -159,12 +158,10 @@ def test_scores_reach_wandb_as_flat_finite_numbers():
 
 
 def test_unknown_lm_eval_task_fails_before_the_model_loads(tmp_path: Path):
-    from test_runner import train
-
     from lorazoo.train.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"unknown lm-eval task\(s\) \['lorazoo_gsm8k_mni'\].*lorazoo_gsm8k_mini"):
-        train(
+        train_tiny(
             tmp_path,
             "model=tiny_llama",
             "task=math/gsm8k",
@@ -223,17 +220,8 @@ def test_code_executing_task_needs_the_opt_in_before_training():
     assert prepare(EvalOptions(options)) is not None
 
 
-def _compose(*overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    from lorazoo.cli import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def test_unilora_math_scores_gsm8k_and_math():
-    cfg = _compose("experiment=unilora_math")
+    cfg = compose_config("experiment=unilora_math")
     assert cfg.task.name == "math/gsm8k" and cfg.task.eval == "both" and cfg.task.source == "metamathqa"
 
 
@@ -244,7 +232,7 @@ def test_prolora_instruct_suite_are_real_lm_eval_tasks_and_offline_is_one_line(m
     from lorazoo.train.evaluation.harness import Harness, eval_options
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    cfg = _compose("experiment=prolora_instruct")
+    cfg = compose_config("experiment=prolora_instruct")
     options = eval_options(cfg.eval)
     assert options.lm_eval.tasks == ["mmlu", "bbh_cot_fewshot", "tydiqa_goldp", "humaneval"]
     harness = Harness(options.lm_eval)  # every name is known to lm-eval (else ConfigError)

@@ -1,4 +1,4 @@
-"""No code from files (issue 25, item 5 without ${oc.env}): every from_pretrained passes trust_remote_code=False
+"""No code from files: every from_pretrained passes trust_remote_code=False
 and a model declaring its own code is refused in one line (never a prompt); an lm-eval include_path whose task
 yamls name Python (``!function``) needs the opt-in key named in the refusal; a checkpoint file that would run
 code when unpickled is refused in one line that never suggests lifting torch's restriction.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_bert
+from helpers import REPO_ROOT, tiny_bert
 
 from lorazoo import AdapterConfig, attach
 

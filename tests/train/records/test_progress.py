@@ -3,38 +3,22 @@ the sweeper presets in --help, and W&B's console chatter only with logger.verbos
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT, run_env, run_py, tiny_job
 
 from lorazoo import projection_names
 from lorazoo.train.records import progress
 
-REPO = Path(__file__).resolve().parents[3]
-TINY_JOB = [
-    "model=tiny_bert",
-    "projection=lora",
-    "task.max_train_samples=16",
-    "task.max_eval_samples=8",
-    "trainer.max_steps=1",
-    "trainer.progress_bar=false",
-]
-
-
-def run_py(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled", **env}
-    environ.pop("WANDB_SILENT", None)
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=300
-    )
+TINY_JOB = tiny_job(16, 8, "trainer.max_steps=1")
 
 
 def test_a_sweep_prints_one_line_per_finished_job_and_cli_log_holds_the_runs_lines(tmp_path: Path):
-    done = run_py("-m", *TINY_JOB, "seed=0,1", "logger=none", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    done = run_py("-m", *TINY_JOB, "seed=0,1", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [line for line in done.stdout.splitlines() if re.match(r"\[\d+/\d+\] ", line)]
     assert len(lines) == 2, done.stdout[-2000:]
@@ -101,7 +85,7 @@ def test_a_job_line_names_the_job_its_headline_score_and_its_time(record, expect
 
 def test_fair_compare_prints_its_phase_and_method_k_of_n(tmp_path: Path):
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "fair_compare.py"), "--task", "glue/sst2", "--projections",
+        [sys.executable, str(REPO_ROOT / "scripts" / "fair_compare.py"), "--task", "glue/sst2", "--projections",
          "lora,vera", "--trials", "3", "--seeds", "0,1", "--dry-run", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
@@ -127,7 +111,7 @@ def test_wandb_console_lines_only_with_logger_verbose(tmp_path: Path, verbose: b
         f"logger.verbose={str(verbose).lower()}",
         f"hydra.run.dir={tmp_path}/run",
         cwd=tmp_path,
-        WANDB_MODE="offline",
+        env=run_env(WANDB_MODE="offline"),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     chatter = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("wandb:")]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -15,47 +14,19 @@ from pathlib import Path
 import pytest
 import transformers
 import yaml
+from helpers import REPO_ROOT, compose_config, run_env, run_py, snapshot, tiny_job
 
 from lorazoo.rerun import differences
 from lorazoo.train.records.provenance import job_command
 
-REPO = Path(__file__).resolve().parents[3]
-TINY = [
-    "projection=unilora",  # its default d (23,040) is fitted down to the tiny model's D
-    "model=tiny_bert",
-    "task=tweets",
-    "trainer.max_steps=2",
-    "trainer.batch_size=8",
-    "task.max_train_samples=32",
-    "task.max_eval_samples=16",
-    "trainer.progress_bar=false",
-    "logger=none",
-]
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
-def _tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
-    }
+# unilora: its default d (23,040) is fitted down to the tiny model's D
+TINY = tiny_job(32, 16, "task=tweets", "trainer.max_steps=2", "trainer.batch_size=8", projection="unilora")
 
 
 @pytest.mark.slow
 def test_run_records_provenance_and_reruns_from_its_directory(tmp_path: Path):
     run_dir = tmp_path / "run"
-    first = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *TINY, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    first = run_py(*TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     record = json.loads((run_dir / "metrics.json").read_text())
 
@@ -67,7 +38,7 @@ def test_run_records_provenance_and_reruns_from_its_directory(tmp_path: Path):
 
     # code, libraries, data, command, CPU time
     assert record["lorazoo_version"]
-    if (REPO / ".git").exists():  # a checkout: its commit and dirty flag; an installed copy records null
+    if (REPO_ROOT / ".git").exists():  # a checkout: its commit and dirty flag; an installed copy records null
         assert len(record["git"]["commit"]) == 40 and isinstance(record["git"]["dirty"], bool)
     else:
         assert record["git"] is None
@@ -78,11 +49,11 @@ def test_run_records_provenance_and_reruns_from_its_directory(tmp_path: Path):
     assert record["cpu_time_s"] > 0 and record["train"]["this_session_cpu_s"] == record["cpu_time_s"]
     assert record["eval_split"] == "dev"
 
-    before = _tree(run_dir)
+    before = snapshot(run_dir)
     again = subprocess.run(
         [sys.executable, "-m", "lorazoo.rerun", str(run_dir), "--out", str(tmp_path / "again")],
-        cwd=REPO,
-        env=_env(),
+        cwd=REPO_ROOT,
+        env=run_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -91,11 +62,11 @@ def test_run_records_provenance_and_reruns_from_its_directory(tmp_path: Path):
     assert "MATCHES" in again.stdout
     rerun = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert rerun["metrics"] == record["metrics"] and rerun["data_sha256"] == record["data_sha256"]
-    assert _tree(run_dir) == before  # nothing of the original run changed
+    assert snapshot(run_dir) == before  # nothing of the original run changed
 
     refused = subprocess.run(
         [sys.executable, "-m", "lorazoo.rerun", str(tmp_path / "again"), "--out", str(run_dir)],
-        env=_env(),
+        env=run_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -152,24 +123,18 @@ def test_a_sweep_jobs_command_is_that_job_alone(argv: list[str], overrides: list
 def test_cpu_time_totals_every_part_of_a_resumed_run(tmp_path: Path):
     import shutil
 
-    from hydra import compose, initialize_config_dir
-
-    from lorazoo.cli import CONFIG_DIR
     from lorazoo.train import run
 
     common = [o for o in TINY if not o.startswith(("projection=", "trainer.max_steps="))]
     common += ["projection=lora", "trainer.save_steps=2", "trainer.max_steps=4"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=common)
-    first = run(cfg, output_dir=tmp_path)
+    first = run(compose_config(*common), output_dir=tmp_path)
     cpu = json.loads((tmp_path / "cpu_time.json").read_text())
     assert set(cpu) == {"2", "4"} and 0 < cpu["2"] <= cpu["4"] <= first["cpu_time_s"] + 1e-3
     # as if killed after checkpoint-2
     shutil.rmtree(tmp_path / "checkpoints" / "checkpoint-4")
     shutil.rmtree(tmp_path / "adapter")
     (tmp_path / "metrics.json").unlink()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[*common, "trainer.resume=true"])
+    cfg = compose_config(*common, "trainer.resume=true")
     second = run(cfg, output_dir=tmp_path)
     assert second["train"]["resumed_from"].endswith("checkpoint-2")
     assert second["cpu_time_s"] == pytest.approx(cpu["2"] + second["train"]["this_session_cpu_s"], abs=2e-3)

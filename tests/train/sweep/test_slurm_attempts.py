@@ -6,7 +6,6 @@ test_slurm_cluster.py."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,31 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import REPO_ROOT, RUN_PY, compose_config, run_config, run_env, run_py, tiny_job
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from lorazoo.cli import CONFIG_DIR
 from lorazoo.train import errors as train_errors
-from lorazoo.train import run
 from lorazoo.train.errors import RunDirError
 from lorazoo.train.sweep.outcome import Outcome, failed_stage, summary
 from lorazoo.train.sweep.slurm_attempt import is_requeued_attempt, record_attempt
 
-REPO = Path(__file__).resolve().parents[3]
-TINY = [
-    "model=tiny_bert",
-    "projection=lora",
-    "task.max_train_samples=48",
-    "task.max_eval_samples=16",
-    "trainer.batch_size=8",
-    "trainer.max_steps=6",
-    "trainer.save_steps=3",
-    "trainer.warmup_ratio=0",
-    "trainer.progress_bar=false",
-    "logger=none",
-    "seed=3",
-]
+TINY = tiny_job(
+    48, 16, "trainer.batch_size=8", "trainer.max_steps=6", "trainer.save_steps=3", "trainer.warmup_ratio=0", "seed=3"
+)
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
 
 
@@ -87,10 +73,7 @@ def test_array_tasks_are_told_apart(tmp_path, monkeypatch):
 
 
 def train(out: Path, *extra: str) -> dict:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, *extra])
-    run(cfg, output_dir=out)
-    return json.loads((out / "metrics.json").read_text())
+    return run_config(compose_config(*TINY, *extra), out)
 
 
 def preempted_after_step_3(out: Path) -> None:
@@ -145,18 +128,19 @@ def test_a_failure_is_a_training_failure_only_when_this_attempt_trained(cls):
     assert failed_stage(exc) == "training"
 
 
+def cli_env() -> dict[str, str]:
+    """run.py's child environment outside any Slurm job, this checkout's src first on the path."""
+    env = run_env(PYTHONPATH=str(REPO_ROOT / "src"))
+    return {name: value for name, value in env.items() if name not in SLURM_VARS}
+
+
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
-    for var in SLURM_VARS:
-        env.pop(var, None)
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
-    )
+    return run_py(*args, cwd=cwd, timeout=600, env=cli_env())
 
 
 def test_a_refused_sweep_job_is_not_a_success_even_over_an_earlier_failed_record(tmp_path, monkeypatch):
-    """issue 26: an earlier attempt's failed metrics.json made the next attempt's refusal look like a failed
-    trial (exit 0). The refusal is this attempt's setup error: the sweep stops with exit 2."""
+    """A refusal over an earlier attempt's failed metrics.json is not a failed trial (that once exited 0):
+    the refusal is this attempt's setup error: the sweep stops with exit 2."""
     slurm_job(monkeypatch, None)
     job = tmp_path / "sweep" / "job"
     train(job)
@@ -179,8 +163,7 @@ def test_summary_names_each_failed_job_in_one_line():
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
+    return compose_config(*overrides, hydra=True)
 
 
 @pytest.mark.parametrize(
@@ -229,8 +212,7 @@ def test_an_optuna_study_killed_mid_way_runs_only_the_missing_trials(tmp_path):
     unnamed = cli(*args, cwd=tmp_path)
     assert unnamed.returncode != 0 and "study_name" in unnamed.stderr.splitlines()[-1]
     args.append("hydra.sweeper.study_name=lr_lora_tweets")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
-    first = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=tmp_path, env=env)
+    first = subprocess.Popen([sys.executable, str(RUN_PY), *args], cwd=tmp_path, env=cli_env())
 
     def finished() -> list:
         try:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.parallel import COMMON, NO_DROPOUT, assert_same_run, train_in_process
 from safetensors.torch import load_file
-from test_distributed import COMMON, NO_DROPOUT, assert_same_run, train_in_process
 
 pytestmark = pytest.mark.slurm
 

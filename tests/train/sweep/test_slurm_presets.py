@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
+from helpers.parallel import COMMON, NO_DROPOUT, assert_same_run, train_in_process
 from omegaconf import OmegaConf
-from test_distributed import COMMON, NO_DROPOUT, assert_same_run, train_in_process
 
-from lorazoo.cli import CONFIG_DIR
 from lorazoo.train.engine.distributed import adopt_slurm_environment
 
 REPO = Path(__file__).resolve().parents[3]
@@ -22,9 +21,7 @@ PRESETS = ["submitit_slurm", "submitit_slurm_multigpu"]
 
 
 def launcher(option: str, *overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"hydra/launcher={option}", *overrides], return_hydra_config=True)
-    return cfg.hydra.launcher
+    return compose_config(f"hydra/launcher={option}", *overrides, hydra=True).hydra.launcher
 
 
 @pytest.mark.parametrize("option", PRESETS)

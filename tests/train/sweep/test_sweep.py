@@ -4,52 +4,30 @@ recorded as failed (the sweep goes on), and a preset run prints a best value."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from helpers import REPO_ROOT, compose_config, run_env, run_py, tiny_job
 from omegaconf import OmegaConf
 
 from lorazoo import projection_names
-from lorazoo.cli import CONFIG_DIR
 from lorazoo.train.sweep.objective import objective
 from lorazoo.train.tasks import build_task
 from lorazoo.train.tasks.meaning import MetricMeaningError
 
-REPO = Path(__file__).resolve().parents[3]
-TINY_SWEEP = [
-    "model=tiny_bert",
-    "projection=lora",
-    "task.max_train_samples=32",
-    "task.max_eval_samples=16",
-    "trainer.max_steps=4",
-    "trainer.batch_size=8",
-    "trainer.progress_bar=false",
-    "logger=none",
-]
+TINY_SWEEP = tiny_job(32, 16, "trainer.max_steps=4", "trainer.batch_size=8")
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args],
-        check=False,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    """run.py with this checkout's src first on the path (a worktree's code, not the installed one)."""
+    return run_py(*args, cwd=cwd, timeout=600, env=run_env(PYTHONPATH=str(REPO_ROOT / "src")))
 
 
 def task_node(task: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=[f"task={task}"]).task
+    return compose_config(f"task={task}").task
 
 
 @pytest.mark.parametrize(
@@ -181,10 +159,7 @@ def _interval(spec: str) -> tuple[float, float]:
 @pytest.mark.parametrize("projection", projection_names())
 def test_every_projection_has_an_lr_preset_around_its_lr(projection: str):
     """lr_<projection> searches every lr key it names, log-uniform from 1/10 to 100 × the configured value."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "config", overrides=[f"hydra/sweeper=lr_{projection}", f"projection={projection}"], return_hydra_config=True
-        )
+    cfg = compose_config(f"hydra/sweeper=lr_{projection}", f"projection={projection}", hydra=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper.direction == "maximize" and sweeper.n_trials > 0 and sweeper.sampler.seed == 0
     assert sweeper.max_failure_rate == 1.0  # a failed trial is a FAIL, never the end of the sweep

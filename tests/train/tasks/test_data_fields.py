@@ -1,4 +1,4 @@
-"""Data errors name file:line (issue 25, item 6, data part): every field of every JSONL/CSV reader in
+"""Data errors name file:line: every field of every JSONL/CSV reader in
 train/tasks/ with a wrong JSON type is one DataFormatError line ``<file>:<line>: field 'x' must be ...``,
 generated over each reader, each field and each JSON type, instead of ``'int' object has no attribute 'strip'``."""
 

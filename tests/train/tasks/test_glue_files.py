@@ -1,4 +1,4 @@
-"""Data you can trust (issue 13): official GLUE files load as distributed for all eight tasks; a bad row is
+"""Data you can trust: official GLUE files load as distributed for all eight tasks; a bad row is
 named by file and line; NaN or out-of-set labels never reach training. No model is loaded here."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 from omegaconf import OmegaConf
 
 from lorazoo.train.errors import DataFormatError

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA, train_tiny
 from omegaconf import OmegaConf
 
 from lorazoo.train.errors import ConfigError, DataFormatError
@@ -237,11 +237,9 @@ def test_both_eval_sets_score_separately(tmp_path: Path):
 # ---------------------------------------------------------------------------------------------- end to end
 @needs_math500
 def test_math500_run_writes_exact_match_and_breakdowns(tmp_path: Path):
-    """The issue's acceptance command (with smaller batches/generations so the suite stays fast)."""
-    from test_runner import train
-
+    """The MATH-500 run command (with smaller batches/generations so the suite stays fast)."""
     out = tmp_path / "run"
-    record = train(
+    record = train_tiny(
         out,
         "task=math/math",
         "model=tiny_llama",
@@ -271,11 +269,11 @@ def test_math500_run_writes_exact_match_and_breakdowns(tmp_path: Path):
 @pytest.mark.slow
 @needs_math500
 def test_acceptance_command_runs_as_given(tmp_path: Path):
-    """The exact command of the issue, run from the repository root (../shared/data beside it)."""
+    """The exact MATH-500 command, run from the repository root (../shared/data beside it)."""
     import subprocess
     import sys
 
-    from conftest import REPO_ROOT
+    from helpers import REPO_ROOT
 
     if not (REPO_ROOT / "../shared/data/math/math500_test.jsonl").is_file():
         pytest.skip("../shared/data is not beside this checkout")

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 from omegaconf import OmegaConf
 
-from lorazoo.cli import CONFIG_DIR
 from lorazoo.errors import ConfigError
 from lorazoo.train import build_task, run
 from lorazoo.train.errors import DataFormatError
@@ -31,11 +30,6 @@ TINY = [
     "trainer.max_steps=2",
 ]
 FORMATS = ("csv", "tsv", "jsonl", "json")
-
-
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def write(path: Path, rows: list[dict]) -> Path:
@@ -60,7 +54,7 @@ def reviews(n: int = 40, labels: tuple = ("pos", "neg")) -> list[dict]:
 
 
 def task_for(*overrides: str):
-    return build_task(compose_cfg("task=text/classify", *overrides).task, 0)
+    return build_task(compose_config("task=text/classify", *overrides).task, 0)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -150,7 +144,7 @@ def test_text_task_needs_a_data_file(tmp_path: Path, setting: str):
 
 def test_classify_trains_end_to_end(tmp_path: Path):
     data = write(tmp_path / "reviews.csv", reviews())
-    cfg = compose_cfg(
+    cfg = compose_config(
         *TINY, "model=tiny_bert", "task=text/classify", f"task.data_file={data}", "task.text_column=review"
     )
     cfg.task.label_column = "stars"
@@ -163,7 +157,7 @@ def test_classify_trains_end_to_end(tmp_path: Path):
 def test_generate_trains_end_to_end(tmp_path: Path):
     rows = [{"question": f"Repeat word{i}.", "answer": f"word{i}"} for i in range(20)]
     data = write(tmp_path / "pairs.jsonl", rows)
-    cfg = compose_cfg(
+    cfg = compose_config(
         *TINY,
         "task=text/generate",
         "model=tiny_llama",
@@ -205,7 +199,7 @@ def test_contributing_task_example_runs_as_written(tmp_path: Path):
     task.load()
     assert len(task.train_rows) == 27 and {r[2] for r in task.train_rows} == {0, 1}
 
-    cfg = compose_cfg(*TINY, "model=tiny_bert", "task.max_train_samples=null", "task.max_eval_samples=null")
+    cfg = compose_config(*TINY, "model=tiny_bert", "task.max_train_samples=null", "task.max_eval_samples=null")
     cfg.task = node
     run(cfg, output_dir=tmp_path / "run")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"

@@ -26,8 +26,9 @@ PRELOAD = [
     "transformers.models.bert.modeling_bert",
     "transformers.models.llama.modeling_llama",
     "datasets",
+    "helpers.forked_cli",  # this module: each forked child unpickles _child from it
 ]
-RUN_PY = str(Path(__file__).resolve().parents[1] / "run.py")
+RUN_PY = str(Path(__file__).resolve().parents[2] / "run.py")
 
 
 def _ctx():

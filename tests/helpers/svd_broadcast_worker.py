@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import tiny_llama
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the helpers package
+from helpers import tiny_llama
 from lorazoo import AdapterConfig, attach
 
 

@@ -18,9 +18,8 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import PROJECTION_CASES, perturb, tiny_llama
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the helpers package
+from helpers import PROJECTION_CASES, perturb, tiny_llama
 from lorazoo import AdapterConfig, attach, load_adapter
 from lorazoo.sharding import full
 
