@@ -141,9 +141,9 @@ def test_an_invalid_max_rank_is_one_line_naming_it(bad, tmp_path):
 
 
 def test_export_script_takes_the_serving_limit(tmp_path, capsys):
-    """scripts/export_peft.py --max-rank: refused in one line (exit 2) over the limit, written with
+    """lorazoo-export (scripts/export_peft.py) --max-rank: refused in one line (exit 2) over the limit, written with
     --allow-truncation, exact under it."""
-    from test_export_cli import _script
+    from lorazoo import export_peft as script
 
     base_dir = tmp_path / "base"
     tiny_llama().save_pretrained(base_dir)
@@ -151,7 +151,7 @@ def test_export_script_takes_the_serving_limit(tmp_path, capsys):
         model = vera(low_rank)
         model.adapter_config.base_model_name_or_path = str(base_dir)
         model.save_adapter(tmp_path / name)
-    script, _ = _script(), capsys.readouterr()  # drop save_pretrained's progress output
+    capsys.readouterr()  # drop save_pretrained's progress output
     assert script.main([str(tmp_path / "full"), str(tmp_path / "refused"), "--max-rank", "16"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not progress bars
     assert len(errors) == 1 and errors[0].startswith("error: max_rank=16 cannot be met exactly"), errors
