@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from helpers import model_inputs, perturb, tiny_bert, tiny_llama
+from helpers import model_inputs, perturb, tiny_bert, tiny_llama, tiny_model
 from helpers.parity import copy_factors_to_peft
 
 import lorazoo
@@ -274,11 +274,7 @@ def _saved(tmp_path, **cfg):
 
 def test_load_into_a_different_base_names_the_module(tmp_path):
     path = _saved(tmp_path)
-    from transformers import BertConfig, BertForSequenceClassification
-
-    other = BertForSequenceClassification(
-        BertConfig(vocab_size=128, hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-    )
+    other = tiny_model("bert", "AutoModelForSequenceClassification", hidden_size=48)
     with pytest.raises(LayoutMismatchError, match=r"bert\.encoder\.layer\.0\.attention\.self\.query.*in=32.*in=48"):
         load_adapter(other, path)
 

