@@ -1,4 +1,5 @@
-"""What the benchmarks share: the model, the per-projection settings, PEFT twins, timing, memory and output.
+"""What the benchmarks measure with: the model, the per-projection settings, PEFT twins, timing and memory
+(``cli.py`` holds what they share on the command line and in their results files).
 
 Every registered projection is benchmarked: ``settings_for`` looks each name up in ``PAPER_SETTINGS`` (a
 paper-style setting scaled to the model's shapes) and falls back to the projection's defaults at rank 8.
@@ -11,11 +12,8 @@ import contextlib
 import copy
 import gc
 import math
-import os
-import platform
 import signal
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ import torch
 from torch import nn
 
 import lorazoo
-from lorazoo.files import atomic_write_json
+from lorazoo.train.loading.tiny import tiny_fields
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results" / "benchmarks"
@@ -37,44 +35,26 @@ THREADS_HELP = (
 )
 TARGETS = ["q_proj", "v_proj"]  # the GLUE setting of LoRA, VeRA, VB-LoRA and Uni-LoRA; one target set for all
 
-# SmolLM2-135M's shape (HuggingFaceTB/SmolLM2-135M config.json); weights are random, which is fine for timing
+# Real models' shapes in LlamaConfig's fields (weights are random, which is fine for timing), one row each
+_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_theta",
+    "tie_word_embeddings",
+)
 MODELS: dict[str, dict[str, Any]] = {
-    "smollm2-135m": dict(
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=2048,
-        rms_norm_eps=1e-5,
-        rope_theta=100000.0,
-        tie_word_embeddings=True,
-    ),
-    # Llama-2-7B's shape (meta-llama/Llama-2-7b-hf config.json); used with --layers 2..4 on a GPU (gpu.sh)
-    "llama2-7b": dict(
-        vocab_size=32000,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        tie_word_embeddings=False,
-    ),
-    # for the smoke test only
-    "tiny": dict(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-    ),
+    # HuggingFaceTB/SmolLM2-135M config.json
+    "smollm2-135m": dict(zip(_FIELDS, (49152, 576, 1536, 30, 9, 3, 2048, 1e-5, 100000.0, True), strict=True)),
+    # meta-llama/Llama-2-7b-hf config.json; used with --layers 2..4 on a GPU (gpu.sh)
+    "llama2-7b": dict(zip(_FIELDS, (32000, 4096, 11008, 32, 32, 32, 4096, 1e-5, 10000.0, False), strict=True)),
+    # for the smoke test only: the package's tiny Llama (the one tiny-model table), with a vocabulary
+    "tiny": tiny_fields("llama", vocab_size=256),
 }
 
 
@@ -111,6 +91,11 @@ def use_device(args: Any) -> None:
         raise SystemExit(f"error: --device {args.device}: CUDA is not available here")
 
 
+def placement() -> dict[str, str]:
+    """Where the benchmark ran, as its results file records it (``device``, the base's ``dtype``)."""
+    return {"device": str(DEVICE), "dtype": str(DTYPE).replace("torch.", "")}
+
+
 def synchronize() -> None:
     if DEVICE.type == "cuda":
         torch.cuda.synchronize(DEVICE)
@@ -125,6 +110,11 @@ def build_base(model: str = "smollm2-135m", layers: int | None = None, seed: int
     with torch.device(DEVICE):
         base = LlamaForCausalLM(llama_config(model, layers)).to(DTYPE)
     return base.train()
+
+
+def model_record(shape: str, base: nn.Module, batch: int, seq: int) -> dict[str, Any]:
+    """The benchmarked model as its results file records it: shape name, layers, adapted targets, tokens a call."""
+    return {"shape": shape, "layers": base.config.num_hidden_layers, "targets": TARGETS, "batch": batch, "seq": seq}
 
 
 def shared_copy(base: nn.Module) -> nn.Module:
@@ -510,58 +500,7 @@ def settle_memory(mmap_threshold: int | None = None) -> None:
         libc.malloc_trim(0)
 
 
-# ----------------------------------------------------------------------------- output
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    import transformers
-
-    try:
-        import peft
-
-        peft_version = peft.__version__
-    except ImportError:  # pragma: no cover
-        peft_version = None
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft_version,
-        "lorazoo": lorazoo.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        # 1/5/15-min load averages when the results were written: how shared the machine was
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
-def command_line() -> str:
-    return (
-        "python -m benchmarks." + Path(sys.argv[0]).stem + (" " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else "")
-    )
-
-
-def result_name(benchmark: str, only: str) -> str:
-    """``benchmark`` for a run over every projection; a partial run (``--only a,b``) gets its own file name."""
-    return benchmark + (f"--only-{only.replace(',', '+')}" if only else "")
-
-
-def write_results(out_dir: Path, name: str, payload: dict[str, Any], benchmark: str | None = None) -> Path:
-    """Write ``<out_dir>/<name>.json`` (headed by the benchmark name, command and machine) atomically.
-
-    ``name`` differs from ``benchmark`` for partial runs (``train_step--only-vera``): they never overwrite the
-    full run's file, and the default report only ever reads the full runs' files."""
-    payload = {"benchmark": benchmark or name, "command": command_line(), "machine": machine(), **payload}
-    return atomic_write_json(Path(out_dir) / f"{name}.json", payload)
-
-
+# ----------------------------------------------------------------------------- report cells
 def fmt(value: Any, spec: str = ".2f", missing: str = "—") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return missing

@@ -14,15 +14,13 @@ import argparse
 import copy
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import common
+from . import cli, common
 from .common import Impl, Setting
-from .publish import publish
 
 GENERATE_KEYS = (
     "base",
@@ -33,42 +31,20 @@ GENERATE_KEYS = (
 )
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m", choices=sorted(common.MODELS))
-    p.add_argument("--layers", type=int, default=None)
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser(__doc__, quick="4 layers")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--prompt", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=10, help="timed rounds (forward); generation uses half")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--only", default="", help="comma-separated projection names for the unmerged rows")
     p.add_argument("--cap", type=float, default=30.0, help="drop a model whose first call exceeds this (s)")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help=common.THREADS_HELP)
-    common.add_device_args(p)
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--report", type=Path, default=None)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    common.use_device(args)
-    if args.quick:
-        args.layers = args.layers or 4
-    default_out = args.out is None
-    if args.out is None:
-        args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    if (
-        args.report is None
-        and default_out
-        and not args.quick
-        and not args.only
-        and args.device == "cpu"
-        and args.model == "smollm2-135m"
-    ):
-        args.report = common.REPORT_PATH
-    return args
+    return p
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    return cli.parse(build_parser(), argv, full_run=("model",))
 
 
 @torch.no_grad()
@@ -82,8 +58,7 @@ def perturb(model: nn.Module, seed: int, scale: float = 0.02) -> None:
 
 def build_models(args: argparse.Namespace, base: nn.Module) -> tuple[dict[str, nn.Module], dict[str, Setting], str]:
     shapes = common.Shapes(common.target_shapes(base))
-    only = [n for n in args.only.split(",") if n]
-    settings = common.settings_for(shapes, only)
+    settings = common.settings_for(shapes, cli.projections(args))
     lora = next((s for s in common.settings_for(shapes, ["lora"])), None)
     models: dict[str, nn.Module] = {"base": base}
     used: dict[str, Setting] = {}
@@ -194,23 +169,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "check": check if key == "lorazoo/lora merged" else "",
             }
         )
-    payload = {
+    conditions = {
         "model": {
-            "shape": args.model,
-            "layers": base.config.num_hidden_layers,
-            "targets": common.TARGETS,
-            "batch": args.batch,
-            "seq": args.seq,
+            **common.model_record(args.model, base, args.batch, args.seq),
             "prompt": args.prompt,
             "new_tokens": args.new_tokens,
         },
         "repeats": args.repeats,
-        "device": str(common.DEVICE),
-        "dtype": str(common.DTYPE).replace("torch.", ""),
-        "records": records,
+        **common.placement(),
     }
-    publish(args.out, common.result_name("inference", args.only), payload, args.report, benchmark="inference")
-    return payload
+    return cli.publish(args, "inference", conditions, records)
 
 
 if __name__ == "__main__":

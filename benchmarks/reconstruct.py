@@ -16,7 +16,6 @@ import gc
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,12 +23,11 @@ import torch
 from lorazoo import Layout
 from lorazoo.projections import build_projection
 
-from . import common
-from .publish import publish
+from . import cli, common
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser(__doc__, quick="4 blocks, 5 repeats, 10 s cap and budget", model=False)
     p.add_argument("--rank", type=int, default=4)
     p.add_argument("--blocks", type=int, default=32, help="transformer blocks of the 7B layout to keep")
     p.add_argument("--repeats", type=int, default=10)
@@ -41,31 +39,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=60.0,
         help="seconds of timing per projection; slower ones get fewer repeats (n is reported)",
     )
-    p.add_argument("--only", default="")
-    p.add_argument("--quick", action="store_true", help="4 blocks, 5 repeats, 10 s cap and budget")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help=common.THREADS_HELP)
-    common.add_device_args(p)
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--report", type=Path, default=None)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    common.use_device(args)
+    return p
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    args = cli.parse(build_parser(), argv, full_run=("blocks",))
     if args.quick:
         args.blocks, args.repeats, args.cap = min(args.blocks, 4), min(args.repeats, 5), min(args.cap, 10.0)
         args.budget = min(args.budget, 10.0)
-    default_out = args.out is None
-    if args.out is None:
-        args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    if (
-        args.report is None
-        and default_out
-        and not args.quick
-        and not args.only
-        and args.device == "cpu"
-        and args.blocks == 32
-    ):
-        args.report = common.REPORT_PATH
     return args
 
 
@@ -119,9 +100,9 @@ def run(args: argparse.Namespace, cases: list[Case]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    layout = Layout.from_shapes(common.llama2_7b_shapes()[: 7 * args.blocks], args.rank)
-    only = [n for n in args.only.split(",") if n]
-    settings = common.settings_for(common.Shapes(common.llama2_7b_shapes()[: 7 * args.blocks]), only)
+    shapes = common.llama2_7b_shapes()[: 7 * args.blocks]
+    layout = Layout.from_shapes(shapes, args.rank)
+    settings = common.settings_for(common.Shapes(shapes), cli.projections(args))
     cases = []
     for setting in settings:
         print(f"building {setting.key}", file=sys.stderr, flush=True)
@@ -145,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 **{f"backward_{k}": v for k, v in b.items()},
             }
         )
-    payload = {
+    conditions = {
         "rank": args.rank,
         "blocks": args.blocks,
         "D": layout.D,
@@ -153,10 +134,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "cap_s": args.cap,
         "device": str(common.DEVICE),
         "budget_s": args.budget,
-        "records": records,
     }
-    publish(args.out, common.result_name("reconstruct", args.only), payload, args.report, benchmark="reconstruct")
-    return payload
+    return cli.publish(args, "reconstruct", conditions, records)
 
 
 if __name__ == "__main__":

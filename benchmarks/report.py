@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +32,50 @@ def _load(results_dir: Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _table(header: list[str], rows: list[list[str]], rule: str = "|---") -> list[str]:
+    """A markdown table (``rule``: how each column's cell of the rule under the header is written)."""
+
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+    return ["| " + " | ".join(header) + " |", rule * len(header) + rule[0]] + [
         "| " + " | ".join(cell(c) for c in r) + " |" for r in rows
     ]
+
+
+KEEP, STATUS = object(), object()  # what a column shows for a record that did not run: its cell, or the status
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: its header beside its cell, and what it shows for a record whose status is not ``ok``
+    (``KEEP``: the same cell, for what identifies the record; ``STATUS``: why it did not run; else that text)."""
+
+    header: str
+    cell: Callable[[dict[str, Any]], str]
+    not_run: object = "—"
+
+    def show(self, record: dict[str, Any]) -> str:
+        if record.get("status", "ok") == "ok" or self.not_run is KEEP:
+            return self.cell(record)
+        return record["status"] if self.not_run is STATUS else str(self.not_run)
+
+
+def _section(
+    heading: list[str], intro: str, columns: Sequence[Column], records: list[dict[str, Any]], rule: str = "|---"
+) -> list[str]:
+    """A benchmark's section: heading, one paragraph saying what was measured, one table row per record."""
+    rows = [[column.show(r) for column in columns] for r in records]
+    return [*heading, intro, "", *_table([c.header for c in columns], rows, rule), ""]
+
+
+def _spread(r: dict[str, Any], prefix: str = "") -> str:
+    """Median [p25–p75] of the timing stored under ``prefix``."""
+    return f"{r[prefix + 'median_ms']:.1f} [{r[prefix + 'p25_ms']:.1f}–{r[prefix + 'p75_ms']:.1f}]"
+
+
+def _named(r: dict[str, Any]) -> str:
+    return f"`{r['implementation']}`"
 
 
 def _kib(n: int | None) -> str:
@@ -63,9 +102,7 @@ def _check(value: float | None, limit: float) -> str:
 
 
 def _step_cell(r: dict[str, Any]) -> str:
-    if r.get("status") != "ok":
-        return r.get("status", "—")
-    return f"{r['step_median_ms']:.1f} [{r['step_p25_ms']:.1f}–{r['step_p75_ms']:.1f}]"
+    return _spread(r, "step_") if r.get("status") == "ok" else r.get("status", "—")
 
 
 def train_section(data: dict[str, Any]) -> list[str]:
@@ -133,31 +170,20 @@ def _target_rows(records: list[dict[str, Any]]) -> list[list[str]]:
     ours = {r["projection"]: r for r in records if r["library"] == "lorazoo" and not r["variant"]}
     rows = []
 
-    def step_verdict(record: dict[str, Any], value: float | None, limit: float) -> str:
-        if record.get("step_n", 0) < stats.MIN_PAIRS:  # a median of 2–4 noisy steps is not a verdict
-            return f"not judged (n = {record.get('step_n', 0)} < {stats.MIN_PAIRS})"
-        return _check(value, limit)
+    def step_row(target: str, record: dict[str, Any], ratio: str, limit: float) -> list[str]:
+        value, n = record.get(ratio), record.get("step_n", 0)
+        if n < stats.MIN_PAIRS:  # a median of 2–4 noisy steps is not a verdict
+            return [target, fmt(value, ".3f"), f"not judged (n = {n} < {stats.MIN_PAIRS})"]
+        return [target, fmt(value, ".3f"), _check(value, limit)]
 
     for name, limit in STEP_TARGETS.items():
         if name in ours:
-            value = ours[name].get("ratio_vs_peft_lora_same_rank")
-            rows.append(
-                [
-                    f"{name}: step × PEFT LoRA same rank ≤ {limit}",
-                    fmt(value, ".3f"),
-                    step_verdict(ours[name], value, limit),
-                ]
-            )
+            target = f"{name}: step × PEFT LoRA same rank ≤ {limit}"
+            rows.append(step_row(target, ours[name], "ratio_vs_peft_lora_same_rank", limit))
     for name in ("vera", "vblora", "unilora"):
         if name in ours:
-            value = ours[name].get("ratio_vs_peft_same_method")
-            rows.append(
-                [
-                    f"{name}: step × PEFT {name} ≤ {TWIN_TARGET}",
-                    fmt(value, ".3f"),
-                    step_verdict(ours[name], value, TWIN_TARGET),
-                ]
-            )
+            target = f"{name}: step × PEFT {name} ≤ {TWIN_TARGET}"
+            rows.append(step_row(target, ours[name], "ratio_vs_peft_same_method", TWIN_TARGET))
             peak = ours[name].get("peak_ratio_vs_peft_same_method")
             limit = PEAK_TARGETS[name]
             rows.append([f"{name}: peak memory × PEFT {name} ≤ {limit}", fmt(peak, ".3f"), _check(peak, limit)])
@@ -259,62 +285,53 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+INFERENCE_COLUMNS = (
+    Column("model", _named, KEEP),
+    Column("setting", lambda r: r.get("setting", ""), KEEP),
+    Column("forward ms", lambda r: _spread(r, "forward_"), STATUS),
+    Column("× base", lambda r: fmt(r.get("forward_ratio_vs_base"))),
+    Column("generate tok/s", lambda r: fmt(r.get("generate_tokens_per_s"), ".1f")),
+    Column("tok/s × base", lambda r: fmt(r.get("generate_ratio_vs_base"))),
+    Column("check", lambda r: r.get("check", ""), ""),
+)
+
+
 def inference_section(data: dict[str, Any]) -> list[str]:
     m = data["model"]
-    lines = [
-        *_heading("## Inference: merged vs base, unmerged overhead", data),
+    return _section(
+        _heading("## Inference: merged vs base, unmerged overhead", data),
         f"Same model shape ({m['layers']} layers), `torch.no_grad()`. Forward: batch {m['batch']} × {m['seq']} "
         f"tokens. Generation: greedy, batch 1, prompt {m['prompt']} tokens, {m['new_tokens']} new tokens "
         f"(KV cache on). Medians over {data['repeats']} interleaved rounds. Merged = `merge_and_unload()` of a "
         "perturbed (non-zero ΔW) adapter; unmerged = the adapter model as trained (θ_D computed once per call "
         "and reused while θ does not change).",
-        "",
-    ]
-    rows = []
-    for r in data["records"]:
-        if r.get("status", "ok") != "ok":
-            rows.append([f"`{r['implementation']}`", r.get("setting", ""), r["status"], "—", "—", "—", ""])
-            continue
-        rows.append(
-            [
-                f"`{r['implementation']}`",
-                r.get("setting", ""),
-                f"{r['forward_median_ms']:.1f} [{r['forward_p25_ms']:.1f}–{r['forward_p75_ms']:.1f}]",
-                fmt(r.get("forward_ratio_vs_base")),
-                fmt(r.get("generate_tokens_per_s"), ".1f"),
-                fmt(r.get("generate_ratio_vs_base")),
-                r.get("check", ""),
-            ]
-        )
-    lines += _table(["model", "setting", "forward ms", "× base", "generate tok/s", "tok/s × base", "check"], rows)
-    return lines + [""]
+        INFERENCE_COLUMNS,
+        data["records"],
+    )
+
+
+RECONSTRUCT_COLUMNS = (
+    Column("projection", _named, KEEP),
+    Column("setting", lambda r: r["setting"], KEEP),
+    Column("trainable", lambda r: f"{r.get('trainable', 0):,}", KEEP),
+    Column("forward ms", lambda r: fmt(r.get("forward_median_ms"), ".1f"), STATUS),
+    Column("backward ms", lambda r: fmt(r.get("backward_median_ms"), ".1f")),
+    Column("n", lambda r: str(r.get("forward_n", 0)), KEEP),
+    Column("build s", lambda r: fmt(r.get("build_s"), ".2f"), KEEP),
+)
 
 
 def reconstruct_section(data: dict[str, Any]) -> list[str]:
-    lines = [
-        *_heading("## θ_D reconstruction alone (Llama-2-7B layout)", data),
+    return _section(
+        _heading("## θ_D reconstruction alone (Llama-2-7B layout)", data),
         f"Llama-2-7B all-linear, r = {data['rank']}: D = {data['D']:,} (built with `Layout.from_shapes`, no model). "
         "Forward = `projection()` → θ_D; backward = `θ_D.backward(g)` for a fixed random g. Medians over "
         f"{data['repeats']} interleaved rounds; a projection whose first forward or backward exceeds "
         f"{data['cap_s']:g} s is stopped and reported as such, and one whose timing exceeds a {data.get('budget_s', 60):g} s "
         "budget gets fewer repeats (n).",
-        "",
-    ]
-    rows = []
-    for r in data["records"]:
-        rows.append(
-            [
-                f"`{r['implementation']}`",
-                r["setting"],
-                f"{r.get('trainable', 0):,}",
-                fmt(r.get("forward_median_ms"), ".1f") if r["status"] == "ok" else r["status"],
-                fmt(r.get("backward_median_ms"), ".1f") if r["status"] == "ok" else "—",
-                str(r.get("forward_n", 0)),
-                fmt(r.get("build_s"), ".2f"),
-            ]
-        )
-    lines += _table(["projection", "setting", "trainable", "forward ms", "backward ms", "n", "build s"], rows)
-    return lines + [""]
+        RECONSTRUCT_COLUMNS,
+        data["records"],
+    )
 
 
 def machine_section(machine: dict[str, Any]) -> list[str]:
@@ -348,40 +365,30 @@ def _sections(sections: dict[str, dict[str, Any] | None]) -> list[str]:
     return lines
 
 
+SERVING_COLUMNS = (
+    Column("serving", _named, KEEP),
+    Column("forward ms", _spread, STATUS),
+    Column("tokens/s", lambda r: fmt(r.get("tokens_per_s"), ".0f")),
+    Column("× own sequential", lambda r: fmt(r.get("speedup_vs_sequential"))),
+    Column("× PEFT mixed batch", lambda r: fmt(r.get("speedup_vs_peft_mixed"))),
+    Column("check", lambda r: fmt(r.get("max_abs_diff_vs_single"), ".1e")),
+)
+
+
 def serving_section(data: dict[str, Any]) -> list[str]:
     """The serving section (benchmarks/serving.py also writes it alone, to serving.md)."""
     m = data["model"]
-    lines = [
-        *_heading("## Serving several adapters: mixed-adapter batch vs sequential batches", data, ""),
-        (
-            f"{m['layers']} layers of {m['name']} (random weights), k = {m['adapters']} adapters on "
-            f"{', '.join(m['targets'])}, {m['rows']} prompts × {m['seq']} tokens per adapter, one prefill forward under "
-            "`torch.no_grad()` (last-position logits only, `logits_to_keep=1`). *Mixed batch*: all k·rows prompts in one forward with `adapter_names` (one name per row). "
-            f"*Sequential*: k forwards of one adapter's rows each, `set_adapter` in between. LoRA: r = {m['rank']}, "
-            f"α = {2 * m['rank']} in both libraries. *Mixed projections*: one adapter each of {', '.join(m['projections'])} "
-            "(paper-style settings), which only lorazoo can batch together. Medians [quartiles] over "
-            f"{data['repeats']} interleaved rounds; *check* = max |mixed − single-adapter| logits over all rows."
-        ),
-        "",
-    ]
-    rows = []
-    for r in data["records"]:
-        if r.get("status", "ok") != "ok":
-            rows.append([f"`{r['implementation']}`", r["status"], "—", "—", "—", "—"])
-            continue
-        rows.append(
-            [
-                f"`{r['implementation']}`",
-                f"{r['median_ms']:.1f} [{r['p25_ms']:.1f}–{r['p75_ms']:.1f}]",
-                common.fmt(r.get("tokens_per_s"), ".0f"),
-                common.fmt(r.get("speedup_vs_sequential")),
-                common.fmt(r.get("speedup_vs_peft_mixed")),
-                common.fmt(r.get("max_abs_diff_vs_single"), ".1e"),
-            ]
-        )
-    header = ["serving", "forward ms", "tokens/s", "× own sequential", "× PEFT mixed batch", "check"]
-    cells = [header, ["---"] * len(header), *rows]
-    return lines + ["| " + " | ".join(c) + " |" for c in cells] + [""]
+    intro = (
+        f"{m['layers']} layers of {m['name']} (random weights), k = {m['adapters']} adapters on "
+        f"{', '.join(m['targets'])}, {m['rows']} prompts × {m['seq']} tokens per adapter, one prefill forward under "
+        "`torch.no_grad()` (last-position logits only, `logits_to_keep=1`). *Mixed batch*: all k·rows prompts in one forward with `adapter_names` (one name per row). "
+        f"*Sequential*: k forwards of one adapter's rows each, `set_adapter` in between. LoRA: r = {m['rank']}, "
+        f"α = {2 * m['rank']} in both libraries. *Mixed projections*: one adapter each of {', '.join(m['projections'])} "
+        "(paper-style settings), which only lorazoo can batch together. Medians [quartiles] over "
+        f"{data['repeats']} interleaved rounds; *check* = max |mixed − single-adapter| logits over all rows."
+    )
+    heading = _heading("## Serving several adapters: mixed-adapter batch vs sequential batches", data, "")
+    return _section(heading, intro, SERVING_COLUMNS, data["records"], rule="| --- ")
 
 
 def subdir_section(directory: Path, heading: str, intro: str) -> list[str]:

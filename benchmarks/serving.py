@@ -22,17 +22,15 @@ from torch import nn
 
 import lorazoo
 
-from . import common, report
+from . import cli, common, report
 from .inference import interleaved, perturb
 
 # one adapter per projection for the cross-method mixed batch (paper-style settings at SmolLM2's q, v sizes)
 MIXED_PROJECTIONS = ("lora", "unilora", "vera", "vblora", "prolora", "tied", "fastfood", "gaussian")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m", choices=sorted(common.MODELS))
-    p.add_argument("--layers", type=int, default=None)
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser(__doc__, quick="4 layers, at most 3 timed rounds", device=False, partial=False)
     p.add_argument("--adapters", type=int, default=4, help="k: adapters served together")
     p.add_argument("--rows", type=int, default=2, help="prompts per adapter")
     p.add_argument("--seq", type=int, default=64)
@@ -40,17 +38,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--cap", type=float, default=60.0, help="drop a way of serving whose first call exceeds this (s)")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help=common.THREADS_HELP)
-    p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    return p
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    args = cli.parse(build_parser(), argv)
     if args.quick:
-        args.layers = args.layers or 4
         args.repeats = min(args.repeats, 3)
-    if args.out is None:
-        args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
     return args
 
 
@@ -176,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "max_abs_diff_vs_single": checks.get(family),
             }
         )
-    payload = {
+    conditions = {
         "model": {
             "name": args.model,
             "layers": base.config.num_hidden_layers,
@@ -188,10 +182,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "projections": mixed_names,
         },
         "repeats": args.repeats,
-        "records": records,
     }
-    path = common.write_results(args.out, "serving", payload)
-    write_markdown(payload | {"command": common.command_line()}, path.with_suffix(".md"))
+    data = cli.publish(args, "serving", conditions, records)
+    write_markdown(data, args.out / "serving.md")
     for r in records:
         print(
             f"{r['implementation']:40s} {common.fmt(r.get('median_ms'), '.1f'):>8} ms  "
@@ -199,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"× peft mixed {common.fmt(r.get('speedup_vs_peft_mixed'))}",
             file=sys.stderr,
         )
-    return payload
+    return data
 
 
 def write_markdown(data: dict[str, Any], path: Path) -> Path:

@@ -50,9 +50,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import common, stats
+from . import cli, common, stats
 from .common import Impl
-from .publish import publish
 
 MEMORY_STEPS = 2
 MIN_TIMED = 2  # an implementation over its budget still gets this many timed rounds
@@ -60,10 +59,11 @@ BASE = "base"
 MMAP_THRESHOLD = 256 * 1024  # buffers ≥ 256 KiB are mapped/unmapped directly while measuring memory
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m", choices=sorted(common.MODELS))
-    p.add_argument("--layers", type=int, default=None, help="hidden layers (default: the model's; --quick: 4)")
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser(
+        __doc__,
+        quick="4 layers, 10 steps, 2 warm-up rounds, 300 s first-call cap (gaussian-paper: ~1 min a step), 20 s budget",
+    )
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="timed rounds (each implementation steps once per round)")
@@ -85,26 +85,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--small", default="1x16", help="batch × seq of the small-token setting")
     p.add_argument("--small-steps", type=int, default=None, help="timed rounds of 'small' (default 2 × --steps)")
     p.add_argument("--decode-steps", type=int, default=None, help="timed rounds of 'decode' (default 5 × --steps)")
-    p.add_argument("--only", default="", help="comma-separated projection names (default: every registered one)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-implementation peak-RSS measurement")
     p.add_argument("--no-save", action="store_true", help="skip the adapter file sizes")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="4 layers, 10 steps, 2 warm-up rounds, 300 s first-call cap (gaussian-paper: ~1 min a step), 20 s budget",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help=common.THREADS_HELP)
-    common.add_device_args(p)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--out", type=Path, default=None, help="results dir (default results/benchmarks[/quick])")
-    p.add_argument("--report", type=Path, default=None, help="markdown report to rewrite (default: none for --quick)")
     p.add_argument("--profile", default="", help="profile this implementation key (e.g. lorazoo/vera) and exit")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    common.use_device(args)
+    return p
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = build_parser()
+    args = cli.parse(p, argv, full_run=("model",))
     if args.quick:
-        args.layers = args.layers or 4
         args.warmup = min(args.warmup, 2)
         args.steps = min(args.steps, 10)
         args.step_cap = 300.0 if args.step_cap is None else args.step_cap
@@ -116,24 +107,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.settings) - {"main", "small", "decode"})
     if unknown:
         p.error(f"--settings: unknown {unknown}; valid: main, small, decode")
-    default_out = args.out is None
-    if args.out is None:
-        args.out = common.RESULTS_DIR / "quick" if args.quick else common.RESULTS_DIR
-    # a partial run (--only), a run elsewhere (--out) or a GPU run never regenerates the CPU report
-    if (
-        args.report is None
-        and default_out
-        and not args.quick
-        and not args.only
-        and args.device == "cpu"
-        and args.model == "smollm2-135m"
-    ):
-        args.report = common.REPORT_PATH
     return args
-
-
-def result_name(args: argparse.Namespace) -> str:
-    return common.result_name("train_step", args.only)
 
 
 class TokenSetting:
@@ -159,8 +133,7 @@ def token_settings(args: argparse.Namespace) -> list[TokenSetting]:
 
 def plan(args: argparse.Namespace, base: nn.Module) -> tuple[list[Impl], dict[str, str], dict[str, str]]:
     shapes = common.Shapes(common.target_shapes(base))
-    only = [n for n in args.only.split(",") if n]
-    return common.implementations(common.settings_for(shapes, only))
+    return common.implementations(common.settings_for(shapes, cli.projections(args)))
 
 
 def make_batch(vocab: int, batch: int, seq: int, seed: int) -> dict[str, torch.Tensor]:
@@ -354,7 +327,7 @@ def profile(args: argparse.Namespace, base: nn.Module, impls: dict[str, Impl], b
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
     path = Path(args.out) / f"profile_{args.profile.replace('/', '_')}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{common.command_line()}\n\n{table}\n")
+    path.write_text(f"{cli.command_line()}\n\n{table}\n")
     return table
 
 
@@ -475,13 +448,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 print(f"memory: {key}", file=sys.stderr, flush=True)
                 extra[key].update(measure_memory(args, base, runner.impl, batch, timeout))
 
-    payload = {
+    conditions = {
         "model": {
-            "shape": args.model,
-            "layers": base.config.num_hidden_layers,
-            "targets": common.TARGETS,
-            "batch": args.batch,
-            "seq": args.seq,
+            **common.model_record(args.model, base, args.batch, args.seq),
             "base_params": sum(p.numel() for p in base.parameters()),
         },
         "steps": args.steps,
@@ -502,8 +471,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for st in settings
         ],
         "interval": f"{int(stats.LEVEL * 100)} % percentile bootstrap over rounds ({stats.BOOTSTRAP} resamples)",
-        "device": str(common.DEVICE),
-        "dtype": str(common.DTYPE).replace("torch.", ""),
+        **common.placement(),
         "memory_method": (
             f"peak torch.cuda.max_memory_allocated minus the allocation before attaching, {MEMORY_STEPS} training steps"
             if common.DEVICE.type == "cuda"
@@ -511,10 +479,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "forked child per implementation that holds only the built base, after one throw-away attach and step "
             f"(shared-library pages faulted in) was freed; {MEMORY_STEPS} training steps"
         ),
-        "records": build_records(runners, baseline_of, twin_of, extra, settings, args.seed),
     }
-    publish(args.out, result_name(args), payload, args.report, benchmark="train_step")
-    return payload
+    records = build_records(runners, baseline_of, twin_of, extra, settings, args.seed)
+    return cli.publish(args, "train_step", conditions, records)
 
 
 if __name__ == "__main__":

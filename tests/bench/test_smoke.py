@@ -15,6 +15,23 @@ if str(REPO) not in sys.path:
 import lorazoo  # noqa: E402
 from benchmarks import common, inference, reconstruct, train_step  # noqa: E402
 from benchmarks.report import write_report  # noqa: E402
+from lorazoo.train.loading.tiny import TINY_CONFIGS  # noqa: E402
+
+
+def written(path: Path, benchmark: str) -> dict:
+    """A results file, checked for the head cli.publish gives every benchmark's file."""
+    data = json.loads(path.read_text())
+    assert data["benchmark"] == benchmark and data["command"].startswith("python -m benchmarks.")
+    assert {"cpu", "torch", "transformers", "peft", "lorazoo", "load_average"} <= set(data["machine"])
+    return data
+
+
+def test_tiny_model_is_the_package_tiny_llama():
+    """The smoke model comes from the one tiny-model table (lorazoo.train.loading.tiny), not a copy."""
+    base = common.build_base("tiny")
+    for key, value in TINY_CONFIGS["llama"].items():
+        assert getattr(base.config, key) == value, key
+    assert base.config.vocab_size == common.MODELS["tiny"]["vocab_size"]
 
 
 def test_settings_cover_every_registered_projection():
@@ -35,26 +52,8 @@ def test_implementations_pair_each_projection_with_peft():
 
 
 def test_train_step_runs(tmp_path):
-    payload = train_step.main(
-        [
-            "--model",
-            "tiny",
-            "--only",
-            "lora,unilora",
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
-            "--batch",
-            "1",
-            "--seq",
-            "8",
-            "--out",
-            str(tmp_path),
-            "--report",
-            str(tmp_path / "b.md"),
-        ]
-    )
+    argv = "--model tiny --only lora,unilora --steps 2 --warmup 1 --batch 1 --seq 8"
+    payload = train_step.main([*argv.split(), "--out", str(tmp_path), "--report", str(tmp_path / "b.md")])
     records = {r["implementation"]: r for r in payload["records"]}
     assert set(records) == {"base", "lorazoo/lora", "peft/lora", "lorazoo/unilora", "peft/unilora", "peft/lora-r4"}
     ours = records["lorazoo/unilora"]
@@ -69,20 +68,11 @@ def test_train_step_runs(tmp_path):
         assert entry["reference"] == "peft/unilora" and entry["overhead_ms"]["n"] == entry["n"]
         assert {"median", "lo", "hi", "resolved"} <= set(entry["minus_reference_ms"]) and "overhead_ratio" in entry
     assert "overhead_ms" not in records["base"]["settings"]["main"]
-    # a partial run (--only) writes its own file
-    assert json.loads((tmp_path / "train_step--only-lora+unilora.json").read_text())["records"]
+    # a partial run (--only) writes its own file, headed like every benchmark's
+    assert written(tmp_path / "train_step--only-lora+unilora.json", "train_step")["records"]
     assert not (tmp_path / "train_step.json").exists()
     text = (tmp_path / "b.md").read_text()
     assert "Adapter overhead" in text and "`base`" in text
-
-
-def test_partial_run_never_regenerates_the_report():
-    args = train_step.parse_args(["--only", "vera", "--out", "/nonexistent"])
-    assert args.report is None and train_step.result_name(args) == "train_step--only-vera"
-    full = train_step.parse_args([])
-    assert full.report == common.REPORT_PATH and train_step.result_name(full) == "train_step"
-    elsewhere = train_step.parse_args(["--out", "/nonexistent"])  # a run written elsewhere leaves the report alone
-    assert elsewhere.report is None
 
 
 def test_train_step_drops_an_implementation_over_the_cap(tmp_path):
@@ -121,26 +111,8 @@ def test_implementation_over_budget_gets_two_timed_rounds(tmp_path):
 
 
 def test_inference_runs(tmp_path):
-    payload = inference.main(
-        [
-            "--model",
-            "tiny",
-            "--only",
-            "lora,vblora",
-            "--repeats",
-            "2",
-            "--warmup",
-            "0",
-            "--seq",
-            "8",
-            "--prompt",
-            "4",
-            "--new-tokens",
-            "3",
-            "--out",
-            str(tmp_path),
-        ]
-    )
+    argv = "--model tiny --only lora,vblora --repeats 2 --warmup 0 --seq 8 --prompt 4 --new-tokens 3"
+    payload = inference.main([*argv.split(), "--out", str(tmp_path)])
     records = {r["implementation"]: r for r in payload["records"]}
     assert {
         "base",
@@ -152,6 +124,7 @@ def test_inference_runs(tmp_path):
     assert records["lorazoo/lora merged"]["generate_tokens_per_s"] > 0
     diff = float(records["lorazoo/lora merged"]["check"].split("= ")[1].split()[0])
     assert diff < 1e-4  # the merged model computes what the unmerged one does
+    assert written(tmp_path / "inference--only-lora+vblora.json", "inference")["records"]
 
 
 def test_reconstruct_runs(tmp_path):
@@ -161,7 +134,7 @@ def test_reconstruct_runs(tmp_path):
     assert payload["D"] == 9_994_240 // 32
     assert {r["implementation"] for r in payload["records"]} == {"lorazoo/lora", "lorazoo/unilora", "lorazoo/vblora"}
     assert all(r["status"] == "ok" and r["forward_n"] == 1 for r in payload["records"])
-    assert (tmp_path / "reconstruct--only-lora+unilora+vblora.json").exists()  # a partial run: its own file
+    assert written(tmp_path / "reconstruct--only-lora+unilora+vblora.json", "reconstruct")  # partial: its own file
     write_report(tmp_path, tmp_path / "b.md", files={"reconstruct": "reconstruct--only-lora+unilora+vblora"})
     assert "Llama-2-7B" in (tmp_path / "b.md").read_text()
 
@@ -176,26 +149,8 @@ def test_time_limit_interrupts_python_loops():
 def test_serving_runs_and_mixed_rows_match_single_adapters(tmp_path):
     from benchmarks import serving
 
-    payload = serving.main(
-        [
-            "--model",
-            "tiny",
-            "--layers",
-            "1",
-            "--adapters",
-            "3",
-            "--rows",
-            "1",
-            "--seq",
-            "8",
-            "--repeats",
-            "1",
-            "--warmup",
-            "0",
-            "--out",
-            str(tmp_path),
-        ]
-    )
+    argv = "--model tiny --layers 1 --adapters 3 --rows 1 --seq 8 --repeats 1 --warmup 0"
+    payload = serving.main([*argv.split(), "--out", str(tmp_path)])
     records = {r["implementation"]: r for r in payload["records"]}
     assert {
         "lorazoo/lora mixed batch",
@@ -204,6 +159,8 @@ def test_serving_runs_and_mixed_rows_match_single_adapters(tmp_path):
         "lorazoo/mixed projections mixed batch",
     } <= set(records)
     assert all(r["max_abs_diff_vs_single"] <= 1e-5 for r in records.values())
-    assert (tmp_path / "serving.json").is_file() and "mixed-adapter batch" in (tmp_path / "serving.md").read_text()
+    assert (
+        written(tmp_path / "serving.json", "serving") and "mixed-adapter batch" in (tmp_path / "serving.md").read_text()
+    )
     write_report(tmp_path, tmp_path / "report.md")
     assert "## Serving several adapters" in (tmp_path / "report.md").read_text()
