@@ -390,6 +390,8 @@ def group_runs(runs: list[Run]) -> tuple[dict[str, list[Group]], list[Run]]:
         if run.search_trial:
             continue
         if run.status == "completed":
+            if run.meaning is None:  # a Run built by hand, not by load_run: its task's declaration
+                run.meaning = recorded_meaning({}, _task_node(run), str(run.run_dir))
             buckets[(run.key, run.meaning)].append(run)
         else:
             bad.append(run)
