@@ -14,8 +14,9 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "lorazoo"
 
-# Lower layers never import higher ones. io is pure serialization of (config, layout, tensors), so it
-# sits below the lifecycle that calls it (model.save_adapter / load_adapter) and knows no model.
+# Lower layers never import higher ones. files is pure serialization of (config, layout, tensors), so it sits
+# below the checked read of an adapter directory (adapter_dir) and the lifecycle (model.save_adapter /
+# load_adapter) that call it, and knows no model; adapter_dir builds stand-alone projections and never a model.
 LAYERS: list[tuple[str, ...]] = [
     (
         "lorazoo.version",
@@ -32,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lorazoo.integrity",),  # checks a saved adapter against what its config regenerates; used by model
     ("lorazoo.adapted_layers",),
     ("lorazoo.targets", "lorazoo.mixed"),
+    ("lorazoo.adapter_dir",),  # reads and checks a saved adapter directory before model installs it
     ("lorazoo.peft_config",),  # what PEFT auto classes need from an export
     ("lorazoo.model",),
     ("lorazoo.counting",),
@@ -47,6 +49,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lorazoo.train.engine",),  # the Trainer and what hooks into it
     ("lorazoo.train.config",),  # whole-config checks that read every component's declarations
     ("lorazoo.train.sweep",),  # Optuna, Slurm, the sweep objective
+    ("lorazoo.train.stages",),  # one stage of a run each: setup, claim, plan, build, training, record
     ("lorazoo.train.runner",),  # one run, stage by stage
     ("lorazoo.train",),
     (
@@ -147,6 +150,21 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+MAX_FUNCTION_LINES = 80  # a longer function does several jobs: split it into named steps
+
+
+def long_functions(source: str, where: str, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """``where:name (lines)`` of every function or method (nested ones too) spanning more than ``limit`` lines,
+    counted from its ``def`` to its last line."""
+    found = []
+    for node in ast.walk(ast.parse(source, where)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = (node.end_lineno or node.lineno) - node.lineno + 1
+            if lines > limit:
+                found.append(f"{where}:{node.name} ({lines} lines)")
+    return found
+
+
 def test_the_graph_reader_sees_relative_and_lazy_imports():
     """Guard against a reader that finds nothing (which would make the tests below pass vacuously)."""
     graph = lorazoo_graph()
@@ -176,3 +194,15 @@ def test_imports_flow_one_way():
 def test_core_never_imports_train_hydra_or_wandb(name):
     bad = sorted(d for d in lorazoo_graph()[name] if d.startswith(CORE_FORBIDDEN))
     assert not bad, f"core module {name} imports {bad}"
+
+
+def test_no_function_is_longer_than_80_lines():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))  # def + 80 lines: one too many
+    assert long_functions(f"class C:\n  def long(self):\n{body}\n", "probe") == ["probe:long (81 lines)"]
+    assert long_functions(f"def fits():\n{body[: body.rindex(chr(10))]}\n", "probe") == []
+    found = [
+        line
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line in long_functions(path.read_text(), str(path.relative_to(SRC)))
+    ]
+    assert not found, f"functions over {MAX_FUNCTION_LINES} lines (split them into named steps): " + "; ".join(found)

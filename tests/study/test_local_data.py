@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 from omegaconf import OmegaConf
 
 from lorazoo.cli import CONFIG_DIR
@@ -15,13 +15,8 @@ from lorazoo.study import fair
 from lorazoo.train import run
 from lorazoo.train.errors import DataUnavailableError
 from lorazoo.train.records.provenance import DATA_KEYS, data_path_origin
-from lorazoo.train.runner import apply_task_overrides
+from lorazoo.train.stages.setup import apply_task_overrides
 from lorazoo.train.tasks.data_root import apply_data_root
-
-
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("option", ["data_root=/data", "task.data_dir=/data/glue/SST-2", "task.data_file=/d.json"])
@@ -60,7 +55,7 @@ def test_no_experiment_fixes_a_data_path(name: str):
 def test_data_root_reaches_the_cpu_study(tmp_path: Path, projection: str, task: str):
     folder = {"glue/sst2": "SST-2", "glue/stsb": "STS-B"}[task]
     (tmp_path / "glue" / folder).mkdir(parents=True)
-    cfg = compose_cfg(f"experiment=cpu_study_{projection}", f"task={task}", f"data_root={tmp_path}")
+    cfg = compose_config(f"experiment=cpu_study_{projection}", f"task={task}", f"data_root={tmp_path}")
     cfg, _ = apply_task_overrides(cfg, [])
     cfg, chosen = apply_data_root(cfg)
     assert OmegaConf.select(cfg, "task.data_dir") == chosen == str(tmp_path / "glue" / folder)
@@ -83,7 +78,7 @@ def test_a_data_path_names_its_origin(overrides: list[str], applied: dict, data_
 
 def test_missing_file_error_says_the_path_came_from_data_root(tmp_path: Path):
     (tmp_path / "glue" / "SST-2").mkdir(parents=True)  # the folder is there, its train.tsv is not
-    cfg = compose_cfg("task=glue/sst2", "model=tiny_bert", "logger=none", f"data_root={tmp_path}")
+    cfg = compose_config("task=glue/sst2", "model=tiny_bert", "logger=none", f"data_root={tmp_path}")
     with pytest.raises(DataUnavailableError) as error:
         run(cfg, output_dir=tmp_path / "run")
     message = str(error.value)

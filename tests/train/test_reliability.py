@@ -1,4 +1,4 @@
-"""Reliability and security (issue 9): no untrusted code, atomic writes, crash + resume, determinism, bf16.
+"""Reliability and security: no untrusted code, atomic writes, crash + resume, determinism, bf16.
 
 The CLI's bad-input messages and the parallel multirun are in test_bad_input.py.
 """
@@ -19,22 +19,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, model_inputs, perturb, tiny_bert
-from hydra import compose, initialize_config_dir
+from helpers import REPO_ROOT, RUN_PY, TINY, compose_config, model_inputs, perturb, run_env, tiny_bert, train_tiny
 from safetensors.torch import load_file
 
 from lorazoo import AdapterConfig, LoraZooError, attach, load_adapter
-from lorazoo.cli import CONFIG_DIR
 from lorazoo.errors import AdapterFileError
 from lorazoo.train.errors import RunDirError
 
-TINY = [
-    "logger=none",
-    "trainer.batch_size=8",
-    "trainer.eval_batch_size=16",
-    "trainer.logging_steps=1",
-    "trainer.progress_bar=false",
-]
 # 48 optimiser steps (one epoch of 384 tweets), a checkpoint every 3: long enough to be killed mid-way
 STEPS = 48
 RUN = [
@@ -48,25 +39,6 @@ RUN = [
     "trainer.save_steps=3",
 ]
 SEED = 7
-
-
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=[*TINY, *overrides])
-
-
-def train(out: Path, *overrides: str) -> dict:
-    """One in-process run on one torch thread, as the subprocess runs (OMP_NUM_THREADS=1): same bits, and no
-    spinning threads on a busy machine."""
-    from lorazoo.train import run
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run(compose_cfg(*overrides), output_dir=out)
-    finally:
-        torch.set_num_threads(threads)
-    return json.loads((out / "metrics.json").read_text())
 
 
 def tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
@@ -184,11 +156,9 @@ def test_export_script_refuses_malicious_config(tmp_path: Path):
     raw = json.loads((path / "adapter_config.json").read_text())
     _plant(raw, "nested list", {"_target_": "os.mkdir", "path": str(canary)})
     (path / "adapter_config.json").write_text(json.dumps(raw))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
     out = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "export_peft.py"), str(path), str(tmp_path / "peft")],
-        env=env,
+        env=run_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -202,7 +172,7 @@ def test_export_script_refuses_malicious_config(tmp_path: Path):
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_poisoned_checkpoint_pickle_does_not_run(tmp_path: Path, runs: dict):
     """Trainer's optimizer.pt is a pickle: a payload is refused before Trainer loads it, in one line that never
-    suggests weights_only=False (issue 25)."""
+    suggests weights_only=False."""
     from lorazoo.train.engine.trainer import last_complete_checkpoint
 
     run_dir = tmp_path / "run"
@@ -218,7 +188,7 @@ def test_poisoned_checkpoint_pickle_does_not_run(tmp_path: Path, runs: dict):
 
     (checkpoint / "optimizer.pt").write_bytes(pickle.dumps({"state": Payload()}))
     with pytest.raises(RunDirError, match="optimizer.pt' holds objects other than tensors") as exc:
-        train(run_dir, *RUN, f"seed={SEED}", "trainer.resume=true")
+        train_tiny(run_dir, *RUN, f"seed={SEED}", "trainer.resume=true")
     assert not canary.exists() and "weights_only" not in str(exc.value) and "\n" not in str(exc.value)
 
 
@@ -265,9 +235,9 @@ def test_failed_write_keeps_the_previous_adapter(tmp_path: Path, monkeypatch):
 
 def test_interrupted_checkpoint_is_discarded_on_resume(tmp_path: Path):
     """A checkpoint lorazoo marked as being written but never completed (killed mid-save) is removed; the previous
-    one is used. A folder without any lorazoo mark is not lorazoo's: it stays (issue 13)."""
+    one is used. A folder without any lorazoo mark is not lorazoo's: it stays."""
     from lorazoo.train.records.checkpoints import COMPLETE_MARKER, WRITING_MARKER
-    from lorazoo.train.runner import _resume_point
+    from lorazoo.train.stages.build import resume_checkpoint
 
     checkpoints = tmp_path / "checkpoints"
     for step, mark in ((3, COMPLETE_MARKER), (6, COMPLETE_MARKER), (9, WRITING_MARKER), (12, None)):
@@ -277,9 +247,9 @@ def test_interrupted_checkpoint_is_discarded_on_resume(tmp_path: Path):
         if mark:
             (folder / mark).write_text(f"{step}\n")
     _good_adapter(checkpoints / "checkpoint-6")
-    assert _resume_point(checkpoints, resume=True).endswith("checkpoint-6")
+    assert resume_checkpoint(checkpoints, resume=True).endswith("checkpoint-6")
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-12", "checkpoint-3", "checkpoint-6"]
-    assert _resume_point(tmp_path / "none", resume=True) is None
+    assert resume_checkpoint(tmp_path / "none", resume=True) is None
 
 
 def _good_adapter(folder: Path) -> None:
@@ -295,26 +265,14 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for key, seed in (("a", SEED), ("b", SEED), ("c", SEED + 1)):
         out[key] = root / key
-        train(out[key], *RUN, f"seed={seed}")
+        train_tiny(out[key], *RUN, f"seed={seed}")
     return out
-
-
-def _cli_env() -> dict[str, str]:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "WANDB_MODE": "disabled",
-        "OMP_NUM_THREADS": "1",
-    }
-    env.pop("HYDRA_FULL_ERROR", None)
-    return env
 
 
 def test_sigkill_mid_training_then_resume_is_bit_equal(tmp_path: Path, runs: dict):
     run_dir = tmp_path / "killed"
-    cmd = [sys.executable, str(REPO_ROOT / "run.py"), *TINY, *RUN, f"seed={SEED}", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, str(RUN_PY), *TINY, *RUN, f"seed={SEED}", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     try:
         while not list(run_dir.glob("checkpoints/checkpoint-*/checkpoint_complete")):
@@ -330,7 +288,7 @@ def test_sigkill_mid_training_then_resume_is_bit_equal(tmp_path: Path, runs: dic
     killed_at = max(int(p.parent.name.split("-")[1]) for p in run_dir.glob("checkpoints/*/checkpoint_complete"))
     assert killed_at < STEPS
 
-    resumed = subprocess.run([*cmd, "trainer.resume=true"], env=_cli_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([*cmd, "trainer.resume=true"], env=run_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from " in resumed.stderr
     record = json.loads((run_dir / "metrics.json").read_text())  # valid JSON, complete
@@ -370,16 +328,17 @@ def test_same_seed_same_metrics_and_adapter(runs: dict):
 def test_bad_input_fails_before_the_model_loads(tmp_path: Path, monkeypatch, override: str, match: str):
     """Config and data errors surface in seconds: the base model is never loaded."""
     from lorazoo.train import runner
+    from lorazoo.train.stages import build
 
     def no_model(*a, **k):
         raise AssertionError("the model was loaded before the bad input was noticed")
 
-    monkeypatch.setattr(runner, "load_adapted_model", no_model)
+    monkeypatch.setattr(build, "load_adapted_model", no_model)
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "bad.csv").write_text("sentiment,text\npositive,good day\nangry,bad day\n")
     override = override.replace("EMPTY", str(tmp_path / "empty.csv")).replace("BAD", str(tmp_path / "bad.csv"))
     with pytest.raises(LoraZooError, match=match):
-        runner.run(compose_cfg("model=tiny_bert", override), output_dir=tmp_path / "run")
+        runner.run(compose_config(*TINY, "model=tiny_bert", override), output_dir=tmp_path / "run")
 
 
 # ============================================================================ 4. bf16
@@ -403,7 +362,7 @@ def _bf16_lora_and_unilora(model_name: str, max_load_s: float | None = None) -> 
     from lorazoo.train.options import ModelOptions, ProjectionOptions, from_node
 
     model_opts = dataclasses.replace(
-        from_node(ModelOptions, compose_cfg(f"model={model_name}").model, "model"), dtype="bfloat16"
+        from_node(ModelOptions, compose_config(*TINY, f"model={model_name}").model, "model"), dtype="bfloat16"
     )
     started = time.perf_counter()
     loaded = load_adapted_model(model_opts, ProjectionOptions(name="lora", rank=4), 0, 3)

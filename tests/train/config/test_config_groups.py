@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
 
@@ -14,7 +14,7 @@ from lorazoo import projection_names
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.train.engine.optimizer import OptimizerOptions
 from lorazoo.train.options import LoggerOptions, ModelOptions, ProjectionOptions, TrainerOptions, from_node
-from lorazoo.train.runner import apply_task_overrides
+from lorazoo.train.stages.setup import apply_task_overrides
 from lorazoo.train.tasks import build_task
 
 CONFIGS = Path(CONFIG_DIR)
@@ -27,11 +27,6 @@ def options(group: str) -> list[str]:
 
 
 CASES = [(group, option) for group in GROUPS for option in options(group)]
-
-
-def compose_with(*overrides: str, hydra: bool = False):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def check_schema(cfg) -> None:
@@ -69,7 +64,7 @@ def test_groups_exist_and_have_options():
 
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_every_option_composes(group: str, option: str):
-    cfg = compose_with(f"{group}={option}", hydra=group.startswith("hydra"))
+    cfg = compose_config(f"{group}={option}", hydra=group.startswith("hydra"))
     if group.startswith("hydra"):
         assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
         return
@@ -80,7 +75,7 @@ def test_every_option_composes(group: str, option: str):
 
 
 def test_default_is_the_offline_demo():
-    cfg = compose_with()
+    cfg = compose_config()
     assert (cfg.projection.name, cfg.model.name, cfg.task.name, cfg.logger.name, cfg.seed) == (
         "unilora",
         "minilm",
@@ -91,14 +86,14 @@ def test_default_is_the_offline_demo():
 
 
 def test_math_and_instruct_default_to_smollm2_but_model_override_wins():
-    assert compose_with("task=math/gsm8k").model.name == "smollm2-135m"
-    assert compose_with("task=instruct/alpaca").model.name == "smollm2-135m"
-    assert compose_with("task=math/gsm8k", "model=tiny_llama").model.name == "tiny_llama"
-    assert compose_with("experiment=unilora_math").model.name == "gemma-7b"
+    assert compose_config("task=math/gsm8k").model.name == "smollm2-135m"
+    assert compose_config("task=instruct/alpaca").model.name == "smollm2-135m"
+    assert compose_config("task=math/gsm8k", "model=tiny_llama").model.name == "tiny_llama"
+    assert compose_config("experiment=unilora_math").model.name == "gemma-7b"
 
 
 def test_experiment_task_table_and_command_line_precedence():
-    cfg = compose_with("experiment=unilora_glue_base", "task=glue/rte")
+    cfg = compose_config("experiment=unilora_glue_base", "task=glue/rte")
     patched, applied = apply_task_overrides(cfg, [])
     assert patched.optimizer.groups.head.lr == 5.0e-4
     assert applied == {"optimizer.groups.head.lr": 5.0e-4, "trainer.num_epochs": 160}  # the Uni-LoRA RTE script
@@ -111,16 +106,16 @@ def test_experiment_task_table_and_command_line_precedence():
 
 def test_unknown_group_option_lists_valid_ones():
     with pytest.raises(ConfigCompositionException, match="unilora"):
-        compose_with("projection=unilorra")
+        compose_config("projection=unilorra")
 
 
 def test_misspelled_key_is_rejected():
     with pytest.raises(ConfigCompositionException, match="max_stepz"):
-        compose_with("trainer.max_stepz=3")
+        compose_config("trainer.max_stepz=3")
 
 
 def test_misspelled_key_inside_a_yaml_is_rejected():
-    cfg = compose_with()
+    cfg = compose_config()
     with open_dict(cfg.trainer):
         cfg.trainer.bach_size = 8  # what a typo in an experiment file produces
     with pytest.raises(Exception, match="bach_size"):
@@ -128,7 +123,7 @@ def test_misspelled_key_inside_a_yaml_is_rejected():
 
 
 def test_sweep_dirs_are_unique_per_job():
-    cfg = compose_with(hydra=True)
+    cfg = compose_config(hydra=True)
     assert "${hydra.job.num}" in OmegaConf.to_container(cfg.hydra.sweep)["subdir"]
 
 
@@ -141,7 +136,7 @@ def test_projection_option_defaults_live_in_the_class_only(name: str):
     from lorazoo.projections import get_projection_class
 
     defaults = get_projection_class(name).defaults
-    composed = OmegaConf.to_container(compose_with(f"projection={name}").projection.kwargs)
+    composed = OmegaConf.to_container(compose_config(f"projection={name}").projection.kwargs)
     assert composed == defaults
     written = (yaml.safe_load((CONFIGS / "projection" / f"{name}.yaml").read_text())["projection"] or {}).get(
         "kwargs"
@@ -152,10 +147,11 @@ def test_projection_option_defaults_live_in_the_class_only(name: str):
 
 def test_command_line_overrides_a_projection_option():
     assert (
-        compose_with("projection=vblora", "projection.kwargs.vector_length=128").projection.kwargs.vector_length == 128
+        compose_config("projection=vblora", "projection.kwargs.vector_length=128").projection.kwargs.vector_length
+        == 128
     )
     with pytest.raises(ConfigCompositionException):
-        compose_with("projection=vblora", "projection.kwargs.vector_lenght=128")
+        compose_config("projection=vblora", "projection.kwargs.vector_lenght=128")
 
 
 @pytest.mark.parametrize("name", projection_names())
@@ -178,7 +174,7 @@ def test_projection_yaml_agrees_with_the_paper_declaration(name: str):
     paper = get_projection_class(name).paper
     assert paper is not None, f"configs/projection/{name}.yaml has no paper declaration to agree with"
     derived = projection_node(name, paper)
-    cfg = compose_with(f"projection={name}")
+    cfg = compose_config(f"projection={name}")
     written = {k: cfg.projection[k] for k in derived["projection"]}
     assert written == derived["projection"], f"{name}.yaml vs {name}.py paper"
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (paper.lr, paper.weight_decay)
@@ -194,7 +190,7 @@ def test_lr_sweeper_searches_each_declared_lr(name: str):
     paper = get_projection_class(name).paper
     assert paper is not None
     expected = {f"optimizer.groups.{g}.lr": lr for g, lr in paper.group_lrs} or {"optimizer.lr": paper.lr}
-    params = compose_with(f"hydra/sweeper=lr_{name}", f"projection={name}", hydra=True).hydra.sweeper.params
+    params = compose_config(f"hydra/sweeper=lr_{name}", f"projection={name}", hydra=True).hydra.sweeper.params
     assert set(params) == set(expected)
     for key, lr in expected.items():
         low, high = (float(x) for x in re.fullmatch(r"tag\(log, interval\((\S+), (\S+)\)\)", params[key]).groups())
@@ -218,7 +214,7 @@ def test_a_rank_other_than_the_paper_one_is_the_users_choice(name: str):
 
     from lorazoo.train.config.model_fit import set_elsewhere
 
-    opts = from_node(ProjectionOptions, compose_with(f"projection={name}").projection, "projection")
+    opts = from_node(ProjectionOptions, compose_config(f"projection={name}").projection, "projection")
     assert set_elsewhere(opts) == set()
     assert "projection.rank" in set_elsewhere(dataclasses.replace(opts, rank=opts.rank + 1))
 
@@ -228,4 +224,4 @@ def test_count_params_uses_the_rank_projection_composes_to(name: str):
     """lorazoo-count's "this machine" rows: the rank of projection=<name>, yaml or derived."""
     from lorazoo.counting_tables import projection_defaults
 
-    assert projection_defaults(name)[0] == compose_with(f"projection={name}").projection.rank
+    assert projection_defaults(name)[0] == compose_config(f"projection={name}").projection.rank

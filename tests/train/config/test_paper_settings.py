@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 from omegaconf import OmegaConf
 
 from lorazoo.cli import CONFIG_DIR
 from lorazoo.errors import ConfigError
-from lorazoo.train.runner import apply_task_overrides
+from lorazoo.train.stages.setup import apply_task_overrides
 
 SOURCES = Path(CONFIG_DIR) / "experiment" / "SOURCES.md"
 HEADING = re.compile(r"^## `([\w/.-]+)`")
@@ -73,9 +73,7 @@ CASES = [(name, task) for name, spec in PINNED.items() for task in sorted(spec["
 
 
 def resolved(experiment: str, task: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={experiment}", f"task={task}"])
-    return apply_task_overrides(cfg, [])[0]
+    return apply_task_overrides(compose_config(f"experiment={experiment}", f"task={task}"), [])[0]
 
 
 def test_every_experiment_is_pinned():

@@ -1,6 +1,6 @@
-"""Every config key typed (issue 25): each leaf key of each composed config, fed a wrong type, zero, a negative and
+"""Every config key typed: each leaf key of each composed config, fed a wrong type, zero, a negative and
 a huge value, is accepted or refused in ONE ConfigError line naming the key — never a TypeError deep inside;
-the command-line cases of the issue as real `python run.py` processes; resource sizes bounded before any
+the command-line cases as real `python run.py` processes; resource sizes bounded before any
 allocation; no `${oc.env:...}` value written to a record; no traceback for a LoraZooError or an OSError."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from forked_cli import run_cli
-from hydra import compose, initialize_config_dir
+from helpers import compose_config, group_options
+from helpers.forked_cli import run_cli
 from omegaconf import OmegaConf, open_dict
 
 from lorazoo.cli import CONFIG_DIR
@@ -44,11 +44,10 @@ HUGE = 10**12
 
 @functools.cache
 def _composed(overrides: tuple[str, ...]) -> Any:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose_config(*overrides)
 
 
-def compose_config(overrides: list[str]) -> Any:
+def cached_config(overrides: list[str]) -> Any:
     """A fresh copy of the composed config (composing takes ~0.5 s; each composition is composed once)."""
     return copy.deepcopy(_composed(tuple(overrides)))
 
@@ -64,7 +63,7 @@ def validate(cfg: Any) -> None:
 def _leaf_cases() -> list[tuple[str, str]]:
     seen: dict[str, str] = {}
     for name, overrides in COMPOSITIONS.items():
-        raw = OmegaConf.to_container(compose_config(overrides), resolve=False)
+        raw = OmegaConf.to_container(cached_config(overrides), resolve=False)
         for key in flatten(raw):
             seen.setdefault(key, name)
     return sorted((composition, key) for key, composition in seen.items())
@@ -80,12 +79,12 @@ def _bad_values(current: Any) -> list[Any]:
 
 def test_every_composition_is_valid_as_shipped():
     for overrides in COMPOSITIONS.values():
-        validate(compose_config(overrides))
+        validate(cached_config(overrides))
 
 
 @pytest.mark.parametrize(("composition", "key"), LEAVES, ids=[k for _, k in LEAVES])
 def test_every_key_refuses_bad_values_in_one_line_naming_it(composition: str, key: str):
-    cfg = compose_config(COMPOSITIONS[composition])
+    cfg = cached_config(COMPOSITIONS[composition])
     current = OmegaConf.select(cfg, key)
     kwarg = key.startswith("projection.kwargs.")
     named = f"{key.rsplit('.', 1)[1]}=" if kwarg else key  # a projection option is named as its Options field
@@ -104,7 +103,7 @@ def test_every_key_refuses_bad_values_in_one_line_naming_it(composition: str, ke
             pytest.fail(f"{key}={value!r}: {type(exc).__name__}: {exc}")
 
 
-# the issue's cases: each must be refused in the schema, naming the key
+# values users gave that once failed deep inside: each must be refused in the schema, naming the key
 REFUSED = [
     ("trainer.max_steps", "abc"),
     ("trainer.warmup_ratio", "abc"),
@@ -130,8 +129,8 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("key", "value"), REFUSED, ids=[f"{k}={v}" for k, v in REFUSED])
-def test_issue_cases_are_refused(key: str, value: Any):
-    cfg = compose_config(["model=tiny_bert"])
+def test_known_bad_values_are_refused(key: str, value: Any):
+    cfg = cached_config(["model=tiny_bert"])
     OmegaConf.update(cfg, key, value, merge=False)
     with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=.* is invalid; valid: "):
         config_schema.check(cfg)
@@ -143,7 +142,7 @@ def test_every_numeric_key_has_declared_bounds():
     for _, key in LEAVES:
         if key.startswith(("projection.kwargs.", "model.dims.", "task_overrides.")):
             continue
-        cfg = compose_config(COMPOSITIONS[dict((k, c) for c, k in LEAVES)[key]])
+        cfg = cached_config(COMPOSITIONS[dict((k, c) for c, k in LEAVES)[key]])
         value = OmegaConf.select(cfg, key)
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
         if numeric and config_schema._bound_key(key) not in config_schema.BOUNDS:
@@ -152,7 +151,7 @@ def test_every_numeric_key_has_declared_bounds():
 
 
 def test_unset_environment_variable_is_one_line_naming_the_key():
-    cfg = compose_config(["model=tiny_bert", "model.pretrained=${oc.env:LORAZOO_NO_SUCH_VAR}"])
+    cfg = cached_config(["model=tiny_bert", "model.pretrained=${oc.env:LORAZOO_NO_SUCH_VAR}"])
     with pytest.raises(ConfigError) as caught:
         config_schema.check(cfg)
     assert str(caught.value).startswith("model.pretrained='${oc.env:LORAZOO_NO_SUCH_VAR}' cannot be resolved")
@@ -165,7 +164,7 @@ def _preflight(*overrides: str) -> None:
     from lorazoo.train.config.model_fit import meta_layout
     from lorazoo.train.options import ModelOptions, ProjectionOptions, TrainerOptions, from_node
 
-    cfg = compose_config(["model=tiny_bert", *overrides])
+    cfg = cached_config(["model=tiny_bert", *overrides])
     config_schema.check(cfg)
     projection = from_node(ProjectionOptions, cfg.projection, "projection")
     model = from_node(ModelOptions, cfg.model, "model")
@@ -297,7 +296,7 @@ def test_os_error_before_training_leaves_a_failed_record(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(runner.provenance, "write_config_used", _enospc)
     with pytest.raises(OSError):
-        run(compose_config(BASE), output_dir=tmp_path)
+        run(cached_config(BASE), output_dir=tmp_path)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "failed" and record["failed_stage"] == "setup"
     assert record["error"] == "OSError: [Errno 28] No space left on device: '/full/disk/metrics.json'"
@@ -327,7 +326,7 @@ def test_environment_values_never_reach_a_record(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("LORAZOO_TEST_SECRET", token)
     monkeypatch.setenv("WANDB_MODE", "offline")
     secret = ["name=${oc.env:LORAZOO_TEST_SECRET}", "model.name=m-${oc.env:LORAZOO_TEST_SECRET}", "logger=wandb"]
-    run(compose_config([*TINY_RUN, *secret]), output_dir=tmp_path)
+    run(cached_config([*TINY_RUN, *secret]), output_dir=tmp_path)
     assert list((tmp_path / "wandb").iterdir()), "W&B wrote nothing: the check below would be empty"
     assert _files_holding(tmp_path, token) == []
     record = json.loads((tmp_path / "metrics.json").read_text())
@@ -337,7 +336,7 @@ def test_environment_values_never_reach_a_record(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setenv("LORAZOO_TEST_SECRET", token + "_changed")
     with pytest.raises(RunDirError, match=r"first differing key a value read from the environment"):
-        run(compose_config([*TINY_RUN, *secret]), output_dir=tmp_path)
+        run(cached_config([*TINY_RUN, *secret]), output_dir=tmp_path)
 
 
 def test_environment_value_in_an_error_is_not_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -347,7 +346,7 @@ def test_environment_value_in_an_error_is_not_recorded(tmp_path: Path, monkeypat
     token = "tok_" + secrets.token_hex(8)
     monkeypatch.setenv("LORAZOO_TEST_SECRET", f"/nowhere/{token}.csv")
     with pytest.raises(DataUnavailableError, match=token):  # the user's terminal sees the path
-        run(compose_config([*TINY_RUN, "task.data_file=${oc.env:LORAZOO_TEST_SECRET}"]), output_dir=tmp_path)
+        run(cached_config([*TINY_RUN, "task.data_file=${oc.env:LORAZOO_TEST_SECRET}"]), output_dir=tmp_path)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "failed" and "${oc.env:LORAZOO_TEST_SECRET}" in record["error"]
     assert _files_holding(tmp_path, token) == []
@@ -407,12 +406,9 @@ GROUPS += ["hydra/launcher", "hydra/sweeper"]
 def test_every_option_of_every_group_is_accepted_and_a_typo_lists_them_all(group: str):
     """The category behind ``experiment=lora_gleu`` and ``task=glue/nope``: in every group, optional or not,
     each real option passes and a misspelled one is one line listing every option (sub-folders included)."""
-    from hydra.core.global_hydra import GlobalHydra
+    from lorazoo.cli_hints import check_group_choices
 
-    from lorazoo.cli_hints import _options, check_group_choices
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        valid = _options(GlobalHydra.instance().config_loader(), group)
+    valid = group_options(group)
     assert valid, f"group {group} has no options"
     assert check_group_choices([f"{group}={','.join(valid)}"], CONFIG_DIR) is None  # a sweep over all of them
     message = check_group_choices([f"{group}={valid[0]}", f"{group}={valid[-1]}x"], CONFIG_DIR)
@@ -433,7 +429,7 @@ def test_model_dims_that_make_no_model_or_too_big_a_one_are_one_line(model: str,
     from lorazoo.train.config import preflight
     from lorazoo.train.options import ModelOptions, TrainerOptions, from_node
 
-    cfg = compose_config([f"model={model}"])
+    cfg = cached_config([f"model={model}"])
     trainer = from_node(TrainerOptions, cfg.trainer, "trainer")
     refused = []
     for value in ("abc", 0, -1, HUGE):
@@ -464,29 +460,20 @@ def test_a_number_read_from_the_environment_says_how_to_pass_it(monkeypatch: pyt
     """``${oc.env:...}`` always gives text: ``trainer.max_steps=${oc.env:STEPS}`` is refused naming the key and
     the way to pass a number; ``${oc.decode:...}`` of it is accepted."""
     monkeypatch.setenv("LORAZOO_TEST_STEPS", "3")
-    cfg = compose_config(["model=tiny_bert", "trainer.max_steps=${oc.env:LORAZOO_TEST_STEPS}"])
+    cfg = cached_config(["model=tiny_bert", "trainer.max_steps=${oc.env:LORAZOO_TEST_STEPS}"])
     with pytest.raises(ConfigError, match=r"^trainer\.max_steps='3' is invalid; .*\$\{oc\.decode:\$\{oc\.env:VAR\}\}"):
         config_schema.check(cfg)
-    cfg = compose_config(["model=tiny_bert", "trainer.max_steps='${oc.decode:${oc.env:LORAZOO_TEST_STEPS}}'"])
+    cfg = cached_config(["model=tiny_bert", "trainer.max_steps='${oc.decode:${oc.env:LORAZOO_TEST_STEPS}}'"])
     assert config_schema.check(cfg)["trainer"]["max_steps"] == 3
 
 
-def _experiments() -> list[str]:
-    from hydra.core.global_hydra import GlobalHydra
-
-    from lorazoo.cli_hints import _options
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return _options(GlobalHydra.instance().config_loader(), "experiment")
-
-
-@pytest.mark.parametrize("experiment", _experiments())
+@pytest.mark.parametrize("experiment", group_options("experiment"))
 def test_every_shipped_experiment_passes_the_schema(experiment: str):
     """The papers' settings are valid by the schema, with each task's overrides applied (a bound too tight for
     a paper's value would refuse the paper's own setting)."""
-    from lorazoo.train.runner import apply_task_overrides
+    from lorazoo.train.stages.setup import apply_task_overrides
 
-    cfg = compose_config([f"experiment={experiment}"])
+    cfg = cached_config([f"experiment={experiment}"])
     config_schema.check(cfg)
     tasks = sorted((OmegaConf.to_container(cfg, resolve=False) or {}).get("task_overrides") or {})  # type: ignore[union-attr]
     for task in tasks:

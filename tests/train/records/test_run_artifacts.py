@@ -1,4 +1,4 @@
-"""Run dirs and artifacts (issue 25, item 4): "completed" holds only while the recorded artifacts are present and
+"""Run dirs and artifacts: "completed" holds only while the recorded artifacts are present and
 match their sha256; a directory holding anything lorazoo did not write is not empty; the lock file is created
 exclusively and never followed through a link; an export never lands in an adapter dir or a run dir.
 
@@ -12,11 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import tiny_bert
-from hydra import compose, initialize_config_dir
+from helpers import compose_config, snapshot, tiny_bert
 
 from lorazoo import AdapterConfig, attach
-from lorazoo.cli import CONFIG_DIR
 from lorazoo.errors import AdapterFileError
 from lorazoo.train import run
 from lorazoo.train.options import to_plain
@@ -35,18 +33,9 @@ RUN = [
 ]
 
 
-def cfg():
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=RUN)
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def completed(out: Path, with_artifacts: bool = True) -> Path:
     """A run dir as a completed run of RUN leaves it (identity, adapter/, metrics.json with the hashes)."""
-    held = claim(out, to_plain(cfg()), resume=False)
+    held = claim(out, to_plain(compose_config(*RUN)), resume=False)
     held.record_identity()
     held.release()
     attach(tiny_bert(), AdapterConfig(projection="lora", rank=2)).save_adapter(out / "adapter")
@@ -84,12 +73,12 @@ DAMAGE = {
 
 
 def test_completed_run_with_its_artifacts_is_reused(tmp_path: Path, monkeypatch):
-    from lorazoo.train import runner
+    from lorazoo.train.stages import build
 
     out = completed(tmp_path / "run")
     before = snapshot(out)
-    monkeypatch.setattr(runner, "load_adapted_model", lambda *a, **k: pytest.fail("a finished job was retrained"))
-    assert run(cfg(), output_dir=out)["status"] == "completed"
+    monkeypatch.setattr(build, "load_adapted_model", lambda *a, **k: pytest.fail("a finished job was retrained"))
+    assert run(compose_config(*RUN), output_dir=out)["status"] == "completed"
     assert snapshot(out) == before
 
 
@@ -108,14 +97,14 @@ def test_completed_run_without_its_artifacts_is_not_reused(tmp_path: Path, damag
     change(out)
     before = snapshot(out)
     with pytest.raises(RunDirError, match=rf"holds a completed run of this config but not its artifacts \(.*{said}"):
-        run(cfg(), output_dir=out)
+        run(compose_config(*RUN), output_dir=out)
     assert snapshot(out) == before
 
 
 def test_missing_artifacts_with_resume_continue_from_the_last_checkpoint(tmp_path: Path):
     out = completed(tmp_path / "run")
     (out / "adapter" / "adapter.safetensors").unlink()
-    plain = to_plain(cfg())
+    plain = to_plain(compose_config(*RUN))
     with pytest.raises(RunDirError, match="not its artifacts"):
         claim(out, plain, resume=True).release()  # no checkpoint to rebuild from
     checkpoint = out / "checkpoints" / "checkpoint-2"

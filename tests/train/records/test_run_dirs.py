@@ -1,4 +1,4 @@
-"""Runs you can trust (issue 13): run dirs never mix, resume continues only the run that wrote the dir,
+"""Runs you can trust: run dirs never mix, resume continues only the run that wrote the dir,
 foreign files are never deleted, bad data / diverged runs / NaN metrics are never reported as results.
 
 Every fault test snapshots the earlier run's files and checks they are byte-identical afterwards.
@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import TINY, compose_config, snapshot, train_tiny
 
 from lorazoo import LoraZooError
-from lorazoo.cli import CONFIG_DIR
-from lorazoo.train import run
 from lorazoo.train.records.checkpoints import (
     COMPLETE_MARKER,
     WRITING_MARKER,
@@ -27,13 +25,6 @@ from lorazoo.train.records.checkpoints import (
 )
 from lorazoo.train.records.run_dir import UNFINGERPRINTED, RunDirError, claim, fingerprint, identity
 
-TINY = [
-    "logger=none",
-    "trainer.batch_size=8",
-    "trainer.eval_batch_size=16",
-    "trainer.logging_steps=1",
-    "trainer.progress_bar=false",
-]
 RUN = [
     "model=tiny_bert",
     "projection=unilora",
@@ -47,29 +38,11 @@ RUN = [
 ]
 
 
-def cfg_of(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=[*TINY, *overrides])
-
-
-def train(out: Path, *overrides: str) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return run(cfg_of(*overrides), output_dir=out)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     """One completed tiny run with two checkpoints (steps 2 and 4)."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    record = train(out, *RUN)
+    record = train_tiny(out, *RUN)
     assert record["status"] == "completed" and record["steps"] == 4
     assert [p.name for p in complete_checkpoints(out / "checkpoints")] == ["checkpoint-2", "checkpoint-4"]
     return out
@@ -112,7 +85,7 @@ def test_fingerprint_ignores_only_logging_and_budget_keys():
 def _plain(*overrides: str) -> dict:
     from lorazoo.train.options import to_plain
 
-    return to_plain(cfg_of(*overrides))
+    return to_plain(compose_config(*TINY, *overrides))
 
 
 @pytest.mark.parametrize("resume", [False, True])
@@ -123,7 +96,7 @@ def test_run_dir_of_another_run_is_refused(earlier: Path, resume: bool):
     with pytest.raises(
         RunDirError, match=r"holds another run \(first differing key projection\.name: 'unilora' → 'lora'"
     ):
-        train(earlier, *other, f"trainer.resume={str(resume).lower()}")
+        train_tiny(earlier, *other, f"trainer.resume={str(resume).lower()}")
     assert snapshot(earlier) == before
 
 
@@ -143,7 +116,7 @@ def test_resume_with_a_changed_setting_is_refused(earlier: Path, change: str, ke
     before = snapshot(run_dir)
     overrides = [o for o in RUN if not (change.startswith("projection=") and o.startswith("projection."))]
     with pytest.raises(RunDirError, match=rf"first differing key {key.replace('.', '[.]')}:"):
-        train(run_dir, *overrides, change, "trainer.resume=true")
+        train_tiny(run_dir, *overrides, change, "trainer.resume=true")
     assert snapshot(run_dir) == before
 
 
@@ -151,7 +124,7 @@ def test_foreign_non_empty_dir_is_refused(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("my thesis, do not touch\n")
     before = snapshot(tmp_path)
     with pytest.raises(RunDirError, match=r"is not empty and holds no lorazoo run \(found \['notes.txt'\]\)"):
-        train(tmp_path, *RUN)
+        train_tiny(tmp_path, *RUN)
     assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
@@ -159,17 +132,17 @@ def test_unfinished_run_needs_resume_true(earlier: Path):
     run_dir = unfinished(earlier)
     before = snapshot(run_dir)
     with pytest.raises(RunDirError, match="holds an unfinished run of this config; add trainer.resume=true"):
-        train(run_dir, *RUN)
+        train_tiny(run_dir, *RUN)
     assert snapshot(run_dir) == before
 
 
 def test_completed_run_of_the_same_config_is_reused(earlier: Path, monkeypatch):
     """Resumable sweeps: the same config finished here already → its record comes back, nothing is trained."""
-    from lorazoo.train import runner
+    from lorazoo.train.stages import build
 
     before = snapshot(earlier)
-    monkeypatch.setattr(runner, "load_adapted_model", lambda *a, **k: pytest.fail("a finished job was retrained"))
-    record = train(earlier, *RUN, "trainer.logging_steps=2")  # a logging key does not make it another run
+    monkeypatch.setattr(build, "load_adapted_model", lambda *a, **k: pytest.fail("a finished job was retrained"))
+    record = train_tiny(earlier, *RUN, "trainer.logging_steps=2")  # a logging key does not make it another run
     assert record == json.loads((earlier / "metrics.json").read_text()) and record["status"] == "completed"
     assert snapshot(earlier) == before
 
@@ -179,7 +152,7 @@ def test_second_concurrent_run_in_the_same_dir_fails_at_once(tmp_path: Path):
     try:
         started = time.perf_counter()
         with pytest.raises(RunDirError, match=r"is in use by another lorazoo run \(pid \d+"):
-            train(tmp_path, *RUN)
+            train_tiny(tmp_path, *RUN)
         assert time.perf_counter() - started < 5
     finally:
         held.release()
@@ -197,7 +170,7 @@ def test_foreign_checkpoint_is_never_deleted(earlier: Path, capsys):
     interrupted.mkdir()
     (interrupted / WRITING_MARKER).write_text("{}\n")
     before = snapshot(foreign)
-    record = train(earlier, *RUN, "trainer.resume=true")
+    record = train_tiny(earlier, *RUN, "trainer.resume=true")
     assert record["status"] == "completed" and record["train"]["resumed_from"].endswith("checkpoint-4")
     assert "checkpoint-1 has no lorazoo checkpoint mark: left alone" in capsys.readouterr().err
     assert snapshot(foreign) == before and not interrupted.exists()
@@ -209,7 +182,7 @@ def test_resume_from_the_final_checkpoint_takes_no_extra_step(earlier: Path, fin
     """Killed after its last checkpoint: resume evaluates that checkpoint; Trainer alone would step past max_steps."""
     from safetensors.torch import load_file
 
-    record = train(unfinished(earlier), *RUN, "trainer.resume=true")
+    record = train_tiny(unfinished(earlier), *RUN, "trainer.resume=true")
     assert record["status"] == "completed" and record["steps"] == 4
     assert [p.name for p in complete_checkpoints(earlier / "checkpoints")] == ["checkpoint-2", "checkpoint-4"]
     reference = json.loads((finished / "metrics.json").read_text())
@@ -224,7 +197,7 @@ def test_resume_from_the_final_checkpoint_takes_no_extra_step(earlier: Path, fin
 def test_newest_checkpoint_without_adapter_falls_back(earlier: Path, capsys):
     checkpoints = unfinished(earlier) / "checkpoints"
     (checkpoints / "checkpoint-4" / "adapter.safetensors").unlink()
-    record = train(earlier, *RUN, "trainer.resume=true")
+    record = train_tiny(earlier, *RUN, "trainer.resume=true")
     err = capsys.readouterr().err
     assert "falling back to checkpoint-2: checkpoint-4 is unreadable" in err and "adapter.safetensors" in err
     assert record["status"] == "completed" and record["train"]["resumed_from"].endswith("checkpoint-2")
@@ -271,7 +244,7 @@ def test_diverged_run_is_failed_and_keeps_the_last_good_checkpoint(tmp_path: Pat
     with pytest.raises(
         DivergedError, match=r"^diverged: smoothed train loss .* > 4 × initial 1\.09\d* for 3 logging steps"
     ):
-        train(tmp_path, *DIVERGING)
+        train_tiny(tmp_path, *DIVERGING)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "failed" and record["reason"] == "diverged"
     assert [p.name for p in complete_checkpoints(tmp_path / "checkpoints")] == ["checkpoint-1"]  # before the blow-up
@@ -306,7 +279,7 @@ def test_divergence_factor_and_patience_are_options():
 def cfg_check(*overrides: str) -> None:
     from lorazoo.train.options import TrainerOptions, from_node
 
-    from_node(TrainerOptions, cfg_of(*overrides).trainer, "trainer config")
+    from_node(TrainerOptions, compose_config(*TINY, *overrides).trainer, "trainer config")
 
 
 def test_non_finite_final_metric_fails_the_run(tmp_path: Path, monkeypatch):
@@ -315,7 +288,7 @@ def test_non_finite_final_metric_fails_the_run(tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(ClassificationTask, "compute_metrics", lambda self, pred: {"accuracy": float("nan")})
     with pytest.raises(NonFiniteMetricError, match=r"non-finite final metric\(s\) \{'accuracy': nan\}"):
-        train(tmp_path, *RUN)
+        train_tiny(tmp_path, *RUN)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "failed" and record["reason"] == "non-finite metric" and "accuracy" not in record
 
