@@ -6,11 +6,14 @@ backward is one concatenation; for tied and vera, ``ScaledRows`` that are never 
 adapted layer applies its two pieces through ``projections.factors`` (``linear``, ``embedding``).
 Under ``torch.no_grad`` (generation) the pieces are reused
 until a projection parameter changes, so decoding costs nothing extra per token.
+A layer also folds its ΔW into its base weight and back (``fold``, ``fold_deltas``: merge / unmerge), in the
+weight's orientation (Conv1D and Embedding store it transposed) and format (bitsandbytes weights requantised).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -19,12 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lorazoo.errors import AdapterStateError
-from lorazoo.layout import LayoutEntry
+from lorazoo.layout import Layout, LayoutEntry
 from lorazoo.projections import factors
 from lorazoo.projections.base import Projection
 from lorazoo.projections.factors import Factor
 from lorazoo.quantized import check_requantizable, dequantized_weight, quantization_of, requantize_
-from lorazoo.sharding import add_into
+from lorazoo.sharding import add_into, full, gathered
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,18 @@ class AdaptedLayer(nn.Module):
     def _merged_value(self, delta: torch.Tensor) -> torch.Tensor:
         return dequantized_weight(self.base_layer) + self.weight_delta(delta).to(self.weight.device)
 
+    def check_fold(self, a: torch.Tensor, b: torch.Tensor, sign: int) -> None:
+        """``check_add_to_weight`` for ``fold``'s ΔW, computed only where a check is needed (a quantised weight)."""
+        if quantization_of(self.base_layer) is not None:
+            self.check_add_to_weight(sign * (b.float() @ a.float()))
+
+    def fold(self, a: torch.Tensor, b: torch.Tensor, sign: int) -> float | None:
+        """Merge (``sign`` +1: W += B A, the scale already in ``b``) or unmerge (-1) this layer's ΔW; the product
+        is formed in float32 whatever the factors' dtype, then stored in W's dtype (``add_to_weight``)."""
+        error = self.add_to_weight(sign * (b.float() @ a.float()))
+        self.merged = sign > 0
+        return error
+
     def lora_output(self, x: torch.Tensor, a: Factor, b: Factor, slot: LayerSlot) -> torch.Tensor:
         """s · B_l A_l (dropout(x)) for inputs x (..., in)."""
         h = x.to(a.dtype)
@@ -339,3 +354,52 @@ def wrap_module(module: nn.Module, module_name: str, cache: ThetaCache) -> Adapt
             "rewrite the adapter's factors in place; adapt embeddings without max_norm"
         )
     return layer_type(module, module_name, cache)
+
+
+def fold_deltas(
+    base_model: nn.Module, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]], sign: int
+) -> dict[str, float]:
+    """Fold every adapted layer's ΔW (``factors``: name -> (A_l, s · B_l)) into its base weight (``sign`` +1) or
+    take it out (-1). All or nothing: a tied weight, or a quantised one that cannot hold W ± ΔW within its bound,
+    is refused before any weight changes. Returns the quantised layers' achieved max |stored − exact|."""
+    layers = [m for m in base_model.modules() if isinstance(m, AdaptedLayer) and m.module_name in factors]
+    check_untied(base_model, layers)
+    for layer in layers:
+        layer.check_fold(*factors[layer.module_name], sign)
+    errors: dict[str, float] = {}
+    for layer in layers:
+        error = layer.fold(*factors[layer.module_name], sign)
+        if error is not None:
+            errors[layer.module_name] = error
+    return errors
+
+
+def check_untied(base_model: nn.Module, layers: list[AdaptedLayer]) -> None:
+    """Merging into a weight another module shares (tied input/output embeddings) would change both."""
+    owners: dict[int, list[str]] = {}
+    for name, param in base_model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(param), []).append(name)
+    for layer in layers:
+        names = owners.get(id(layer.base_layer.weight), [])
+        if len(names) > 1:
+            raise AdapterStateError(
+                f"cannot merge into {layer.module_name!r}: its weight is tied to {names[1:]} and merging would change "
+                "both; keep the adapter unmerged, or untie the weights (tie_word_embeddings=False) before attaching"
+            )
+
+
+def base_weights(base_model: nn.Module, layout: Layout) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, W) of every adapted module, one at a time: W dense float32 in the layout's (out × in) orientation,
+    what a weight-aware projection reads at attach and checks on load. A quantised weight is dequantised (what
+    its forward multiplies by), a sharded one gathered (every rank must call this), a merged one refused."""
+    for entry in layout:
+        module = base_model.get_submodule(entry.name)
+        layer = module if isinstance(module, AdaptedLayer) else wrap_module(module, entry.name, ThetaCache())
+        if layer.merged:
+            raise AdapterStateError(
+                f"{entry.name!r} holds a merged adapter; unmerge() before adding or loading an adapter that "
+                "reads the base weights (it would read W + ΔW)"
+            )
+        with gathered([layer.weight]):
+            weight = full(dequantized_weight(layer.base_layer))
+        yield entry.name, layer.weight_delta(weight)  # a transpose or nothing: it maps the stored W back too

@@ -14,26 +14,27 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from lorazoo import files as io
-from lorazoo import integrity
-from lorazoo.adapted_layers import AdaptedLayer, LayerSlot, MixedBatch, ThetaCache, factors_from_theta, wrap_module
+from lorazoo import files, integrity
+from lorazoo.adapted_layers import (
+    AdaptedLayer,
+    LayerSlot,
+    MixedBatch,
+    ThetaCache,
+    base_weights,
+    factors_from_theta,
+    fold_deltas,
+    wrap_module,
+)
+from lorazoo.adapter_dir import checked_adapter, load_heads, split_adapter_tensors
 from lorazoo.config import AdapterConfig
-from lorazoo.errors import AdapterFileError, AdapterStateError, LayoutMismatchError, TargetModulesError
+from lorazoo.errors import AdapterFileError, AdapterStateError, TargetModulesError
 from lorazoo.layout import Layout
 from lorazoo.mixed import accepted_kwargs, check_forward_kwargs, plan_mixed_batch
 from lorazoo.peft_config import implied_head_modules, peft_base_path, peft_task_type
 from lorazoo.projections import Projection, build_projection, layout_rank
-from lorazoo.quantized import dequantized_weight, keep_4bit_layout_portable, quantization_of
+from lorazoo.quantized import keep_4bit_layout_portable
 from lorazoo.rank_limit import EXPORT_RECORD, card_writer, check_max_rank, cut_record, limit_rank
-from lorazoo.sharding import (
-    call_with_full_parameters,
-    copy_into,
-    full,
-    gathered,
-    is_fsdp_managed,
-    is_main_process,
-    shape_of,
-)
+from lorazoo.sharding import call_with_full_parameters, full, gathered, is_fsdp_managed, is_main_process
 from lorazoo.targets import ModuleCopies, float_dtype, layout_from_model, set_submodule
 
 DEFAULT_ADAPTER = "default"
@@ -323,9 +324,9 @@ class AdaptedModel(nn.Module):
         self.check_state(f"load_adapter(..., {name!r})")
         if name in self.adapters:
             raise AdapterStateError(f"adapter {name!r} already exists; existing: {list(self.adapters)}")
-        config, projection, heads = _checked_adapter(path, self.base_model)
+        config, projection, heads = checked_adapter(path, self.base_model)
         projection = self._install(name, config, projection)
-        _load_heads(self, name, heads, path)
+        load_heads(self.base_model, name, heads, path)
         self.cache.invalidate()
         return projection
 
@@ -336,7 +337,7 @@ class AdaptedModel(nn.Module):
         A merged adapter is unmerged, loaded and merged again, so the base weights end up W + ΔW(new)."""
         self.check_state("load_adapter_weights()")
         # a weight-aware file is checked against the record of the active adapter's base (W may hold a merge now)
-        config, projection, head_tensors = _checked_adapter(path, self.base_model, heads, self.projection)
+        config, projection, head_tensors = checked_adapter(path, self.base_model, heads, self.projection)
         saved, mine = config.to_dict(), self.adapter_config.to_dict()
         # what decides ΔW from the same tensors; the seed matters only through the regenerated structures
         keys = ["projection", "rank", "alpha", "target_modules", "projection_kwargs"] + (
@@ -358,7 +359,7 @@ class AdaptedModel(nn.Module):
             self.unmerge()
         with torch.no_grad():
             self.projection.load_adapter_state_dict(projection.adapter_state_dict())
-        _load_heads(self, self._require_active(), head_tensors, path)
+        load_heads(self.base_model, self._require_active(), head_tensors, path)
         self.cache.invalidate()
         if merged is not None:
             self.merge()
@@ -437,7 +438,7 @@ class AdaptedModel(nn.Module):
         self._refuse_during_training("merge()")
         if self.merged_adapter is not None:
             raise AdapterStateError(f"adapter {self.merged_adapter!r} is already merged")
-        self._apply_delta(+1)
+        self.merge_errors = fold_deltas(self.base_model, self.lora_factors(), +1)
         self.merged_adapter = self._require_active()
 
     @torch.no_grad()
@@ -445,37 +446,8 @@ class AdaptedModel(nn.Module):
         self.check_state("unmerge()")
         if self.merged_adapter is None:
             raise AdapterStateError("nothing is merged")
-        self._apply_delta(-1)
+        self.merge_errors = fold_deltas(self.base_model, self.lora_factors(), -1)
         self.merged_adapter = None
-
-    def _apply_delta(self, sign: int) -> None:
-        factors = self.lora_factors()
-        layers = [layer for layer in self.adapted_layers() if layer.module_name in factors]
-        self._check_untied(layers)
-        for layer in layers:  # all or nothing: a quantised weight that cannot take ΔW is refused before any change
-            if quantization_of(layer.base_layer) is not None:
-                a, b = factors[layer.module_name]
-                layer.check_add_to_weight(sign * (b.float() @ a.float()))
-        self.merge_errors = {}
-        for layer in layers:
-            a, b = factors[layer.module_name]
-            error = layer.add_to_weight(sign * (b.float() @ a.float()))
-            if error is not None:
-                self.merge_errors[layer.module_name] = error
-            layer.merged = sign > 0
-
-    def _check_untied(self, layers: list[AdaptedLayer]) -> None:
-        """Merging into a weight another module shares (tied input/output embeddings) would change both."""
-        owners: dict[int, list[str]] = {}
-        for name, param in self.base_model.named_parameters(remove_duplicate=False):
-            owners.setdefault(id(param), []).append(name)
-        for layer in layers:
-            names = owners.get(id(layer.base_layer.weight), [])
-            if len(names) > 1:
-                raise AdapterStateError(
-                    f"cannot merge into {layer.module_name!r}: its weight is tied to {names[1:]} and merging would change "
-                    "both; keep the adapter unmerged, or untie the weights (tie_word_embeddings=False) before attaching"
-                )
 
     def merge_and_unload(self) -> nn.Module:
         """Merge the active adapter and return the plain base model (adapted modules unwrapped). This model is
@@ -527,7 +499,7 @@ class AdaptedModel(nn.Module):
         if not is_main_process():
             return Path(path)  # ... and one writes
         info["checksums"] = integrity.describe(self.projection, self.adapter_config, tensors, info)
-        return io.write_adapter(path, self.adapter_config, self.layout, tensors, info)
+        return files.write_adapter(path, self.adapter_config, self.layout, tensors, info)
 
     def export_peft_lora(self, path: str | Path, max_rank: int | None = None, allow_truncation: bool = False) -> Path:
         """Write the active adapter as a plain PEFT LoRA adapter (rank r, alpha = r, scale folded into B).
@@ -536,7 +508,7 @@ class AdaptedModel(nn.Module):
         by SVD at rank <= max_rank, exactly when its rank allows, else refused with the error a cut would
         cause; ``allow_truncation=True`` writes the cut and records its error (rank_limit.py).
         """
-        io.refuse_export_over_adapter(path)  # never over a saved adapter or into a run dir
+        files.refuse_export_over_adapter(path)  # never over a saved adapter or into a run dir
         self.check_state("export_peft_lora()", inside_disabled=True)
         with torch.no_grad():
             factors = self.lora_factors()
@@ -554,7 +526,7 @@ class AdaptedModel(nn.Module):
         task_type = peft_task_type(self.base_model)
         for name in implied_head_modules(task_type, self.base_model, heads):  # the base's own (frozen) head
             heads[name] = {k: v.detach() for k, v in self.base_model.get_submodule(name).state_dict().items()}
-        out = io.write_peft_lora(
+        out = files.write_peft_lora(
             path,
             export_config,
             factors,
@@ -565,8 +537,8 @@ class AdaptedModel(nn.Module):
             base_model_name_or_path=base_path,
         )
         if record is not None:
-            io.atomic_write_json(out / EXPORT_RECORD, record)
-            io.atomic_write(out / "README.md", card_writer(record))
+            files.atomic_write_json(out / EXPORT_RECORD, record)
+            files.atomic_write(out / "README.md", card_writer(record))
         return out
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:
@@ -614,83 +586,6 @@ class AdaptedModel(nn.Module):
         return module
 
 
-def split_adapter_tensors(
-    tensors: dict[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
-    """Separate ``projection.*`` tensors from ``modules_to_save.<module>/<param>`` ones (adapter_tensors' keys)."""
-    projection: dict[str, torch.Tensor] = {}
-    modules: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("projection."):
-            projection[key[len("projection.") :]] = value
-        elif key.startswith("modules_to_save."):
-            module_name, _, param = key[len("modules_to_save.") :].partition("/")
-            modules.setdefault(module_name, {})[param] = value
-        else:
-            raise AdapterFileError(
-                f"unexpected tensor {key!r} in adapter file; keys start with 'projection.' or 'modules_to_save.'"
-            )
-    return projection, modules
-
-
-def check_layout(saved: Layout, base_model: nn.Module, config: AdapterConfig) -> None:
-    """The base must expose the same adapted modules with the same shapes; name the first difference."""
-    try:
-        current = layout_from_model(base_model, config.target_modules, layout_rank(config))
-    except TargetModulesError as exc:
-        raise LayoutMismatchError(f"adapter does not fit this base model: {exc}") from None
-    if current == saved:
-        return
-    current_by_name = {e.name: e for e in current}
-    for entry in saved:
-        other = current_by_name.get(entry.name)
-        if other is None:
-            raise LayoutMismatchError(
-                f"adapter module {entry.name!r} does not exist in this base model (it has {len(current)} matching modules)"
-            )
-        if other.shape_signature != entry.shape_signature:
-            raise LayoutMismatchError(
-                f"module {entry.name!r}: adapter has in={entry.in_features}, out={entry.out_features}, rank={entry.rank}; "
-                f"base has in={other.in_features}, out={other.out_features}"
-            )
-    extra = [e.name for e in current if e.name not in {s.name for s in saved}]
-    raise LayoutMismatchError(
-        f"base model has adapted module(s) the adapter lacks, e.g. {extra[:3]}; it was made for another model"
-    )
-
-
-def base_weights(base_model: nn.Module, layout: Layout) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, W) of every adapted module, one at a time: W dense float32 in the layout's (out × in) orientation,
-    what a weight-aware projection reads at attach and checks on load. A quantised weight is dequantised (what
-    its forward multiplies by), a sharded one gathered (every rank must call this), a merged one refused."""
-    for entry in layout:
-        module = base_model.get_submodule(entry.name)
-        layer = module if isinstance(module, AdaptedLayer) else wrap_module(module, entry.name, ThetaCache())
-        if layer.merged:
-            raise AdapterStateError(
-                f"{entry.name!r} holds a merged adapter; unmerge() before adding or loading an adapter that "
-                "reads the base weights (it would read W + ΔW)"
-            )
-        with gathered([layer.weight]):
-            weight = full(dequantized_weight(layer.base_layer))
-        yield entry.name, layer.weight_delta(weight)  # a transpose or nothing: it maps the stored W back too
-
-
-def _load_head(head: nn.Module, module_name: str, state: dict[str, torch.Tensor]) -> None:
-    """``load_state_dict`` that also fills sharded (FSDP) parameters: each rank keeps its own shard."""
-    own = head.state_dict(keep_vars=True)
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"saved module {module_name!r} does not fit: missing {missing}, unexpected {unexpected}")
-    with torch.no_grad():
-        for key, value in state.items():
-            if tuple(value.shape) != shape_of(own[key]):
-                raise ValueError(
-                    f"tensor {module_name}/{key} has shape {tuple(value.shape)}, expected {shape_of(own[key])}"
-                )
-            copy_into(own[key], value)
-
-
 def refuse_adapted_base(base_model: nn.Module) -> None:
     """One base carries one AdaptedModel: a second would find the first's layers already wrapped and run on
     the first's θ_D, so its own adapter would silently get no gradients."""
@@ -705,92 +600,11 @@ def refuse_adapted_base(base_model: nn.Module) -> None:
 def load_adapter(base_model: nn.Module, path: str | Path, adapter_name: str = DEFAULT_ADAPTER) -> AdaptedModel:
     """Attach the adapter saved at ``path`` to ``base_model``; every check runs before the base is touched."""
     refuse_adapted_base(base_model)
-    config, projection, heads = _checked_adapter(path, base_model)
+    config, projection, heads = checked_adapter(path, base_model)
     model = AdaptedModel(base_model, config, adapter_name, _projection=projection)
-    _load_heads(model, adapter_name, heads, path)
+    load_heads(base_model, adapter_name, heads, path)
     model.cache.invalidate()
     return model
-
-
-def _checked_adapter(
-    path: str | Path, base_model: nn.Module, with_heads: bool = True, live: Projection | None = None
-) -> tuple[AdapterConfig, Projection, dict[str, dict[str, torch.Tensor]]]:
-    """The adapter at ``path`` as a stand-alone projection with its tensors loaded, plus its head tensors, after
-    every check; nothing of ``base_model`` changes. Sizes are checked from JSON and the safetensors header before
-    anything large is allocated. ``with_heads=False`` ignores the saved heads (another task's)."""
-    where = str(Path(path) / io.WEIGHTS_NAME)
-    config, layout = io.read_adapter_config(path)
-    checksums = io.read_checksums(path)
-    header = io.read_tensor_header(path)
-    integrity.check_declared(config, layout, header, checksums, where)
-    check_layout(layout, base_model, config)
-    if with_heads:  # saved heads' shapes against the base, from the header (meta tensors: nothing allocated)
-        declared = {key: torch.empty(shape, device="meta") for key, (_, shape) in header.items()}
-        _head_state(base_model, split_adapter_tensors(declared)[1])
-    tensors = io.read_adapter_tensors(path)
-    projection_tensors, heads = split_adapter_tensors(tensors)
-    if not with_heads:
-        heads = {}
-    projection = build_projection(layout, config)
-    own = dict(projection.named_parameters()) | {k: v for k, v in projection.named_buffers() if v is not None}
-    integrity.check_values(
-        {f"projection.{k}": v for k, v in projection_tensors.items()},
-        {f"projection.{k}": v for k, v in own.items()},
-        where,
-    )
-    integrity.check_values(
-        {f"modules_to_save.{m}/{k}": v for m, state in heads.items() for k, v in state.items()},
-        _head_state(base_model, heads),
-        where,
-    )
-    integrity.check_structures(projection, config, checksums, where)
-    try:
-        projection.load_adapter_state_dict(projection_tensors)
-    except (ValueError, RuntimeError) as exc:
-        raise AdapterFileError(f"{where!r} does not match its config: {exc}") from None
-    if projection.reads_base_weights:  # its saved structures were derived from one base: this one?
-        if live is not None and live.reads_base_weights:  # ``live`` read (or checked) this base when unmerged
-            projection.check_same_base(live, where)
-        else:
-            projection.check_base(base_weights(base_model, layout), where)
-    missing = sorted(set(config.modules_to_save) - {m.rsplit(".", 1)[-1] for m in heads} - set(heads))
-    if missing and with_heads:
-        raise AdapterFileError(f"{where!r} lacks the saved module(s) {missing} its config lists in modules_to_save")
-    return config, projection, heads
-
-
-def _head_state(base_model: nn.Module, heads: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The base's own tensors for every saved head (the original module), keyed like the file; shapes checked."""
-    out: dict[str, torch.Tensor] = {}
-    for module_name, state in heads.items():
-        try:
-            module = base_model.get_submodule(module_name)
-        except AttributeError:
-            raise AdapterFileError(f"saved module {module_name!r} does not exist in this base model") from None
-        module = module.original if isinstance(module, ModuleCopies) else module
-        own = module.state_dict(keep_vars=True)
-        for key, value in state.items():
-            if key not in own or shape_of(own[key]) != tuple(value.shape):
-                got = shape_of(own[key]) if key in own else "no such tensor"
-                raise AdapterFileError(
-                    f"saved head tensor {module_name}/{key} has shape {tuple(value.shape)}; this base "
-                    f"model's is {got} (another num_labels?)"
-                )
-            out[f"modules_to_save.{module_name}/{key}"] = own[key]
-    return out
-
-
-def _load_heads(model: AdaptedModel, name: str, heads: dict[str, dict[str, torch.Tensor]], path: str | Path) -> None:
-    for module_name, state in heads.items():
-        wrapper = model.base_model.get_submodule(module_name)
-        if not isinstance(wrapper, ModuleCopies):
-            raise AdapterFileError(
-                f"{str(path)!r}: saved module {module_name!r} is not in this adapter's modules_to_save"
-            )
-        try:
-            _load_head(wrapper.copies[name], module_name, state)
-        except ValueError as exc:
-            raise AdapterFileError(f"{str(Path(path) / io.WEIGHTS_NAME)!r} does not match its config: {exc}") from None
 
 
 def attach(base_model: nn.Module, config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER) -> AdaptedModel:
