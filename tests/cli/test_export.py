@@ -4,7 +4,7 @@ LoRA adapter with equal outputs."""
 from __future__ import annotations
 
 import torch
-from conftest import model_inputs, perturb, tiny_bert
+from helpers import model_inputs, perturb, tiny_bert
 
 from lorazoo import AdapterConfig, attach, export_peft
 
