@@ -142,3 +142,10 @@ def test_halving_resumes_from_the_rung_dirs_on_disk(tmp_path: Path, capsys):
     swept = next(a for a in line.split() if a.startswith("optimizer.lr=")).split("=")[1].split(",")
     assert swept == [fair.trial_lrs("lora", i)["optimizer.lr"] for i in (-1, 1, 2, 3)]
     assert "trainer.max_steps=20" in line.split()
+
+
+def test_a_tie_with_a_trial_inside_is_not_an_edge():
+    """Every trial at the same score (e.g. all at the majority rate): nothing says the optimum is outside."""
+    search, launches = replay(PLAN, lambda i: 0.5)
+    assert search.widenings == 0 and search.edge() is None
+    assert [len(ix) for _, ix in launches] == [8, 4, 2]

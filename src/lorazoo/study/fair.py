@@ -301,7 +301,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                 continue
             skip = item == "--projections"
             kept += [] if skip else [item]
-        return [*kept, "--projections", projection, *extra]
+        return ["--projections", projection, *kept, *extra]
 
     args.argv_for = argv_for
     return args, [*args.overrides, *extra]

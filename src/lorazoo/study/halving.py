@@ -92,6 +92,17 @@ def at_edge(best: int | None, grid: list[int]) -> str | None:
     return "low" if best == min(grid) else "high" if best == max(grid) else None
 
 
+def edge_of(rung: Rung, grid: list[int]) -> str | None:
+    """The edge the rung's best sits at, unless a trial inside the grid scores as well (a tie, e.g. every
+    trial at the majority rate, says nothing about where the optimum lies)."""
+    best = rung.best()
+    edge = at_edge(best, grid)
+    inside = [rung.scores.get(i) for i in grid if i not in (min(grid), max(grid))]
+    if edge is None or best is None or any(s is not None and s >= (rung.scores[best] or 0.0) for s in inside):
+        return None
+    return edge
+
+
 def widened(grid: list[int], edge: str, by: int) -> list[int]:
     """The grid extended by ``by`` points past ``edge`` at the same spacing."""
     if edge == "low":
@@ -119,8 +130,10 @@ class Search:
     def edge(self) -> str | None:
         """The edge ("low"/"high") when the final winner, or the first rung's best after every allowed
         widening, is an extreme of everything tried (the range may not hold the optimum); None inside."""
-        first = self.rungs[0].best() if self.rungs else None
-        return at_edge(self.winner(), self.grid) or at_edge(first, self.grid)
+        if not self.rungs:
+            return None
+        last = self.rungs[-1]
+        return edge_of(self.rungs[0], self.grid) or (edge_of(last, self.grid) if last.best() == self.winner() else None)
 
     def winner(self) -> int | None:
         """The best trial of the highest rung that has a score."""
@@ -145,7 +158,7 @@ def advance(plan: Plan, first: list[int], done: Done) -> tuple[Search, tuple[int
         if missing:
             return search, (steps, missing)
         rung = Rung(steps, {i: done[(steps, i)] for i in search.grid})
-        edge = at_edge(rung.best(), search.grid)
+        edge = edge_of(rung, search.grid)
         if edge is None or search.widenings >= plan.max_widen:
             search.rungs.append(rung)
             break

@@ -119,10 +119,12 @@ def lr_cell(tuning: dict[str, Any]) -> str:
 def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) -> list[str]:
     metric = methods[0].metric
     direction = "higher" if methods[0].greater else "lower"
+    sizes = sorted({r.eval_examples for m in methods for r in m.runs if r.eval_examples})
+    examples = " / ".join(f"{n:,}" for n in sizes) + " dev examples" if sizes else "the dev set"
     lines = [
         f"## {task}",
         "",
-        f"Main metric: **{metric}** ({direction} is better), full dev set. *final*: the last checkpoint, mean ± sd "
+        f"Main metric: **{metric}** ({direction} is better), on {examples}. *final*: the last checkpoint, mean ± sd "
         "over seeds (lorazoo's protocol); *best-step median*: each seed's best periodic dev evaluation, median over "
         "seeds (the papers' protocol, VB-LoRA's GLUE tables); *inflation*: the second minus the first.",
         "",
