@@ -1,4 +1,4 @@
-"""Adapter files you can trust (issue 13): what a file declares is checked before anything is built, the
+"""Adapter files you can trust: what a file declares is checked before anything is built, the
 structures regenerated from its seed must be the ones it was trained with, tensors must be finite floats,
 a failed load leaves the model exactly as before, and merged/training states are respected."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import model_inputs, perturb, tiny_bert
+from helpers import model_inputs, perturb, tiny_bert
 from safetensors.torch import load_file, save_file
 
 from lorazoo import AdapterConfig, attach, load_adapter
@@ -158,7 +158,7 @@ def test_tensor_not_matching_the_header_record_is_refused(tmp_path: Path):
 @pytest.mark.parametrize("where", ["config", "config and layout"])
 def test_huge_declared_rank_fails_before_allocating(tmp_path: Path, monkeypatch, where: str):
     """rank 10^6 in adapter_config.json: refused from JSON + the safetensors header, in milliseconds."""
-    import lorazoo.model as zmodel
+    import lorazoo.adapter_dir as adapter_dir  # where a saved adapter is read, checked and built
 
     path = saved(tmp_path, "lora")
 
@@ -169,7 +169,7 @@ def test_huge_declared_rank_fails_before_allocating(tmp_path: Path, monkeypatch,
                 entry["rank"] = 10**6
 
     edit(path, huge)
-    monkeypatch.setattr(zmodel, "build_projection", lambda *a, **k: pytest.fail("a projection was built first"))
+    monkeypatch.setattr(adapter_dir, "build_projection", lambda *a, **k: pytest.fail("a projection was built first"))
     started = time.perf_counter()
     match = "config declares rank=1000000 but module" if where == "config" else "invalid config or layout: layout entry"
     with pytest.raises(AdapterFileError, match=match):
