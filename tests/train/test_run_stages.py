@@ -61,3 +61,14 @@ def test_summary_shows_whichever_main_metric_the_record_names(tmp_path: Path, ca
     print_summary({**record, "accuracy": 0.75}, tmp_path)  # a score the record does not name as main stays out
     line = capsys.readouterr().out.strip()
     assert f": dev {shown} | trainable 8 of D 8" in line and "accuracy" not in line
+
+
+def test_trainer_ranks_checkpoints_by_the_direction_the_task_declares(tmp_path: Path, monkeypatch):
+    """Trainer's best step follows the task's declared direction, not its name rule (which would call any
+    score not ending in "loss" higher-is-better): a task declaring accuracy lower-first is ranked lower-first."""
+    from lorazoo.train.tasks.base import Task
+
+    monkeypatch.setattr(Task, "metric_meaning", lambda self: {"main_metric": "accuracy", "greater_is_better": False})
+    record = train_tiny(tmp_path / "run", *RUNS["classification"], "projection=lora", "trainer.max_steps=1")
+    assert record["checkpoints"]["metric_for_best_model"] == "accuracy"
+    assert record["checkpoints"]["greater_is_better"] is False

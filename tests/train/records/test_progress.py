@@ -53,13 +53,43 @@ def test_the_sweep_size_is_what_hydra_will_launch(overrides: list[str], n_trials
                 "projection": "lora",
                 "seed": 1,
                 "task": "glue/sst2",
+                "main_metric": "accuracy",
                 "metrics": {"accuracy": 0.81},
             },
             "[3/12] lora s1 glue/sst2 accuracy=0.8100",
         ),
         (
-            {"status": "completed", "projection": "vera", "seed": 0, "task": "glue/stsb", "metrics": {"pearson": 0.5}},
+            {
+                "status": "completed",
+                "projection": "vera",
+                "seed": 0,
+                "task": "glue/stsb",
+                "main_metric": "pearson",
+                "metrics": {"pearson": 0.5},
+            },
             "[3/12] vera s0 glue/stsb pearson=0.5000",
+        ),
+        (  # the record's main metric, whatever other scores come first
+            {
+                "status": "completed",
+                "projection": "lora",
+                "seed": 0,
+                "task": "text/classify",
+                "main_metric": "f1",
+                "metrics": {"accuracy": 0.8, "f1": 0.7},
+            },
+            "[3/12] lora s0 text/classify f1=0.7000",
+        ),
+        (  # a task without a score of its own is ranked by the loss
+            {
+                "status": "completed",
+                "projection": "lora",
+                "seed": 0,
+                "task": "t",
+                "main_metric": "loss",
+                "metrics": {"loss": 2.5},
+            },
+            "[3/12] lora s0 t loss=2.5000",
         ),
         (
             {
@@ -68,6 +98,7 @@ def test_the_sweep_size_is_what_hydra_will_launch(overrides: list[str], n_trials
                 "seed": 0,
                 "task": "glue/sst2",
                 "eval_split": "held-in (200 examples carved from train, task.holdout_dev)",
+                "main_metric": "accuracy",
                 "metrics": {"accuracy": 0.9},
             },
             "[3/12] lora s0 glue/sst2 held-in accuracy=0.9000",

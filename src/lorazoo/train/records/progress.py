@@ -17,7 +17,6 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-HEADLINE = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr", "exact_match", "perplexity")
 _job_started = time.perf_counter()
 
 
@@ -86,8 +85,10 @@ def job_line(record: dict[str, Any], position: tuple[int, int | None]) -> str:
     what = f"{record.get('projection')} s{record.get('seed')} {record.get('task')}"
     if record.get("status") == "completed":
         scores = record.get("metrics") or {}
-        name = next((m for m in HEADLINE if isinstance(scores.get(m), (int, float))), None)
-        result = f"{name}={scores[name]:.4f}" if name else f"loss={scores.get('loss', float('nan')):.4f}"
+        name = record.get("main_metric")  # the task's declaration (Task.metric_meaning), written in the record
+        if not isinstance(scores.get(name), (int, float)):
+            name = "loss"
+        result = f"{name}={scores.get(name, float('nan')):.4f}"
         if str(record.get("eval_split", "dev")).startswith("held-in"):
             result = f"held-in {result}"  # a search trial's score is not a dev score
     else:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from lorazoo.train.engine.best import best_metric_name
+from lorazoo.train.engine.best import best_greater_is_better, best_metric_name
 from lorazoo.train.engine.distributed import (
     check_data_parallel,
     check_engine,
@@ -86,6 +86,7 @@ def build_trainer(
 
     curves = CurvesCallback(out, write=is_rank_zero())
     best_metric = best_metric_name(trainer_opts, task.metric_keys(), task.prediction_loss_only)
+    greater_is_better = best_greater_is_better(trainer_opts, best_metric, task.metric_meaning())
     clock = TrainTimeCallback(
         out,
         prior_train_time(out, resume_from) or 0.0,
@@ -95,7 +96,7 @@ def build_trainer(
     trainer = LoraZooTrainer(
         model=loaded.model,
         args=training_arguments(
-            trainer_opts, checkpoints, setup.seed, report_to, task.prediction_loss_only, best_metric
+            trainer_opts, checkpoints, setup.seed, report_to, task.prediction_loss_only, best_metric, greater_is_better
         ),
         train_dataset=train_set,
         eval_dataset=eval_set,
@@ -128,11 +129,18 @@ def resume_checkpoint(
 
 
 def training_arguments(
-    t: TrainerOptions, out: Path, seed: int, report_to: list[str], loss_only: bool, best_metric: str | None = None
+    t: TrainerOptions,
+    out: Path,
+    seed: int,
+    report_to: list[str],
+    loss_only: bool,
+    best_metric: str | None = None,
+    greater_is_better: bool | None = None,
 ) -> Any:
     """The loop's settings. No lr, decay, betas or eps here: those reach the optimizer only through
     configs/optimizer/ and build_optimizer (LoraZooTrainer.create_optimizer). ``best_metric``: the score
-    Trainer tracks the best evaluated step by (engine/best.py)."""
+    Trainer tracks the best evaluated step by, ``greater_is_better`` its direction as the task declares it
+    (engine/best.py); None leaves Trainer's name rule."""
     from transformers import TrainingArguments
 
     args = TrainingArguments(
@@ -154,7 +162,7 @@ def training_arguments(
         save_steps=t.save_steps,
         load_best_model_at_end=t.load_best_model_at_end,
         metric_for_best_model=best_metric,
-        greater_is_better=t.greater_is_better,
+        greater_is_better=t.greater_is_better if greater_is_better is None else greater_is_better,
         save_total_limit=None,  # rotation is checkpoints.rotate: it deletes lorazoo's own folders only
         logging_strategy="steps",
         logging_steps=t.logging_steps,
