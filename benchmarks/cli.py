@@ -29,11 +29,12 @@ QUICK_LAYERS = 4
 
 
 def parser(
-    doc: str, quick: str, *, model: bool = True, device: bool = True, partial: bool = True
+    doc: str, quick: str, *, model: bool = True, device: bool = True, dtype: bool = True, partial: bool = True
 ) -> argparse.ArgumentParser:
     """The options every benchmark takes; the script adds its own. ``quick`` says what --quick does there.
 
-    ``model``: --model and --layers (the benchmarks that build a model); ``device``: --device and --dtype;
+    ``model``: --model and --layers (the benchmarks that build a model); ``device``: --device, and --dtype
+    unless ``dtype`` is false (a benchmark without a base model);
     ``partial``: --only and --report (the benchmarks over every projection, whose full run feeds the report).
     """
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -44,7 +45,7 @@ def parser(
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help=common.THREADS_HELP)
     if device:
-        common.add_device_args(p)
+        common.add_device_args(p, dtype=dtype)
     p.add_argument("--out", type=Path, default=None, help="results dir (default results/benchmarks[/quick])")
     if partial:
         p.add_argument("--only", default="", help="comma-separated projection names (default: every registered one)")

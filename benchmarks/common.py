@@ -74,19 +74,22 @@ DTYPE = torch.float32
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def add_device_args(p: Any) -> None:
+def add_device_args(p: Any, dtype: bool = True) -> None:
+    """--device, and --dtype for the benchmarks that hold a base model (a benchmark without one offers no
+    --dtype, so the option is never accepted and ignored)."""
     p.add_argument(
         "--device", default="cpu", help="cpu or cuda[:i]: CUDA timings synchronise before and after each call"
     )
-    p.add_argument(
-        "--dtype", default="float32", choices=sorted(DTYPES), help="the base model's dtype (adapters stay fp32)"
-    )
+    if dtype:
+        p.add_argument(
+            "--dtype", default="float32", choices=sorted(DTYPES), help="the base model's dtype (adapters stay fp32)"
+        )
 
 
 def use_device(args: Any) -> None:
     """Apply --device / --dtype for this process (one device per benchmark run)."""
     global DEVICE, DTYPE
-    DEVICE, DTYPE = torch.device(args.device), DTYPES[args.dtype]
+    DEVICE, DTYPE = torch.device(args.device), DTYPES[getattr(args, "dtype", "float32")]
     if DEVICE.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {args.device}: CUDA is not available here")
 

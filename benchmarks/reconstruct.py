@@ -27,7 +27,7 @@ from . import cli, common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.parser(__doc__, quick="4 blocks, 5 repeats, 10 s cap and budget", model=False)
+    p = cli.parser(__doc__, quick="4 blocks, 5 repeats, 10 s cap and budget", model=False, dtype=False)
     p.add_argument("--rank", type=int, default=4)
     p.add_argument("--blocks", type=int, default=32, help="transformer blocks of the 7B layout to keep")
     p.add_argument("--repeats", type=int, default=10)

@@ -93,3 +93,16 @@ def test_publish_heads_the_file_and_names_a_partial_run(tmp_path, monkeypatch):
     assert data["command"] == "python -m benchmarks.reconstruct --only lora,vera"
     assert {"cpu", "cores", "torch_threads", "torch", "transformers", "peft", "lorazoo"} <= set(data["machine"])
     assert not (tmp_path / "reconstruct.json").exists() and not list(tmp_path.glob("*.md"))
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_every_option_a_script_takes_changes_what_it_measures(name, capsys):
+    """No accepted-and-ignored options: --dtype (the base model's dtype) only where there is a base model;
+    reconstruct, which times θ_D alone, refuses it instead of running fp32 under a bf16 label."""
+    has_base = name != "reconstruct"
+    ours = {a.option_strings[0] for a in SCRIPTS[name].build_parser()._actions if a.option_strings}
+    assert ("--dtype" in ours) == (has_base and "--device" in ours)
+    if "--dtype" not in ours:
+        with pytest.raises(SystemExit):
+            SCRIPTS[name].parse_args(["--dtype", "bfloat16"])
+        assert "unrecognized arguments: --dtype" in capsys.readouterr().err
