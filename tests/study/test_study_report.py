@@ -128,3 +128,15 @@ def test_results_file_rows_commands_edges_gaps_and_plots(tmp_path: Path):
     assert (md.parent / "figures" / "glue_sst2_curves.png").is_file()
     assert "](figures/glue_sst2_scores.png)" in text
     assert "partial" not in report.render(runs, md, planned=7)
+
+
+def test_a_study_still_searching_shows_its_rungs(tmp_path: Path):
+    """Before any seed run completes, the results file says so and lists each method's rung runs."""
+    rung = tmp_path / "runs" / "glue_sst2" / "lora" / "search" / "steps_60"
+    for name, status in (("lr_a", "completed"), ("lr_b", "completed"), ("lr_c", None)):
+        (rung / name).mkdir(parents=True)
+        if status:
+            (rung / name / "metrics.json").write_text(json.dumps({"status": status}))
+    text = report.render(tmp_path / "runs", tmp_path / "RESULTS.md", planned=72)
+    assert "partial: 0 of 72 final runs" in text and "No completed final run" in text
+    assert "| glue_sst2 | lora | searching | 60 steps: 2/3 |" in text

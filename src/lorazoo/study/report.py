@@ -192,6 +192,37 @@ def plot_scores(task: str, methods: list[Method], path: Path) -> Path | None:
     return atomic_save_png(path, fig)
 
 
+def search_progress(root: Path) -> list[str]:
+    """Per task and method, the halving rungs on disk: finished / started runs at each step count."""
+    lines = []
+    for search in sorted(root.glob("*/*/search")):
+        rungs = []
+        for rung in sorted(search.glob("steps_*"), key=lambda d: int(d.name.removeprefix("steps_"))):
+            runs = [d for d in rung.iterdir() if d.is_dir()]
+            done = sum(1 for d in runs if _status(d) == "completed")
+            rungs.append(f"{rung.name.removeprefix('steps_')} steps: {done}/{len(runs)}")
+        tuned = (search.parent / "final" / "tuning.json").is_file()
+        state = "tuned" if tuned else "searching"
+        lines.append(f"| {search.parent.parent.name} | {search.parent.name} | {state} | {'; '.join(rungs) or '–'} |")
+    if not lines:
+        return []
+    head = [
+        "## lr search progress",
+        "",
+        "| task | projection | state | rung runs finished / started |",
+        "|---|---|---|---|",
+    ]
+    return [*head, *lines, ""]
+
+
+def _status(run_dir: Path) -> str | None:
+    try:
+        record = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("status") if isinstance(record, dict) else None
+
+
 def render(root: Path, md: Path, planned: int | None = None) -> str:
     """The whole results file (also written to ``md``), with a partial banner while runs are missing."""
     methods, seen = collect(root)
@@ -206,7 +237,8 @@ def render(root: Path, md: Path, planned: int | None = None) -> str:
     for task in sorted({m.task for m in methods}):
         lines += task_section(task, [m for m in methods if m.task == task], md.parent / "figures", md.parent)
     if not methods:
-        lines.append(f"No completed final run under {root} yet ({seen} run dirs found).")
+        lines += [f"No completed final run under {root} yet ({seen} run dirs found).", ""]
+    lines += search_progress(root)
     text = "\n".join(lines) + "\n"
 
     def write(tmp: str) -> None:
