@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorazoo.compare import Run, load_run
+from lorazoo.compare import Run, bootstrap_interval, load_run
 from lorazoo.curves import plot_curves
 from lorazoo.files import atomic_save_png, atomic_write
 from lorazoo.study import stats
@@ -169,7 +169,7 @@ def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) 
 
 
 def plot_scores(task: str, methods: list[Method], path: Path) -> Path | None:
-    """Final mean ± sd against trainable parameters (log x), one point per method."""
+    """Final mean with compare's bootstrap interval of the mean against trainable parameters (log x)."""
     points = [(m, p) for m in methods if (p := m.protocols()) is not None and m.trainable]
     if not points:
         return None
@@ -180,11 +180,13 @@ def plot_scores(task: str, methods: list[Method], path: Path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for m, p in points:
-        ax.errorbar([float(m.trainable or 0)], [p.final_mean], yerr=[[p.final_sd or 0.0]], fmt="o", capsize=4)
+        low, high = bootstrap_interval(list(m.final().values())) or (p.final_mean, p.final_mean)
+        bar = [[p.final_mean - low], [high - p.final_mean]]
+        ax.errorbar([float(m.trainable or 0)], [p.final_mean], yerr=bar, fmt="o", capsize=4)
         ax.annotate(m.projection, (m.trainable, p.final_mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("trainable adapter parameters (log)")
-    ax.set_ylabel(f"{points[0][0].metric} (final, mean ± sd over seeds)")
+    ax.set_ylabel(f"{points[0][0].metric} (final: mean, 95% bootstrap interval over seeds)")
     ax.set_title(f"{task}: score vs trainable parameters", fontsize=10)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
