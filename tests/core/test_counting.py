@@ -151,3 +151,60 @@ def test_script_kwargs_round_trip_through_the_command_line():
         command = counting_tables.Row("s", "roberta-base", "lora", 8, ["query"], kwargs).command()
         argv = shlex.split(command)[2:]
         assert counting_tables.parse_kwargs(argv[argv.index("--kwargs") + 1]) == kwargs
+
+
+def newer_rows(section: str, model: str, projection: str, rank: int) -> list[counting_tables.Row]:
+    """The table's paper rows with this section prefix, model, projection and rank."""
+    needs(projection)
+    return [
+        row
+        for row in counting_tables.paper_rows()
+        if row.section.startswith(section) and (row.model, row.projection, row.rank) == (model, projection, rank)
+    ]
+
+
+# Each method's docstring count rebuilt from the model's dims (configs/model/<name>.yaml) and the authors'
+# setting written out here, so a changed row (kwargs, targets, rank) or a changed projection count fails.
+LLAMA_2_7B_ALL_LINEAR = 32 * 7  # 32 layers × q, k, v, o, gate, up, down
+NEWER_METHOD_COUNTS = [
+    # LoRA-XS: d = n_modules · r²; RoBERTa-large, 24 layers × (query, value, attention.output.dense, output.dense)
+    pytest.param("LoRA-XS", "roberta-large", "loraxs", 25, {}, 24 * 4 * 25**2, id="loraxs"),
+    # TinyLoRA: d = G · u, G = max(1, round(n · (1 − t))); PEFT's defaults u = 64, t = 0
+    pytest.param(
+        "TinyLoRA",
+        "llama-2-7b",
+        "tinylora",
+        2,
+        {"u": 64},
+        max(1, round(LLAMA_2_7B_ALL_LINEAR * (1 - 0.0))) * 64,
+        id="tinylora",
+    ),
+    # RandLoRA: d = Σ_l n_l (r + m_l), m_l = min(in, out) = 768 for all six encoder kinds of RoBERTa-base, n = ⌈m / r⌉
+    pytest.param("RandLoRA", "roberta-base", "randlora", 64, {}, 12 * 6 * -(-768 // 64) * (64 + 768), id="randlora"),
+    # NOLA: d = 2 k · n_modules with k = 128 bases per factor (the setting the table's 0.06M fits)
+    pytest.param("NOLA", "llama-2-7b", "nola", 16, {"num_basis": 128}, 2 * 128 * LLAMA_2_7B_ALL_LINEAR, id="nola"),
+]
+
+
+@pytest.mark.parametrize("section, model, projection, rank, kwargs, expected", NEWER_METHOD_COUNTS)
+def test_newer_method_paper_row_matches_its_docstring_formula(section, model, projection, rank, kwargs, expected):
+    rows = [row for row in newer_rows(section, model, projection, rank) if row.kwargs == kwargs]
+    assert len(rows) == 1, f"expected one {section} row for {model} {projection} r={rank} {kwargs}, found {len(rows)}"
+    assert counting_tables.count_row(rows[0])["trainable"] == expected
+
+
+@pytest.mark.parametrize(
+    "section, model, projection, rank",
+    [("TinyLoRA", "llama-2-7b", "tinylora", 2), ("NOLA", "llama-2-7b", "nola", 16), ("NOLA", "llama-2-7b", "lora", 1)],
+)
+def test_newer_method_quoted_numbers_agree_with_the_count(section, model, projection, rank):
+    """Where a newer method's row quotes a number, our count rounds to it at the source's precision."""
+    quoted = [row for row in newer_rows(section, model, projection, rank) if row.paper != "—"]
+    assert quoted, f"no {section} row quotes a number for {model} {projection} r={rank}"
+    for row in quoted:
+        trainable = counting_tables.count_row(row)["trainable"]
+        number = row.paper.split()[0]
+        if number.endswith("M"):
+            assert f"{trainable / 1e6:.2f}M" == number, (row.kwargs, trainable, row.paper)
+        else:
+            assert trainable == int(number), (row.kwargs, trainable, row.paper)
