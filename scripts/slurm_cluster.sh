@@ -39,7 +39,7 @@ install_packages() {
 
 write_configs() {
     local cpus mem_mb
-    cpus=$(nproc)
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys OMP_NUM_THREADS (the test suite sets 1)
     mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.85)}' /proc/meminfo)
     mkdir -p "$STATE"/{munge,ctld,spool,log,run}
     cat >"$STATE/slurm.conf" <<EOF

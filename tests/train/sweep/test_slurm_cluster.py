@@ -73,6 +73,13 @@ def slurm_env():
         subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=300)
 
 
+def test_the_cluster_offers_every_core_of_the_machine(slurm_env):
+    """The node's CPUs are the machine's, even when the cluster was started under OMP_NUM_THREADS=1 (the test
+    suite's setting, which ``nproc`` obeys): a one-CPU node leaves a two-task job pending forever."""
+    out = subprocess.run(["sinfo", "-h", "-o", "%c"], env=slurm_env, capture_output=True, text=True, timeout=20)
+    assert int(out.stdout.split()[0]) == len(os.sched_getaffinity(0))
+
+
 def sweep(env: dict[str, str], cwd: Path, *args: str, **popen: object) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(REPO / "run.py"), "-m", *LAUNCH, *args],
