@@ -140,3 +140,20 @@ def test_a_study_still_searching_shows_its_rungs(tmp_path: Path):
     text = report.render(tmp_path / "runs", tmp_path / "RESULTS.md", planned=72)
     assert "partial: 0 of 72 final runs" in text and "No completed final run" in text
     assert "| glue_sst2 | lora | searching | 60 steps: 2/3 |" in text
+
+
+def test_completed_records_leave_out_weights_checkpoints_and_unfinished_runs(tmp_path: Path):
+    done = write_run(tmp_path, "glue/sst2", "lora", 0, 0.8, [0.8])
+    for weights in ("adapter/adapter.safetensors", "checkpoints/checkpoint-60/optimizer.pt", ".lorazoo.lock"):
+        (done / weights).parent.mkdir(parents=True, exist_ok=True)
+        (done / weights).write_text("x")
+    running = tmp_path / "glue_sst2" / "lora" / "final" / "seed_1"
+    running.mkdir()
+    (running / "curves.jsonl").write_text("")
+    (done.parent / "tuning.json").write_text("{}")
+    files = {str(f.relative_to(tmp_path)) for f in report.completed_records(tmp_path)}
+    assert files == {
+        "glue_sst2/lora/final/tuning.json",
+        "glue_sst2/lora/final/seed_0/metrics.json",
+        "glue_sst2/lora/final/seed_0/curves.jsonl",
+    }

@@ -250,15 +250,37 @@ def render(root: Path, md: Path, planned: int | None = None) -> str:
     return text
 
 
+RECORD_SKIP = ("adapter", "checkpoints", ".lorazoo.lock")  # weights, resumable state and the run-dir lock
+
+
+def completed_records(root: Path) -> list[Path]:
+    """The files to commit: every file of each completed run dir except weights and checkpoints, and the
+    sweep-level records (tuning.json, multirun.yaml). An unfinished run's files are left out."""
+    files = sorted(root.glob("*/*/final/tuning.json")) + sorted(root.rglob("multirun.yaml"))
+    for metrics in sorted(root.rglob("metrics.json")):
+        if _status(metrics.parent) != "completed":
+            continue
+        for path in sorted(metrics.parent.rglob("*")):
+            if path.is_file() and not set(path.relative_to(metrics.parent).parts) & set(RECORD_SKIP):
+                files.append(path)
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lorazoo.study.report", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("root", help="a lorazoo-fair --out directory")
     p.add_argument("--md", default="results/study/RESULTS.md", help="the results file to write")
     p.add_argument("--planned", type=int, default=None, help="final runs the study plans (for the partial banner)")
+    p.add_argument(
+        "--completed", action="store_true", help="print the record files of completed runs (for git add) and stop"
+    )
     args = p.parse_args(argv)
     root = Path(args.root)
     if not root.is_dir():
         p.error(f"{args.root!r} is not a directory; valid: a lorazoo-fair --out directory")
+    if args.completed:
+        print("\n".join(str(f) for f in completed_records(root)))
+        return 0
     md = Path(args.md)
     md.parent.mkdir(parents=True, exist_ok=True)
     render(root, md, args.planned)
