@@ -45,7 +45,7 @@ def split_adapter_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, t
 def check_layout(saved: Layout, base_model: nn.Module, config: AdapterConfig) -> None:
     """The base must expose the same adapted modules with the same shapes; name the first difference."""
     try:
-        current = layout_from_model(base_model, config.target_modules, layout_rank(config))
+        current = layout_from_model(base_model, config.target_modules, layout_rank(config), config.modules_to_save)
     except TargetModulesError as exc:
         raise LayoutMismatchError(f"adapter does not fit this base model: {exc}") from None
     if current == saved:

@@ -111,7 +111,7 @@ def count_parameters(model_config: Any, cfg: AdapterConfig, task_type: str | Non
     papers differ on whether they count it.
     """
     model, name = meta_model(model_config, task_type)
-    layout = layout_from_model(model, cfg.target_modules, layout_rank(cfg))
+    layout = layout_from_model(model, cfg.target_modules, layout_rank(cfg), cfg.modules_to_save)
     projection = build_projection(layout, cfg)
     return {
         "model": name,

@@ -235,7 +235,9 @@ class AdaptedModel(nn.Module):
             raise AdapterStateError(f"adapter {name!r} already exists; existing: {list(self.adapters)}")
         fresh = projection is None
         if projection is None:
-            layout = layout_from_model(self.base_model, config.target_modules, layout_rank(config))
+            layout = layout_from_model(
+                self.base_model, config.target_modules, layout_rank(config), config.modules_to_save
+            )
             projection = build_projection(layout, config)
         layout = projection.layout
         projection = projection.to(self._base_device()).train(self.base_model.training)

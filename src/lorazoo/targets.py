@@ -24,7 +24,7 @@ from lorazoo.adapted_layers import (
     adapted_layer_type,
     module_features,
 )
-from lorazoo.errors import AdapterStateError
+from lorazoo.errors import AdapterStateError, TargetModulesError
 from lorazoo.layout import HEAD_MODULE_NAMES, Layout, is_all_linear, select_targets
 
 
@@ -135,22 +135,48 @@ def head_module_names(model: nn.Module) -> set[str]:
     return heads
 
 
-def match_target_modules(model: nn.Module, target_modules: Sequence[str] | str) -> list[str]:
+def inside(name: str, modules: Sequence[str]) -> bool:
+    """Is module ``name`` one of ``modules`` (exact or dotted suffix, as ``modules_to_save`` entries match)
+    or inside one of them?"""
+    parts = name.split(".")
+    prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(p == m or p.endswith("." + m) for p in prefixes for m in modules)
+
+
+def match_target_modules(
+    model: nn.Module, target_modules: Sequence[str] | str, exclude: Sequence[str] = ()
+) -> list[str]:
     """Names of the modules of ``model`` that ``target_modules`` selects, in model order.
 
     ``all-linear`` means every Linear and Conv1D except the heads; names and regexes may also pick
-    embeddings (``embed_tokens``, ``wte``, ``word_embeddings``).
+    embeddings (``embed_tokens``, ``wte``, ``word_embeddings``). Modules inside ``exclude`` (the adapter's
+    ``modules_to_save``, trained in full) are never targets, as in PEFT: a LoRA on a fully trained module
+    would only re-parametrise it; an entry that selects nothing else is an error saying so.
     """
     if is_all_linear(target_modules):
-        return select_targets(linear_module_names(model), head_module_names(model), target_modules)
-    return select_targets(list(adaptable_modules(model)), set(), target_modules)
+        names = [n for n in linear_module_names(model) if not inside(n, exclude)]
+        return select_targets(names, head_module_names(model), target_modules)
+    every = list(adaptable_modules(model))
+    names = [n for n in every if not inside(n, exclude)]
+    if exclude and not isinstance(target_modules, str):
+        for target in target_modules:
+            hits = [n for n in every if n == target or n.endswith("." + target)]
+            if hits and all(inside(n, exclude) for n in hits):
+                raise TargetModulesError(
+                    f"target_modules entry {target!r} only matches modules inside modules_to_save={list(exclude)} "
+                    f"({hits[:3]}), which are trained in full and not adapted; drop it or drop it from modules_to_save"
+                )
+    return select_targets(names, set(), target_modules)
 
 
 def layout_from_model(
-    model: nn.Module, target_modules: Sequence[str] | str, rank: int | Callable[[int, int], int]
+    model: nn.Module,
+    target_modules: Sequence[str] | str,
+    rank: int | Callable[[int, int], int],
+    exclude: Sequence[str] = (),
 ) -> Layout:
     """The layout of ``target_modules`` at ``rank`` (one, or per (in, out)) on a model (real or meta-device,
-    wrapped or not)."""
-    names = match_target_modules(model, target_modules)
+    wrapped or not), leaving out what ``exclude`` (``modules_to_save``) trains in full."""
+    names = match_target_modules(model, target_modules, exclude)
     modules = dict(model.named_modules())
     return Layout.from_shapes(((n, *module_features(modules[n])) for n in names), rank)

@@ -204,4 +204,4 @@ def meta_layout(model: ModelOptions, opts: ProjectionOptions, num_labels: int) -
     base, _ = meta_model(config, model.task_type)
     targets = opts.target_modules if opts.target_modules else model.target_modules
     factor_rank = get_projection_class(opts.name).factor_rank  # per module for randlora
-    return layout_from_model(base, targets, lambda i, o: factor_rank(i, o, opts.rank))
+    return layout_from_model(base, targets, lambda i, o: factor_rank(i, o, opts.rank), model.modules_to_save)
