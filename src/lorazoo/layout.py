@@ -1,10 +1,10 @@
 """Which modules are adapted, in which order, and where their factors live inside θ_D.
 
 θ_D is the concatenation, in model order, of vec(A_l) (r × in) then vec(B_l) (out × r) for every
-adapted module l (a Linear, Conv1D or Embedding: in = num_embeddings, out = dim). Everything downstream (projections, reconstructor, merge, export, counting) reads
-only this layout, so it can be built from a meta-device model without weights. This module knows
-names and shapes only; listing the Linears of a live model (seeing through lorazoo's own wrappers)
-lives beside those wrappers, in ``wrappers.py``.
+adapted module l (a Linear, Conv1D or Embedding: in = num_embeddings, out = dim). Everything downstream
+(projections, the adapted layers, merge, export, counting) reads only this layout, so it can be built from a
+meta-device model without weights. This module knows names and shapes only; listing the Linears of a live
+model (seeing through lorazoo's own wrappers) lives beside those wrappers, in ``targets.py``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The modules lorazoo puts into a base model, and the module listing that sees through them.
+"""Which modules of a base model are targets, and the module listing that sees through lorazoo's wrappers.
 
-Two kinds of wrapper replace modules of the base in place: an ``AdaptedLayer`` (reconstructor.py:
-Linear, Conv1D, Embedding) around each target, and ``ModuleCopies`` (here) around each fully trained module such as a task head. The
-listing that decides which Linears a config targets must treat a wrapper as the module it stands for
+Two kinds of wrapper replace modules of the base in place: an ``AdaptedLayer`` (adapted_layers.py:
+Linear, Conv1D, Embedding) around each target, and ``ModuleCopies`` (here) around each fully trained
+module such as a task head, which is therefore never a target itself. The listing that decides which Linears a config targets must treat a wrapper as the module it stands for
 (so a second adapter finds the same layout as the first); it lives here, next to the wrappers whose
 types it checks, so that the shape layer (layout.py) never needs to know them.
 """
