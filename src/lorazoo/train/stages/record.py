@@ -24,6 +24,7 @@ from lorazoo.train.stages.plan import Plan
 from lorazoo.train.stages.setup import RunSetup
 from lorazoo.train.stages.training import Outcome
 from lorazoo.train.sweep import slurm_attempt
+from lorazoo.train.tasks.meaning import recorded_score
 from lorazoo.version import __version__
 
 
@@ -177,7 +178,7 @@ def print_summary(record: dict[str, Any], out: Path) -> None:
 def _main_score(record: dict[str, Any]) -> str:
     """``accuracy=0.8100 (higher is better)``, plus the majority-class rate beside it when the task reports one."""
     name = record.get("main_metric")
-    value = record.get(name) if name in record else record.get("metrics", {}).get(name)
+    value = recorded_score(record, name) if name is not None else None
     shown = []
     if name is not None and isinstance(value, float):
         shown.append(f"{name}={value:.4f} ({'higher' if record.get('greater_is_better') else 'lower'} is better)")

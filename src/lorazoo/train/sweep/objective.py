@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lorazoo.train.tasks.meaning import recorded_meaning
+from lorazoo.train.tasks.meaning import recorded_meaning, recorded_score
 
 
 def objective(record: dict[str, Any] | None, task_node: Any = None) -> float | None:
@@ -23,7 +23,7 @@ def objective(record: dict[str, Any] | None, task_node: Any = None) -> float | N
     where = f"{record['output_dir']}/metrics.json" if record.get("output_dir") else "the run's metrics.json"
     meaning = recorded_meaning(record, task_node, where)
     metric = meaning.main_metric
-    value = record.get(metric, (record.get("metrics") or {}).get(metric))
+    value = recorded_score(record, metric)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return meaning.oriented(value)
