@@ -157,3 +157,23 @@ def test_completed_records_leave_out_weights_checkpoints_and_unfinished_runs(tmp
         "glue_sst2/lora/final/seed_0/metrics.json",
         "glue_sst2/lora/final/seed_0/curves.jsonl",
     }
+
+
+def test_spread_names_best_worst_range_and_who_is_within_one_and_two_points(tmp_path: Path):
+    runs, md = tmp_path / "runs", tmp_path / "RESULTS.md"
+    for seed in range(2):
+        write_run(runs, "glue/sst2", "lora", seed, 0.82 + 0.002 * seed, [0.8])  # mean 0.821
+        write_run(runs, "glue/sst2", "unilora", seed, 0.805, [0.8])
+        write_run(runs, "glue/sst2", "vera", seed, 0.79 + 0.01 * seed, [0.7])  # mean 0.795
+    text = report.render(runs, md)
+    (line,) = [t for t in text.splitlines() if t.startswith("Spread of the tuned final means")]
+    assert "best **lora** 0.8210" in line and "worst **vera** 0.7950" in line
+    assert "range **0.0260**" in line and f"({0.026 / 0.821:.1%} of the best)" in line
+    assert "Within 0.01 of the best: lora;" in line and "within 0.02: lora, unilora." in line
+
+
+def test_spread_of_a_lower_is_better_metric_keeps_the_reported_sign():
+    s = stats.spread({"a": -0.30, "b": -0.35, "c": -0.31})  # losses 0.30, 0.35, 0.31 turned to higher-is-better
+    assert s is not None and (s.best, s.worst) == ("a", "b")
+    assert s.points == pytest.approx(0.05) and s.within({"a": -0.30, "b": -0.35, "c": -0.31}, 0.01) == ["a", "c"]
+    assert stats.spread({"a": 0.5}) is None

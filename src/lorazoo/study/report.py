@@ -142,6 +142,7 @@ def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) 
             f"{_fmt(p.best_median)} | {_fmt(p.inflation)} | `{m.reproduce()}` |"
         )
     sign = 1.0 if methods[0].greater else -1.0
+    lines += spread_lines(ordered, sign)
     pairs = stats.all_pairs({m.projection: {s: sign * v for s, v in m.final().items()} for m in ordered})
     lines += [
         "",
@@ -166,6 +167,23 @@ def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) 
         if path is not None:
             lines += ["", f"![{task}: {title}]({path.relative_to(md_dir)})"]
     return lines + [""]
+
+
+def spread_lines(methods: list[Method], sign: float) -> list[str]:
+    """The spread of tuned final means across methods, and who lies within 1 and 2 points (0.01, 0.02 in the
+    metric's units) of the best: the *Learning Rate Matters* question, answered from the records."""
+    means = {m.projection: sign * p.final_mean for m in methods if (p := m.protocols()) is not None}
+    spread = stats.spread(means)
+    if spread is None:
+        return []
+    within = {margin: spread.within(means, margin) for margin in (0.01, 0.02)}
+    return [
+        "",
+        f"Spread of the tuned final means over {len(means)} methods: best **{spread.best}** "
+        f"{sign * spread.best_score:.4f}, worst **{spread.worst}** {sign * spread.worst_score:.4f}; range "
+        f"**{spread.points:.4f}** ({spread.relative:.1%} of the best). Within 0.01 of the best: "
+        f"{', '.join(within[0.01])}; within 0.02: {', '.join(within[0.02])}.",
+    ]
 
 
 def plot_scores(task: str, methods: list[Method], path: Path) -> Path | None:

@@ -88,3 +88,39 @@ def all_pairs(scores: dict[str, dict[int, float]]) -> list[Paired]:
             if pair is not None:
                 out.append(pair)
     return out
+
+
+@dataclass(frozen=True)
+class Spread:
+    """How far apart the methods' tuned final means lie (scores oriented: higher is better): the question of
+    *Learning Rate Matters* (arXiv:2602.04998), whether tuned variants land within 1–2 % of each other."""
+
+    best: str
+    worst: str
+    best_score: float
+    worst_score: float
+
+    @property
+    def points(self) -> float:
+        """best − worst in the metric's own units (×100: percentage points for an accuracy)."""
+        return self.best_score - self.worst_score
+
+    @property
+    def relative(self) -> float:
+        """best − worst as a fraction of the best score's magnitude."""
+        return self.points / abs(self.best_score) if self.best_score else math.inf
+
+    def within(self, scores: dict[str, float], margin: float) -> list[str]:
+        """Methods whose mean lies within ``margin`` (metric units) of the best, best first."""
+        near = [m for m, v in scores.items() if self.best_score - v <= margin + 1e-12]
+        return sorted(near, key=lambda m: -scores[m])
+
+
+def spread(scores: dict[str, float]) -> Spread | None:
+    """``scores``: method → oriented final mean. None with fewer than 2 methods."""
+    finite = {m: v for m, v in scores.items() if math.isfinite(v)}
+    if len(finite) < 2:
+        return None
+    best = max(finite, key=lambda m: finite[m])
+    worst = min(finite, key=lambda m: finite[m])
+    return Spread(best, worst, finite[best], finite[worst])
