@@ -80,6 +80,18 @@ def test_the_sweep_size_is_what_hydra_will_launch(overrides: list[str], n_trials
             },
             "[3/12] lora s0 text/classify f1=0.7000",
         ),
+        (  # read as the sweep objective reads it: the top-level copy of the score counts too
+            {
+                "status": "completed",
+                "projection": "lora",
+                "seed": 1,
+                "task": "glue/sst2",
+                "main_metric": "accuracy",
+                "accuracy": 0.85,
+                "metrics": {"loss": 0.4},
+            },
+            "[3/12] lora s1 glue/sst2 accuracy=0.8500",
+        ),
         (  # a task without a score of its own is ranked by the loss
             {
                 "status": "completed",

@@ -17,6 +17,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from lorazoo.train.records.run_record import recorded_score
+
 _job_started = time.perf_counter()
 
 
@@ -84,11 +86,11 @@ def job_line(record: dict[str, Any], position: tuple[int, int | None]) -> str:
     head = f"[{k}/{n}]" if n else f"[{k}]"
     what = f"{record.get('projection')} s{record.get('seed')} {record.get('task')}"
     if record.get("status") == "completed":
-        scores = record.get("metrics") or {}
         name = record.get("main_metric")  # the task's declaration (Task.metric_meaning), written in the record
-        if not isinstance(scores.get(name), (int, float)):
-            name = "loss"
-        result = f"{name}={scores.get(name, float('nan')):.4f}"
+        value = recorded_score(record, name) if isinstance(name, str) else None
+        if not isinstance(value, (int, float)):
+            name, value = "loss", recorded_score(record, "loss")
+        result = f"{name}={value if isinstance(value, (int, float)) else float('nan'):.4f}"
         if str(record.get("eval_split", "dev")).startswith("held-in"):
             result = f"held-in {result}"  # a search trial's score is not a dev score
     else:

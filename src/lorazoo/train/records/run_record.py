@@ -11,7 +11,7 @@ run reports the time of the part it continued from plus its own.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,12 @@ from lorazoo.files import atomic_write_json
 
 TRAIN_TIME = "train_time.json"
 CPU_TIME = "cpu_time.json"  # {step: CPU seconds of training so far}, the same way as TRAIN_TIME
+
+
+def recorded_score(record: Mapping[str, Any], name: str) -> Any:
+    """Score ``name`` of a run record: at the top level, where metrics.json copies the task's scores, else under
+    ``metrics`` (the evaluation loss is only there)."""
+    return record[name] if name in record else (record.get("metrics") or {}).get(name)
 
 
 def one_line(exc: BaseException) -> str:

@@ -19,12 +19,12 @@ from lorazoo.train.evaluation.harness import flat_scores
 from lorazoo.train.records import progress, provenance, run_dir
 from lorazoo.train.records.recorded import Redactor
 from lorazoo.train.records.run_dir import Claim
+from lorazoo.train.records.run_record import recorded_score
 from lorazoo.train.stages.build import Built
 from lorazoo.train.stages.plan import Plan
 from lorazoo.train.stages.setup import RunSetup
 from lorazoo.train.stages.training import Outcome
 from lorazoo.train.sweep import slurm_attempt
-from lorazoo.train.tasks.meaning import recorded_score
 from lorazoo.version import __version__
 
 

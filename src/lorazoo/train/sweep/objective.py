@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lorazoo.train.tasks.meaning import recorded_meaning, recorded_score
+from lorazoo.train.records.run_record import recorded_score
+from lorazoo.train.tasks.meaning import recorded_meaning
 
 
 def objective(record: dict[str, Any] | None, task_node: Any = None) -> float | None:

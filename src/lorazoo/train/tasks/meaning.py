@@ -39,12 +39,6 @@ class MetricMeaning:
         return "higher is better" if self.greater_is_better else "lower is better"
 
 
-def recorded_score(record: Mapping[str, Any], name: str) -> Any:
-    """Score ``name`` of a run record: at the top level, where metrics.json copies the task's scores, else under
-    ``metrics`` (the evaluation loss is only there)."""
-    return record[name] if name in record else (record.get("metrics") or {}).get(name)
-
-
 def recorded_meaning(record: Mapping[str, Any], task_node: Any, where: str) -> MetricMeaning:
     """The meaning ``record`` (a metrics.json) states; without its keys, the one the task built from
     ``task_node`` (the run's task config) declares. ``where`` names the run in the error."""
