@@ -165,8 +165,10 @@ def test_spread_names_best_worst_range_and_who_is_within_one_and_two_points(tmp_
         write_run(runs, "glue/sst2", "lora", seed, 0.82 + 0.002 * seed, [0.8])  # mean 0.821
         write_run(runs, "glue/sst2", "unilora", seed, 0.805, [0.8])
         write_run(runs, "glue/sst2", "vera", seed, 0.79 + 0.01 * seed, [0.7])  # mean 0.795
+    write_run(runs, "glue/stsb", "lora", 0, 0.99, [0.9])  # another task: its own section
     text = report.render(runs, md)
     (line,) = [t for t in text.splitlines() if t.startswith("Spread of the tuned final means")]
+    assert "over the 3 methods with 2 seeds" in line and "Left out" not in line
     assert "best **lora** 0.8210" in line and "worst **vera** 0.7950" in line
     assert "range **0.0260**" in line and f"({0.026 / 0.821:.1%} of the best)" in line
     assert "Within 0.01 of the best: lora;" in line and "within 0.02: lora, unilora." in line
@@ -177,3 +179,16 @@ def test_spread_of_a_lower_is_better_metric_keeps_the_reported_sign():
     assert s is not None and (s.best, s.worst) == ("a", "b")
     assert s.points == pytest.approx(0.05) and s.within({"a": -0.30, "b": -0.35, "c": -0.31}, 0.01) == ["a", "c"]
     assert stats.spread({"a": 0.5}) is None
+
+
+def test_spread_leaves_out_a_method_whose_seeds_are_still_running(tmp_path: Path):
+    """A one-seed mean beside five-seed means is no fair comparison: it waits until its seeds finish."""
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        write_run(runs, "glue/sst2", "lora", seed, 0.82, [0.8])
+        write_run(runs, "glue/sst2", "vera", seed, 0.80, [0.8])
+    write_run(runs, "glue/sst2", "unilora", 0, 0.95, [0.9])  # a lucky first seed
+    text = report.render(runs, tmp_path / "RESULTS.md")
+    (line,) = [t for t in text.splitlines() if t.startswith("Spread of the tuned final means")]
+    assert "over the 2 methods with 3 seeds: best **lora**" in line
+    assert line.endswith("Left out until 3 seeds finish: unilora.")

@@ -172,17 +172,25 @@ def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) 
 def spread_lines(methods: list[Method], sign: float) -> list[str]:
     """The spread of tuned final means across methods, and who lies within 1 and 2 points (0.01, 0.02 in the
     metric's units) of the best: the *Learning Rate Matters* question, answered from the records."""
-    means = {m.projection: sign * p.final_mean for m in methods if (p := m.protocols()) is not None}
+    finals = {m.projection: m.final() for m in methods}
+    most = max((len(f) for f in finals.values()), default=0)
+    means = {
+        m.projection: sign * p.final_mean
+        for m in methods
+        if len(finals[m.projection]) == most and (p := m.protocols()) is not None
+    }
     spread = stats.spread(means)
     if spread is None:
         return []
     within = {margin: spread.within(means, margin) for margin in (0.01, 0.02)}
+    waiting = sorted(name for name, f in finals.items() if len(f) < most)
+    left_out = f" Left out until {most} seeds finish: {', '.join(waiting)}." if waiting else ""
     return [
         "",
-        f"Spread of the tuned final means over {len(means)} methods: best **{spread.best}** "
+        f"Spread of the tuned final means over the {len(means)} methods with {most} seeds: best **{spread.best}** "
         f"{sign * spread.best_score:.4f}, worst **{spread.worst}** {sign * spread.worst_score:.4f}; range "
         f"**{spread.points:.4f}** ({spread.relative:.1%} of the best). Within 0.01 of the best: "
-        f"{', '.join(within[0.01])}; within 0.02: {', '.join(within[0.02])}.",
+        f"{', '.join(within[0.01])}; within 0.02: {', '.join(within[0.02])}.{left_out}",
     ]
 
 
@@ -199,7 +207,7 @@ def plot_scores(task: str, methods: list[Method], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for m, p in points:
         low, high = bootstrap_interval(list(m.final().values())) or (p.final_mean, p.final_mean)
-        bar = [[p.final_mean - low], [high - p.final_mean]]
+        bar = [[max(0.0, p.final_mean - low)], [max(0.0, high - p.final_mean)]]  # equal seeds: rounding only
         ax.errorbar([float(m.trainable or 0)], [p.final_mean], yerr=bar, fmt="o", capsize=4)
         ax.annotate(m.projection, (m.trainable, p.final_mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
