@@ -192,3 +192,35 @@ def test_spread_leaves_out_a_method_whose_seeds_are_still_running(tmp_path: Path
     (line,) = [t for t in text.splitlines() if t.startswith("Spread of the tuned final means")]
     assert "over the 2 methods with 3 seeds: best **lora**" in line
     assert line.endswith("Left out until 3 seeds finish: unilora.")
+
+
+def test_against_an_earlier_study_sets_each_shared_method_beside_its_old_row(tmp_path: Path):
+    old, new, md = tmp_path / "old", tmp_path / "new", tmp_path / "RESULTS.md"
+    for seed in range(3):
+        for projection, score in (("lora", 0.80), ("unilora", 0.70 + 0.02 * seed)):  # unilora 0.72 ± 0.02
+            run = write_run(old, "glue/sst2", projection, seed, score, [score])
+            record = json.loads((run / "metrics.json").read_text())
+            (run / "metrics.json").write_text(json.dumps({**record, "steps": 60, "eval_examples": 200}))
+        write_run(new, "glue/sst2", "lora", seed, 0.82, [0.8])
+        write_run(new, "glue/sst2", "unilora", seed, 0.81, [0.8])
+        write_run(new, "glue/sst2", "vera", seed, 0.79, [0.8])  # not in the earlier study: no row
+    tuning = {"best_params": {"optimizer.lr": 0.005592784563597617}}  # a float lr is shown to 3 digits
+    (old / "glue_sst2" / "lora" / "final" / "tuning.json").write_text(json.dumps(tuning))
+    text = report.render(new, md, before=old)
+    section = text.split("### glue/sst2 against the earlier study")[1]
+    rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"projection", "lora", "unilora"}
+    assert rows["lora"] == (
+        "| lora | 60 steps, 200 dev | 3 | lr 0.00559 | 0.8000 ± 0.0000 | 3 | 0.8200 ± 0.0000 | +0.0200 |"
+    )
+    assert rows["unilora"].endswith(f"| 0.7200 ± 0.0200 | 3 | 0.8100 ± 0.0000 | {0.81 - 0.72:+.4f} |")
+    assert "over these 2 methods: earlier 0.0800 (lora − unilora); now 0.0100 (lora − unilora)." in section
+    assert "--before" in text.splitlines()[2]  # the regenerate command names the earlier study
+
+
+def test_report_refuses_a_before_that_is_not_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(SystemExit):
+        report.main([str(tmp_path / "runs"), "--md", str(tmp_path / "R.md"), "--before", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert "--before" in err and "nope" in err and "not a directory" in err
