@@ -159,6 +159,23 @@ def test_completed_records_leave_out_weights_checkpoints_and_unfinished_runs(tmp
     }
 
 
+def test_completed_records_wait_for_a_run_that_still_holds_its_lock(tmp_path: Path):
+    """metrics.json says completed a moment before the run's last logs are written: while the run's lock is
+    held, its files are not listed (a commit then would record files that change after it)."""
+    import fcntl
+    import os
+
+    done = write_run(tmp_path, "glue/sst2", "lora", 0, 0.8, [0.8])
+    (done / ".lorazoo.lock").write_text("pid 1 on here\n")
+    fd = os.open(done / ".lorazoo.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as claim() holds it for the job's whole life
+        assert report.completed_records(tmp_path) == []
+    finally:
+        os.close(fd)
+    assert len(report.completed_records(tmp_path)) == 2  # released (or left by a killed run): listed
+
+
 def test_spread_names_best_worst_range_and_who_is_within_one_and_two_points(tmp_path: Path):
     runs, md = tmp_path / "runs", tmp_path / "RESULTS.md"
     for seed in range(2):

@@ -23,6 +23,7 @@ from lorazoo.curves import plot_curves
 from lorazoo.files import atomic_save_png, atomic_write
 from lorazoo.study import stats
 from lorazoo.train.engine.curves import CURVES_FILE, read_rows
+from lorazoo.train.records.run_dir import in_use
 
 
 @dataclass
@@ -335,10 +336,11 @@ RECORD_SKIP = ("adapter", "checkpoints", ".lorazoo.lock")  # weights, resumable 
 
 def completed_records(root: Path) -> list[Path]:
     """The files to commit: every file of each completed run dir except weights and checkpoints, and the
-    sweep-level records (tuning.json, multirun.yaml). An unfinished run's files are left out."""
+    sweep-level records (tuning.json, multirun.yaml). An unfinished run's files are left out, and so is a run
+    whose lock a live process still holds (its record says completed before its last logs are written)."""
     files = sorted(root.glob("*/*/final/tuning.json")) + sorted(root.rglob("multirun.yaml"))
     for metrics in sorted(root.rglob("metrics.json")):
-        if _status(metrics.parent) != "completed":
+        if _status(metrics.parent) != "completed" or in_use(metrics.parent):  # a live run may still write
             continue
         for path in sorted(metrics.parent.rglob("*")):
             if path.is_file() and not set(path.relative_to(metrics.parent).parts) & set(RECORD_SKIP):

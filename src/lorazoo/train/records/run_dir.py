@@ -141,6 +141,22 @@ def _lock(directory: Path) -> tuple[int, bool]:
     return fd, created
 
 
+def in_use(directory: Path) -> bool:
+    """Whether a live lorazoo run holds ``directory``'s lock now (it may still be writing its files); a lock
+    file left by a finished or killed run is not held. Read-only: never creates or changes the lock."""
+    try:
+        fd = os.open(directory / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
+    finally:
+        os.close(fd)  # closing drops the shared lock taken just to test
+    return False
+
+
 def _outputs(directory: Path) -> list[str]:
     """Entries that are some run's output: everything but the lock, Hydra's folders, logs, lorazoo_run.json and
     the metrics.json of a run that failed during setup (it trained nothing; run_record.write_failure)."""
