@@ -133,13 +133,14 @@ def test_results_file_rows_commands_edges_gaps_and_plots(tmp_path: Path):
 def test_a_study_still_searching_shows_its_rungs(tmp_path: Path):
     """Before any seed run completes, the results file says so and lists each method's rung runs."""
     rung = tmp_path / "runs" / "glue_sst2" / "lora" / "search" / "steps_60"
-    for name, status in (("lr_a", "completed"), ("lr_b", "completed"), ("lr_c", None)):
+    for name, status, cpu in (("lr_a", "completed", 1800.0), ("lr_b", "completed", 900.0), ("lr_c", "failed", 99.0)):
         (rung / name).mkdir(parents=True)
-        if status:
-            (rung / name / "metrics.json").write_text(json.dumps({"status": status}))
+        (rung / name / "metrics.json").write_text(json.dumps({"status": status, "cpu_time_s": cpu}))
+    (rung / "lr_d").mkdir()  # still running: no record yet
     text = report.render(tmp_path / "runs", tmp_path / "RESULTS.md", planned=72)
     assert "partial: 0 of 72 final runs" in text and "No completed final run" in text
-    assert "| glue_sst2 | lora | searching | 60 steps: 2/3 |" in text
+    assert "| glue_sst2 | lora | searching | 60 steps: 2/4 | 0.75 |" in text  # (1800 + 900) s, completed only
+    assert "Total so far: **0.75 CPU-h**" in text
 
 
 def test_completed_records_leave_out_weights_checkpoints_and_unfinished_runs(tmp_path: Path):

@@ -271,8 +271,10 @@ def plot_scores(task: str, methods: list[Method], path: Path) -> Path | None:
 
 
 def search_progress(root: Path) -> list[str]:
-    """Per task and method, the halving rungs on disk: finished / started runs at each step count."""
-    lines = []
+    """Per task and method, the halving rungs on disk (finished / started runs at each step count) and the CPU
+    time its completed runs recorded."""
+    lines: list[str] = []
+    total = 0.0
     for search in sorted(root.glob("*/*/search")):
         rungs = []
         for rung in sorted(search.glob("steps_*"), key=lambda d: int(d.name.removeprefix("steps_"))):
@@ -281,16 +283,38 @@ def search_progress(root: Path) -> list[str]:
             rungs.append(f"{rung.name.removeprefix('steps_')} steps: {done}/{len(runs)}")
         tuned = (search.parent / "final" / "tuning.json").is_file()
         state = "tuned" if tuned else "searching"
-        lines.append(f"| {search.parent.parent.name} | {search.parent.name} | {state} | {'; '.join(rungs) or '–'} |")
+        hours = recorded_cpu_hours(search.parent)
+        total += hours
+        lines.append(
+            f"| {search.parent.parent.name} | {search.parent.name} | {state} | {'; '.join(rungs) or '–'} | "
+            f"{hours:.2f} |"
+        )
     if not lines:
         return []
     head = [
-        "## lr search progress",
+        "## lr search progress and cost",
         "",
-        "| task | projection | state | rung runs finished / started |",
-        "|---|---|---|---|",
+        "*CPU-h*: the training CPU time the completed runs recorded (`cpu_time_s`: training with its periodic "
+        "evaluations, across resumes), search and seeds together; start-up and each run's final evaluation are not "
+        f"in it. Total so far: **{total:.2f} CPU-h**.",
+        "",
+        "| task | projection | state | rung runs finished / started | CPU-h |",
+        "|---|---|---|---|---|",
     ]
     return [*head, *lines, ""]
+
+
+def recorded_cpu_hours(method_dir: Path) -> float:
+    """Sum of ``cpu_time_s`` over the completed run records under ``method_dir`` (search and final), in hours."""
+    seconds = 0.0
+    for metrics in method_dir.rglob("metrics.json"):
+        try:
+            record = json.loads(metrics.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("status") == "completed" and _finite(record.get("cpu_time_s")):
+            seconds += float(record["cpu_time_s"])
+    return seconds / 3600
 
 
 def _status(run_dir: Path) -> str | None:
