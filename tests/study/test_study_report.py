@@ -98,6 +98,17 @@ def test_paired_bootstrap_on_constructed_data():
     assert worse is not None and worse.resolved and worse.high < 0
 
 
+def test_paired_t_interval_by_hand_and_a_gap_only_the_bootstrap_would_call_resolved():
+    diffs = [0.001, 0.002, 0.003, 0.004, 0.05]  # one seed far out: every resample stays > 0, the t interval not
+    a = dict(enumerate(diffs))
+    b = dict.fromkeys(range(5), 0.0)
+    pair = stats.paired_difference("a", "b", a, b)
+    half = 2.7764451051977987 * statistics.stdev(diffs) / 5**0.5  # t(0.975, 4), from a t table
+    assert pair is not None and (pair.t_low, pair.t_high) == pytest.approx((0.012 - half, 0.012 + half))
+    assert pair.low > 0 and pair.t_low < 0 < pair.t_high
+    assert not pair.resolved  # the bootstrap alone would call it; the t interval does not
+
+
 def test_results_file_rows_commands_edges_gaps_and_plots(tmp_path: Path):
     runs, md = tmp_path / "runs", tmp_path / "results" / "RESULTS.md"
     for seed in range(3):

@@ -154,19 +154,19 @@ def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) 
     lines += [
         "",
         f"Paired differences (row − column method, final checkpoint, {direction}-is-better turned so that > 0 means "
-        f"the first is better; same seeds; {stats.CONFIDENCE:.0%} percentile bootstrap over seeds): a gap is "
-        "*resolved* when its interval excludes 0.",
+        f"the first is better; same seeds): {stats.CONFIDENCE:.0%} percentile bootstrap over seeds and {stats.CONFIDENCE:.0%} "
+        "paired t interval. A gap is *resolved* when both exclude 0 (with 5 seeds the bootstrap alone runs narrow).",
         "",
-        "| A | B | seeds | A − B | interval | resolved |",
-        "|---|---|---|---|---|---|",
+        "| A | B | seeds | A − B | bootstrap interval | t interval | resolved |",
+        "|---|---|---|---|---|---|---|",
     ]
     for pair in pairs:
         lines.append(
             f"| {pair.a} | {pair.b} | {len(pair.seeds)} | {pair.mean:+.4f} | [{pair.low:+.4f}, {pair.high:+.4f}] | "
-            f"{'yes' if pair.resolved else 'no'} |"
+            f"[{pair.t_low:+.4f}, {pair.t_high:+.4f}] | {'yes' if pair.resolved else 'no'} |"
         )
     if not pairs:
-        lines.append("| – | – | – | – | – | no pair has 2 shared seeds yet |")
+        lines.append("| – | – | – | – | – | – | no pair has 2 shared seeds yet |")
     slug = task.replace("/", "_")
     plot = plot_scores(task, ordered, figures / f"{slug}_scores.png")
     curves = plot_curves([r.run_dir for m in ordered for r in m.runs], figures / f"{slug}_curves.png")

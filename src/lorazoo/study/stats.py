@@ -49,7 +49,9 @@ def protocols(final: dict[int, float], best: dict[int, float]) -> Protocols | No
 
 @dataclass(frozen=True)
 class Paired:
-    """A − B over the seeds both ran: mean difference and its percentile bootstrap interval."""
+    """A − B over the seeds both ran: mean difference, its percentile bootstrap interval and its paired t
+    interval. With 5 seeds the bootstrap only resamples 5 differences and runs narrow; the t interval widens by
+    Student's t but assumes normal differences. Each covers the other's weakness, so both must exclude 0."""
 
     a: str
     b: str
@@ -57,11 +59,13 @@ class Paired:
     mean: float
     low: float
     high: float
+    t_low: float
+    t_high: float
 
     @property
     def resolved(self) -> bool:
-        """The interval excludes 0: the sign of the gap is resolved at this many seeds."""
-        return self.low > 0 or self.high < 0
+        """Both intervals exclude 0: the sign of the gap is resolved at this many seeds."""
+        return (self.low > 0 and self.t_low > 0) or (self.high < 0 and self.t_high < 0)
 
 
 def paired_difference(a: str, b: str, scores_a: dict[int, float], scores_b: dict[int, float]) -> Paired | None:
@@ -75,7 +79,16 @@ def paired_difference(a: str, b: str, scores_a: dict[int, float], scores_b: dict
     means = diffs[generator.integers(0, len(diffs), size=(RESAMPLES, len(diffs)))].mean(axis=1)
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
-    return Paired(a, b, seeds, float(diffs.mean()), float(low), float(high))
+    t_low, t_high = t_interval(diffs)
+    return Paired(a, b, seeds, float(diffs.mean()), float(low), float(high), t_low, t_high)
+
+
+def t_interval(diffs: np.ndarray) -> tuple[float, float]:
+    """The paired t interval of the mean difference: mean ± t(1 − α/2, n − 1) · sd / √n."""
+    from scipy.stats import t
+
+    half = float(t.ppf(1 - (1 - CONFIDENCE) / 2, len(diffs) - 1)) * float(diffs.std(ddof=1)) / math.sqrt(len(diffs))
+    return float(diffs.mean()) - half, float(diffs.mean()) + half
 
 
 def all_pairs(scores: dict[str, dict[int, float]]) -> list[Paired]:
