@@ -110,13 +110,8 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 def lr_cell(tuning: dict[str, Any]) -> str:
     """The tuned lr(s), the multiple of the paper lr, and the edge flag."""
     params = tuning.get("best_params") or {}
-    lrs = (
-        ", ".join(
-            f"{k.removeprefix('optimizer.')} {v:.3g}" if isinstance(v, float) else f"{k.removeprefix('optimizer.')} {v}"
-            for k, v in params.items()
-        )
-        or "–"
-    )
+    shown = {k.removeprefix("optimizer."): f"{v:.3g}" if isinstance(v, float) else str(v) for k, v in params.items()}
+    lrs = ", ".join(f"{k} {v}" for k, v in shown.items()) or "–"
     mult = tuning.get("best_multiplier")
     edge = tuning.get("edge")
     flag = f" **EDGE ({edge})**" if edge else ""
@@ -308,21 +303,23 @@ def recorded_cpu_hours(method_dir: Path) -> float:
     """Sum of ``cpu_time_s`` over the completed run records under ``method_dir`` (search and final), in hours."""
     seconds = 0.0
     for metrics in method_dir.rglob("metrics.json"):
-        try:
-            record = json.loads(metrics.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and record.get("status") == "completed" and _finite(record.get("cpu_time_s")):
+        record = _record(metrics.parent)
+        if record.get("status") == "completed" and _finite(record.get("cpu_time_s")):
             seconds += float(record["cpu_time_s"])
     return seconds / 3600
 
 
-def _status(run_dir: Path) -> str | None:
+def _record(run_dir: Path) -> dict[str, Any]:
+    """A run dir's metrics.json, or {} when it is missing, unreadable or not an object."""
     try:
         record = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
-        return None
-    return record.get("status") if isinstance(record, dict) else None
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _status(run_dir: Path) -> str | None:
+    return _record(run_dir).get("status")
 
 
 def render(root: Path, md: Path, planned: int | None = None, before: Path | None = None) -> str:
