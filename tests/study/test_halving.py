@@ -130,18 +130,73 @@ def write_trial(rung_dir: Path, name: str, overrides: list[str], score: float | 
     (run / "metrics.json").write_text(json.dumps(record))
 
 
-def test_halving_resumes_from_the_rung_dirs_on_disk(tmp_path: Path, capsys):
-    """Rung 0 finished on disk (one trial failed): a rerun launches rung 1 with the best half only."""
-    rung = tmp_path / "tweets" / "lora" / "search" / "steps_10"
+def rung_job(steps: int, lr: str, holdout: int = 200, extra: tuple[str, ...] = ()) -> list[str]:
+    """The overrides Hydra records for a rung run of ARGS (as lorazoo-fair passes them, resume spelt by Hydra)."""
+    return [
+        "projection=lora",
+        "task=tweets",
+        *extra,
+        f"trainer.max_steps={steps}",
+        f"task.holdout_dev={holdout}",
+        "trainer.resume=True",
+        f"optimizer.lr={lr}",
+    ]
+
+
+def write_rung0(out: Path, holdout: int = 200, extra: tuple[str, ...] = ()) -> None:
+    """Rung 0 (10 steps) finished on disk, trial 0 failed, the rest scored around a peak at index 1."""
+    rung = out / "tweets" / "lora" / "search" / "steps_10"
     score = scores_peaking_at(1)
     for i in halving.first_grid():
         lr = fair.trial_lrs("lora", i)["optimizer.lr"]
-        write_trial(rung, f"lr_{lr}", [f"optimizer.lr={lr}", "seed=0"], None if i == 0 else score(i))
+        write_trial(rung, f"lr_{lr}", rung_job(10, lr, holdout, extra), None if i == 0 else score(i))
+
+
+def test_halving_resumes_from_the_rung_dirs_on_disk(tmp_path: Path, capsys):
+    """Rung 0 finished on disk (one trial failed): a rerun launches rung 1 with the best half only."""
+    write_rung0(tmp_path)
     fair.main([*ARGS, "--projections", "lora", "--out", str(tmp_path), "--dry-run"])
     (line,) = commands(capsys)
     swept = next(a for a in line.split() if a.startswith("optimizer.lr=")).split("=")[1].split(",")
     assert swept == [fair.trial_lrs("lora", i)["optimizer.lr"] for i in (-1, 1, 2, 3)]
     assert "trainer.max_steps=20" in line.split()
+
+
+@pytest.mark.parametrize(
+    ("holdout", "extra", "rerun_args"),
+    [
+        (300, (), []),  # the runs on disk scored another held-in split
+        (200, ("task.max_train_samples=64",), []),  # they trained on another slice of train
+        (200, (), ["task.max_train_samples=64"]),  # this command adds a setting those runs lacked
+    ],
+)
+def test_rung_runs_of_another_setting_are_not_reused(tmp_path: Path, capsys, holdout, extra, rerun_args):
+    """Same lrs, same rung steps, another experiment: rung 0 is run again, never taken from the other one."""
+    write_rung0(tmp_path, holdout, extra)
+    fair.main([*ARGS, "--projections", "lora", "--out", str(tmp_path), "--dry-run", *rerun_args])
+    (line,) = commands(capsys)
+    assert "trainer.max_steps=10" in line.split()
+    assert len(next(a for a in line.split() if a.startswith("optimizer.lr=")).split(",")) == 8
+
+
+def test_final_seeds_of_another_budget_are_not_counted_done(tmp_path: Path):
+    """A seed that finished at 240 steps is not a seed of a 480-step final; the same job spelt by Hydra is."""
+    final = tmp_path / "final"
+    common = ["experiment=cpu_study_lora", "task=glue/stsb", "trainer.progress_bar=false"]
+    for seed, steps in ((0, 240), (1, 480)):
+        run = final / f"seed_{seed}"
+        run.mkdir(parents=True)
+        recorded = [
+            *common[:2],
+            "trainer.progress_bar=False",
+            f"trainer.max_steps={steps}",
+            "optimizer.lr=0.002",
+            f"seed={seed}",
+            "trainer.resume=True",
+        ]
+        (run / "metrics.json").write_text(json.dumps({"status": "completed", "seed": seed, "overrides": recorded}))
+    wanted = [*common, "trainer.max_steps=480", "optimizer.lr=0.002"]
+    assert fair.completed_seeds(final, wanted) == {1}
 
 
 def test_a_tie_with_a_trial_inside_is_not_an_edge():

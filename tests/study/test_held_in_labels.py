@@ -48,7 +48,13 @@ def test_fair_compare_records_the_search_score_as_held_in(tmp_path: Path):
     done = root / "final" / "seed_0"
     done.mkdir(parents=True)  # the final seed already completed: nothing is launched
     (done / "metrics.json").write_text(
-        json.dumps({"status": "completed", "seed": 0, "overrides": ["optimizer.lr=0.004"]})
+        json.dumps(
+            {
+                "status": "completed",
+                "seed": 0,
+                "overrides": ["projection=lora", "task=tweets", "optimizer.lr=0.004", "seed=0", "trainer.resume=True"],
+            }
+        )
     )
     assert (
         fair.main(

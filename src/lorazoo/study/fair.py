@@ -16,7 +16,9 @@ For every projection P, Hydra multiruns of ``python run.py`` (Hydra is the engin
   2. final: the best trial's lrs, ``seed=S1,S2,...``, scored on the real dev set; <out>/<task>/<P>/final,
      with tuning.json beside the job dirs (best lrs, best held-in score, trials, edge) for lorazoo-compare.
 Re-running the same command resumes: a finished search (or rung run) is not repeated, finished seeds are not
-retrained (one job dir per seed, ``seed_<s>``), an interrupted run resumes from its last checkpoint.
+retrained (one job dir per seed, ``seed_<s>``), an interrupted run resumes from its last checkpoint. A finished
+run counts only when it ran with exactly this command's overrides: another budget, holdout or setting is another
+experiment, so give it another ``--out`` (the run dirs refuse to be overwritten by a different config).
 """
 
 from __future__ import annotations
@@ -69,16 +71,36 @@ def best_params(search_dir: Path) -> dict[str, Any] | None:
     return yaml.safe_load(results.read_text()) if results.is_file() else None
 
 
-def completed_seeds(final_dir: Path, params: dict[str, Any]) -> set[int]:
-    """Seeds whose final run completed with exactly these lrs (an older search's runs do not count)."""
-    wanted = {f"{k}={v}" for k, v in params.items()}
+# Overrides that do not change what a finished job computed: resuming, and the seed (checked on its own).
+NOT_THE_JOB = ("trainer.resume", "seed")
+
+
+def job_settings(overrides: list[str]) -> dict[str, Any]:
+    """``key=value`` overrides as {key: value}, values read as YAML so that ``False`` and ``false`` agree."""
+    settings = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+")
+        if key not in NOT_THE_JOB and not key.startswith("hydra."):
+            settings[key] = yaml.safe_load(value) if value else value
+    return settings
+
+
+def same_job(recorded: list[str], wanted: list[str]) -> bool:
+    """A finished run is reused only when it ran with exactly the overrides this command would pass: another
+    budget, holdout, data setting or extra override is another experiment, never a done one."""
+    return job_settings(recorded) == job_settings(wanted)
+
+
+def completed_seeds(final_dir: Path, wanted: list[str]) -> set[int]:
+    """Seeds whose final run completed with exactly these overrides (an older search's or budget's do not count)."""
     done = set()
     for path in final_dir.glob("*/metrics.json"):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if record.get("status") == "completed" and wanted <= set(record.get("overrides") or []):
+        if record.get("status") == "completed" and same_job(record.get("overrides") or [], wanted):
             done.add(int(record["seed"]))
     return done
 
@@ -97,15 +119,16 @@ def trial_lrs(projection: str, index: int) -> dict[str, str]:
     return {key: f"{lr * halving.multiplier(index):.6g}" for key, lr in paper_lrs(projection).items()}
 
 
-def halving_done(projection: str, search_dir: Path, indices: set[int]) -> halving.Done:
+def halving_done(projection: str, search_dir: Path, indices: set[int], common: list[str], holdout: int) -> halving.Done:
     """(steps, index) → oriented held-in score of each finished rung run (None: it failed); the trial is
-    recognised by its lr overrides, so a renamed or moved dir is still found."""
-    wanted = {i: {f"{k}={v}" for k, v in trial_lrs(projection, i).items()} for i in indices}
+    recognised by its overrides (its lrs, rung steps and this command's settings), so a renamed or moved dir
+    is still found and a run of another setting is never taken for this one."""
     done: halving.Done = {}
     for metrics in sorted(search_dir.glob("steps_*/*/metrics.json")):
         run = load_run(metrics.parent)
         steps = int(metrics.parent.parent.name.removeprefix("steps_"))
-        index = next((i for i, w in wanted.items() if w <= set(run.overrides)), None)
+        jobs = {i: [*common, *rung_budget(steps, holdout), *lr_overrides(trial_lrs(projection, i))] for i in indices}
+        index = next((i for i, wanted in jobs.items() if same_job(run.overrides, wanted)), None)
         if index is None:
             continue
         if run.status == "completed" and run.meaning is not None:
@@ -115,20 +138,29 @@ def halving_done(projection: str, search_dir: Path, indices: set[int]) -> halvin
     return done
 
 
+def rung_budget(steps: int, holdout: int) -> list[str]:
+    """The overrides that make a rung run: its steps, scored on the held-in split; resumable."""
+    return [f"trainer.max_steps={steps}", f"task.holdout_dev={holdout}", "trainer.resume=true"]
+
+
+def lr_overrides(params: dict[str, Any]) -> list[str]:
+    return [f"{k}={v}" for k, v in params.items()]
+
+
 def halving_search(projection: str, common: list[str], args: argparse.Namespace, search_dir: Path) -> dict[str, Any]:
     """Run successive halving to completion (or print its next rung with --dry-run); the tuning record."""
     plan = halving.Plan(args.budget, args.rungs, args.eta, args.max_widen)
     first = halving.first_grid(args.trials)
     while True:
         reach = set(range(min(first) - plan.max_widen * plan.widen_by, max(first) + plan.max_widen * plan.widen_by + 1))
-        search, todo = halving.advance(plan, first, halving_done(projection, search_dir, reach))
+        search, todo = halving.advance(plan, first, halving_done(projection, search_dir, reach, common, args.holdout))
         if todo is None:
             break
         steps, indices = todo
         phase(f"{projection}: lr search rung at {steps} steps: {len(indices)} trials ({len(search.grid)} in the grid)")
         rung_dir = search_dir / f"steps_{steps}"
         lrs = [trial_lrs(projection, i) for i in indices]
-        budget = [f"trainer.max_steps={steps}", f"task.holdout_dev={args.holdout}", "trainer.resume=true"]
+        budget = rung_budget(steps, args.holdout)
         if len(lrs[0]) == 1:  # one lr key: one multirun over its values
             key = next(iter(lrs[0]))
             sweeps = [[f"{key}={','.join(t[key] for t in lrs)}", "hydra.sweep.subdir=lr_${" + key + "}"]]
@@ -197,7 +229,8 @@ def compare_one(projection: str, args: argparse.Namespace, extra: list[str]) -> 
     if args.eval_every:
         budget += ["trainer.eval_strategy=steps", f"trainer.eval_steps={args.eval_every}"]
     params = result["best_params"]
-    seeds = [s for s in args.seeds if s not in completed_seeds(final_dir, params)]
+    final_job = [*common, *budget, *lr_overrides(params)]
+    seeds = [s for s in args.seeds if s not in completed_seeds(final_dir, final_job)]
     chosen = " ".join(f"{k}={v}" for k, v in params.items()) or "the defaults"
     todo = f"seeds {','.join(map(str, seeds))} to run" if seeds else "every seed done earlier"
     phase(f"{projection}: phase 2/2, final runs at {chosen} (held-in best {result['best_value']}): {todo}")
@@ -216,9 +249,7 @@ def compare_one(projection: str, args: argparse.Namespace, extra: list[str]) -> 
     if seeds:
         run_py(
             [
-                *common,
-                *budget,
-                *(f"{k}={v}" for k, v in params.items()),
+                *final_job,
                 "seed=" + ",".join(map(str, seeds)),
                 "trainer.resume=true",
                 f"hydra.sweep.dir={final_dir}",
