@@ -11,16 +11,31 @@ from lorazoo.files import atomic_save_png
 from lorazoo.train.engine.curves import CURVES_FILE, read_rows
 
 
-def _label(run_dir: Path) -> str:
-    """projection s<seed> task, from the run's metrics.json; the folder name when there is none."""
+def _setting(run_dir: Path) -> str:
+    """``projection task``: what the seeds of one setting share (one colour, one legend entry); the folder
+    name when the run has no metrics.json."""
     try:
         record = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
         return run_dir.name
     if not isinstance(record, dict):
         return run_dir.name
-    parts = [record.get("projection"), f"s{record.get('seed')}", record.get("task")]
+    parts = [record.get("projection"), record.get("task")]
     return " ".join(str(p) for p in parts if p is not None) or run_dir.name
+
+
+def curve_groups(run_dirs: list[Path]) -> dict[str, list[Path]]:
+    """The runs of each setting, in first-seen order: a study draws 60 runs, which only read as 12 settings."""
+    groups: dict[str, list[Path]] = {}
+    for run_dir in run_dirs:
+        groups.setdefault(_setting(Path(run_dir)), []).append(Path(run_dir))
+    return groups
+
+
+def mean_curve(series: list[dict[int, float]]) -> dict[int, float]:
+    """The mean over runs at the steps every run logged (a seed's extra step would bias the mean)."""
+    common = set.intersection(*(set(s) for s in series)) if series else set()
+    return {step: sum(s[step] for s in series) / len(series) for step in sorted(common)}
 
 
 def _eval_metric(rows: list[dict[str, Any]]) -> str | None:
@@ -30,32 +45,50 @@ def _eval_metric(rows: list[dict[str, Any]]) -> str | None:
     return named[0] if named else ("eval_loss" if keys else None)
 
 
+def _draw(ax: Any, series: list[dict[int, float]], color: Any, marker: str | None) -> Any:
+    """Each run thin and faint, their mean bold (one run: drawn bold alone); the bold line's handle."""
+    for one in series if len(series) > 1 else []:
+        ax.plot(list(one), list(one.values()), color=color, alpha=0.25, linewidth=0.8)
+    mean = mean_curve(series)
+    return ax.plot(list(mean), list(mean.values()), color=color, linewidth=2, marker=marker, markersize=4)[0]
+
+
 def plot_curves(run_dirs: list[Path], path: str | Path) -> Path | None:
-    """One PNG of every run's training loss and dev evaluation against the step; None when no run has a curve."""
-    curves = [(d, rows) for d in run_dirs if (rows := read_rows(Path(d) / CURVES_FILE))]
-    if not curves:
+    """One PNG of the training loss and dev evaluation against the step: one colour per setting (projection,
+    task), its seeds faint and their mean bold, one legend entry per setting; None when no run has a curve."""
+    groups = {
+        name: curves
+        for name, dirs in curve_groups(list(run_dirs)).items()
+        if (curves := [rows for d in dirs if (rows := read_rows(d / CURVES_FILE))])
+    }
+    if not groups:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    palette = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    legend_inches = 0.2 * -(-len(groups) // 4) + 0.15  # four settings a legend row, under the panels
+    height = 4.2 + legend_inches
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, height), dpi=110)
     metrics: set[str] = set()
-    for run_dir, rows in curves:
-        label = _label(Path(run_dir))
-        train = [r for r in rows if "loss" in r]
-        line = left.plot([r["step"] for r in train], [r["loss"] for r in train], label=label)[0]
-        metric = _eval_metric(rows)
-        evals = [r for r in rows if metric in r] if metric else []
-        if metric and evals:
-            metrics.add(metric)
-            right.plot([r["step"] for r in evals], [r[metric] for r in evals], marker="o", color=line.get_color())
+    handles, labels = [], []
+    for index, (name, runs) in enumerate(groups.items()):
+        color = palette(index % palette.N)
+        losses = [{r["step"]: r["loss"] for r in rows if "loss" in r} for rows in runs]
+        handles.append(_draw(left, [c for c in losses if c], color, None))
+        labels.append(f"{name} ({len(runs)} seeds)" if len(runs) > 1 else name)
+        metric = next((m for rows in runs if (m := _eval_metric(rows))), None)
+        evals = [{r["step"]: r[metric] for r in rows if metric in r} for rows in runs] if metric else []
+        if any(evals):
+            metrics.add(str(metric))
+            _draw(right, [c for c in evals if c], color, "o")
     left.set_title("training loss (mean over each logged span)", fontsize=10)
     right.set_title(f"dev evaluation: {', '.join(sorted(metrics)) or 'none logged'}", fontsize=10)
     for ax in (left, right):
         ax.set_xlabel("optimizer step")
         ax.grid(True, alpha=0.3)
-    left.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, legend_inches / height, 1, 1))
     return atomic_save_png(path, fig)

@@ -12,7 +12,7 @@ from helpers import compose_config, train_killed_at_step, train_tiny
 from safetensors.torch import load_file
 
 from lorazoo.compare import main as compare_main
-from lorazoo.curves import plot_curves
+from lorazoo.curves import curve_groups, mean_curve, plot_curves
 from lorazoo.train.config.schema import check
 from lorazoo.train.engine.best import best_metric_name
 from lorazoo.train.engine.curves import CURVES_FILE, append_row, read_rows, run_train_loss
@@ -70,6 +70,20 @@ def test_compare_plots_the_curves_of_two_runs(two_runs: list[Path], tmp_path: Pa
     assert compare_main([str(two_runs[0].parent), "--out", str(tmp_path / "res"), "--curves", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     assert plot_curves([tmp_path], tmp_path / "none.png") is None  # no curve: nothing drawn, no empty figure
+
+
+def test_a_settings_seeds_share_one_group_and_its_mean_uses_the_common_steps(tmp_path: Path):
+    """Drawn one colour a run, a study's 60 runs repeated colours and overflowed the legend: the plot groups the
+    seeds of a setting (projection, task), faint, with their mean bold and one legend entry."""
+    runs = []
+    for projection, seed in (("lora", 0), ("vera", 0), ("lora", 1)):
+        run = tmp_path / f"{projection}_{seed}"
+        run.mkdir()
+        record = {"projection": projection, "seed": seed, "task": "glue/sst2"}
+        (run / "metrics.json").write_text(json.dumps(record))
+        runs.append(run)
+    assert curve_groups(runs) == {"lora glue/sst2": [runs[0], runs[2]], "vera glue/sst2": [runs[1]]}
+    assert mean_curve([{1: 0.5, 2: 0.7, 3: 0.9}, {1: 0.7, 2: 0.9}]) == pytest.approx({1: 0.6, 2: 0.8})
 
 
 def test_resumed_run_reports_the_whole_runs_train_loss_and_continues_its_curve(tmp_path: Path, monkeypatch):
