@@ -197,6 +197,9 @@ def test_final_seeds_of_another_budget_are_not_counted_done(tmp_path: Path):
         (run / "metrics.json").write_text(json.dumps({"status": "completed", "seed": seed, "overrides": recorded}))
     wanted = [*common, "trainer.max_steps=480", "optimizer.lr=0.002"]
     assert fair.completed_seeds(final, wanted) == {1}
+    # a value YAML cannot read (a prompt with colons) is compared as text, not an error
+    assert fair.same_job(["task.prompt=Q: a: b", "seed=1"], ["task.prompt=Q: a: b"])
+    assert not fair.same_job(["task.prompt=Q: a: b"], ["task.prompt=Q: a: c"])
 
 
 def test_a_tie_with_a_trial_inside_is_not_an_edge():

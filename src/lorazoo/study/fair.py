@@ -75,14 +75,22 @@ def best_params(search_dir: Path) -> dict[str, Any] | None:
 NOT_THE_JOB = ("trainer.resume", "seed")
 
 
+def override_value(text: str) -> Any:
+    """An override's value read as YAML, so that ``False`` and ``false`` agree; text YAML cannot read stays text."""
+    try:
+        return yaml.safe_load(text) if text else text
+    except yaml.YAMLError:
+        return text
+
+
 def job_settings(overrides: list[str]) -> dict[str, Any]:
-    """``key=value`` overrides as {key: value}, values read as YAML so that ``False`` and ``false`` agree."""
+    """``key=value`` overrides as {key: value}, without those that do not change the job."""
     settings = {}
     for item in overrides:
         key, _, value = item.partition("=")
         key = key.lstrip("+")
         if key not in NOT_THE_JOB and not key.startswith("hydra."):
-            settings[key] = yaml.safe_load(value) if value else value
+            settings[key] = override_value(value)
     return settings
 
 
