@@ -129,6 +129,7 @@ def test_results_file_rows_commands_edges_gaps_and_plots(tmp_path: Path):
             rows.setdefault(line.split(" | ")[0].strip("| "), line)  # the method table comes first
     assert f"`{command}`" in rows["lora"] and "73,728" in rows["lora"] and "10× paper" in rows["lora"]
     assert "EDGE (high)" in rows["unilora"] and "EDGE" not in rows["lora"]
+    assert "| no |" in rows["lora"]  # not at an edge: said, not left to the absence of a flag
     assert "`python run.py -m experiment=cpu_study_vera task=glue/sst2 optimizer.lr=0.004 seed=0`" in rows["vera"]
     gap = next(
         line for line in text.splitlines() if line.startswith("| lora | unilora |") or "| unilora | lora |" in line

@@ -108,14 +108,22 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 
 def lr_cell(tuning: dict[str, Any]) -> str:
-    """The tuned lr(s), the multiple of the paper lr, and the edge flag."""
+    """The tuned lr(s) and their multiple of the paper lr."""
     params = tuning.get("best_params") or {}
     shown = {k.removeprefix("optimizer."): f"{v:.3g}" if isinstance(v, float) else str(v) for k, v in params.items()}
     lrs = ", ".join(f"{k} {v}" for k, v in shown.items()) or "–"
     mult = tuning.get("best_multiplier")
-    edge = tuning.get("edge")
-    flag = f" **EDGE ({edge})**" if edge else ""
-    return f"{lrs}{f' ({mult:.3g}× paper)' if mult else ''}{flag}"
+    return f"{lrs}{f' ({mult:.3g}× paper)' if mult else ''}"
+
+
+def edge_cell(tuning: dict[str, Any]) -> str:
+    """Whether the tuned lr sits at an edge of the searched grid, and the grid (× paper lr) it was searched in:
+    "no" is stated, not left to the absence of a flag. "–" for a search without a grid (Optuna)."""
+    grid = tuning.get("grid_multipliers") or []
+    span = f" (grid {min(grid):.3g}–{max(grid):.3g}×)" if grid else ""
+    if tuning.get("edge"):
+        return f"**EDGE ({tuning['edge']})**{span}"
+    return f"no{span}" if grid or "edge" in tuning else "–"
 
 
 def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) -> list[str]:
@@ -130,8 +138,8 @@ def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) 
         "over seeds (lorazoo's protocol); *best-step median*: each seed's best periodic dev evaluation, median over "
         "seeds (the papers' protocol, VB-LoRA's GLUE tables); *inflation*: the second minus the first.",
         "",
-        "| projection | trainable | tuned lr | n | final mean ± sd | best-step median | inflation | reproduce |",
-        "|---|---|---|---|---|---|---|---|",
+        "| projection | trainable | tuned lr | at an edge? | n | final mean ± sd | best-step median | inflation | reproduce |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     ordered = sorted(methods, key=lambda m: (m.trainable or 0, m.projection))
     for m in ordered:
@@ -140,7 +148,7 @@ def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) 
             continue
         sd = f" ± {p.final_sd:.4f}" if p.final_sd is not None else ""
         lines.append(
-            f"| {m.projection} | {m.trainable or 0:,} | {lr_cell(m.tuning)} | {p.n} | {p.final_mean:.4f}{sd} | "
+            f"| {m.projection} | {m.trainable or 0:,} | {lr_cell(m.tuning)} | {edge_cell(m.tuning)} | {p.n} | {p.final_mean:.4f}{sd} | "
             f"{_fmt(p.best_median)} | {_fmt(p.inflation)} | `{m.reproduce()}` |"
         )
     sign = 1.0 if methods[0].greater else -1.0
