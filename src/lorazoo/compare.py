@@ -417,6 +417,22 @@ def group_runs(runs: list[Run]) -> tuple[dict[str, list[Group]], list[Run]]:
     return dict(sorted(per_task.items())), bad
 
 
+def curve_settings(roots: Iterable[str | Path]) -> dict[str, list[Path]]:
+    """Label → run dirs for the curve plot, grouped exactly as the table's rows (the seeds of one setting together,
+    never two settings pooled, lr-search trials left out); a run that did not complete is drawn alone, its status
+    in the label."""
+    per_task, bad = group_runs([load_run(d) for d in find_run_dirs(roots)])
+    settings: dict[str, list[Path]] = {}
+    for task, groups in per_task.items():
+        for group in groups:
+            label = f"{group.label} {task}"
+            label = f"{group.label} {group.model} {task}" if label in settings else label
+            settings[label] = [run.run_dir for run in group.runs]
+    for run in bad:
+        settings[f"{run.projection} s{run.seed} {run.task} ({run.status}) {run.run_dir.name}"] = [run.run_dir]
+    return settings
+
+
 def _label_settings(groups: list[Group]) -> None:
     """Tell apart groups of one projection and model run in different settings by the keys they differ in."""
     siblings: dict[tuple[str, str], list[Group]] = defaultdict(list)
@@ -744,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.curves:
         from lorazoo.curves import plot_curves
 
-        drawn = plot_curves(find_run_dirs(args.dirs), args.curves)
+        drawn = plot_curves(curve_settings(args.dirs), args.curves)
         print(f"curves -> {drawn}" if drawn else "curves: no run has a curves.jsonl")
     return 0
 

@@ -3,33 +3,12 @@ training loss on the left and the dev evaluations on the right (``lorazoo-compar
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from lorazoo.files import atomic_save_png
 from lorazoo.train.engine.curves import CURVES_FILE, read_rows
-
-
-def _setting(run_dir: Path) -> str:
-    """``projection task``: what the seeds of one setting share (one colour, one legend entry); the folder
-    name when the run has no metrics.json."""
-    try:
-        record = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return run_dir.name
-    if not isinstance(record, dict):
-        return run_dir.name
-    parts = [record.get("projection"), record.get("task")]
-    return " ".join(str(p) for p in parts if p is not None) or run_dir.name
-
-
-def curve_groups(run_dirs: list[Path]) -> dict[str, list[Path]]:
-    """The runs of each setting, in first-seen order: a study draws 60 runs, which only read as 12 settings."""
-    groups: dict[str, list[Path]] = {}
-    for run_dir in run_dirs:
-        groups.setdefault(_setting(Path(run_dir)), []).append(Path(run_dir))
-    return groups
 
 
 def mean_curve(series: list[dict[int, float]]) -> dict[int, float]:
@@ -53,13 +32,14 @@ def _draw(ax: Any, series: list[dict[int, float]], color: Any, marker: str | Non
     return ax.plot(list(mean), list(mean.values()), color=color, linewidth=2, marker=marker, markersize=4)[0]
 
 
-def plot_curves(run_dirs: list[Path], path: str | Path) -> Path | None:
-    """One PNG of the training loss and dev evaluation against the step: one colour per setting (projection,
-    task), its seeds faint and their mean bold, one legend entry per setting; None when no run has a curve."""
+def plot_curves(settings: Mapping[str, Sequence[Path]], path: str | Path) -> Path | None:
+    """One PNG of the training loss and dev evaluation against the step. ``settings`` maps a label to the run
+    dirs of one setting (its seeds; the caller groups, as its table does, so two settings are never pooled):
+    one colour and legend entry a setting, its seeds faint and their mean bold. None when no run has a curve."""
     groups = {
         name: curves
-        for name, dirs in curve_groups(list(run_dirs)).items()
-        if (curves := [rows for d in dirs if (rows := read_rows(d / CURVES_FILE))])
+        for name, dirs in settings.items()
+        if (curves := [rows for d in dirs if (rows := read_rows(Path(d) / CURVES_FILE))])
     }
     if not groups:
         return None

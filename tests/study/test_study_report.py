@@ -254,3 +254,19 @@ def test_report_refuses_a_before_that_is_not_a_directory(tmp_path: Path, capsys:
         report.main([str(tmp_path / "runs"), "--md", str(tmp_path / "R.md"), "--before", str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert "--before" in err and "nope" in err and "not a directory" in err
+
+
+def test_a_final_dir_holding_two_settings_stops_the_report(tmp_path: Path):
+    """A seed of an older search's lr left in a method's final dir would be averaged into its row: refused,
+    naming the dir and the key that differs."""
+    runs, md = tmp_path / "runs", tmp_path / "RESULTS.md"
+    write_run(runs, "glue/sst2", "lora", 0, 0.85, [0.85])
+    stray = write_run(runs, "glue/sst2", "lora", 1, 0.60, [0.60])
+    record = json.loads((stray / "metrics.json").read_text())
+    record["overrides"] = [o.replace("optimizer.lr=0.004", "optimizer.lr=0.04") for o in record["overrides"]]
+    (stray / "metrics.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit) as stop:
+        report.main([str(runs), "--md", str(md)])
+    message = str(stop.value)
+    assert message.startswith("error: ") and "lora/final" in message and "optimizer.lr" in message
+    assert "\n" not in message and not md.exists()

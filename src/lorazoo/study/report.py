@@ -20,6 +20,7 @@ from typing import Any
 
 from lorazoo.compare import Run, bootstrap_interval, load_run
 from lorazoo.curves import plot_curves
+from lorazoo.errors import LoraZooError
 from lorazoo.files import atomic_save_png, atomic_write
 from lorazoo.study import stats
 from lorazoo.train.engine.curves import CURVES_FILE, read_rows
@@ -88,6 +89,25 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+class MixedSettingsError(LoraZooError):
+    """A final dir whose completed runs ran different settings: one row would pool them."""
+
+
+def one_setting(final: Path, runs: list[Run]) -> None:
+    """A method's row is the seeds of one setting; runs of another (an older search's lr, another budget) in the
+    same final dir would be averaged in silently, so they stop the report, naming the keys that differ."""
+    other = next((r for r in runs if r.key != runs[0].key), None)
+    if other is None:
+        return
+    a, b = runs[0].setting, other.setting
+    differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))[:3]
+    raise MixedSettingsError(
+        f"{final}: runs {runs[0].run_dir.name} and {other.run_dir.name} ran different settings (differing: "
+        f"{', '.join(f'{k}={a.get(k)!r} vs {b.get(k)!r}' for k in differ)}); a row pools one setting, so move the "
+        "other runs out of this final dir"
+    )
+
+
 def collect(root: Path) -> tuple[list[Method], int]:
     """Methods found under ``root`` (completed final runs only) and how many final run dirs exist at all."""
     methods: list[Method] = []
@@ -96,6 +116,7 @@ def collect(root: Path) -> tuple[list[Method], int]:
         runs = [load_run(d) for d in sorted(p for p in final.iterdir() if p.is_dir())]
         seen += len(runs)
         done = [r for r in runs if r.status == "completed" and r.meaning is not None]
+        one_setting(final, done)
         tuning = json.loads((final / "tuning.json").read_text()) if (final / "tuning.json").is_file() else {}
         if done:
             task = str(done[0].task)
@@ -172,7 +193,7 @@ def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) 
         lines.append("| – | – | – | – | – | – | no pair has 2 shared seeds yet |")
     slug = task.replace("/", "_")
     plot = plot_scores(task, ordered, figures / f"{slug}_scores.png")
-    curves = plot_curves([r.run_dir for m in ordered for r in m.runs], figures / f"{slug}_curves.png")
+    curves = plot_curves({m.projection: [r.run_dir for r in m.runs] for m in ordered}, figures / f"{slug}_curves.png")
     for title, path in (("score vs trainable parameters", plot), ("learning curves", curves)):
         if path is not None:
             lines += ["", f"![{task}: {title}]({path.relative_to(md_dir)})"]
@@ -398,7 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     before = Path(args.before) if args.before else None
     if before is not None and not before.is_dir():
         p.error(f"--before {args.before!r} is not a directory; valid: an earlier lorazoo-fair --out directory")
-    render(root, md, args.planned, before)
+    try:
+        render(root, md, args.planned, before)
+    except MixedSettingsError as error:
+        raise SystemExit(f"error: {error}") from None
     print(f"wrote {md}")
     return 0
 

@@ -4,6 +4,7 @@ the whole run, and the final and best evaluated steps (Trainer's load_best_model
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,9 @@ import torch
 from helpers import compose_config, train_killed_at_step, train_tiny
 from safetensors.torch import load_file
 
+from lorazoo.compare import curve_settings
 from lorazoo.compare import main as compare_main
-from lorazoo.curves import curve_groups, mean_curve, plot_curves
+from lorazoo.curves import mean_curve, plot_curves
 from lorazoo.train.config.schema import check
 from lorazoo.train.engine.best import best_metric_name
 from lorazoo.train.engine.curves import CURVES_FILE, append_row, read_rows, run_train_loss
@@ -64,25 +66,26 @@ def test_every_run_writes_its_curve_with_every_step_covered(two_runs: list[Path]
 
 
 def test_compare_plots_the_curves_of_two_runs(two_runs: list[Path], tmp_path: Path):
-    png = plot_curves(two_runs, tmp_path / "direct.png")
+    png = plot_curves({"lora": two_runs}, tmp_path / "direct.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = tmp_path / "curves.png"
     assert compare_main([str(two_runs[0].parent), "--out", str(tmp_path / "res"), "--curves", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
-    assert plot_curves([tmp_path], tmp_path / "none.png") is None  # no curve: nothing drawn, no empty figure
+    assert plot_curves({"none": [tmp_path]}, tmp_path / "none.png") is None  # no curve: nothing drawn, no empty figure
 
 
-def test_a_settings_seeds_share_one_group_and_its_mean_uses_the_common_steps(tmp_path: Path):
-    """Drawn one colour a run, a study's 60 runs repeated colours and overflowed the legend: the plot groups the
-    seeds of a setting (projection, task), faint, with their mean bold and one legend entry."""
-    runs = []
-    for projection, seed in (("lora", 0), ("vera", 0), ("lora", 1)):
-        run = tmp_path / f"{projection}_{seed}"
-        run.mkdir()
-        record = {"projection": projection, "seed": seed, "task": "glue/sst2"}
-        (run / "metrics.json").write_text(json.dumps(record))
-        runs.append(run)
-    assert curve_groups(runs) == {"lora glue/sst2": [runs[0], runs[2]], "vera glue/sst2": [runs[1]]}
+def test_curves_draw_a_setting_per_colour_never_pooling_two(two_runs: list[Path], tmp_path: Path):
+    """Drawn one colour a run, a study's 60 runs repeated colours and overflowed the legend. Grouped, the seeds of
+    one setting share a colour and a bold mean, and a second setting of the same projection (another lr) is its
+    own entry, as in the table: never averaged in with the first."""
+    for run in two_runs:
+        shutil.copytree(run, tmp_path / run.name)
+    train_tiny(tmp_path / "other_lr", *SMALL, "seed=0", "trainer.max_steps=5", "optimizer.lr=0.02")
+    settings = curve_settings([tmp_path])
+    assert sorted(len(dirs) for dirs in settings.values()) == [1, 2]
+    pooled = next(dirs for dirs in settings.values() if len(dirs) == 2)
+    assert sorted(d.name for d in pooled) == ["s0", "s1"]
+    assert all("optimizer.lr" in label for label in settings)  # the labels say which setting is which
     assert mean_curve([{1: 0.5, 2: 0.7, 3: 0.9}, {1: 0.7, 2: 0.9}]) == pytest.approx({1: 0.6, 2: 0.8})
 
 
