@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
+from lorazoo.study.report import gap_cells
 from lorazoo.study.stats import paired_difference
 from lorazoo.train.engine.curves import CURVES_FILE, read_rows
 
@@ -33,15 +34,12 @@ def seed_of(run_dir: Path) -> int:
 def paired_table(by_seed: dict[str, dict[int, dict[int, float]]], steps: list[int]) -> None:
     """A − B at each step, paired by seed, for the two methods given."""
     a, b = by_seed
-    print(f"\n| step | {a} − {b} | seeds | bootstrap interval | t interval | resolved |\n|---|---|---|---|---|---|")
+    print(f"\n| step | seeds | {a} − {b} | bootstrap interval | t interval | resolved |\n|---|---|---|---|---|---|")
     for step in steps:
         at = {m: {seed: col[step] for seed, col in runs.items() if step in col} for m, runs in by_seed.items()}
         pair = paired_difference(a, b, at[a], at[b])
         if pair is not None:
-            print(
-                f"| {step} | {pair.mean:+.4f} | {len(pair.seeds)} | [{pair.low:+.4f}, {pair.high:+.4f}] | "
-                f"[{pair.t_low:+.4f}, {pair.t_high:+.4f}] | {'yes' if pair.resolved else 'no'} |"
-            )
+            print(f"| {step} | {gap_cells(pair)}")
 
 
 def main(metric: str, sweeps: list[str]) -> None:

@@ -417,11 +417,10 @@ def group_runs(runs: list[Run]) -> tuple[dict[str, list[Group]], list[Run]]:
     return dict(sorted(per_task.items())), bad
 
 
-def curve_settings(roots: Iterable[str | Path]) -> dict[str, list[Path]]:
-    """Label → run dirs for the curve plot, grouped exactly as the table's rows (the seeds of one setting together,
-    never two settings pooled, lr-search trials left out); a run that did not complete is drawn alone, its status
-    in the label."""
-    per_task, bad = group_runs([load_run(d) for d in find_run_dirs(roots)])
+def curve_settings(per_task: dict[str, list[Group]], bad: list[Run]) -> dict[str, list[Path]]:
+    """Label → run dirs for the curve plot, from the table's rows (``group_runs``: the seeds of one setting
+    together, never two settings pooled, lr-search trials left out); a run that did not complete is drawn alone,
+    its status in the label."""
     settings: dict[str, list[Path]] = {}
     for task, groups in per_task.items():
         for group in groups:
@@ -760,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.curves:
         from lorazoo.curves import plot_curves
 
-        drawn = plot_curves(curve_settings(args.dirs), args.curves)
+        drawn = plot_curves(curve_settings(result["groups"], result["failed"]), args.curves)
         print(f"curves -> {drawn}" if drawn else "curves: no run has a curves.jsonl")
     return 0
 

@@ -184,11 +184,7 @@ def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) 
         "| A | B | seeds | A − B | bootstrap interval | t interval | resolved |",
         "|---|---|---|---|---|---|---|",
     ]
-    for pair in pairs:
-        lines.append(
-            f"| {pair.a} | {pair.b} | {len(pair.seeds)} | {pair.mean:+.4f} | [{pair.low:+.4f}, {pair.high:+.4f}] | "
-            f"[{pair.t_low:+.4f}, {pair.t_high:+.4f}] | {'yes' if pair.resolved else 'no'} |"
-        )
+    lines += [f"| {pair.a} | {pair.b} | {gap_cells(pair)}" for pair in pairs]
     if not pairs:
         lines.append("| – | – | – | – | – | – | no pair has 2 shared seeds yet |")
     slug = task.replace("/", "_")
@@ -198,6 +194,14 @@ def task_section(task: str, methods: list[Method], figures: Path, md_dir: Path) 
         if path is not None:
             lines += ["", f"![{task}: {title}]({path.relative_to(md_dir)})"]
     return lines + [""]
+
+
+def gap_cells(pair: stats.Paired) -> str:
+    """A paired gap's table cells: seeds, mean difference, both intervals, resolved."""
+    return (
+        f"{len(pair.seeds)} | {pair.mean:+.4f} | [{pair.low:+.4f}, {pair.high:+.4f}] | "
+        f"[{pair.t_low:+.4f}, {pair.t_high:+.4f}] | {'yes' if pair.resolved else 'no'} |"
+    )
 
 
 def spread_lines(methods: list[Method], sign: float) -> list[str]:

@@ -12,7 +12,7 @@ import torch
 from helpers import compose_config, train_killed_at_step, train_tiny
 from safetensors.torch import load_file
 
-from lorazoo.compare import curve_settings
+from lorazoo.compare import compare, curve_settings
 from lorazoo.compare import main as compare_main
 from lorazoo.curves import mean_curve, plot_curves
 from lorazoo.train.config.schema import check
@@ -81,7 +81,8 @@ def test_curves_draw_a_setting_per_colour_never_pooling_two(two_runs: list[Path]
     for run in two_runs:
         shutil.copytree(run, tmp_path / run.name)
     train_tiny(tmp_path / "other_lr", *SMALL, "seed=0", "trainer.max_steps=5", "optimizer.lr=0.02")
-    settings = curve_settings([tmp_path])
+    result = compare([tmp_path], out=tmp_path / "res")
+    settings = curve_settings(result["groups"], result["failed"])
     assert sorted(len(dirs) for dirs in settings.values()) == [1, 2]
     pooled = next(dirs for dirs in settings.values() if len(dirs) == 2)
     assert sorted(d.name for d in pooled) == ["s0", "s1"]
